@@ -1,0 +1,46 @@
+"""System checks: invalid ``ASYNCJOBS`` settings and unsupported databases fail ``manage.py check``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.apps import AppConfig
+from django.core.checks import CheckMessage, Error, Tags, register
+from django.db import connections, router
+
+from . import conf
+
+
+@register(Tags.compatibility)
+def check_settings(app_configs: list[AppConfig] | None = None, **kwargs: Any) -> list[CheckMessage]:
+    """Report every invalid ``ASYNCJOBS`` key (asyncjobs.E001)."""
+    return [
+        Error(
+            message,
+            hint="See the configuration reference in django-asyncjobs' README.",
+            obj="settings.ASYNCJOBS",
+            id="asyncjobs.E001",
+        )
+        for message in conf.validate(conf.raw_settings())
+    ]
+
+
+@register(Tags.database)
+def check_database(
+    app_configs: list[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """Require PostgreSQL for the jobs table (asyncjobs.E002); it relies on SKIP LOCKED and NOTIFY."""
+    from .models import Job
+
+    alias = router.db_for_write(Job)
+    vendor = connections[alias].vendor
+    if vendor == "postgresql":
+        return []
+    return [
+        Error(
+            f"django-asyncjobs needs PostgreSQL; database {alias!r} is {vendor}.",
+            hint="Point the jobs table's database at PostgreSQL 13 or newer.",
+            obj="settings.DATABASES",
+            id="asyncjobs.E002",
+        )
+    ]

@@ -1,0 +1,234 @@
+"""Typed settings for django-asyncjobs, read lazily from ``settings.ASYNCJOBS``.
+
+Every key has a default, a type and a check. Values are read on first use, not at import time, and
+re-read after ``override_settings(ASYNCJOBS=...)`` so tests can change them::
+
+    ASYNCJOBS = {
+        "QUEUE_PREFIX": "myproject-",
+        "QUEUES": ["high", "default", "low"],
+        "MAX_RETRIES": 5,
+    }
+
+boto3 keeps its own configuration (credentials chain, ``AWS_DEFAULT_REGION``,
+``AWS_ENDPOINT_URL_SQS``); ``REGION_NAME`` and ``ENDPOINT_URL`` only override it when set.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from django.conf import settings as django_settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+# SQS queue names: up to 80 characters of letters, digits, hyphens and underscores.
+# https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/quotas-queues.html
+SQS_QUEUE_NAME_MAX_LENGTH = 80
+SQS_QUEUE_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]*$")
+# ReceiveMessage WaitTimeSeconds is 0..20 and a visibility timeout is at most 12 hours.
+# https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/quotas-messages.html
+SQS_MAX_WAIT_TIME_SECONDS = 20
+SQS_MAX_VISIBILITY_TIMEOUT_SECONDS = 12 * 60 * 60
+TRANSPORTS = ("sqs", "memory")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AsyncJobsSettings:
+    """The validated ``ASYNCJOBS`` settings; field names are the lower-cased keys."""
+
+    #: Prefix of every SQS queue name: job queue "default" lives in SQS queue "asyncjobs-default".
+    queue_prefix: str = "asyncjobs-"
+    #: Queues a worker consumes when ``runworker --queues`` is not given, highest priority first.
+    queues: tuple[str, ...] = ("high", "default", "low")
+    #: Queue of jobs that name none.
+    default_queue: str = "default"
+    #: AWS region; ``None`` lets boto3 decide (``AWS_DEFAULT_REGION``, ~/.aws/config).
+    region_name: str | None = None
+    #: SQS endpoint; ``None`` lets boto3 decide (``AWS_ENDPOINT_URL_SQS``, ``AWS_ENDPOINT_URL``).
+    endpoint_url: str | None = None
+    #: Create a missing SQS queue on first use. Turn off where IAM forbids sqs:CreateQueue.
+    create_missing_queues: bool = True
+    #: How long a received message stays invisible before SQS offers it again.
+    visibility_timeout_seconds: int = 30
+    #: Long-poll wait of ReceiveMessage (0..20).
+    wait_time_seconds: int = 20
+    #: Retries after the first attempt, unless a job says otherwise.
+    max_retries: int = 3
+    #: Delay before the first retry; each further retry multiplies it by the factor.
+    retry_backoff_seconds: float = 60.0
+    retry_backoff_factor: float = 4.0
+    #: No retry waits longer than this.
+    retry_backoff_max_seconds: float = 3600.0
+    #: Random spread of each retry delay, as a fraction (0.2 = plus or minus 20 %).
+    retry_jitter: float = 0.2
+    #: Time a job may run before its attempt fails; ``None`` means no limit.
+    timeout_seconds: float | None = 600.0
+    #: Largest accepted size of a job's JSON arguments, in UTF-8 bytes.
+    max_payload_bytes: int = 256 * 1024
+    #: How often a worker stamps ``heartbeat_at`` on its running jobs.
+    heartbeat_interval_seconds: float = 10.0
+    #: Scheduler poll period when no NOTIFY arrives.
+    scheduler_interval_seconds: float = 5.0
+    #: Most jobs the scheduler relays in one transaction.
+    scheduler_batch_size: int = 500
+    #: How long a worker's claim waits for the scheduler's row lock before giving the message back.
+    claim_lock_timeout_seconds: float = 5.0
+    #: "sqs" (production) or "memory" (one process only, for tests).
+    transport: str = "sqs"
+
+    def sqs_queue_name(self, queue: str) -> str:
+        """Return the SQS name of job queue *queue* (``"default"`` -> ``"asyncjobs-default"``)."""
+        return f"{self.queue_prefix}{queue}"
+
+
+_DEFAULTS = AsyncJobsSettings()
+
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "queue_prefix": (str,),
+    "queues": (list, tuple),
+    "default_queue": (str,),
+    "region_name": (str, type(None)),
+    "endpoint_url": (str, type(None)),
+    "create_missing_queues": (bool,),
+    "visibility_timeout_seconds": (int,),
+    "wait_time_seconds": (int,),
+    "max_retries": (int,),
+    "retry_backoff_seconds": (int, float),
+    "retry_backoff_factor": (int, float),
+    "retry_backoff_max_seconds": (int, float),
+    "retry_jitter": (int, float),
+    "timeout_seconds": (int, float, type(None)),
+    "max_payload_bytes": (int,),
+    "heartbeat_interval_seconds": (int, float),
+    "scheduler_interval_seconds": (int, float),
+    "scheduler_batch_size": (int,),
+    "claim_lock_timeout_seconds": (int, float),
+    "transport": (str,),
+}
+
+
+def queue_name_error(queue: object, *, prefix: str = "") -> str | None:
+    """Return why *queue* is not a usable job queue name, or ``None`` when it is.
+
+    >>> queue_name_error("reports") is None
+    True
+    """
+    if not isinstance(queue, str) or not queue:
+        return f"queue names are non-empty strings, not {queue!r}"
+    if not SQS_QUEUE_NAME_PATTERN.match(queue):
+        return f"queue name {queue!r} may only hold letters, digits, '-' and '_'"
+    if len(prefix) + len(queue) > SQS_QUEUE_NAME_MAX_LENGTH:
+        return (
+            f"queue name {prefix + queue!r} is longer than SQS's "
+            f"{SQS_QUEUE_NAME_MAX_LENGTH} characters"
+        )
+    return None
+
+
+def validate(raw: Mapping[str, Any]) -> list[str]:
+    """Return one message per problem in an ``ASYNCJOBS`` dict; an empty list means valid.
+
+    >>> validate({"MAX_RETRIES": -1})
+    ['ASYNCJOBS["MAX_RETRIES"] must be 0 or more, not -1']
+    """
+    if not isinstance(raw, Mapping):
+        return [f"ASYNCJOBS must be a dict, not {type(raw).__name__}"]
+    errors: list[str] = []
+    for key, value in raw.items():
+        name = str(key).lower()
+        if name not in _FIELD_TYPES:
+            close = difflib.get_close_matches(str(key).upper(), [k.upper() for k in _FIELD_TYPES])
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            errors.append(f"ASYNCJOBS has an unknown key {key!r}{hint}")
+            continue
+        allowed = _FIELD_TYPES[name]
+        # bool is an int subclass; a True where a number belongs is almost always a mistake.
+        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+            wanted = " or ".join("None" if t is type(None) else t.__name__ for t in allowed)
+            errors.append(f'ASYNCJOBS["{key}"] must be {wanted}, not {value!r}')
+    if errors:
+        return errors
+
+    values = {str(k).lower(): v for k, v in raw.items()}
+
+    def number(name: str, minimum: float, maximum: float | None = None) -> None:
+        value = values.get(name)
+        if value is None:
+            return
+        if value < minimum or (maximum is not None and value > maximum):
+            bound = f"between {minimum:g} and {maximum:g}" if maximum is not None else (
+                f"{minimum:g} or more"
+            )
+            errors.append(f'ASYNCJOBS["{name.upper()}"] must be {bound}, not {value!r}')
+
+    number("visibility_timeout_seconds", 0, SQS_MAX_VISIBILITY_TIMEOUT_SECONDS)
+    number("wait_time_seconds", 0, SQS_MAX_WAIT_TIME_SECONDS)
+    number("max_retries", 0)
+    number("retry_backoff_seconds", 0)
+    number("retry_backoff_factor", 1)
+    number("retry_backoff_max_seconds", 0)
+    number("retry_jitter", 0, 1)
+    number("timeout_seconds", 0.001)
+    number("max_payload_bytes", 1)
+    number("heartbeat_interval_seconds", 0.01)
+    number("scheduler_interval_seconds", 0.01)
+    number("scheduler_batch_size", 1)
+    number("claim_lock_timeout_seconds", 0.001)
+
+    prefix = values.get("queue_prefix", _DEFAULTS.queue_prefix)
+    if not SQS_QUEUE_NAME_PATTERN.match(prefix):
+        errors.append(
+            f'ASYNCJOBS["QUEUE_PREFIX"] may only hold letters, digits, "-" and "_", not {prefix!r}'
+        )
+    queues = values.get("queues", _DEFAULTS.queues)
+    if not queues:
+        errors.append('ASYNCJOBS["QUEUES"] must name at least one queue')
+    for queue in queues:
+        problem = queue_name_error(queue, prefix=prefix)
+        if problem:
+            errors.append(f'ASYNCJOBS["QUEUES"]: {problem}')
+    default_queue = values.get("default_queue", _DEFAULTS.default_queue)
+    problem = queue_name_error(default_queue, prefix=prefix)
+    if problem:
+        errors.append(f'ASYNCJOBS["DEFAULT_QUEUE"]: {problem}')
+    transport = values.get("transport", _DEFAULTS.transport)
+    if transport not in TRANSPORTS:
+        errors.append(f'ASYNCJOBS["TRANSPORT"] must be one of {TRANSPORTS}, not {transport!r}')
+    return errors
+
+
+def raw_settings() -> Any:
+    """Return ``settings.ASYNCJOBS`` as the project wrote it (``{}`` when absent)."""
+    return getattr(django_settings, "ASYNCJOBS", {})
+
+
+@functools.cache
+def get_settings() -> AsyncJobsSettings:
+    """Return the project's validated settings, cached until ``ASYNCJOBS`` changes.
+
+    Raises :class:`~django.core.exceptions.ImproperlyConfigured` naming every invalid key.
+
+    >>> get_settings().default_queue
+    'default'
+    """
+    raw = raw_settings()
+    errors = validate(raw)
+    if errors:
+        raise ImproperlyConfigured("; ".join(errors))
+    known = {f.name for f in fields(AsyncJobsSettings)}
+    values: dict[str, Any] = {k.lower(): v for k, v in raw.items() if k.lower() in known}
+    if "queues" in values:
+        values["queues"] = tuple(values["queues"])
+    return AsyncJobsSettings(**values)
+
+
+@receiver(setting_changed)
+def _reset_on_setting_changed(*, setting: str, **kwargs: Any) -> None:
+    if setting == "ASYNCJOBS":
+        get_settings.cache_clear()

@@ -1,0 +1,40 @@
+"""The one error tree of django-asyncjobs.
+
+Configuration mistakes are :class:`django.core.exceptions.ImproperlyConfigured`, so Django reports
+them the way it reports its own. Everything else derives from :class:`AsyncJobsError`.
+"""
+
+from __future__ import annotations
+
+from django.core.exceptions import ImproperlyConfigured
+
+
+class AsyncJobsError(Exception):
+    """Base class of every error raised by django-asyncjobs at run time."""
+
+
+class DuplicateJobName(ImproperlyConfigured):
+    """Two different callables were registered under one job name."""
+
+
+class JobNotRegistered(AsyncJobsError, LookupError):
+    """A job name was looked up that no ``@job`` registered in this process."""
+
+
+class MalformedMessage(AsyncJobsError, ValueError):
+    """A transport message body is not a valid django-asyncjobs doorbell."""
+
+
+class TransportError(AsyncJobsError):
+    """The transport (SQS) could not be reached or refused a request.
+
+    The message names the operation and the queue; the original exception is chained.
+    """
+
+
+class JobTimeout(AsyncJobsError):
+    """A job ran past its timeout; the attempt is recorded as failed."""
+
+    def __init__(self, timeout_seconds: float) -> None:
+        self.timeout_seconds = timeout_seconds
+        super().__init__(f"timed out after {timeout_seconds:g} s")

@@ -1,0 +1,108 @@
+"""Run one job's code: sync or async, function or class, with its timeout, capturing the outcome.
+
+Nothing here touches the job row; the worker records the :class:`Outcome`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import traceback as traceback_module
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Any, cast
+
+from .exceptions import JobTimeout
+from .payload import check_result
+from .registry import JobDefinition
+
+#: Stored tracebacks and error texts are cut to this many characters (the end is kept).
+MAX_TRACEBACK_CHARS = 64 * 1024
+MAX_ERROR_CHARS = 4 * 1024
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Outcome:
+    """How one attempt ended: a JSON-ready *result*, or an *error* and its *traceback*."""
+
+    ok: bool
+    duration_seconds: float
+    result: Any = None
+    error: str = ""
+    traceback: str = ""
+
+    @property
+    def timed_out(self) -> bool:
+        """Return whether the attempt was stopped by its timeout."""
+        return self.error.startswith("JobTimeout:")
+
+
+def _truncate(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return f"... [{len(text) - limit:,} characters cut]\n" + text[-limit:]
+
+
+def failure(exc: BaseException, *, started: float) -> Outcome:
+    """Return the failed :class:`Outcome` for *exc*, with its formatted traceback."""
+    message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    formatted = "".join(traceback_module.format_exception(exc))
+    return Outcome(
+        ok=False,
+        duration_seconds=time.monotonic() - started,
+        error=_truncate(message, MAX_ERROR_CHARS),
+        traceback=_truncate(formatted, MAX_TRACEBACK_CHARS),
+    )
+
+
+def _success(result: Any, *, started: float) -> Outcome:
+    try:
+        check_result(result)
+    except TypeError as exc:
+        return failure(exc, started=started)
+    return Outcome(ok=True, duration_seconds=time.monotonic() - started, result=result)
+
+
+def _invoke(definition: JobDefinition[Any, Any], args: list[Any], kwargs: dict[str, Any]) -> Any:
+    if definition.is_class:
+        return definition.target(*args, **kwargs).handle()
+    return definition.target(*args, **kwargs)
+
+
+def run_sync(
+    definition: JobDefinition[Any, Any], args: list[Any], kwargs: dict[str, Any]
+) -> Outcome:
+    """Run a ``def`` job (or a class with a sync ``handle``) and return its outcome.
+
+    The timeout of a sync job is enforced by the worker, which cannot interrupt the thread.
+    """
+    started = time.monotonic()
+    try:
+        return _success(_invoke(definition, args, kwargs), started=started)
+    except Exception as exc:
+        return failure(exc, started=started)
+
+
+async def run_async(
+    definition: JobDefinition[Any, Any],
+    args: list[Any],
+    kwargs: dict[str, Any],
+    *,
+    timeout_seconds: float | None,
+) -> Outcome:
+    """Run an ``async def`` job, cancelling it when it outlives *timeout_seconds*."""
+    started = time.monotonic()
+    try:
+        awaitable = cast(Awaitable[Any], _invoke(definition, args, kwargs))
+        result = await asyncio.wait_for(awaitable, timeout_seconds)
+    except TimeoutError:
+        assert timeout_seconds is not None
+        return failure(JobTimeout(timeout_seconds), started=started)
+    except Exception as exc:
+        return failure(exc, started=started)
+    return _success(result, started=started)
+
+
+def timed_out(timeout_seconds: float, *, started: float) -> Outcome:
+    """Return the outcome of a sync attempt the worker gave up on at its timeout."""
+    return failure(JobTimeout(timeout_seconds), started=started)

@@ -1,0 +1,58 @@
+"""``manage.py runscheduler``: relay due jobs from PostgreSQL to SQS."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from ...exceptions import TransportError
+from ...scheduler import Scheduler
+from ...transports import get_transport
+from ._options import positive_float, positive_int
+from ._signals import graceful_stop
+
+
+class Command(BaseCommand):
+    help = (
+        "Relay due jobs (new, delayed and retried) to their SQS queues, highest priority first. "
+        "Woken by NOTIFY when a job is enqueued; polls every --interval seconds as a fallback. "
+        "Several schedulers may run at once.\n\n"
+        "Examples:\n  manage.py runscheduler\n  manage.py runscheduler --once"
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--interval", type=positive_float, default=None,
+            help="Seconds between polls when no NOTIFY arrives (default: "
+                 "ASYNCJOBS['SCHEDULER_INTERVAL_SECONDS']).",
+        )
+        parser.add_argument(
+            "--batch-size", type=positive_int, default=None,
+            help="Most jobs relayed per transaction (default: ASYNCJOBS['SCHEDULER_BATCH_SIZE']).",
+        )
+        parser.add_argument(
+            "--once", action="store_true", help="Relay what is due now, then exit."
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        scheduler = Scheduler(
+            transport=get_transport(),
+            batch_size=options["batch_size"],
+            interval_seconds=options["interval"],
+        )
+        try:
+            if options["once"]:
+                try:
+                    sent = scheduler.run_once()
+                except TransportError as exc:
+                    raise CommandError(f"could not relay jobs: {exc}") from exc
+                self.stdout.write(self.style.SUCCESS(f"Relayed {sent} job(s)."))
+                return
+            with graceful_stop(scheduler.stop, on_first=self._stopping):
+                scheduler.run()
+        finally:
+            scheduler.transport.close()
+
+    def _stopping(self, signal_name: str) -> None:
+        self.stderr.write(f"{signal_name} received; stopping after this pass.")

@@ -1,0 +1,99 @@
+"""The ``Job`` row: one per enqueued job, the single source of truth about it.
+
+State changes never go through ``job.save()``: each one is a conditional UPDATE in
+:mod:`django_asyncjobs.queries`, reached through ``Job.objects``.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+from .queries import JobManager
+from .status import FINAL_STATUSES, JobStatus
+
+__all__ = ["FINAL_STATUSES", "Job", "JobStatus"]
+
+
+class Job(models.Model):
+    """One job: what to run, with which arguments, and what happened.
+
+    >>> from myapp.jobs import add
+    >>> job = add.delay(2, 3)
+    >>> job.status
+    'scheduled'
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(_("name"), max_length=255, help_text=_("Registered job name."))
+    args = models.JSONField(_("args"), default=list, blank=True)
+    kwargs = models.JSONField(_("kwargs"), default=dict, blank=True)
+    queue = models.CharField(_("queue"), max_length=80)
+    priority = models.IntegerField(_("priority"), default=0, help_text=_("Higher runs first."))
+    status = models.CharField(
+        _("status"), max_length=16, choices=JobStatus.choices, default=JobStatus.SCHEDULED
+    )
+    run_at = models.DateTimeField(_("run at"), help_text=_("Not sent to a worker before this."))
+    attempts = models.PositiveIntegerField(_("attempts"), default=0)
+    max_retries = models.PositiveIntegerField(_("max retries"), default=3)
+    timeout = models.FloatField(
+        _("timeout"), null=True, blank=True, help_text=_("Seconds an attempt may run.")
+    )
+    result = models.JSONField(_("result"), null=True, blank=True)
+    error = models.TextField(_("error"), blank=True, default="")
+    traceback = models.TextField(_("traceback"), blank=True, default="")
+    created_at = models.DateTimeField(_("created at"))
+    enqueued_at = models.DateTimeField(_("enqueued at"), null=True, blank=True)
+    started_at = models.DateTimeField(_("started at"), null=True, blank=True)
+    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
+    heartbeat_at = models.DateTimeField(_("heartbeat at"), null=True, blank=True)
+    worker = models.CharField(_("worker"), max_length=255, blank=True, default="")
+    # Fencing tokens: a message is only good for the dispatch that sent it, and a worker's writes
+    # only count while it holds the lease it got when it claimed the job.
+    dispatch_token = models.UUIDField(null=True, blank=True, editable=False)
+    lease_token = models.UUIDField(null=True, blank=True, editable=False)
+
+    objects = JobManager()
+
+    class Meta:
+        db_table = "asyncjobs_job"
+        verbose_name = _("job")
+        verbose_name_plural = _("jobs")
+        ordering = ["-created_at"]
+        permissions = [("retry_job", "Can retry jobs"), ("cancel_job", "Can cancel jobs")]
+        indexes = [
+            # The scheduler's relay: due scheduled jobs, highest priority first.
+            models.Index(
+                models.F("priority").desc(),
+                "run_at",
+                name="asyncjobs_due_idx",
+                condition=models.Q(status="scheduled"),
+            ),
+            # The scheduler's "when is the next job due" and the admin's due filter.
+            models.Index(
+                fields=["run_at"],
+                name="asyncjobs_next_due_idx",
+                condition=models.Q(status="scheduled"),
+            ),
+            # The reaper's scan of running jobs by heartbeat.
+            models.Index(
+                fields=["heartbeat_at"],
+                name="asyncjobs_running_idx",
+                condition=models.Q(status="running"),
+            ),
+            # Admin and commands: list by status / name / queue, newest first.
+            models.Index(fields=["status", "-created_at"], name="asyncjobs_status_idx"),
+            models.Index(fields=["name", "-created_at"], name="asyncjobs_name_idx"),
+            models.Index(fields=["queue", "-created_at"], name="asyncjobs_queue_idx"),
+            models.Index(fields=["-created_at"], name="asyncjobs_created_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.id} ({self.status})"
+
+    @property
+    def is_final(self) -> bool:
+        """Return whether the job has reached a status it never leaves on its own."""
+        return self.status in FINAL_STATUSES

@@ -1,0 +1,127 @@
+"""JSON-only job arguments and results, and the doorbell message body.
+
+Arguments are checked when a job is enqueued, so that a bad value raises at the call site with the
+path of the offending value instead of failing later in a worker. Messages carry only a job id and a
+dispatch token: arguments live in PostgreSQL and never travel through SQS.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .exceptions import MalformedMessage
+
+#: Deeper nesting is refused: it is never intended, and it can exhaust the stack on decode.
+MAX_DEPTH = 64
+MESSAGE_VERSION = 1
+#: A doorbell body is under 100 bytes; anything far larger is not ours and is not parsed.
+MAX_MESSAGE_BODY_BYTES = 1024
+
+JSONValue = None | bool | int | float | str | list["JSONValue"] | dict[str, "JSONValue"]
+
+
+def _check(value: Any, path: str, depth: int) -> None:
+    if depth > MAX_DEPTH:
+        raise TypeError(f"{path} is nested deeper than {MAX_DEPTH} levels")
+    if value is None or isinstance(value, bool | int):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise TypeError(f"{path} is {value!r}, which JSON cannot represent")
+        return
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise TypeError(f"{path} contains a NUL character, which PostgreSQL cannot store")
+        return
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            _check(item, f"{path}[{index}]", depth + 1)
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(
+                    f"{path} has the key {key!r}; JSON object keys must be strings"
+                )
+            _check(item, f"{path}[{key!r}]", depth + 1)
+        return
+    hint = "; pass a list instead" if isinstance(value, tuple) else ""
+    raise TypeError(
+        f"{path} is a {type(value).__name__} ({value!r:.80}), which does not survive a JSON "
+        f"round trip{hint}"
+    )
+
+
+def check_arguments(
+    args: Sequence[Any], kwargs: Mapping[str, Any], *, max_bytes: int
+) -> tuple[list[Any], dict[str, Any], int]:
+    """Validate job arguments and return them as JSON-ready ``(args, kwargs, size_bytes)``.
+
+    Raises :class:`TypeError` naming the first value that would not come back unchanged from JSON
+    (``kwargs['when']`` is a datetime ...), and :class:`ValueError` when the encoded arguments
+    are larger than *max_bytes* UTF-8 bytes.
+
+    >>> check_arguments([1, "a"], {"b": [True]}, max_bytes=1024)[:2]
+    ([1, 'a'], {'b': [True]})
+    """
+    for index, value in enumerate(args):
+        _check(value, f"args[{index}]", 1)
+    for key, value in kwargs.items():
+        _check(value, f"kwargs[{key!r}]", 1)
+    encoded = json.dumps([list(args), dict(kwargs)], separators=(",", ":"), ensure_ascii=False)
+    size = len(encoded.encode("utf-8"))
+    if size > max_bytes:
+        raise ValueError(f"job arguments are {size:,} bytes of JSON; the limit is {max_bytes:,}")
+    return list(args), dict(kwargs), size
+
+
+def check_result(value: Any) -> Any:
+    """Return *value* when it can be stored as a job result, else raise :class:`TypeError`.
+
+    >>> check_result({"total": 5})
+    {'total': 5}
+    """
+    _check(value, "the job's return value", 1)
+    return value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Doorbell:
+    """The content of one transport message: which job, and which dispatch of it."""
+
+    job_id: uuid.UUID
+    dispatch_token: uuid.UUID
+
+    def encode(self) -> str:
+        """Return the message body.
+
+        >>> Doorbell(job_id=uuid.UUID(int=1), dispatch_token=uuid.UUID(int=2)).encode()[:8]
+        '{"v":1,"'
+        """
+        return json.dumps(
+            {"v": MESSAGE_VERSION, "job": str(self.job_id), "d": str(self.dispatch_token)},
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def decode(cls, body: str) -> Doorbell:
+        """Parse a message body, raising :class:`MalformedMessage` for anything not ours."""
+        if len(body) > MAX_MESSAGE_BODY_BYTES:
+            raise MalformedMessage(f"message body is {len(body):,} characters; not a doorbell")
+        try:
+            data = json.loads(body)
+        except (ValueError, RecursionError) as exc:
+            raise MalformedMessage(f"message body is not JSON: {body[:100]!r}") from exc
+        if not isinstance(data, dict) or set(data) != {"v", "job", "d"}:
+            raise MalformedMessage(f"message body has the wrong shape: {body[:100]!r}")
+        if data["v"] != MESSAGE_VERSION:
+            raise MalformedMessage(f"message version {data['v']!r} is not supported")
+        try:
+            return cls(job_id=uuid.UUID(str(data["job"])), dispatch_token=uuid.UUID(str(data["d"])))
+        except ValueError as exc:
+            raise MalformedMessage(f"message body has an invalid id: {body[:100]!r}") from exc

@@ -1,0 +1,455 @@
+"""Every state transition of a job, each one conditional SQL statement that reports what it did.
+
+This module is the only place that changes a job's status. Each transition names the status (and,
+for workers, the lease) it expects, so a transition that lost a race changes nothing and says so.
+Times come from the database's ``now()``, never from the clock of the calling machine.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import uuid
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from django.db import OperationalError, connections, models, router, transaction
+
+from . import signals
+from .status import JobStatus
+
+if TYPE_CHECKING:
+    from .models import Job
+
+logger = logging.getLogger(__name__)
+
+#: LISTEN/NOTIFY channel that wakes the scheduler when jobs are written.
+NOTIFY_CHANNEL = "asyncjobs"
+_LOCK_NOT_AVAILABLE = "55P03"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DueJob:
+    """A job the scheduler has locked and stamped ``queued``, ready to be sent."""
+
+    id: uuid.UUID
+    name: str
+    queue: str
+    priority: int
+    dispatch_token: uuid.UUID
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RelayResult:
+    """What one relay pass did: jobs sent, and jobs put back because their send failed."""
+
+    sent: int
+    put_back: int
+
+
+class ClaimOutcome(Enum):
+    """Why a claim did or did not give the worker a job to run."""
+
+    CLAIMED = "claimed"
+    #: The message is stale or not ours: done, cancelled, re-dispatched, or an unknown id.
+    NOT_CLAIMABLE = "not claimable"
+    #: The job's name is not registered in this worker; a newer worker may know it.
+    NOT_REGISTERED = "not registered"
+    #: The row is still locked (the scheduler has not committed yet); try again shortly.
+    BUSY = "busy"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClaimResult:
+    """The outcome of :meth:`JobManager.claim`; ``job`` is set only when ``CLAIMED``."""
+
+    outcome: ClaimOutcome
+    reason: str = ""
+    job: Job | None = None
+
+
+def _table(model: type[models.Model]) -> str:
+    return connections[router.db_for_write(model)].ops.quote_name(model._meta.db_table)
+
+
+def _columns(model: type[models.Model]) -> str:
+    return ", ".join(f.column for f in model._meta.concrete_fields)
+
+
+class JobQuerySet(models.QuerySet["Job"]):
+    """Read-side helpers for jobs."""
+
+    def due(self) -> JobQuerySet:
+        """Return scheduled jobs whose ``run_at`` has passed, by the database's clock."""
+        return self.filter(status=JobStatus.SCHEDULED, run_at__lte=models.functions.Now())
+
+
+class JobManager(models.Manager["Job"]):
+    """``Job.objects``: queries plus every state transition of a job."""
+
+    def get_queryset(self) -> JobQuerySet:
+        return JobQuerySet(self.model, using=self._db)
+
+    def due(self) -> JobQuerySet:
+        """Return scheduled jobs that are due now."""
+        return self.get_queryset().due()
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    @property
+    def _db_alias(self) -> str:
+        return self._db or router.db_for_write(self.model)
+
+    def _returning(self, sql: str, params: Sequence[Any]) -> Job | None:
+        """Run a statement ending in ``RETURNING <all columns>`` and return the row as a Job."""
+        rows = list(self.model._default_manager.raw(sql, params).using(self._db_alias))
+        return rows[0] if rows else None
+
+    # -- enqueue ---------------------------------------------------------------------------------
+
+    def enqueue(
+        self,
+        *,
+        name: str,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        queue: str,
+        priority: int,
+        max_retries: int,
+        timeout_seconds: float | None,
+        run_after: dt.timedelta | dt.datetime | None = None,
+    ) -> Job:
+        """Insert one ``scheduled`` job and NOTIFY the scheduler, in one statement.
+
+        The statement joins the caller's transaction: the job exists, and the scheduler wakes, only
+        if that transaction commits. Nothing here talks to SQS. Arguments must already be checked
+        (see :func:`django_asyncjobs.payload.check_arguments`).
+        """
+        if isinstance(run_after, dt.datetime):
+            run_at_sql, run_at_params = "%s", [run_after]
+        elif isinstance(run_after, dt.timedelta):
+            run_at_sql = "now() + %s * interval '1 second'"
+            run_at_params = [run_after.total_seconds()]
+        else:
+            run_at_sql, run_at_params = "now()", []
+        job_id = uuid.uuid4()
+        sql = f"""
+            WITH inserted AS (
+                INSERT INTO {_table(self.model)} (
+                    id, name, args, kwargs, queue, priority, status, run_at, attempts,
+                    max_retries, timeout, error, traceback, created_at, worker
+                ) VALUES (
+                    %s, %s, %s::jsonb, %s::jsonb, %s, %s, %s, {run_at_sql}, 0,
+                    %s, %s, '', '', now(), ''
+                ) RETURNING created_at, run_at
+            )
+            SELECT created_at, run_at, pg_notify(%s, '') FROM inserted
+        """
+        params = [
+            job_id, name, json.dumps(args), json.dumps(kwargs), queue, priority,
+            JobStatus.SCHEDULED.value, *run_at_params, max_retries, timeout_seconds,
+            NOTIFY_CHANNEL,
+        ]
+        with connections[self._db_alias].cursor() as cursor:
+            cursor.execute(sql, params)
+            created_at, run_at, _ = cursor.fetchone()
+        job = self.model(
+            id=job_id, name=name, args=args, kwargs=kwargs, queue=queue, priority=priority,
+            status=JobStatus.SCHEDULED, run_at=run_at, attempts=0, max_retries=max_retries,
+            timeout=timeout_seconds, created_at=created_at,
+        )
+        job._state.adding = False
+        job._state.db = self._db_alias
+        signals.send_after_commit(
+            job, old_status=None, signal=signals.job_enqueued, using=self._db_alias
+        )
+        return job
+
+    # -- scheduler -------------------------------------------------------------------------------
+
+    def relay_due(
+        self, *, limit: int, send: Callable[[list[DueJob]], set[uuid.UUID]]
+    ) -> RelayResult:
+        """Lock up to *limit* due jobs, mark them ``queued`` with a new token, send, then commit.
+
+        *send* receives the jobs highest priority first and returns the ids it could not send;
+        those are put back to ``scheduled`` before the commit. If *send* raises, nothing changes.
+        Rows locked by another scheduler are skipped, so several schedulers never send a job twice.
+        A worker that receives a message before this commits waits on the row lock.
+        """
+        table = _table(self.model)
+        sql = f"""
+            WITH due AS (
+                SELECT id FROM {table}
+                WHERE status = %s AND run_at <= now()
+                ORDER BY priority DESC, run_at
+                LIMIT %s
+                FOR UPDATE SKIP LOCKED
+            )
+            UPDATE {table} AS j
+            SET status = %s, dispatch_token = gen_random_uuid(), enqueued_at = now()
+            FROM due WHERE j.id = due.id
+            RETURNING j.id, j.name, j.queue, j.priority, j.run_at, j.dispatch_token
+        """
+        alias = self._db_alias
+        with transaction.atomic(using=alias):
+            with connections[alias].cursor() as cursor:
+                cursor.execute(sql, [JobStatus.SCHEDULED.value, limit, JobStatus.QUEUED.value])
+                rows = cursor.fetchall()
+            if not rows:
+                return RelayResult(sent=0, put_back=0)
+            # RETURNING has no order; send in the order the jobs should start.
+            rows.sort(key=lambda r: (-r[3], r[4]))
+            due = [
+                DueJob(id=r[0], name=r[1], queue=r[2], priority=r[3], dispatch_token=r[5])
+                for r in rows
+            ]
+            # If send raises, the rollback keeps every row scheduled; a message that did get out
+            # carries a token that never committed, so no worker can claim with it.
+            failed = send(due)
+            if failed:
+                with connections[alias].cursor() as cursor:
+                    cursor.execute(
+                        f"UPDATE {table} SET status = %s, dispatch_token = NULL, "
+                        f"enqueued_at = NULL WHERE id = ANY(%s)",
+                        [JobStatus.SCHEDULED.value, list(failed)],
+                    )
+            sent_ids = [d.id for d in due if d.id not in failed]
+            if sent_ids and signals.has_listeners():
+                for job in self.filter(id__in=sent_ids):
+                    signals.send_after_commit(job, old_status=JobStatus.SCHEDULED, using=alias)
+        return RelayResult(sent=len(sent_ids), put_back=len(failed))
+
+    def seconds_until_next_due(self) -> float | None:
+        """Return how long until the next scheduled job is due (0 if overdue), or ``None``."""
+        sql = (
+            f"SELECT EXTRACT(EPOCH FROM (min(run_at) - now())) FROM {_table(self.model)} "
+            f"WHERE status = %s"
+        )
+        with connections[self._db_alias].cursor() as cursor:
+            cursor.execute(sql, [JobStatus.SCHEDULED.value])
+            (seconds,) = cursor.fetchone()
+        return None if seconds is None else max(0.0, float(seconds))
+
+    # -- worker ----------------------------------------------------------------------------------
+
+    def claim(
+        self,
+        *,
+        job_id: uuid.UUID,
+        dispatch_token: uuid.UUID,
+        worker: str,
+        registered_names: Collection[str],
+        lock_timeout_seconds: float,
+    ) -> ClaimResult:
+        """Take a ``queued`` job for *worker*: ``running``, attempts + 1, a new lease token.
+
+        Succeeds only while the message's *dispatch_token* is the job's current one, so a duplicate
+        or stale message claims nothing. Waits at most *lock_timeout_seconds* for a row the
+        scheduler has locked and not committed yet (outcome ``BUSY``).
+        """
+        table = _table(self.model)
+        sql = f"""
+            UPDATE {table}
+            SET status = %s, attempts = attempts + 1, started_at = now(), heartbeat_at = now(),
+                finished_at = NULL, worker = %s, lease_token = gen_random_uuid()
+            WHERE id = %s AND status = %s AND dispatch_token = %s AND name = ANY(%s)
+            RETURNING {_columns(self.model)}
+        """
+        params = [
+            JobStatus.RUNNING.value, worker, job_id, JobStatus.QUEUED.value, dispatch_token,
+            list(registered_names),
+        ]
+        alias = self._db_alias
+        try:
+            with transaction.atomic(using=alias):
+                with connections[alias].cursor() as cursor:
+                    cursor.execute(
+                        "SELECT set_config('lock_timeout', %s, true)",
+                        [f"{max(1, int(lock_timeout_seconds * 1000))}ms"],
+                    )
+                job = self._returning(sql, params)
+        except OperationalError as exc:
+            if getattr(exc.__cause__, "sqlstate", None) == _LOCK_NOT_AVAILABLE:
+                return ClaimResult(outcome=ClaimOutcome.BUSY, reason="job row is locked")
+            raise
+        if job is not None:
+            signals.send_after_commit(
+                job, old_status=JobStatus.QUEUED, signal=signals.job_started, using=alias
+            )
+            return ClaimResult(outcome=ClaimOutcome.CLAIMED, job=job)
+        return self._why_not_claimed(job_id, dispatch_token, registered_names)
+
+    def _why_not_claimed(
+        self, job_id: uuid.UUID, dispatch_token: uuid.UUID, registered_names: Collection[str]
+    ) -> ClaimResult:
+        row = self.filter(pk=job_id).values_list("status", "dispatch_token", "name").first()
+        if row is None:
+            return ClaimResult(outcome=ClaimOutcome.NOT_CLAIMABLE, reason="no such job")
+        status, token, name = row
+        if status != JobStatus.QUEUED:
+            return ClaimResult(outcome=ClaimOutcome.NOT_CLAIMABLE, reason=f"job is {status}")
+        if token != dispatch_token:
+            return ClaimResult(outcome=ClaimOutcome.NOT_CLAIMABLE, reason="stale dispatch token")
+        if name not in registered_names:
+            return ClaimResult(
+                outcome=ClaimOutcome.NOT_REGISTERED,
+                reason=f"job name {name!r} is not registered in this worker",
+            )
+        return ClaimResult(outcome=ClaimOutcome.NOT_CLAIMABLE, reason="job changed meanwhile")
+
+    def fail_unregistered(self, *, job_id: uuid.UUID, dispatch_token: uuid.UUID, error: str) -> Job | None:
+        """Fail a ``queued`` job whose name no worker knows, if *dispatch_token* is still current."""
+        sql = f"""
+            UPDATE {_table(self.model)}
+            SET status = %s, finished_at = now(), error = %s, traceback = ''
+            WHERE id = %s AND status = %s AND dispatch_token = %s
+            RETURNING {_columns(self.model)}
+        """
+        job = self._returning(
+            sql, [JobStatus.FAILED.value, error, job_id, JobStatus.QUEUED.value, dispatch_token]
+        )
+        if job is not None:
+            signals.send_after_commit(
+                job, old_status=JobStatus.QUEUED, signal=signals.job_failed, using=self._db_alias
+            )
+        return job
+
+    def record_success(self, *, job_id: uuid.UUID, lease_token: uuid.UUID, result: Any) -> Job | None:
+        """Mark a running job ``succeeded`` with its JSON *result*, if the lease is still ours.
+
+        Returns ``None`` when the lease was lost (the job was rescued or changed meanwhile): the
+        write is discarded so a newer attempt's outcome is never overwritten.
+        """
+        sql = f"""
+            UPDATE {_table(self.model)}
+            SET status = %s, result = %s::jsonb, finished_at = now(), error = '', traceback = ''
+            WHERE id = %s AND status = %s AND lease_token = %s
+            RETURNING {_columns(self.model)}
+        """
+        job = self._returning(
+            sql,
+            [JobStatus.SUCCEEDED.value, json.dumps(result), job_id, JobStatus.RUNNING.value,
+             lease_token],
+        )
+        if job is not None:
+            signals.send_after_commit(
+                job, old_status=JobStatus.RUNNING, signal=signals.job_succeeded,
+                using=self._db_alias,
+            )
+        return job
+
+    def record_failure(
+        self,
+        *,
+        job_id: uuid.UUID,
+        lease_token: uuid.UUID,
+        error: str,
+        traceback: str,
+        retry_in_seconds: float | None,
+    ) -> Job | None:
+        """Record a failed attempt: ``scheduled`` again after *retry_in_seconds*, or ``failed``.
+
+        ``retry_in_seconds=None`` means no retry is left. Fenced by the lease like
+        :meth:`record_success`; returns ``None`` when the lease was lost.
+        """
+        table = _table(self.model)
+        if retry_in_seconds is None:
+            status, signal = JobStatus.FAILED, signals.job_failed
+            sets = "finished_at = now()"
+            params: list[Any] = []
+        else:
+            status, signal = JobStatus.SCHEDULED, signals.job_retrying
+            sets = "run_at = now() + %s * interval '1 second', dispatch_token = NULL"
+            params = [retry_in_seconds]
+        sql = f"""
+            UPDATE {table}
+            SET status = %s, {sets}, error = %s, traceback = %s, lease_token = NULL
+            WHERE id = %s AND status = %s AND lease_token = %s
+            RETURNING {_columns(self.model)}
+        """
+        job = self._returning(
+            sql,
+            [status.value, *params, error, traceback, job_id, JobStatus.RUNNING.value,
+             lease_token],
+        )
+        if job is not None:
+            signals.send_after_commit(
+                job, old_status=JobStatus.RUNNING, signal=signal, using=self._db_alias
+            )
+        return job
+
+    def heartbeat(self, leases: Collection[tuple[uuid.UUID, uuid.UUID]]) -> set[uuid.UUID]:
+        """Stamp ``heartbeat_at`` on running jobs whose ``(id, lease_token)`` is still current.
+
+        Returns the ids whose lease was lost, so the worker can stop caring about them.
+        """
+        if not leases:
+            return set()
+        ids = [job_id for job_id, _ in leases]
+        tokens = [token for _, token in leases]
+        sql = f"""
+            UPDATE {_table(self.model)} AS j SET heartbeat_at = now()
+            FROM unnest(%s::uuid[], %s::uuid[]) AS l(id, lease_token)
+            WHERE j.id = l.id AND j.lease_token = l.lease_token AND j.status = %s
+            RETURNING j.id
+        """
+        with connections[self._db_alias].cursor() as cursor:
+            cursor.execute(sql, [ids, tokens, JobStatus.RUNNING.value])
+            alive = {row[0] for row in cursor.fetchall()}
+        return set(ids) - alive
+
+    # -- operators -------------------------------------------------------------------------------
+
+    def cancel(self, job_id: uuid.UUID | str) -> Job | None:
+        """Cancel a job that has not started (``scheduled`` or ``queued``); ``None`` if it had.
+
+        A message already sent for a queued job is dropped by the worker that receives it.
+        """
+        sql = f"""
+            WITH old AS (SELECT id, status FROM {_table(self.model)} WHERE id = %s FOR UPDATE)
+            UPDATE {_table(self.model)} AS j
+            SET status = %s, finished_at = now(), dispatch_token = NULL
+            FROM old WHERE j.id = old.id AND old.status IN (%s, %s)
+            RETURNING {", ".join("j." + f.column for f in self.model._meta.concrete_fields)},
+                old.status AS old_status
+        """
+        job = self._returning(
+            sql,
+            [job_id, JobStatus.CANCELLED.value, JobStatus.SCHEDULED.value,
+             JobStatus.QUEUED.value],
+        )
+        if job is not None:
+            signals.send_after_commit(
+                job, old_status=getattr(job, "old_status", None),
+                signal=signals.job_cancelled, using=self._db_alias,
+            )
+        return job
+
+    def retry(self, job_id: uuid.UUID | str) -> Job | None:
+        """Schedule a ``failed`` or ``cancelled`` job to run now with a fresh retry budget.
+
+        Returns ``None`` when the job is in any other status (a running job is never touched).
+        """
+        sql = f"""
+            WITH old AS (SELECT id, status FROM {_table(self.model)} WHERE id = %s FOR UPDATE)
+            UPDATE {_table(self.model)} AS j
+            SET status = %s, run_at = now(), attempts = 0, finished_at = NULL,
+                dispatch_token = NULL, lease_token = NULL
+            FROM old WHERE j.id = old.id AND old.status IN (%s, %s)
+            RETURNING {", ".join("j." + f.column for f in self.model._meta.concrete_fields)},
+                old.status AS old_status, pg_notify(%s, '')
+        """
+        job = self._returning(
+            sql,
+            [job_id, JobStatus.SCHEDULED.value, JobStatus.FAILED.value,
+             JobStatus.CANCELLED.value, NOTIFY_CHANNEL],
+        )
+        if job is not None:
+            signals.send_after_commit(
+                job, old_status=getattr(job, "old_status", None), using=self._db_alias
+            )
+        return job

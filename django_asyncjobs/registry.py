@@ -1,0 +1,376 @@
+"""The ``@job`` decorator and the registry of job definitions.
+
+A worker runs only what is registered here, looked up by name: it never imports a path taken from a
+database row or a message.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import inspect
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+
+from .conf import get_settings, queue_name_error
+from .exceptions import DuplicateJobName, JobNotRegistered
+from .payload import check_arguments
+from .retry import Backoff
+
+if TYPE_CHECKING:
+    from .models import Job
+
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T", bound=type)
+
+RunAfter = float | int | dt.timedelta | dt.datetime
+
+
+def _check_run_after(run_after: RunAfter | None) -> dt.timedelta | dt.datetime | None:
+    if run_after is None:
+        return None
+    if isinstance(run_after, dt.datetime):
+        if run_after.tzinfo is None or run_after.utcoffset() is None:
+            raise ValueError(
+                f"run_after={run_after!r} is a naive datetime; pass an aware one "
+                "(django.utils.timezone.now() + timedelta(...))"
+            )
+        return run_after
+    if isinstance(run_after, dt.timedelta):
+        return run_after
+    if isinstance(run_after, int | float) and not isinstance(run_after, bool):
+        if run_after < 0:
+            raise ValueError(f"run_after must be 0 or more seconds, not {run_after!r}")
+        return dt.timedelta(seconds=run_after)
+    raise TypeError(
+        f"run_after must be seconds, a timedelta or an aware datetime, not {run_after!r}"
+    )
+
+
+def _check_priority(priority: object) -> int:
+    if not isinstance(priority, int) or isinstance(priority, bool):
+        raise TypeError(f"priority must be an int, not {priority!r}")
+    if not -(2**31) <= priority < 2**31:
+        raise ValueError(f"priority must fit in 32 bits, not {priority}")
+    return priority
+
+
+def _check_queue(queue: object) -> str:
+    problem = queue_name_error(queue)
+    if problem:
+        raise ValueError(problem)
+    assert isinstance(queue, str)
+    return queue
+
+
+def _timeout_seconds(timeout: float | dt.timedelta | None) -> float | None:
+    if isinstance(timeout, dt.timedelta):
+        timeout = timeout.total_seconds()
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0:
+        raise ValueError(f"timeout must be 0 or more seconds or a timedelta, not {timeout!r}")
+    return float(timeout)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EnqueueOptions:
+    """Per-call overrides set with :meth:`JobDefinition.using`."""
+
+    run_after: dt.timedelta | dt.datetime | None = None
+    priority: int | None = None
+    queue: str | None = None
+
+
+class JobDefinition(Generic[P, R]):
+    """A registered job: the callable and its defaults. Made by :func:`job`; do not build directly.
+
+    Calling the definition runs the function inline; :meth:`delay` stores a job for a worker::
+
+        @job(queue="high", max_retries=5)
+        def send_receipt(order_id: int) -> None: ...
+
+        send_receipt.delay(42)                          # a worker runs it soon
+        send_receipt.using(run_after=60).delay(42)      # ... not before a minute from now
+        send_receipt(42)                                # runs here and now
+    """
+
+    def __init__(
+        self,
+        target: Callable[P, R],
+        *,
+        name: str,
+        queue: str | None,
+        priority: int,
+        max_retries: int | None,
+        timeout: float | None,
+        backoff: Backoff | None,
+    ) -> None:
+        self.target = target
+        self.name = name
+        self.queue = queue
+        self.priority = priority
+        self.max_retries = max_retries
+        self.timeout = timeout
+        self.backoff = backoff
+        self.is_class = inspect.isclass(target)
+        handler = getattr(target, "handle", None) if self.is_class else target
+        if self.is_class and not callable(handler):
+            raise TypeError(f"job class {target.__qualname__} needs a handle(self) method")
+        self.is_async = inspect.iscoroutinefunction(handler)
+        self._signature = inspect.signature(target)
+        if not self.is_class:
+            functools.update_wrapper(self, target)
+
+    def __repr__(self) -> str:
+        return f"<JobDefinition {self.name}>"
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run the job's function here and now, like a plain call."""
+        return self.target(*args, **kwargs)
+
+    def using(
+        self,
+        *,
+        run_after: RunAfter | None = None,
+        priority: int | None = None,
+        queue: str | None = None,
+    ) -> BoundJob[P, R]:
+        """Return a copy whose :meth:`~BoundJob.delay` applies these options.
+
+        *run_after* is seconds, a timedelta or an aware datetime; the delay is measured by the
+        database's clock. *priority* (higher first) and *queue* override the job's defaults.
+        """
+        return BoundJob(self, EnqueueOptions()).using(
+            run_after=run_after, priority=priority, queue=queue
+        )
+
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> Job:
+        """Store a job that a worker will run with these arguments, in the current transaction.
+
+        Raises :class:`TypeError` for arguments that do not fit the function's signature or do not
+        survive a JSON round trip, :class:`ValueError` for oversized arguments; nothing is stored
+        then. Never talks to SQS.
+        """
+        return BoundJob(self, EnqueueOptions()).delay(*args, **kwargs)
+
+    def bind_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Raise :class:`TypeError` when *args* and *kwargs* do not fit the job's signature."""
+        try:
+            self._signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"{self.name}: {exc}") from None
+
+    def resolve_max_retries(self) -> int:
+        """Return the job's retry count, or the project default."""
+        return get_settings().max_retries if self.max_retries is None else self.max_retries
+
+    def resolve_timeout_seconds(self) -> float | None:
+        """Return the job's timeout (``None`` for no limit), or the project default."""
+        if self.timeout is None:
+            return get_settings().timeout_seconds
+        return self.timeout or None  # 0 means "no limit"
+
+    def resolve_backoff(self) -> Backoff:
+        """Return the job's backoff policy, or the project default."""
+        return self.backoff or Backoff.from_settings()
+
+
+class BoundJob(Generic[P, R]):
+    """A job definition with per-call options; returned by :meth:`JobDefinition.using`."""
+
+    __slots__ = ("definition", "options")
+
+    def __init__(self, definition: JobDefinition[P, R], options: EnqueueOptions) -> None:
+        self.definition = definition
+        self.options = options
+
+    def using(
+        self,
+        *,
+        run_after: RunAfter | None = None,
+        priority: int | None = None,
+        queue: str | None = None,
+    ) -> BoundJob[P, R]:
+        """Return a copy with these options added to the ones already set."""
+        current = self.options
+        return BoundJob(
+            self.definition,
+            EnqueueOptions(
+                run_after=_check_run_after(run_after) if run_after is not None else current.run_after,
+                priority=_check_priority(priority) if priority is not None else current.priority,
+                queue=_check_queue(queue) if queue is not None else current.queue,
+            ),
+        )
+
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> Job:
+        """Store the job; see :meth:`JobDefinition.delay`."""
+        from .models import Job
+
+        definition = self.definition
+        conf = get_settings()
+        definition.bind_arguments(args, kwargs)
+        json_args, json_kwargs, _ = check_arguments(
+            args, kwargs, max_bytes=conf.max_payload_bytes
+        )
+        options = self.options
+        return Job.objects.enqueue(
+            name=definition.name,
+            args=json_args,
+            kwargs=json_kwargs,
+            queue=options.queue or definition.queue or conf.default_queue,
+            priority=definition.priority if options.priority is None else options.priority,
+            max_retries=definition.resolve_max_retries(),
+            timeout_seconds=definition.resolve_timeout_seconds(),
+            run_after=options.run_after,
+        )
+
+
+class Registry:
+    """Job definitions by name. One per process: :data:`registry`.
+
+    >>> registry.get("myapp.jobs.add")
+    <JobDefinition myapp.jobs.add>
+    """
+
+    def __init__(self) -> None:
+        self._definitions: dict[str, JobDefinition[Any, Any]] = {}
+        self._lock = threading.Lock()
+
+    def register(self, definition: JobDefinition[Any, Any]) -> None:
+        """Add *definition*; raise :class:`DuplicateJobName` if its name belongs to another callable.
+
+        Registering the same function again (a module imported twice) replaces the old entry.
+        """
+        with self._lock:
+            existing = self._definitions.get(definition.name)
+            if existing is not None and _origin(existing.target) != _origin(definition.target):
+                raise DuplicateJobName(
+                    f"job name {definition.name!r} is already registered for "
+                    f"{_origin(existing.target)}; cannot register {_origin(definition.target)} "
+                    f"under it too. Pass @job(name=...) to tell them apart."
+                )
+            self._definitions[definition.name] = definition
+
+    def unregister(self, name: str) -> None:
+        """Remove the job called *name* (for tests); unknown names are ignored."""
+        with self._lock:
+            self._definitions.pop(name, None)
+
+    def get(self, name: str) -> JobDefinition[Any, Any]:
+        """Return the definition called *name*, or raise :class:`JobNotRegistered`."""
+        try:
+            return self._definitions[name]
+        except KeyError:
+            raise JobNotRegistered(
+                f"no job named {name!r} is registered; is its module listed in a jobs.py of an "
+                "installed app, or imported at start-up?"
+            ) from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._definitions
+
+    def __iter__(self) -> Iterator[JobDefinition[Any, Any]]:
+        return iter(list(self._definitions.values()))
+
+    def names(self) -> frozenset[str]:
+        """Return the registered job names."""
+        return frozenset(self._definitions)
+
+
+def _origin(target: Callable[..., Any]) -> str:
+    return f"{target.__module__}.{target.__qualname__}"
+
+
+#: The process-wide registry that ``@job`` writes to and workers read from.
+registry = Registry()
+
+
+@overload
+def job(target: T, /) -> T: ...
+@overload
+def job(target: Callable[P, R], /) -> JobDefinition[P, R]: ...
+@overload
+def job(
+    *,
+    name: str | None = None,
+    queue: str | None = None,
+    priority: int = 0,
+    max_retries: int | None = None,
+    timeout: float | dt.timedelta | None = None,
+    backoff: Backoff | None = None,
+) -> Callable[[Callable[P, R]], JobDefinition[P, R]]: ...
+def job(
+    target: Any = None,
+    /,
+    *,
+    name: str | None = None,
+    queue: str | None = None,
+    priority: int = 0,
+    max_retries: int | None = None,
+    timeout: float | dt.timedelta | None = None,
+    backoff: Backoff | None = None,
+) -> Any:
+    """Register a function (``def`` or ``async def``) or a class with ``handle()`` as a job.
+
+    Options: *name* (default ``"<module>.<qualname>"``), *queue* (default
+    ``ASYNCJOBS["DEFAULT_QUEUE"]``), *priority* (higher runs first), *max_retries* and *timeout*
+    in seconds (defaults from settings; ``timeout=0`` means no limit), *backoff* (a
+    :class:`~django_asyncjobs.retry.Backoff`)::
+
+        @job
+        def add(a: int, b: int) -> int:
+            return a + b
+
+        @job(queue="high", priority=10, max_retries=3, timeout=60)
+        async def fetch(url: str) -> str: ...
+
+        @job
+        class SayHello:
+            def __init__(self, name: str) -> None:
+                self.name = name
+
+            def handle(self) -> str:
+                return f"hello {self.name}"
+
+        SayHello.delay(name="Ada")
+
+    A decorated function becomes a :class:`JobDefinition` (still callable inline); a decorated
+    class stays the class, with ``delay``, ``using`` and ``job_definition`` added.
+    """
+    if queue is not None:
+        _check_queue(queue)
+    _check_priority(priority)
+    if max_retries is not None and (
+        not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0
+    ):
+        raise ValueError(f"max_retries must be an int of 0 or more, not {max_retries!r}")
+    timeout_seconds = _timeout_seconds(timeout)
+
+    def decorate(target: Any) -> Any:
+        if not callable(target):
+            raise TypeError(f"@job decorates functions and classes, not {target!r}")
+        job_name = name or f"{target.__module__}.{target.__qualname__}"
+        if not isinstance(job_name, str) or not 0 < len(job_name) <= 255:
+            raise ValueError(f"job names are 1 to 255 characters, not {job_name!r}")
+        definition: JobDefinition[Any, Any] = JobDefinition(
+            target,
+            name=job_name,
+            queue=queue,
+            priority=priority,
+            max_retries=max_retries,
+            timeout=timeout_seconds,
+            backoff=backoff,
+        )
+        registry.register(definition)
+        if definition.is_class:
+            target.job_definition = definition
+            target.delay = definition.delay
+            target.using = definition.using
+            return target
+        return definition
+
+    return decorate(target) if target is not None else decorate

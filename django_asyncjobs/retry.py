@@ -1,0 +1,47 @@
+"""Retry policy: how long a failed job waits before its next attempt."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from .conf import get_settings
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Backoff:
+    """Exponential backoff with jitter.
+
+    The n-th retry (n = 1, 2, ...) waits ``min(max_seconds, base_seconds * factor ** (n - 1))``,
+    spread by plus or minus ``jitter`` (a fraction) so that jobs failing together do not all come
+    back in the same second. The defaults wait about 1, 4 and 16 minutes.
+
+    >>> Backoff(base_seconds=60, factor=4, jitter=0).delay_seconds(2)
+    240.0
+    """
+
+    base_seconds: float = 60.0
+    factor: float = 4.0
+    max_seconds: float = 3600.0
+    jitter: float = 0.2
+
+    @classmethod
+    def from_settings(cls) -> Backoff:
+        """Return the project-wide policy from ``ASYNCJOBS``."""
+        conf = get_settings()
+        return cls(
+            base_seconds=conf.retry_backoff_seconds,
+            factor=conf.retry_backoff_factor,
+            max_seconds=conf.retry_backoff_max_seconds,
+            jitter=conf.retry_jitter,
+        )
+
+    def delay_seconds(self, retry: int, *, rng: random.Random | None = None) -> float:
+        """Return the wait before retry number *retry* (1 for the first retry)."""
+        if retry < 1:
+            raise ValueError(f"retry numbers start at 1, not {retry}")
+        exponent = min(retry - 1, 64)  # keeps the power finite; max_seconds caps it anyway
+        delay = min(self.max_seconds, self.base_seconds * self.factor**exponent)
+        if self.jitter:
+            delay *= (rng or random).uniform(1 - self.jitter, 1 + self.jitter)
+        return max(0.0, delay)

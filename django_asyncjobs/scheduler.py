@@ -1,0 +1,212 @@
+"""The scheduler: relays due jobs from PostgreSQL to their transport queues.
+
+It is the outbox relay of the design. ``delay()`` only writes a row (and a NOTIFY); the scheduler
+wakes on that NOTIFY (or polls), locks due rows with ``FOR UPDATE SKIP LOCKED``, stamps a dispatch
+token, sends ``{job id, token}`` doorbells in batches, and commits. Several schedulers may run at
+once: a row one of them locked is skipped by the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import defaultdict
+from typing import Any
+
+import psycopg
+from django.db import DatabaseError, close_old_connections, connections, router
+
+from .conf import get_settings
+from .exceptions import TransportError
+from .models import Job
+from .payload import Doorbell
+from .queries import NOTIFY_CHANNEL, DueJob
+from .transports.base import MAX_BATCH_SIZE, OutgoingMessage, Transport
+
+logger = logging.getLogger(__name__)
+
+#: Longest pause between attempts while SQS or PostgreSQL is unreachable.
+MAX_ERROR_BACKOFF_SECONDS = 30.0
+
+
+class Scheduler:
+    """Relay due jobs to the transport, in priority order, until stopped.
+
+    >>> scheduler = Scheduler(transport=get_transport())
+    >>> scheduler.run_once()      # one pass: returns how many jobs were sent
+    0
+    >>> scheduler.run()           # until scheduler.stop() (SIGTERM in runscheduler)
+    """
+
+    def __init__(
+        self,
+        *,
+        transport: Transport,
+        batch_size: int | None = None,
+        interval_seconds: float | None = None,
+        using: str | None = None,
+    ) -> None:
+        conf = get_settings()
+        self.transport = transport
+        self.batch_size = batch_size or conf.scheduler_batch_size
+        self.interval_seconds = interval_seconds or conf.scheduler_interval_seconds
+        self.using = using or router.db_for_write(Job)
+        self._stop = threading.Event()
+        self._listener: psycopg.Connection[Any] | None = None
+        self._failing = False
+
+    # -- one pass --------------------------------------------------------------------------------
+
+    def _send(self, due: list[DueJob]) -> set[uuid.UUID]:
+        """Send *due* (highest priority first) in batches; return the ids that were not sent.
+
+        After a transport error nothing more is attempted in this pass: every job not yet sent
+        is returned for the relay to put back.
+        """
+        batches: dict[str, list[DueJob]] = defaultdict(list)
+        ordered: list[list[DueJob]] = []
+        for job in due:
+            batch = batches[job.queue]
+            batch.append(job)
+            if len(batch) == MAX_BATCH_SIZE:
+                ordered.append(batch)
+                batches[job.queue] = []
+        ordered.extend(batch for batch in batches.values() if batch)
+        failed: set[uuid.UUID] = set()
+        for index, batch in enumerate(ordered):
+            messages = [
+                OutgoingMessage(
+                    id=str(i),
+                    body=Doorbell(job_id=job.id, dispatch_token=job.dispatch_token).encode(),
+                )
+                for i, job in enumerate(batch)
+            ]
+            try:
+                refused = self.transport.send_batch(batch[0].queue, messages)
+            except TransportError as exc:
+                for rest in ordered[index:]:
+                    failed.update(job.id for job in rest)
+                raise _PartialSend(failed, exc) from exc
+            failed.update(batch[int(i)].id for i in refused)
+        return failed
+
+    def run_once(self) -> int:
+        """Relay every job that is due now; return how many were sent.
+
+        Raises :class:`~django_asyncjobs.exceptions.TransportError` when the transport failed
+        (the jobs it did not take stay scheduled) and :class:`django.db.DatabaseError` when
+        PostgreSQL did.
+        """
+        total = 0
+        while not self._stop.is_set():
+            error: _PartialSend | None = None
+
+            def send(due: list[DueJob]) -> set[uuid.UUID]:
+                nonlocal error
+                try:
+                    return self._send(due)
+                except _PartialSend as exc:
+                    error = exc
+                    return exc.failed
+
+            result = Job.objects.db_manager(self.using).relay_due(limit=self.batch_size, send=send)
+            total += result.sent
+            if result.sent:
+                logger.debug("relayed jobs sent=%d put_back=%d", result.sent, result.put_back)
+            if error is not None:
+                raise error.cause
+            if result.sent + result.put_back < self.batch_size:
+                break
+        return total
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return after the current pass. Safe from signal handlers."""
+        self._stop.set()
+
+    def run(self) -> None:
+        """Relay due jobs until :meth:`stop`, woken by NOTIFY and polling every interval.
+
+        SQS or PostgreSQL being unreachable is logged once and retried with a growing pause; it
+        never ends the loop.
+        """
+        logger.info(
+            "scheduler started batch_size=%d interval=%.1fs", self.batch_size, self.interval_seconds
+        )
+        backoff = 0.0
+        try:
+            while not self._stop.is_set():
+                close_old_connections()
+                try:
+                    self.run_once()
+                    wait = self._seconds_to_wait()
+                except (TransportError, DatabaseError, psycopg.Error) as exc:
+                    backoff = min(MAX_ERROR_BACKOFF_SECONDS, max(1.0, backoff * 2))
+                    self._report_failure(exc, backoff)
+                    self._close_listener()
+                    self._stop.wait(backoff)
+                    continue
+                if self._failing:
+                    logger.warning("scheduler recovered; relaying again")
+                    self._failing = False
+                backoff = 0.0
+                self._wait_for_notify(wait)
+        finally:
+            self._close_listener()
+            logger.info("scheduler stopped")
+
+    def _report_failure(self, exc: Exception, backoff: float) -> None:
+        # One line when trouble starts, then quiet debug lines: an outage must not flood the log.
+        if not self._failing:
+            logger.error("scheduler cannot relay jobs, retrying error=%s", exc)
+            self._failing = True
+        else:
+            logger.debug("scheduler still failing retry_in=%.0fs error=%s", backoff, exc)
+
+    def _seconds_to_wait(self) -> float:
+        next_due = Job.objects.db_manager(self.using).seconds_until_next_due()
+        if next_due is None:
+            return self.interval_seconds
+        return min(self.interval_seconds, next_due)
+
+    def _listen(self) -> psycopg.Connection[Any]:
+        if self._listener is None or self._listener.closed:
+            params = connections[self.using].get_connection_params()
+            for key in ("cursor_factory", "context", "prepare_threshold"):
+                params.pop(key, None)
+            self._listener = psycopg.connect(**params, autocommit=True)
+            self._listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        return self._listener
+
+    def _close_listener(self) -> None:
+        if self._listener is not None:
+            try:
+                self._listener.close()
+            except psycopg.Error:
+                pass
+            self._listener = None
+
+    def _wait_for_notify(self, timeout: float) -> None:
+        """Return when a NOTIFY arrives, *timeout* passes, or :meth:`stop` is called."""
+        deadline = time.monotonic() + timeout
+        listener = self._listen()
+        while not self._stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            # Short slices so that stop() is honoured within a fraction of a second.
+            woke = list(listener.notifies(timeout=min(remaining, 0.5), stop_after=1))
+            if woke:
+                # Everything committed so far is handled by the next pass; drop the backlog.
+                list(listener.notifies(timeout=0))
+                return
+
+
+class _PartialSend(Exception):
+    def __init__(self, failed: set[uuid.UUID], cause: TransportError) -> None:
+        super().__init__(f"{len(failed)} jobs not sent: {cause}")
+        self.failed = failed
+        self.cause = cause

@@ -1,0 +1,79 @@
+"""Signals sent on every status change of a job.
+
+Each is sent after the transaction that made the change commits, with ``sender=Job`` and the
+``job`` as it is after the change. A receiver that raises is logged with the job id and never
+breaks the worker, the scheduler or the code that enqueued the job::
+
+    from django.dispatch import receiver
+    from django_asyncjobs.signals import job_failed
+
+    @receiver(job_failed)
+    def page_someone(sender, job, **kwargs):
+        alert(f"{job.name} failed: {job.error}")
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from django.db import transaction
+from django.dispatch import Signal
+
+if TYPE_CHECKING:
+    from .models import Job
+
+logger = logging.getLogger(__name__)
+
+#: A job row was created (``job``).
+job_enqueued = Signal()
+#: A worker claimed the job and is about to run it (``job``).
+job_started = Signal()
+#: The job returned; ``job.result`` holds the value (``job``).
+job_succeeded = Signal()
+#: The job failed for good: no retries left (``job``).
+job_failed = Signal()
+#: The attempt failed and the job is scheduled again at ``job.run_at`` (``job``).
+job_retrying = Signal()
+#: The job was cancelled before it ran (``job``).
+job_cancelled = Signal()
+#: Any status change (``job``, ``old_status`` -- ``None`` for a new job --, ``new_status``).
+job_status_changed = Signal()
+
+
+def has_listeners(*signals: Signal) -> bool:
+    """Return whether any of *signals* has a receiver, so callers can skip building payloads."""
+    from .models import Job
+
+    return job_status_changed.has_listeners(Job) or any(s.has_listeners(Job) for s in signals)
+
+
+def send_after_commit(
+    job: Job, *, old_status: str | None, signal: Signal | None = None, using: str | None = None
+) -> None:
+    """Send *signal* and ``job_status_changed`` for *job* once the current transaction commits.
+
+    Outside a transaction they are sent at once. Receiver errors are logged, never raised.
+    """
+    if not has_listeners(*([signal] if signal else [])):
+        return
+    new_status = job.status
+
+    def send() -> None:
+        if signal is not None:
+            _send(signal, job)
+        _send(job_status_changed, job, old_status=old_status, new_status=new_status)
+
+    transaction.on_commit(send, using=using)
+
+
+def _send(signal: Signal, job: Job, **extra: Any) -> None:
+    for receiver, response in signal.send_robust(sender=type(job), job=job, **extra):
+        if isinstance(response, Exception):
+            logger.error(
+                "signal receiver failed receiver=%r job_id=%s job_name=%s",
+                receiver,
+                job.id,
+                job.name,
+                exc_info=response,
+            )

@@ -1,0 +1,127 @@
+"""An in-process transport with SQS's semantics, for unit tests.
+
+Messages live in this process only, so it cannot connect a scheduler and a worker running in
+different processes; end-to-end tests use SQS (moto_server) instead.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from .base import MAX_BATCH_SIZE, OutgoingMessage, ReceivedMessage
+
+
+@dataclass(slots=True, kw_only=True)
+class _Stored:
+    body: str
+    visible_at: float = 0.0
+    receive_count: int = 0
+    receipt: str = ""
+
+
+@dataclass(slots=True)
+class _Queue:
+    messages: list[_Stored] = field(default_factory=list)
+
+
+class MemoryTransport:
+    """Queues in a dict, with visibility timeouts and receipts like SQS.
+
+    >>> transport = MemoryTransport(visibility_timeout_seconds=30)
+    >>> transport.send_batch("default", [OutgoingMessage(id="1", body="hi")])
+    set()
+    >>> [m.body for m in transport.receive("default", max_messages=10, wait_seconds=0)]
+    ['hi']
+    """
+
+    _shared: MemoryTransport | None = None
+    _shared_lock = threading.Lock()
+
+    def __init__(self, *, visibility_timeout_seconds: int = 30) -> None:
+        self.visibility_timeout_seconds = visibility_timeout_seconds
+        self._queues: dict[str, _Queue] = {}
+        self._cond = threading.Condition()
+        self._receipts = itertools.count(1)
+
+    @classmethod
+    def shared(cls) -> MemoryTransport:
+        """Return the process-wide instance, so a scheduler and a worker in one process meet."""
+        with cls._shared_lock:
+            if cls._shared is None:
+                cls._shared = cls()
+            return cls._shared
+
+    def _queue(self, queue: str) -> _Queue:
+        return self._queues.setdefault(queue, _Queue())
+
+    def ensure_queue(self, queue: str) -> None:
+        """Create *queue* if missing."""
+        with self._cond:
+            self._queue(queue)
+
+    def send_batch(self, queue: str, messages: Sequence[OutgoingMessage]) -> set[str]:
+        """Append *messages* to *queue*."""
+        if len(messages) > MAX_BATCH_SIZE:
+            raise ValueError(f"at most {MAX_BATCH_SIZE} messages a batch, not {len(messages)}")
+        with self._cond:
+            self._queue(queue).messages.extend(_Stored(body=m.body) for m in messages)
+            self._cond.notify_all()
+        return set()
+
+    def receive(
+        self, queue: str, *, max_messages: int, wait_seconds: float
+    ) -> list[ReceivedMessage]:
+        """Return visible messages, waiting up to *wait_seconds* for one."""
+        deadline = time.monotonic() + wait_seconds
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                out: list[ReceivedMessage] = []
+                for stored in self._queue(queue).messages:
+                    if len(out) >= min(max_messages, MAX_BATCH_SIZE):
+                        break
+                    if stored.visible_at <= now:
+                        stored.visible_at = now + self.visibility_timeout_seconds
+                        stored.receive_count += 1
+                        stored.receipt = f"{queue}:{next(self._receipts)}"
+                        out.append(
+                            ReceivedMessage(
+                                queue=queue, body=stored.body, receipt=stored.receipt,
+                                receive_count=stored.receive_count,
+                            )
+                        )
+                if out or now >= deadline:
+                    return out
+                self._cond.wait(min(0.05, deadline - now))
+
+    def delete(self, messages: Sequence[ReceivedMessage]) -> None:
+        """Remove *messages*; a stale receipt deletes nothing, as SQS may do."""
+        receipts = {m.receipt for m in messages}
+        with self._cond:
+            for q in self._queues.values():
+                q.messages = [s for s in q.messages if s.receipt not in receipts]
+
+    def change_visibility(self, message: ReceivedMessage, *, timeout_seconds: int) -> None:
+        """Hide *message* for *timeout_seconds* from now."""
+        with self._cond:
+            for stored in self._queue(message.queue).messages:
+                if stored.receipt == message.receipt:
+                    stored.visible_at = time.monotonic() + timeout_seconds
+            self._cond.notify_all()
+
+    def purge(self) -> None:
+        """Drop every message of every queue."""
+        with self._cond:
+            self._queues.clear()
+
+    def depth(self, queue: str) -> int:
+        """Return how many messages *queue* holds, visible or not."""
+        with self._cond:
+            return len(self._queue(queue).messages)
+
+    def close(self) -> None:
+        """Nothing to release."""

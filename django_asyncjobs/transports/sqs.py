@@ -1,0 +1,216 @@
+"""The AWS SQS transport (boto3).
+
+boto3's own configuration applies: credentials chain, ``AWS_DEFAULT_REGION``, and
+``AWS_ENDPOINT_URL_SQS`` / ``AWS_ENDPOINT_URL`` for a local endpoint such as moto_server,
+LocalStack or ElasticMQ. ``ASYNCJOBS["REGION_NAME"]`` and ``["ENDPOINT_URL"]`` override them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ..conf import AsyncJobsSettings
+from ..exceptions import TransportError
+from .base import MAX_BATCH_SIZE, OutgoingMessage, ReceivedMessage
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+
+logger = logging.getLogger(__name__)
+
+_MISSING_QUEUE_CODES = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
+#: A read must outlive the long poll, or every idle poll would end in a timeout error.
+_READ_TIMEOUT_MARGIN_SECONDS = 10
+_CONNECT_TIMEOUT_SECONDS = 5
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class SQSTransport:
+    """Send, receive and delete doorbell messages on SQS queues named ``QUEUE_PREFIX + queue``.
+
+    The client is thread-safe and built on first use. Queue URLs are looked up once and cached;
+    a missing queue is created when ``CREATE_MISSING_QUEUES`` is on.
+
+    >>> transport = SQSTransport(get_settings())
+    >>> transport.send_batch("default", [OutgoingMessage(id="1", body="...")])
+    set()
+    """
+
+    def __init__(self, conf: AsyncJobsSettings) -> None:
+        self.conf = conf
+        self._client: SQSClient | None = None
+        self._urls: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> SQSClient:
+        """The boto3 SQS client, built on first use."""
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    config = Config(
+                        retries={"mode": "standard", "max_attempts": 3},
+                        connect_timeout=_CONNECT_TIMEOUT_SECONDS,
+                        read_timeout=self.conf.wait_time_seconds + _READ_TIMEOUT_MARGIN_SECONDS,
+                        max_pool_connections=50,
+                    )
+                    # A session per transport: boto3's default session is not thread-safe.
+                    session = boto3.session.Session()
+                    self._client = session.client(
+                        "sqs",
+                        region_name=self.conf.region_name,
+                        endpoint_url=self.conf.endpoint_url,
+                        config=config,
+                    )
+        return self._client
+
+    def _error(self, operation: str, queue: str, exc: Exception) -> TransportError:
+        return TransportError(f"SQS {operation} on queue {queue!r} failed: {exc}")
+
+    def queue_url(self, queue: str) -> str:
+        """Return the URL of job queue *queue*, creating the SQS queue if allowed and missing."""
+        url = self._urls.get(queue)
+        if url is not None:
+            return url
+        name = self.conf.sqs_queue_name(queue)
+        try:
+            url = self.client.get_queue_url(QueueName=name)["QueueUrl"]
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code not in _MISSING_QUEUE_CODES:
+                raise self._error("GetQueueUrl", name, exc) from exc
+            if not self.conf.create_missing_queues:
+                raise TransportError(
+                    f"SQS queue {name!r} does not exist; create it (manage.py asyncjobs "
+                    f"create-queues) or set ASYNCJOBS['CREATE_MISSING_QUEUES'] = True"
+                ) from exc
+            url = self._create(name)
+        except BotoCoreError as exc:
+            raise self._error("GetQueueUrl", name, exc) from exc
+        self._urls[queue] = url
+        return url
+
+    def _create(self, name: str) -> str:
+        try:
+            response = self.client.create_queue(
+                QueueName=name,
+                Attributes={"VisibilityTimeout": str(self.conf.visibility_timeout_seconds)},
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise self._error("CreateQueue", name, exc) from exc
+        logger.info("created SQS queue name=%s", name)
+        return response["QueueUrl"]
+
+    def ensure_queue(self, queue: str) -> None:
+        """Create the SQS queue of *queue* if it does not exist."""
+        self._urls.pop(queue, None)
+        name = self.conf.sqs_queue_name(queue)
+        try:
+            self._urls[queue] = self.client.get_queue_url(QueueName=name)["QueueUrl"]
+        except ClientError:
+            self._urls[queue] = self._create(name)
+        except BotoCoreError as exc:
+            raise self._error("GetQueueUrl", name, exc) from exc
+
+    def send_batch(self, queue: str, messages: Sequence[OutgoingMessage]) -> set[str]:
+        """Send *messages* with SendMessageBatch; return the ids SQS did not accept."""
+        if not messages:
+            return set()
+        if len(messages) > MAX_BATCH_SIZE:
+            raise ValueError(f"at most {MAX_BATCH_SIZE} messages a batch, not {len(messages)}")
+        url = self.queue_url(queue)
+        try:
+            response = self.client.send_message_batch(
+                QueueUrl=url,
+                Entries=[{"Id": m.id, "MessageBody": m.body} for m in messages],
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code", "") in _MISSING_QUEUE_CODES:
+                self._urls.pop(queue, None)  # deleted under us: look it up again next time
+            raise self._error("SendMessageBatch", queue, exc) from exc
+        except BotoCoreError as exc:
+            raise self._error("SendMessageBatch", queue, exc) from exc
+        failed = response.get("Failed", [])
+        for entry in failed:
+            logger.warning(
+                "SQS refused a message queue=%s id=%s code=%s reason=%s",
+                queue, entry.get("Id"), entry.get("Code"), entry.get("Message"),
+            )
+        return {entry["Id"] for entry in failed}
+
+    def receive(
+        self, queue: str, *, max_messages: int, wait_seconds: float
+    ) -> list[ReceivedMessage]:
+        """Long-poll *queue* for up to *max_messages* (at most 10) messages."""
+        url = self.queue_url(queue)
+        try:
+            response = self.client.receive_message(
+                QueueUrl=url,
+                MaxNumberOfMessages=max(1, min(MAX_BATCH_SIZE, max_messages)),
+                WaitTimeSeconds=max(0, min(20, int(wait_seconds))),
+                MessageSystemAttributeNames=["ApproximateReceiveCount"],
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code", "") in _MISSING_QUEUE_CODES:
+                self._urls.pop(queue, None)
+            raise self._error("ReceiveMessage", queue, exc) from exc
+        except BotoCoreError as exc:
+            raise self._error("ReceiveMessage", queue, exc) from exc
+        return [
+            ReceivedMessage(
+                queue=queue,
+                body=m.get("Body", ""),
+                receipt=m["ReceiptHandle"],
+                receive_count=int(m.get("Attributes", {}).get("ApproximateReceiveCount", 1)),
+            )
+            for m in response.get("Messages", [])
+        ]
+
+    def delete(self, messages: Sequence[ReceivedMessage]) -> None:
+        """Delete *messages* with DeleteMessageBatch, ten at a time per queue."""
+        by_queue: dict[str, list[ReceivedMessage]] = defaultdict(list)
+        for message in messages:
+            by_queue[message.queue].append(message)
+        for queue, queued in by_queue.items():
+            url = self.queue_url(queue)
+            for chunk in _chunks(queued, MAX_BATCH_SIZE):
+                try:
+                    response = self.client.delete_message_batch(
+                        QueueUrl=url,
+                        Entries=[{"Id": str(i), "ReceiptHandle": m.receipt} for i, m in enumerate(chunk)],
+                    )
+                except (BotoCoreError, ClientError) as exc:
+                    raise self._error("DeleteMessageBatch", queue, exc) from exc
+                for entry in response.get("Failed", []):
+                    logger.warning(
+                        "SQS did not delete a message queue=%s code=%s reason=%s",
+                        queue, entry.get("Code"), entry.get("Message"),
+                    )
+
+    def change_visibility(self, message: ReceivedMessage, *, timeout_seconds: int) -> None:
+        """Set how long *message* stays hidden from now on (0 releases it)."""
+        url = self.queue_url(message.queue)
+        try:
+            self.client.change_message_visibility(
+                QueueUrl=url, ReceiptHandle=message.receipt, VisibilityTimeout=timeout_seconds
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise self._error("ChangeMessageVisibility", message.queue, exc) from exc
+
+    def close(self) -> None:
+        """Close the client's connection pool."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None

@@ -1,0 +1,509 @@
+"""The worker: receive doorbells, claim jobs, run them, record what happened.
+
+One loop in the calling thread owns every database write of the worker (claims, heartbeats and
+outcomes); sync jobs run in threads of their own, ``async def`` jobs on one event loop thread.
+A message is deleted as soon as its claim commits ("ack on claim"): from then on the row, its
+heartbeat and its lease carry the job, so job length is not bounded by SQS visibility.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import DatabaseError, close_old_connections, connections, router
+
+from . import execution
+from .conf import get_settings
+from .exceptions import MalformedMessage, TransportError
+from .models import Job
+from .payload import Doorbell
+from .queries import ClaimOutcome
+from .registry import JobDefinition, registry
+from .transports.base import MAX_BATCH_SIZE, ReceivedMessage, Transport
+
+logger = logging.getLogger(__name__)
+
+#: A message for a job name this worker does not know comes back after this long (a newer
+#: worker of a rolling deploy may know it) ...
+UNREGISTERED_RETRY_SECONDS = 30
+#: ... and after this many deliveries the job is failed with a clear error.
+UNREGISTERED_MAX_RECEIVES = 5
+#: A message whose row is still locked by an uncommitted relay comes back after this long.
+BUSY_RETRY_SECONDS = 1
+#: Longest pause of the main loop; bounds how late timeouts and heartbeats can be noticed.
+TICK_SECONDS = 0.5
+MAX_ERROR_BACKOFF_SECONDS = 30.0
+
+
+def default_worker_id() -> str:
+    """Return ``host:pid``, which names this worker in job rows and logs."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass(slots=True, kw_only=True)
+class _Running:
+    job: Job
+    definition: JobDefinition[Any, Any]
+    lease_token: uuid.UUID
+    started: float
+    deadline: float | None
+    outcome: execution.Outcome | None = None
+    abandoned: bool = False
+
+
+@dataclass(slots=True)
+class _Inbox:
+    """Messages received by the long-poll threads, waiting for the main loop."""
+
+    messages: list[tuple[int, int, ReceivedMessage]] = field(default_factory=list)
+    order: itertools.count[int] = field(default_factory=itertools.count)
+
+
+class Worker:
+    """Consume *queues* (highest priority first) and run up to *concurrency* jobs at once.
+
+    >>> worker = Worker(transport=get_transport(), queues=["high", "default"], concurrency=4)
+    >>> worker.run()            # until worker.stop(); runworker calls it on SIGTERM / SIGINT
+
+    ``burst=True`` returns once the queues are empty and nothing runs; ``max_jobs`` returns after
+    that many jobs were started and finished. Both exist for tests and cron-style runs.
+    """
+
+    def __init__(
+        self,
+        *,
+        transport: Transport,
+        queues: Sequence[str] | None = None,
+        concurrency: int = 1,
+        burst: bool = False,
+        max_jobs: int | None = None,
+        worker_id: str | None = None,
+        wait_seconds: int | None = None,
+        using: str | None = None,
+    ) -> None:
+        conf = get_settings()
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be 1 or more, not {concurrency}")
+        self.transport = transport
+        self.queues = list(queues or conf.queues)
+        self.concurrency = concurrency
+        self.burst = burst
+        self.max_jobs = max_jobs
+        self.worker_id = worker_id or default_worker_id()
+        self.wait_seconds = conf.wait_time_seconds if wait_seconds is None else wait_seconds
+        self.heartbeat_interval_seconds = conf.heartbeat_interval_seconds
+        self.lock_timeout_seconds = conf.claim_lock_timeout_seconds
+        self.using = using or router.db_for_write(Job)
+        self.jobs_started = 0
+
+        self._lock = threading.Lock()
+        self._wakeup = threading.Event()
+        self._stopping = threading.Event()
+        self._running: dict[uuid.UUID, _Running] = {}
+        self._inbox = _Inbox()
+        self._unrecorded: list[_Running] = []
+        self._armed = threading.Event()
+        self._pollers: list[threading.Thread] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
+        self._last_heartbeat = time.monotonic()
+        self._failing_since: float | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop receiving; :meth:`run` returns once running jobs finish. Safe from signal handlers."""
+        self._stopping.set()
+        self._wakeup.set()
+        self._armed.set()
+
+    def run(self) -> None:
+        """Serve jobs until :meth:`stop` (or, with ``burst``/``max_jobs``, until done)."""
+        logger.info(
+            "worker started worker_id=%s queues=%s concurrency=%d",
+            self.worker_id, ",".join(self.queues), self.concurrency,
+        )
+        if not self.burst:
+            for rank, queue in enumerate(self.queues):
+                thread = threading.Thread(
+                    target=self._poll, args=(rank, queue), name=f"asyncjobs-poll-{queue}",
+                    daemon=True,
+                )
+                thread.start()
+                self._pollers.append(thread)
+        try:
+            self._serve()
+        finally:
+            self._shutdown()
+            logger.info("worker stopped worker_id=%s jobs=%d", self.worker_id, self.jobs_started)
+
+    def _serve(self) -> None:
+        while True:
+            self._wakeup.clear()
+            self._collect()
+            self._record_unrecorded()
+            self._heartbeat_if_due()
+            if self.max_jobs is not None and self.jobs_started >= self.max_jobs:
+                self._stopping.set()
+            with self._lock:
+                running = len(self._running)
+            if self._stopping.is_set():
+                if not running and not self._unrecorded:
+                    return
+                self._wakeup.wait(TICK_SECONDS)
+                continue
+            free = self.concurrency - running
+            if self.max_jobs is not None:
+                free = min(free, self.max_jobs - self.jobs_started)
+            if free <= 0:
+                self._armed.clear()
+                self._release_inbox()
+                self._wakeup.wait(self._tick())
+                continue
+            messages = self._take(free)
+            if messages:
+                self._handle(messages)
+                continue
+            if self.burst:
+                if not running:
+                    return
+            else:
+                self._armed.set()
+            self._wakeup.wait(self._tick())
+
+    def _tick(self) -> float:
+        now = time.monotonic()
+        wait = TICK_SECONDS
+        with self._lock:
+            for entry in self._running.values():
+                if entry.deadline is not None:
+                    wait = min(wait, max(0.0, entry.deadline - now))
+        return wait
+
+    def _shutdown(self) -> None:
+        self._stopping.set()
+        self._armed.set()
+        for thread in self._pollers:
+            # A long poll cannot be interrupted; waiting for it lets us hand back what it brings.
+            thread.join(self.wait_seconds + 15)
+        self._release_inbox()
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            if self._loop_thread is not None:
+                self._loop_thread.join(5)
+        close_old_connections()
+
+    # -- receiving -------------------------------------------------------------------------------
+
+    def _poll(self, rank: int, queue: str) -> None:
+        """Long-poll one queue while the main loop is idle and has free slots."""
+        backoff = 0.0
+        while not self._stopping.is_set():
+            if not self._armed.wait(1.0) or self._stopping.is_set():
+                continue
+            with self._lock:
+                wanted = self.concurrency - len(self._running) - len(self._inbox.messages)
+            if wanted <= 0:
+                self._armed.clear()
+                continue
+            try:
+                received = self.transport.receive(
+                    queue, max_messages=min(wanted, MAX_BATCH_SIZE), wait_seconds=self.wait_seconds
+                )
+            except TransportError as exc:
+                backoff = min(MAX_ERROR_BACKOFF_SECONDS, max(1.0, backoff * 2))
+                self._report_failure(exc)
+                self._stopping.wait(backoff)
+                continue
+            backoff = 0.0
+            if received:
+                with self._lock:
+                    for message in received:
+                        self._inbox.messages.append((rank, next(self._inbox.order), message))
+                self._wakeup.set()
+
+    def _take(self, free: int) -> list[ReceivedMessage]:
+        """Return up to *free* messages, highest-priority queue first; hand back the rest."""
+        with self._lock:
+            pending = sorted(self._inbox.messages)
+            self._inbox.messages.clear()
+        messages = [m for _, _, m in pending]
+        if not messages:
+            messages = self._sweep(free)
+        take, extra = messages[:free], messages[free:]
+        self._release(extra)
+        return take
+
+    def _sweep(self, free: int) -> list[ReceivedMessage]:
+        """Short-poll the queues in priority order and stop at the first that has messages.
+
+        With a backlog this keeps the order strict: a lower queue is only read while every
+        higher one is empty.
+        """
+        for queue in self.queues:
+            try:
+                received = self.transport.receive(
+                    queue, max_messages=min(free, MAX_BATCH_SIZE), wait_seconds=0
+                )
+            except TransportError as exc:
+                self._report_failure(exc)
+                self._stopping.wait(1.0)
+                return []
+            if received:
+                self._recovered()
+                return received
+        self._recovered()
+        return []
+
+    def _release_inbox(self) -> None:
+        with self._lock:
+            pending = [m for _, _, m in self._inbox.messages]
+            self._inbox.messages.clear()
+        self._release(pending)
+
+    def _release(self, messages: Sequence[ReceivedMessage]) -> None:
+        # Unclaimed messages go straight back, so that another worker (or we, later, in priority
+        # order) can take them instead of waiting out their visibility timeout.
+        for message in messages:
+            try:
+                self.transport.change_visibility(message, timeout_seconds=0)
+            except TransportError as exc:
+                logger.warning("could not release a message queue=%s error=%s", message.queue, exc)
+
+    def _report_failure(self, exc: Exception) -> None:
+        with self._lock:
+            first = self._failing_since is None
+            if first:
+                self._failing_since = time.monotonic()
+        if first:
+            logger.error("worker cannot reach its transport, retrying error=%s", exc)
+
+    def _recovered(self) -> None:
+        with self._lock:
+            was_failing, self._failing_since = self._failing_since is not None, None
+        if was_failing:
+            logger.warning("worker reaches its transport again")
+
+    # -- claiming --------------------------------------------------------------------------------
+
+    def _handle(self, messages: list[ReceivedMessage]) -> None:
+        """Claim each message's job and start it; delete the messages that are done with."""
+        done: list[ReceivedMessage] = []
+        names = registry.names()
+        for message in messages:
+            try:
+                bell = Doorbell.decode(message.body)
+            except MalformedMessage as exc:
+                logger.warning(
+                    "dropping malformed message queue=%s receive_count=%d error=%s",
+                    message.queue, message.receive_count, exc,
+                )
+                done.append(message)
+                continue
+            try:
+                claim = Job.objects.db_manager(self.using).claim(
+                    job_id=bell.job_id,
+                    dispatch_token=bell.dispatch_token,
+                    worker=self.worker_id,
+                    registered_names=names,
+                    lock_timeout_seconds=self.lock_timeout_seconds,
+                )
+            except DatabaseError as exc:
+                # Leave the message alone: it comes back after its visibility timeout.
+                logger.error("cannot claim job_id=%s error=%s", bell.job_id, exc)
+                close_old_connections()
+                continue
+            if claim.outcome is ClaimOutcome.CLAIMED:
+                assert claim.job is not None
+                self._start(claim.job)
+                done.append(message)
+            elif claim.outcome is ClaimOutcome.NOT_CLAIMABLE:
+                logger.info(
+                    "dropping message job_id=%s queue=%s reason=%s",
+                    bell.job_id, message.queue, claim.reason,
+                )
+                done.append(message)
+            elif claim.outcome is ClaimOutcome.BUSY:
+                self._change_visibility(message, BUSY_RETRY_SECONDS)
+            else:
+                self._unregistered(message, bell, claim.reason, done)
+        if done:
+            try:
+                self.transport.delete(done)
+            except TransportError as exc:
+                # Harmless: a redelivered message finds its job claimed and is dropped then.
+                logger.warning("could not delete messages count=%d error=%s", len(done), exc)
+
+    def _unregistered(
+        self, message: ReceivedMessage, bell: Doorbell, reason: str, done: list[ReceivedMessage]
+    ) -> None:
+        if message.receive_count < UNREGISTERED_MAX_RECEIVES:
+            logger.warning(
+                "job not registered here; handing the message back job_id=%s reason=%s "
+                "receive_count=%d", bell.job_id, reason, message.receive_count,
+            )
+            self._change_visibility(message, UNREGISTERED_RETRY_SECONDS)
+            return
+        error = f"{reason} (worker {self.worker_id}); gave up after {message.receive_count} deliveries"
+        Job.objects.db_manager(self.using).fail_unregistered(
+            job_id=bell.job_id, dispatch_token=bell.dispatch_token, error=error
+        )
+        logger.error("job failed job_id=%s error=%s", bell.job_id, error)
+        done.append(message)
+
+    def _change_visibility(self, message: ReceivedMessage, seconds: int) -> None:
+        try:
+            self.transport.change_visibility(message, timeout_seconds=seconds)
+        except TransportError as exc:
+            logger.warning("could not change message visibility error=%s", exc)
+
+    # -- running ---------------------------------------------------------------------------------
+
+    def _start(self, job: Job) -> None:
+        definition = registry.get(job.name)
+        assert job.lease_token is not None
+        now = time.monotonic()
+        entry = _Running(
+            job=job,
+            definition=definition,
+            lease_token=job.lease_token,
+            started=now,
+            deadline=now + job.timeout if job.timeout else None,
+        )
+        with self._lock:
+            self._running[job.id] = entry
+        self.jobs_started += 1
+        logger.info(
+            "job started name=%s id=%s attempt=%d queue=%s",
+            job.name, job.id, job.attempts, job.queue,
+        )
+        if definition.is_async:
+            loop = self._event_loop()
+            future = asyncio.run_coroutine_threadsafe(
+                execution.run_async(definition, job.args, job.kwargs, timeout_seconds=job.timeout),
+                loop,
+            )
+            future.add_done_callback(lambda f: self._completed(entry, f.result()))
+        else:
+            threading.Thread(
+                target=self._run_sync, args=(entry,), name=f"asyncjobs-job-{job.id}", daemon=True
+            ).start()
+
+    def _run_sync(self, entry: _Running) -> None:
+        try:
+            outcome = execution.run_sync(entry.definition, entry.job.args, entry.job.kwargs)
+        finally:
+            # The job may have used the ORM; its connection belongs to this thread only.
+            connections.close_all()
+        self._completed(entry, outcome)
+
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+            self._loop_thread = threading.Thread(
+                target=self._loop.run_forever, name="asyncjobs-event-loop", daemon=True
+            )
+            self._loop_thread.start()
+        return self._loop
+
+    def _completed(self, entry: _Running, outcome: execution.Outcome) -> None:
+        with self._lock:
+            if entry.abandoned:
+                return
+            entry.outcome = outcome
+        self._wakeup.set()
+
+    def _collect(self) -> None:
+        """Move finished (or timed-out) jobs from ``_running`` to the recording list."""
+        now = time.monotonic()
+        with self._lock:
+            for job_id, entry in list(self._running.items()):
+                if entry.outcome is None and entry.deadline is not None and now >= entry.deadline:
+                    # A thread cannot be interrupted: record the timeout and free the slot; the
+                    # lease fences whatever the abandoned thread might still write.
+                    entry.abandoned = True
+                    assert entry.job.timeout is not None
+                    entry.outcome = execution.timed_out(entry.job.timeout, started=entry.started)
+                    logger.warning(
+                        "job timed out, abandoning its thread name=%s id=%s timeout=%gs",
+                        entry.job.name, job_id, entry.job.timeout,
+                    )
+                if entry.outcome is not None:
+                    del self._running[job_id]
+                    self._unrecorded.append(entry)
+
+    def _record_unrecorded(self) -> None:
+        while self._unrecorded:
+            entry = self._unrecorded[0]
+            try:
+                self._record(entry)
+            except DatabaseError as exc:
+                logger.error("cannot record outcome id=%s error=%s", entry.job.id, exc)
+                close_old_connections()
+                self._stopping.wait(1.0)
+                return
+            self._unrecorded.pop(0)
+
+    def _record(self, entry: _Running) -> None:
+        job, outcome = entry.job, entry.outcome
+        assert outcome is not None
+        manager = Job.objects.db_manager(self.using)
+        if outcome.ok:
+            stored = manager.record_success(
+                job_id=job.id, lease_token=entry.lease_token, result=outcome.result
+            )
+            verb = "succeeded"
+        else:
+            retry_in = None
+            if job.attempts <= job.max_retries:
+                retry_in = entry.definition.resolve_backoff().delay_seconds(job.attempts)
+            stored = manager.record_failure(
+                job_id=job.id, lease_token=entry.lease_token, error=outcome.error,
+                traceback=outcome.traceback, retry_in_seconds=retry_in,
+            )
+            verb = "failed" if retry_in is None else "retrying"
+        if stored is None:
+            logger.warning(
+                "lease lost; outcome discarded name=%s id=%s attempt=%d",
+                job.name, job.id, job.attempts,
+            )
+            return
+        if outcome.ok:
+            log = logger.info
+        elif verb == "retrying":
+            log = logger.warning
+        else:
+            log = logger.error
+        log(
+            "job %s name=%s id=%s attempt=%d duration=%.3fs%s",
+            verb, job.name, job.id, job.attempts, outcome.duration_seconds,
+            "" if outcome.ok else f" error={outcome.error}",
+        )
+
+    def _heartbeat_if_due(self) -> None:
+        now = time.monotonic()
+        if now - self._last_heartbeat < self.heartbeat_interval_seconds:
+            return
+        self._last_heartbeat = now
+        with self._lock:
+            leases = [(job_id, e.lease_token) for job_id, e in self._running.items()]
+        if not leases:
+            return
+        try:
+            lost = Job.objects.db_manager(self.using).heartbeat(leases)
+        except DatabaseError as exc:
+            logger.error("heartbeat failed error=%s", exc)
+            close_old_connections()
+            return
+        for job_id in lost:
+            logger.warning("lease lost while running id=%s", job_id)

@@ -1,0 +1,63 @@
+"""Shared fixtures: transports, a worker/scheduler pass, and ledger helpers."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from django.test import override_settings
+
+from django_asyncjobs.conf import get_settings
+from django_asyncjobs.scheduler import Scheduler
+from django_asyncjobs.transports.memory import MemoryTransport
+from django_asyncjobs.transports.sqs import SQSTransport
+from django_asyncjobs.worker import Worker
+
+
+@pytest.fixture
+def memory_transport() -> Iterator[MemoryTransport]:
+    """A fresh in-process transport shared by the scheduler and worker of one test."""
+    transport = MemoryTransport(visibility_timeout_seconds=5)
+    yield transport
+    transport.purge()
+
+
+@pytest.fixture
+def queue_prefix() -> Iterator[str]:
+    """A unique SQS queue prefix, so tests never see each other's messages."""
+    prefix = f"t{uuid.uuid4().hex[:10]}-"
+    with override_settings(ASYNCJOBS={**_current_asyncjobs(), "QUEUE_PREFIX": prefix}):
+        yield prefix
+
+
+def _current_asyncjobs() -> dict[str, object]:
+    from django.conf import settings
+
+    return dict(getattr(settings, "ASYNCJOBS", {}))
+
+
+@pytest.fixture
+def sqs_transport(queue_prefix: str) -> Iterator[SQSTransport]:
+    """An SQS transport talking to moto_server (or the endpoint in the environment)."""
+    transport = SQSTransport(get_settings())
+    yield transport
+    transport.close()
+
+
+def relay(transport: object) -> int:
+    """Run one scheduler pass over *transport* and return how many jobs it sent."""
+    return Scheduler(transport=transport).run_once()  # type: ignore[arg-type]
+
+
+def drain(transport: object, *, queues: list[str] | None = None, concurrency: int = 1) -> Worker:
+    """Run a burst worker over *transport* until its queues are empty and nothing runs."""
+    worker = Worker(
+        transport=transport,  # type: ignore[arg-type]
+        queues=queues or ["high", "default", "low"],
+        concurrency=concurrency,
+        burst=True,
+        worker_id="test-worker",
+    )
+    worker.run()
+    return worker

@@ -1,0 +1,70 @@
+"""Django settings for the test suite; the database comes from DATABASE_URL (see tests/plugin.py)."""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import unquote, urlsplit
+
+_url = urlsplit(os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/asyncjobs"))
+
+SECRET_KEY = "tests-only-not-secret"
+DEBUG = False
+USE_TZ = True
+TIME_ZONE = "UTC"
+ROOT_URLCONF = "tests.urls"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django_asyncjobs",
+    "tests.testapp",
+]
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": unquote(_url.path.lstrip("/")) or "asyncjobs",
+        "USER": unquote(_url.username or ""),
+        "PASSWORD": unquote(_url.password or ""),
+        "HOST": _url.hostname or "",
+        "PORT": str(_url.port or ""),
+        # Subprocesses started by the tests are given the test database's name explicitly.
+        "TEST": {"NAME": os.environ.get("ASYNCJOBS_TEST_DB_NAME", "test_asyncjobs")},
+    }
+}
+ASYNCJOBS = {
+    "QUEUE_PREFIX": os.environ.get("ASYNCJOBS_QUEUE_PREFIX", "test-"),
+    "WAIT_TIME_SECONDS": 1,
+    "VISIBILITY_TIMEOUT_SECONDS": 5,
+    "HEARTBEAT_INTERVAL_SECONDS": 0.5,
+    "SCHEDULER_INTERVAL_SECONDS": 0.5,
+    "RETRY_BACKOFF_SECONDS": 0.2,
+    "RETRY_JITTER": 0,
+}
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"django_asyncjobs": {"handlers": ["console"], "level": "INFO"}},
+}

@@ -1,0 +1,104 @@
+"""Jobs used by the test suite; autodiscovered because tests.testapp is an installed app.
+
+Jobs record each execution in the ``Execution`` ledger (written in autocommit, outside any job
+transaction), so tests can count how often a job body really ran.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from django_asyncjobs import job
+
+from .models import Execution
+
+
+def _ledger(name: str, key: str, **extra: Any) -> None:
+    Execution.objects.create(job=name, key=key, payload=extra)
+
+
+@job
+def add(a: int, b: int) -> int:
+    _ledger("add", f"{a}+{b}")
+    return a + b
+
+
+@job(name="tests.echo", queue="default")
+def echo(value: Any = None, *, key: str = "") -> Any:
+    _ledger("echo", key, value=value)
+    return value
+
+
+@job(queue="high", priority=5)
+def high_echo(key: str) -> str:
+    _ledger("high_echo", key)
+    return key
+
+
+@job(queue="low")
+def low_echo(key: str) -> str:
+    _ledger("low_echo", key)
+    return key
+
+
+@job(max_retries=2)
+def always_fails(key: str) -> None:
+    _ledger("always_fails", key)
+    raise ValueError(f"boom {key}")
+
+
+@job(max_retries=3)
+def fails_then_succeeds(key: str, failures: int) -> str:
+    _ledger("fails_then_succeeds", key)
+    done = Execution.objects.filter(job="fails_then_succeeds", key=key).count()
+    if done <= failures:
+        raise RuntimeError(f"attempt {done} fails on purpose")
+    return f"ok after {done}"
+
+
+@job
+async def async_add(a: int, b: int) -> int:
+    await asyncio.sleep(0.01)
+    return a + b
+
+
+@job(timeout=1, max_retries=0)
+async def async_sleeper(seconds: float) -> str:
+    await asyncio.sleep(seconds)
+    return "woke"
+
+
+@job(timeout=1, max_retries=0)
+def sync_sleeper(seconds: float) -> str:
+    time.sleep(seconds)
+    return "woke"
+
+
+@job
+def returns_set() -> Any:
+    return {1, 2}
+
+
+@job
+class SayHello:
+    """A class-based job like the seed documents' ``BaseJob`` subclasses."""
+
+    def __init__(self, name: str, punctuation: str = "!") -> None:
+        self.name = name
+        self.punctuation = punctuation
+
+    def handle(self) -> str:
+        _ledger("SayHello", self.name)
+        return f"Hello, {self.name}{self.punctuation}"
+
+
+@job
+class AsyncGreeter:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    async def handle(self) -> str:
+        await asyncio.sleep(0)
+        return f"Hi {self.name}"

@@ -43,6 +43,9 @@ BUSY_RETRY_SECONDS = 1
 #: Longest pause of the main loop; bounds how late timeouts and heartbeats can be noticed.
 TICK_SECONDS = 0.5
 MAX_ERROR_BACKOFF_SECONDS = 30.0
+#: An ``async def`` job is cancelled at its timeout by the event loop; the worker gives up on
+#: it only this much later, for a coroutine that blocks the loop or swallows the cancellation.
+ASYNC_CANCEL_GRACE_SECONDS = 2.0
 
 
 def default_worker_id() -> str:
@@ -198,10 +201,25 @@ class Worker:
             thread.join(self.wait_seconds + 15)
         self._release_inbox()
         if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            if self._loop_thread is not None:
-                self._loop_thread.join(5)
+            self._stop_event_loop(self._loop)
         close_old_connections()
+
+    def _stop_event_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        async def cancel_abandoned() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        try:
+            asyncio.run_coroutine_threadsafe(cancel_abandoned(), loop).result(timeout=5)
+        except Exception:  # a coroutine that ignores cancellation must not block the exit
+            logger.warning("async jobs did not stop when cancelled")
+        loop.call_soon_threadsafe(loop.stop)
+        if self._loop_thread is not None:
+            self._loop_thread.join(5)
+        if not loop.is_running():
+            loop.close()
 
     # -- receiving -------------------------------------------------------------------------------
 
@@ -373,12 +391,16 @@ class Worker:
         definition = registry.get(job.name)
         assert job.lease_token is not None
         now = time.monotonic()
+        deadline = None
+        if job.timeout:
+            grace = ASYNC_CANCEL_GRACE_SECONDS if definition.is_async else 0.0
+            deadline = now + job.timeout + grace
         entry = _Running(
             job=job,
             definition=definition,
             lease_token=job.lease_token,
             started=now,
-            deadline=now + job.timeout if job.timeout else None,
+            deadline=deadline,
         )
         with self._lock:
             self._running[job.id] = entry

@@ -1,9 +1,9 @@
 """Start throwaway PostgreSQL and moto (fake AWS SQS) servers for the tests.
 
-The test suite needs a real PostgreSQL (the job queue relies on
-``SELECT ... FOR UPDATE SKIP LOCKED``, LISTEN/NOTIFY and crash recovery) and an
-SQS endpoint. Neither needs Docker: PostgreSQL runs from the distribution's
-server binaries in a temporary directory, and SQS is served by ``moto_server``.
+The test suite needs a real PostgreSQL server, including tests that crash and
+restart it, and an SQS endpoint. Neither needs Docker: PostgreSQL runs from the
+distribution's server binaries in a temporary directory, and SQS is served by
+``moto_server``.
 
 Command line::
 
@@ -50,9 +50,10 @@ __all__ = [
 
 ShutdownMode = Literal["smart", "fast", "immediate"]
 
-# Server settings tuned for disposable test clusters: surviving an OS crash
-# is worthless here and fsync dominates run time on slow disks. These only
-# matter for OS crashes, so restart(mode="immediate") still loses nothing.
+# Server settings tuned for disposable test clusters. fsync and
+# full_page_writes only protect against OS crashes, which a throwaway cluster
+# need not survive, and fsync dominates run time on slow disks; a server
+# crash (restart(mode="immediate")) still loses nothing.
 # synchronous_commit stays on: with it off, commits acknowledged less than
 # ~200 ms before an immediate shutdown vanish (the WAL writer never wrote
 # them), which would break crash-recovery tests; with fsync off it is cheap.
@@ -258,12 +259,12 @@ class PostgresServer:
         """Stop and start the server, keeping its data and port.
 
         ``mode="immediate"`` kills the server without a checkpoint, so the
-        next start performs crash recovery, as after a power loss.
+        next start performs crash recovery, as after a server crash.
+        Committed data survives; a killed server is simply started again.
         """
         if self._tmpdir is None:
             raise RuntimeError("PostgresServer is not started")
-        if self._running:
-            self._pg_ctl_stop(mode)
+        self._pg_ctl_stop(mode)
         self._pg_ctl_start()
 
     def psql(self, sql: str, dbname: str = "postgres") -> str:

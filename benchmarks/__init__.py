@@ -1,0 +1,1 @@
+"""Benchmark scripts for django-asyncjobs; they print figures and never assert timings."""

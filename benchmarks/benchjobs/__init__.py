@@ -1,0 +1,1 @@
+"""A tiny Django app holding the jobs the benchmarks enqueue."""

@@ -1,0 +1,80 @@
+"""Message bodies, settings validation and system checks."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from django.core.checks import run_checks
+from django.core.exceptions import ImproperlyConfigured
+from django.test import override_settings
+
+from django_asyncjobs.conf import get_settings, validate
+from django_asyncjobs.exceptions import MalformedMessage
+from django_asyncjobs.payload import Doorbell
+from django_asyncjobs.retry import Backoff
+
+
+def test_doorbell_round_trip_is_small() -> None:
+    bell = Doorbell(job_id=uuid.uuid4(), dispatch_token=uuid.uuid4())
+    body = bell.encode()
+    assert len(body.encode()) < 100
+    assert Doorbell.decode(body) == bell
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "not json",
+        "{}",
+        '{"v": 99, "job": "00000000-0000-0000-0000-000000000001", "d": "x"}',
+        '{"v": 1, "job": "1 OR 1=1", "d": "00000000-0000-0000-0000-000000000001"}',
+        '{"func": "os.system", "args": ["touch pwned"]}',
+        "x" * 900_000,
+        "[" * 10_000 + "]" * 10_000,
+    ],
+)
+def test_malformed_bodies_are_refused(body: str) -> None:
+    with pytest.raises(MalformedMessage):
+        Doorbell.decode(body)
+
+
+def test_backoff_grows_and_is_capped() -> None:
+    backoff = Backoff(base_seconds=60, factor=4, max_seconds=600, jitter=0)
+    assert [backoff.delay_seconds(n) for n in (1, 2, 3)] == [60, 240, 600]
+    jittered = Backoff(base_seconds=100, factor=2, jitter=0.2)
+    assert all(80 <= jittered.delay_seconds(1) <= 120 for _ in range(100))
+
+
+def test_default_settings() -> None:
+    with override_settings(ASYNCJOBS={}):
+        conf = get_settings()
+        assert conf.queues == ("high", "default", "low")
+        assert conf.sqs_queue_name("default") == "asyncjobs-default"
+        assert conf.create_missing_queues is True
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"WAIT_TIME_SECONDS": 30}, 'ASYNCJOBS["WAIT_TIME_SECONDS"] must be between 0 and 20, not 30'),
+        ({"MAX_RETRIES": "3"}, 'ASYNCJOBS["MAX_RETRIES"] must be int, not \'3\''),
+        ({"QUEUES": ["ok", "not ok"]}, "may only hold letters"),
+        ({"QUEUE_PREFIX": "x" * 80}, "longer than SQS's 80 characters"),
+        ({"MAX_RETRY": 3}, "unknown key 'MAX_RETRY'; did you mean 'MAX_RETRIES'?"),
+        ({"TRANSPORT": "redis"}, "must be one of"),
+        ({"CREATE_MISSING_QUEUES": 1}, "must be bool"),
+    ],
+)
+def test_invalid_settings_are_reported(raw: dict[str, object], message: str) -> None:
+    assert any(message in error for error in validate(raw)), validate(raw)
+
+
+def test_invalid_settings_fail_the_system_check_and_access() -> None:
+    with override_settings(ASYNCJOBS={"WAIT_TIME_SECONDS": 99}):
+        errors = [e for e in run_checks() if e.id == "asyncjobs.E001"]
+        assert len(errors) == 1
+        assert "WAIT_TIME_SECONDS" in errors[0].msg
+        with pytest.raises(ImproperlyConfigured, match="WAIT_TIME_SECONDS"):
+            get_settings()
+    assert get_settings().wait_time_seconds == 1  # back to the test settings

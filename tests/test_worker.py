@@ -1,0 +1,345 @@
+"""The scheduler and worker loops in-process: claims, duplicates, retries, timeouts, priorities.
+
+These use the in-memory transport for speed, and SQS (moto_server) where the behaviour depends on
+SQS itself. tests/test_processes.py proves the same flows with real processes.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.dispatch import Signal
+
+from django_asyncjobs import signals
+from django_asyncjobs.models import Job
+from django_asyncjobs.payload import Doorbell
+from django_asyncjobs.transports.base import OutgoingMessage
+from django_asyncjobs.transports.memory import MemoryTransport
+from django_asyncjobs.transports.sqs import SQSTransport
+from tests.conftest import drain, relay
+from tests.testapp import jobs
+from tests.testapp.models import Execution
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def runs(job: str, key: str = "") -> int:
+    """Return how many times a test job's body ran (the job writes the ledger itself)."""
+    query = Execution.objects.filter(job=job)
+    return (query.filter(key=key) if key else query).count()
+
+
+def fresh(job: Job) -> Job:
+    return Job.objects.get(pk=job.pk)
+
+
+def test_job_runs_and_records_result(memory_transport: MemoryTransport) -> None:
+    job = jobs.add.delay(2, 3)
+    assert relay(memory_transport) == 1
+    assert fresh(job).status == "queued"
+    drain(memory_transport)
+    row = fresh(job)
+    assert (row.status, row.result, row.attempts, row.worker) == ("succeeded", 5, 1, "test-worker")
+    assert row.created_at <= row.enqueued_at <= row.started_at <= row.finished_at
+    assert row.heartbeat_at is not None and row.error == "" and row.traceback == ""
+    assert memory_transport.depth("default") == 0
+
+
+def test_async_function_and_class_jobs(memory_transport: MemoryTransport) -> None:
+    a = jobs.async_add.delay(20, 22)
+    b = jobs.SayHello.delay(name="Ada", punctuation="?")  # type: ignore[attr-defined]
+    c = jobs.AsyncGreeter.delay(name="Bob")  # type: ignore[attr-defined]
+    relay(memory_transport)
+    drain(memory_transport, concurrency=3)
+    assert [fresh(j).result for j in (a, b, c)] == [42, "Hello, Ada?", "Hi Bob"]
+
+
+def test_message_delivered_twice_runs_the_job_once(sqs_transport: SQSTransport) -> None:
+    job = jobs.echo.delay("x", key="dup")
+    relay(sqs_transport)
+    token = fresh(job).dispatch_token
+    body = Doorbell(job_id=job.id, dispatch_token=token).encode()  # type: ignore[arg-type]
+    sqs_transport.send_batch("default", [OutgoingMessage(id="copy", body=body)])
+    drain(sqs_transport)
+    assert runs("echo", "dup") == 1
+    assert fresh(job).status == "succeeded"
+    assert sqs_transport.receive("default", max_messages=10, wait_seconds=0) == []
+
+
+def test_message_with_a_stale_token_runs_nothing(memory_transport: MemoryTransport) -> None:
+    job = jobs.echo.delay("x", key="stale")
+    relay(memory_transport)
+    memory_transport.purge()
+    stale = Doorbell(job_id=job.id, dispatch_token=uuid.uuid4()).encode()
+    memory_transport.send_batch("default", [OutgoingMessage(id="1", body=stale)])
+    drain(memory_transport)
+    assert runs("echo", "stale") == 0
+    assert fresh(job).status == "queued"
+    assert memory_transport.depth("default") == 0  # dropped, not left to loop
+
+
+def test_cancelled_job_is_not_run(memory_transport: MemoryTransport) -> None:
+    job = jobs.echo.delay("x", key="cancel")
+    relay(memory_transport)
+    cancelled = Job.objects.cancel(job.id)
+    assert cancelled is not None and cancelled.status == "cancelled"
+    drain(memory_transport)
+    assert runs("echo", "cancel") == 0
+    assert fresh(job).status == "cancelled"
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["not json", "{}", json.dumps({"func": "os.system", "args": ["touch /tmp/pwned"]}), "x" * 5000],
+)
+def test_malformed_message_is_dropped_and_the_worker_goes_on(
+    memory_transport: MemoryTransport, body: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    memory_transport.send_batch("default", [OutgoingMessage(id="bad", body=body)])
+    job = jobs.add.delay(1, 1)
+    relay(memory_transport)
+    drain(memory_transport)
+    assert fresh(job).status == "succeeded"
+    assert "dropping malformed message" in caplog.text
+    assert memory_transport.depth("default") == 0
+
+
+def test_message_for_a_deleted_job_is_dropped(
+    memory_transport: MemoryTransport, caplog: pytest.LogCaptureFixture
+) -> None:
+    job = jobs.add.delay(1, 1)
+    relay(memory_transport)
+    Job.objects.filter(pk=job.pk).delete()
+    drain(memory_transport)
+    assert f"dropping message job_id={job.id} queue=default reason=no such job" in caplog.text
+    assert memory_transport.depth("default") == 0
+
+
+def test_higher_priority_first_from_a_backlog(memory_transport: MemoryTransport) -> None:
+    for i in range(5):
+        jobs.low_echo.delay(f"low{i}")
+    for i in range(5):
+        jobs.echo.using(priority=0).delay(key=f"default{i}")
+        jobs.echo.using(priority=9).delay(key=f"urgent{i}")
+    for i in range(5):
+        jobs.high_echo.delay(f"high{i}")
+    relay(memory_transport)
+    drain(memory_transport, concurrency=1)
+    order = list(Execution.objects.order_by("id").values_list("key", flat=True))
+    assert [k.rstrip("0123456789") for k in order] == (
+        ["high"] * 5 + ["urgent"] * 5 + ["default"] * 5 + ["low"] * 5
+    )
+
+
+def test_retry_then_success(memory_transport: MemoryTransport) -> None:
+    job = jobs.fails_then_succeeds.delay("r1", failures=2)
+    for _ in range(3):
+        _wait_until_due(job)
+        relay(memory_transport)
+        drain(memory_transport)
+    row = fresh(job)
+    assert (row.status, row.attempts, row.result) == ("succeeded", 3, "ok after 3")
+    assert runs("fails_then_succeeds", "r1") == 3
+
+
+def test_retries_exhausted_fails_with_traceback(memory_transport: MemoryTransport) -> None:
+    job = jobs.always_fails.delay("x")
+    relay(memory_transport)
+    drain(memory_transport)
+    row = fresh(job)
+    assert row.status == "scheduled"  # waiting for its first retry
+    assert row.run_at > row.started_at
+    assert row.error == "ValueError: boom x"
+    for _ in range(2):
+        _wait_until_due(job)
+        relay(memory_transport)
+        drain(memory_transport)
+    row = fresh(job)
+    assert (row.status, row.attempts) == ("failed", 3)
+    assert row.error == "ValueError: boom x"
+    assert 'raise ValueError(f"boom {key}")' in row.traceback
+    assert "Traceback (most recent call last)" in row.traceback
+    assert row.finished_at is not None
+
+
+def _wait_until_due(job: Job, timeout: float = 10.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not Job.objects.due().filter(pk=job.pk).exists():
+        assert time.monotonic() < deadline, f"job not due: {fresh(job).status} {fresh(job).run_at}"
+        time.sleep(0.05)
+
+
+def test_async_job_past_its_timeout_is_cancelled(memory_transport: MemoryTransport) -> None:
+    slow = jobs.async_sleeper.delay(30)
+    quick = jobs.async_add.delay(1, 1)
+    relay(memory_transport)
+    drain(memory_transport, concurrency=2)
+    row = fresh(slow)
+    assert (row.status, row.attempts) == ("failed", 1)
+    assert "timed out after 1 s" in row.error
+    assert fresh(quick).status == "succeeded"
+
+
+def test_sync_job_past_its_timeout_is_failed_and_the_worker_goes_on(
+    memory_transport: MemoryTransport,
+) -> None:
+    import time
+
+    slow = jobs.sync_sleeper.delay(3)
+    relay(memory_transport)
+    started = time.monotonic()
+    drain(memory_transport)
+    assert time.monotonic() - started < 2.5
+    row = fresh(slow)
+    assert row.status == "failed"
+    assert "timed out after 1 s" in row.error
+    after = jobs.add.delay(1, 1)
+    relay(memory_transport)
+    drain(memory_transport)
+    assert fresh(after).status == "succeeded"
+    time.sleep(2)  # the abandoned thread finishes; its write is fenced by the lease
+    assert fresh(slow).status == "failed"
+
+
+def test_result_that_is_not_json_fails_the_attempt(memory_transport: MemoryTransport) -> None:
+    job = jobs.returns_set.delay()
+    relay(memory_transport)
+    drain(memory_transport)
+    row = fresh(job)
+    assert row.status == "scheduled"
+    assert "the job's return value is a set" in row.error
+
+
+def test_a_stale_worker_cannot_overwrite_a_newer_outcome() -> None:
+    job = jobs.add.delay(1, 1)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE asyncjobs_job SET status='queued', dispatch_token=%s WHERE id=%s",
+            [uuid.UUID(int=1), job.id],
+        )
+    claim = Job.objects.claim(
+        job_id=job.id, dispatch_token=uuid.UUID(int=1), worker="w1",
+        registered_names={job.name}, lock_timeout_seconds=1,
+    )
+    assert claim.job is not None and claim.job.lease_token is not None
+    # Another attempt took over (as a rescue will): the first worker's lease is gone.
+    Job.objects.filter(pk=job.pk).update(lease_token=uuid.uuid4())
+    assert Job.objects.record_success(
+        job_id=job.id, lease_token=claim.job.lease_token, result=99
+    ) is None
+    assert Job.objects.heartbeat([(job.id, claim.job.lease_token)]) == {job.id}
+    assert fresh(job).result is None
+
+
+def test_unregistered_job_name_is_handed_back_then_failed(
+    memory_transport: MemoryTransport,
+) -> None:
+    job = jobs.add.delay(1, 1)
+    Job.objects.filter(pk=job.pk).update(name="billing.not_deployed_yet")
+    relay(memory_transport)
+    memory_transport.visibility_timeout_seconds = 0
+    for _ in range(4):
+        drain(memory_transport)
+        # handed back with a delay for a newer worker; make it visible again for the test
+        for stored in memory_transport._queue("default").messages:
+            stored.visible_at = 0
+    assert fresh(job).status == "queued"
+    drain(memory_transport)
+    row = fresh(job)
+    assert row.status == "failed"
+    assert "job name 'billing.not_deployed_yet' is not registered in this worker" in row.error
+
+
+@pytest.fixture
+def recorded() -> Iterator[list[tuple[str, str | None, str]]]:
+    """Every signal sent, as (signal name, old status, new status)."""
+    events: list[tuple[str, str | None, str]] = []
+    named: dict[str, Signal] = {
+        name: getattr(signals, name)
+        for name in ("job_enqueued", "job_started", "job_succeeded", "job_failed",
+                     "job_retrying", "job_cancelled")
+    }
+    receivers = []
+    for name, signal in named.items():
+        def receiver(sender: Any, job: Job, _name: str = name, **kwargs: Any) -> None:
+            events.append((_name, None, job.status))
+        signal.connect(receiver, weak=False)
+        receivers.append((signal, receiver))
+
+    def changed(sender: Any, job: Job, old_status: str | None, new_status: str, **kw: Any) -> None:
+        events.append(("changed", old_status, new_status))
+
+    signals.job_status_changed.connect(changed, weak=False)
+    yield events
+    signals.job_status_changed.disconnect(changed)
+    for signal, receiver in receivers:
+        signal.disconnect(receiver)
+
+
+def test_signals_fire_on_every_status_change(
+    memory_transport: MemoryTransport, recorded: list[tuple[str, str | None, str]]
+) -> None:
+    job = jobs.always_fails.delay("sig")
+    relay(memory_transport)
+    drain(memory_transport)
+    assert recorded == [
+        ("job_enqueued", None, "scheduled"),
+        ("changed", None, "scheduled"),
+        ("changed", "scheduled", "queued"),
+        ("job_started", None, "running"),
+        ("changed", "queued", "running"),
+        ("job_retrying", None, "scheduled"),
+        ("changed", "running", "scheduled"),
+    ]
+    recorded.clear()
+    Job.objects.filter(pk=job.pk).update(status="failed")
+    Job.objects.retry(job.id)
+    Job.objects.cancel(job.id)
+    assert recorded == [
+        ("changed", "failed", "scheduled"),
+        ("job_cancelled", None, "cancelled"),
+        ("changed", "scheduled", "cancelled"),
+    ]
+
+
+def test_a_failing_receiver_never_breaks_the_worker(
+    memory_transport: MemoryTransport, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(**kwargs: Any) -> None:
+        raise RuntimeError("receiver bug")
+
+    signals.job_started.connect(broken)
+    signals.job_succeeded.connect(broken)
+    try:
+        job = jobs.add.delay(1, 2)
+        relay(memory_transport)
+        drain(memory_transport)
+    finally:
+        signals.job_started.disconnect(broken)
+        signals.job_succeeded.disconnect(broken)
+    assert fresh(job).status == "succeeded"
+    assert caplog.text.count("signal receiver failed") == 2
+
+
+def test_worker_logs_one_line_per_start_and_end(
+    memory_transport: MemoryTransport, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    caplog.set_level(logging.INFO, logger="django_asyncjobs")
+    job = jobs.add.delay(1, 2)
+    relay(memory_transport)
+    drain(memory_transport)
+    lines = [r.getMessage() for r in caplog.records if r.name == "django_asyncjobs.worker"]
+    assert f"job started name=tests.testapp.jobs.add id={job.id} attempt=1 queue=default" in lines
+    assert any(
+        line.startswith(f"job succeeded name=tests.testapp.jobs.add id={job.id} attempt=1 duration=")
+        for line in lines
+    )

@@ -11,7 +11,6 @@ from django.http import HttpRequest
 from .models import Job
 from .status import JobStatus
 
-
 if TYPE_CHECKING:
     _ModelAdmin = admin.ModelAdmin[Job]
 else:  # ModelAdmin is generic only in django-stubs
@@ -23,8 +22,15 @@ class JobAdmin(_ModelAdmin):
     """Read-only job rows; state changes go through the actions, never through the form."""
 
     list_display = (
-        "name", "status", "queue", "priority", "attempts_display", "created_at", "run_at",
-        "started_at", "finished_at",
+        "name",
+        "status",
+        "queue",
+        "priority",
+        "attempts_display",
+        "created_at",
+        "run_at",
+        "started_at",
+        "finished_at",
     )
     list_filter = ("status", "queue", "name")
     search_fields = ("=id", "name")

@@ -1,7 +1,8 @@
-"""System checks: invalid ``ASYNCJOBS`` settings and unsupported databases fail ``manage.py check``."""
+"""System checks: bad ``ASYNCJOBS`` settings and unsupported databases fail ``manage.py check``."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from django.apps import AppConfig
@@ -12,7 +13,9 @@ from . import conf
 
 
 @register(Tags.compatibility)
-def check_settings(app_configs: list[AppConfig] | None = None, **kwargs: Any) -> list[CheckMessage]:
+def check_settings(
+    *, app_configs: Sequence[AppConfig] | None, databases: Sequence[str] | None, **kwargs: Any
+) -> list[CheckMessage]:
     """Report every invalid ``ASYNCJOBS`` key (asyncjobs.E001)."""
     return [
         Error(
@@ -27,9 +30,9 @@ def check_settings(app_configs: list[AppConfig] | None = None, **kwargs: Any) ->
 
 @register(Tags.database)
 def check_database(
-    app_configs: list[AppConfig] | None = None, **kwargs: Any
+    *, app_configs: Sequence[AppConfig] | None, databases: Sequence[str] | None, **kwargs: Any
 ) -> list[CheckMessage]:
-    """Require PostgreSQL for the jobs table (asyncjobs.E002); it relies on SKIP LOCKED and NOTIFY."""
+    """Require PostgreSQL for the jobs table (asyncjobs.E002): it uses SKIP LOCKED and NOTIFY."""
     from .models import Job
 
     alias = router.db_for_write(Job)

@@ -162,8 +162,10 @@ def validate(raw: Mapping[str, Any]) -> list[str]:
         if value is None:
             return
         if value < minimum or (maximum is not None and value > maximum):
-            bound = f"between {minimum:g} and {maximum:g}" if maximum is not None else (
-                f"{minimum:g} or more"
+            bound = (
+                f"between {minimum:g} and {maximum:g}"
+                if maximum is not None
+                else (f"{minimum:g} or more")
             )
             errors.append(f'ASYNCJOBS["{name.upper()}"] must be {bound}, not {value!r}')
 

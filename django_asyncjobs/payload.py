@@ -45,9 +45,7 @@ def _check(value: Any, path: str, depth: int) -> None:
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
-                raise TypeError(
-                    f"{path} has the key {key!r}; JSON object keys must be strings"
-                )
+                raise TypeError(f"{path} has the key {key!r}; JSON object keys must be strings")
             _check(item, f"{path}[{key!r}]", depth + 1)
         return
     hint = "; pass a list instead" if isinstance(value, tuple) else ""

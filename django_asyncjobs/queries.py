@@ -17,6 +17,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from django.db import OperationalError, connections, models, router, transaction
+from django.db.models.functions import Now
 
 from . import signals
 from .status import JobStatus
@@ -75,8 +76,8 @@ def _table(model: type[models.Model]) -> str:
     return connections[router.db_for_write(model)].ops.quote_name(model._meta.db_table)
 
 
-def _columns(model: type[models.Model]) -> str:
-    return ", ".join(f.column for f in model._meta.concrete_fields)
+def _columns(model: type[models.Model], *, prefix: str = "") -> str:
+    return ", ".join(f"{prefix}{f.column}" for f in model._meta.concrete_fields)
 
 
 class JobQuerySet(models.QuerySet["Job"]):
@@ -84,7 +85,7 @@ class JobQuerySet(models.QuerySet["Job"]):
 
     def due(self) -> JobQuerySet:
         """Return scheduled jobs whose ``run_at`` has passed, by the database's clock."""
-        return self.filter(status=JobStatus.SCHEDULED, run_at__lte=models.functions.Now())
+        return self.filter(status=JobStatus.SCHEDULED, run_at__lte=Now())
 
 
 class JobManager(models.Manager["Job"]):
@@ -128,6 +129,7 @@ class JobManager(models.Manager["Job"]):
         if that transaction commits. Nothing here talks to SQS. Arguments must already be checked
         (see :func:`django_asyncjobs.payload.check_arguments`).
         """
+        run_at_params: list[Any]
         if isinstance(run_after, dt.datetime):
             run_at_sql, run_at_params = "%s", [run_after]
         elif isinstance(run_after, dt.timedelta):
@@ -149,17 +151,34 @@ class JobManager(models.Manager["Job"]):
             SELECT created_at, run_at, pg_notify(%s, '') FROM inserted
         """
         params = [
-            job_id, name, json.dumps(args), json.dumps(kwargs), queue, priority,
-            JobStatus.SCHEDULED.value, *run_at_params, max_retries, timeout_seconds,
+            job_id,
+            name,
+            json.dumps(args),
+            json.dumps(kwargs),
+            queue,
+            priority,
+            JobStatus.SCHEDULED.value,
+            *run_at_params,
+            max_retries,
+            timeout_seconds,
             NOTIFY_CHANNEL,
         ]
         with connections[self._db_alias].cursor() as cursor:
             cursor.execute(sql, params)
             created_at, run_at, _ = cursor.fetchone()
         job = self.model(
-            id=job_id, name=name, args=args, kwargs=kwargs, queue=queue, priority=priority,
-            status=JobStatus.SCHEDULED, run_at=run_at, attempts=0, max_retries=max_retries,
-            timeout=timeout_seconds, created_at=created_at,
+            id=job_id,
+            name=name,
+            args=args,
+            kwargs=kwargs,
+            queue=queue,
+            priority=priority,
+            status=JobStatus.SCHEDULED,
+            run_at=run_at,
+            attempts=0,
+            max_retries=max_retries,
+            timeout=timeout_seconds,
+            created_at=created_at,
         )
         job._state.adding = False
         job._state.db = self._db_alias
@@ -260,7 +279,11 @@ class JobManager(models.Manager["Job"]):
             RETURNING {_columns(self.model)}
         """
         params = [
-            JobStatus.RUNNING.value, worker, job_id, JobStatus.QUEUED.value, dispatch_token,
+            JobStatus.RUNNING.value,
+            worker,
+            job_id,
+            JobStatus.QUEUED.value,
+            dispatch_token,
             list(registered_names),
         ]
         alias = self._db_alias
@@ -301,8 +324,10 @@ class JobManager(models.Manager["Job"]):
             )
         return ClaimResult(outcome=ClaimOutcome.NOT_CLAIMABLE, reason="job changed meanwhile")
 
-    def fail_unregistered(self, *, job_id: uuid.UUID, dispatch_token: uuid.UUID, error: str) -> Job | None:
-        """Fail a ``queued`` job whose name no worker knows, if *dispatch_token* is still current."""
+    def fail_unregistered(
+        self, *, job_id: uuid.UUID, dispatch_token: uuid.UUID, error: str
+    ) -> Job | None:
+        """Fail a ``queued`` job whose name no worker knows, if *dispatch_token* is current."""
         sql = f"""
             UPDATE {_table(self.model)}
             SET status = %s, finished_at = now(), error = %s, traceback = ''
@@ -318,7 +343,9 @@ class JobManager(models.Manager["Job"]):
             )
         return job
 
-    def record_success(self, *, job_id: uuid.UUID, lease_token: uuid.UUID, result: Any) -> Job | None:
+    def record_success(
+        self, *, job_id: uuid.UUID, lease_token: uuid.UUID, result: Any
+    ) -> Job | None:
         """Mark a running job ``succeeded`` with its JSON *result*, if the lease is still ours.
 
         Returns ``None`` when the lease was lost (the job was rescued or changed meanwhile): the
@@ -332,12 +359,19 @@ class JobManager(models.Manager["Job"]):
         """
         job = self._returning(
             sql,
-            [JobStatus.SUCCEEDED.value, json.dumps(result), job_id, JobStatus.RUNNING.value,
-             lease_token],
+            [
+                JobStatus.SUCCEEDED.value,
+                json.dumps(result),
+                job_id,
+                JobStatus.RUNNING.value,
+                lease_token,
+            ],
         )
         if job is not None:
             signals.send_after_commit(
-                job, old_status=JobStatus.RUNNING, signal=signals.job_succeeded,
+                job,
+                old_status=JobStatus.RUNNING,
+                signal=signals.job_succeeded,
                 using=self._db_alias,
             )
         return job
@@ -373,8 +407,7 @@ class JobManager(models.Manager["Job"]):
         """
         job = self._returning(
             sql,
-            [status.value, *params, error, traceback, job_id, JobStatus.RUNNING.value,
-             lease_token],
+            [status.value, *params, error, traceback, job_id, JobStatus.RUNNING.value, lease_token],
         )
         if job is not None:
             signals.send_after_commit(
@@ -414,18 +447,19 @@ class JobManager(models.Manager["Job"]):
             UPDATE {_table(self.model)} AS j
             SET status = %s, finished_at = now(), dispatch_token = NULL
             FROM old WHERE j.id = old.id AND old.status IN (%s, %s)
-            RETURNING {", ".join("j." + f.column for f in self.model._meta.concrete_fields)},
+            RETURNING {_columns(self.model, prefix="j.")},
                 old.status AS old_status
         """
         job = self._returning(
             sql,
-            [job_id, JobStatus.CANCELLED.value, JobStatus.SCHEDULED.value,
-             JobStatus.QUEUED.value],
+            [job_id, JobStatus.CANCELLED.value, JobStatus.SCHEDULED.value, JobStatus.QUEUED.value],
         )
         if job is not None:
             signals.send_after_commit(
-                job, old_status=getattr(job, "old_status", None),
-                signal=signals.job_cancelled, using=self._db_alias,
+                job,
+                old_status=getattr(job, "old_status", None),
+                signal=signals.job_cancelled,
+                using=self._db_alias,
             )
         return job
 
@@ -440,13 +474,18 @@ class JobManager(models.Manager["Job"]):
             SET status = %s, run_at = now(), attempts = 0, finished_at = NULL,
                 dispatch_token = NULL, lease_token = NULL
             FROM old WHERE j.id = old.id AND old.status IN (%s, %s)
-            RETURNING {", ".join("j." + f.column for f in self.model._meta.concrete_fields)},
+            RETURNING {_columns(self.model, prefix="j.")},
                 old.status AS old_status, pg_notify(%s, '')
         """
         job = self._returning(
             sql,
-            [job_id, JobStatus.SCHEDULED.value, JobStatus.FAILED.value,
-             JobStatus.CANCELLED.value, NOTIFY_CHANNEL],
+            [
+                job_id,
+                JobStatus.SCHEDULED.value,
+                JobStatus.FAILED.value,
+                JobStatus.CANCELLED.value,
+                NOTIFY_CHANNEL,
+            ],
         )
         if job is not None:
             signals.send_after_commit(

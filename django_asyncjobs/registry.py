@@ -200,7 +200,9 @@ class BoundJob(Generic[P, R]):
         return BoundJob(
             self.definition,
             EnqueueOptions(
-                run_after=_check_run_after(run_after) if run_after is not None else current.run_after,
+                run_after=_check_run_after(run_after)
+                if run_after is not None
+                else current.run_after,
                 priority=_check_priority(priority) if priority is not None else current.priority,
                 queue=_check_queue(queue) if queue is not None else current.queue,
             ),
@@ -213,9 +215,7 @@ class BoundJob(Generic[P, R]):
         definition = self.definition
         conf = get_settings()
         definition.bind_arguments(args, kwargs)
-        json_args, json_kwargs, _ = check_arguments(
-            args, kwargs, max_bytes=conf.max_payload_bytes
-        )
+        json_args, json_kwargs, _ = check_arguments(args, kwargs, max_bytes=conf.max_payload_bytes)
         options = self.options
         return Job.objects.enqueue(
             name=definition.name,
@@ -241,7 +241,7 @@ class Registry:
         self._lock = threading.Lock()
 
     def register(self, definition: JobDefinition[Any, Any]) -> None:
-        """Add *definition*; raise :class:`DuplicateJobName` if its name belongs to another callable.
+        """Add *definition*; raise :class:`DuplicateJobName` if another callable has its name.
 
         Registering the same function again (a module imported twice) replaces the old entry.
         """
@@ -290,7 +290,7 @@ registry = Registry()
 
 
 @overload
-def job(target: T, /) -> T: ...
+def job(target: T, /) -> T: ...  # type: ignore[overload-overlap]
 @overload
 def job(target: Callable[P, R], /) -> JobDefinition[P, R]: ...
 @overload

@@ -8,6 +8,7 @@ once: a row one of them locked is skipped by the others.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -183,10 +184,8 @@ class Scheduler:
 
     def _close_listener(self) -> None:
         if self._listener is not None:
-            try:
+            with contextlib.suppress(psycopg.Error):
                 self._listener.close()
-            except psycopg.Error:
-                pass
             self._listener = None
 
     def _wait_for_notify(self, timeout: float) -> None:

@@ -125,7 +125,7 @@ class Worker:
     # -- lifecycle -------------------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Stop receiving; :meth:`run` returns once running jobs finish. Safe from signal handlers."""
+        """Stop receiving; :meth:`run` returns once running jobs finish. Signal-handler safe."""
         self._stopping.set()
         self._wakeup.set()
         self._armed.set()
@@ -134,12 +134,16 @@ class Worker:
         """Serve jobs until :meth:`stop` (or, with ``burst``/``max_jobs``, until done)."""
         logger.info(
             "worker started worker_id=%s queues=%s concurrency=%d",
-            self.worker_id, ",".join(self.queues), self.concurrency,
+            self.worker_id,
+            ",".join(self.queues),
+            self.concurrency,
         )
         if not self.burst:
             for rank, queue in enumerate(self.queues):
                 thread = threading.Thread(
-                    target=self._poll, args=(rank, queue), name=f"asyncjobs-poll-{queue}",
+                    target=self._poll,
+                    args=(rank, queue),
+                    name=f"asyncjobs-poll-{queue}",
                     daemon=True,
                 )
                 thread.start()
@@ -324,7 +328,9 @@ class Worker:
             except MalformedMessage as exc:
                 logger.warning(
                     "dropping malformed message queue=%s receive_count=%d error=%s",
-                    message.queue, message.receive_count, exc,
+                    message.queue,
+                    message.receive_count,
+                    exc,
                 )
                 done.append(message)
                 continue
@@ -348,7 +354,9 @@ class Worker:
             elif claim.outcome is ClaimOutcome.NOT_CLAIMABLE:
                 logger.info(
                     "dropping message job_id=%s queue=%s reason=%s",
-                    bell.job_id, message.queue, claim.reason,
+                    bell.job_id,
+                    message.queue,
+                    claim.reason,
                 )
                 done.append(message)
             elif claim.outcome is ClaimOutcome.BUSY:
@@ -368,11 +376,16 @@ class Worker:
         if message.receive_count < UNREGISTERED_MAX_RECEIVES:
             logger.warning(
                 "job not registered here; handing the message back job_id=%s reason=%s "
-                "receive_count=%d", bell.job_id, reason, message.receive_count,
+                "receive_count=%d",
+                bell.job_id,
+                reason,
+                message.receive_count,
             )
             self._change_visibility(message, UNREGISTERED_RETRY_SECONDS)
             return
-        error = f"{reason} (worker {self.worker_id}); gave up after {message.receive_count} deliveries"
+        error = (
+            f"{reason} (worker {self.worker_id}); gave up after {message.receive_count} deliveries"
+        )
         Job.objects.db_manager(self.using).fail_unregistered(
             job_id=bell.job_id, dispatch_token=bell.dispatch_token, error=error
         )
@@ -407,7 +420,10 @@ class Worker:
         self.jobs_started += 1
         logger.info(
             "job started name=%s id=%s attempt=%d queue=%s",
-            job.name, job.id, job.attempts, job.queue,
+            job.name,
+            job.id,
+            job.attempts,
+            job.queue,
         )
         if definition.is_async:
             loop = self._event_loop()
@@ -458,7 +474,9 @@ class Worker:
                     entry.outcome = execution.timed_out(entry.job.timeout, started=entry.started)
                     logger.warning(
                         "job timed out, abandoning its thread name=%s id=%s timeout=%gs",
-                        entry.job.name, job_id, entry.job.timeout,
+                        entry.job.name,
+                        job_id,
+                        entry.job.timeout,
                     )
                 if entry.outcome is not None:
                     del self._running[job_id]
@@ -490,14 +508,19 @@ class Worker:
             if job.attempts <= job.max_retries:
                 retry_in = entry.definition.resolve_backoff().delay_seconds(job.attempts)
             stored = manager.record_failure(
-                job_id=job.id, lease_token=entry.lease_token, error=outcome.error,
-                traceback=outcome.traceback, retry_in_seconds=retry_in,
+                job_id=job.id,
+                lease_token=entry.lease_token,
+                error=outcome.error,
+                traceback=outcome.traceback,
+                retry_in_seconds=retry_in,
             )
             verb = "failed" if retry_in is None else "retrying"
         if stored is None:
             logger.warning(
                 "lease lost; outcome discarded name=%s id=%s attempt=%d",
-                job.name, job.id, job.attempts,
+                job.name,
+                job.id,
+                job.attempts,
             )
             return
         if outcome.ok:
@@ -508,7 +531,11 @@ class Worker:
             log = logger.error
         log(
             "job %s name=%s id=%s attempt=%d duration=%.3fs%s",
-            verb, job.name, job.id, job.attempts, outcome.duration_seconds,
+            verb,
+            job.name,
+            job.id,
+            job.attempts,
+            outcome.duration_seconds,
             "" if outcome.ok else f" error={outcome.error}",
         )
 

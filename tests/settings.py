@@ -1,4 +1,4 @@
-"""Django settings for the test suite; the database comes from DATABASE_URL (see tests/plugin.py)."""
+"""Django settings for the test suite; the database comes from DATABASE_URL (tests/plugin.py)."""
 
 from __future__ import annotations
 

@@ -39,7 +39,10 @@ def test_delay_stores_a_scheduled_job_with_database_times() -> None:
     job = jobs.add.delay(2, 3)
     row = Job.objects.get(pk=job.pk)
     assert (row.name, row.args, row.kwargs, row.status) == (
-        "tests.testapp.jobs.add", [2, 3], {}, "scheduled"
+        "tests.testapp.jobs.add",
+        [2, 3],
+        {},
+        "scheduled",
     )
     assert (row.queue, row.priority, row.attempts, row.max_retries) == ("default", 0, 0, 3)
     assert row.timeout == 600

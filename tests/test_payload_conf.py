@@ -57,8 +57,11 @@ def test_default_settings() -> None:
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
-        ({"WAIT_TIME_SECONDS": 30}, 'ASYNCJOBS["WAIT_TIME_SECONDS"] must be between 0 and 20, not 30'),
-        ({"MAX_RETRIES": "3"}, 'ASYNCJOBS["MAX_RETRIES"] must be int, not \'3\''),
+        (
+            {"WAIT_TIME_SECONDS": 30},
+            'ASYNCJOBS["WAIT_TIME_SECONDS"] must be between 0 and 20, not 30',
+        ),
+        ({"MAX_RETRIES": "3"}, "ASYNCJOBS[\"MAX_RETRIES\"] must be int, not '3'"),
         ({"QUEUES": ["ok", "not ok"]}, "may only hold letters"),
         ({"QUEUE_PREFIX": "x" * 80}, "longer than SQS's 80 characters"),
         ({"MAX_RETRY": 3}, "unknown key 'MAX_RETRY'; did you mean 'MAX_RETRIES'?"),

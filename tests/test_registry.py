@@ -104,7 +104,7 @@ def test_delay_rejects_arguments_that_are_not_json(
 
 @pytest.mark.django_db
 def test_delay_rejects_arguments_that_do_not_fit_the_signature() -> None:
-    with pytest.raises(TypeError, match="tests.testapp.jobs.add: missing a required argument"):
+    with pytest.raises(TypeError, match=r"tests\.testapp\.jobs\.add: missing a required argument"):
         jobs.add.delay(1)  # type: ignore[call-arg]
     with pytest.raises(TypeError, match="unexpected keyword argument 'c'"):
         jobs.add.delay(1, 2, c=3)  # type: ignore[call-arg]
@@ -119,7 +119,9 @@ def test_oversized_arguments_are_measured_in_utf8_bytes(settings: object) -> Non
 
     with override_settings(ASYNCJOBS={"MAX_PAYLOAD_BYTES": 1000}):
         jobs.echo.delay("a" * 900)  # 900 characters, about 910 bytes of JSON: fits
-        with pytest.raises(ValueError, match=r"job arguments are 1,8\d\d bytes of JSON; the limit is 1,000"):
+        with pytest.raises(
+            ValueError, match=r"job arguments are 1,8\d\d bytes of JSON; the limit is 1,000"
+        ):
             jobs.echo.delay("é" * 900)  # 900 characters, 1,800 bytes
     assert Job.objects.count() == 1
 

@@ -45,6 +45,7 @@ def test_job_runs_and_records_result(memory_transport: MemoryTransport) -> None:
     drain(memory_transport)
     row = fresh(job)
     assert (row.status, row.result, row.attempts, row.worker) == ("succeeded", 5, 1, "test-worker")
+    assert row.enqueued_at and row.started_at and row.finished_at
     assert row.created_at <= row.enqueued_at <= row.started_at <= row.finished_at
     assert row.heartbeat_at is not None and row.error == "" and row.traceback == ""
     assert memory_transport.depth("default") == 0
@@ -153,7 +154,7 @@ def test_retries_exhausted_fails_with_traceback(memory_transport: MemoryTranspor
     drain(memory_transport)
     row = fresh(job)
     assert row.status == "scheduled"  # waiting for its first retry
-    assert row.run_at > row.started_at
+    assert row.started_at is not None and row.run_at > row.started_at
     assert row.error == "ValueError: boom x"
     for _ in range(2):
         _wait_until_due(job)
@@ -225,15 +226,19 @@ def test_a_stale_worker_cannot_overwrite_a_newer_outcome() -> None:
             [uuid.UUID(int=1), job.id],
         )
     claim = Job.objects.claim(
-        job_id=job.id, dispatch_token=uuid.UUID(int=1), worker="w1",
-        registered_names={job.name}, lock_timeout_seconds=1,
+        job_id=job.id,
+        dispatch_token=uuid.UUID(int=1),
+        worker="w1",
+        registered_names={job.name},
+        lock_timeout_seconds=1,
     )
     assert claim.job is not None and claim.job.lease_token is not None
     # Another attempt took over (as a rescue will): the first worker's lease is gone.
     Job.objects.filter(pk=job.pk).update(lease_token=uuid.uuid4())
-    assert Job.objects.record_success(
-        job_id=job.id, lease_token=claim.job.lease_token, result=99
-    ) is None
+    assert (
+        Job.objects.record_success(job_id=job.id, lease_token=claim.job.lease_token, result=99)
+        is None
+    )
     assert Job.objects.heartbeat([(job.id, claim.job.lease_token)]) == {job.id}
     assert fresh(job).result is None
 
@@ -263,13 +268,21 @@ def recorded() -> Iterator[list[tuple[str, str | None, str]]]:
     events: list[tuple[str, str | None, str]] = []
     named: dict[str, Signal] = {
         name: getattr(signals, name)
-        for name in ("job_enqueued", "job_started", "job_succeeded", "job_failed",
-                     "job_retrying", "job_cancelled")
+        for name in (
+            "job_enqueued",
+            "job_started",
+            "job_succeeded",
+            "job_failed",
+            "job_retrying",
+            "job_cancelled",
+        )
     }
     receivers = []
     for name, signal in named.items():
+
         def receiver(sender: Any, job: Job, _name: str = name, **kwargs: Any) -> None:
             events.append((_name, None, job.status))
+
         signal.connect(receiver, weak=False)
         receivers.append((signal, receiver))
 
@@ -340,6 +353,8 @@ def test_worker_logs_one_line_per_start_and_end(
     lines = [r.getMessage() for r in caplog.records if r.name == "django_asyncjobs.worker"]
     assert f"job started name=tests.testapp.jobs.add id={job.id} attempt=1 queue=default" in lines
     assert any(
-        line.startswith(f"job succeeded name=tests.testapp.jobs.add id={job.id} attempt=1 duration=")
+        line.startswith(
+            f"job succeeded name=tests.testapp.jobs.add id={job.id} attempt=1 duration="
+        )
         for line in lines
     )

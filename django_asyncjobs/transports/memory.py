@@ -90,7 +90,9 @@ class MemoryTransport:
                         stored.receipt = f"{queue}:{next(self._receipts)}"
                         out.append(
                             ReceivedMessage(
-                                queue=queue, body=stored.body, receipt=stored.receipt,
+                                queue=queue,
+                                body=stored.body,
+                                receipt=stored.receipt,
                                 receive_count=stored.receive_count,
                             )
                         )

@@ -146,7 +146,10 @@ class SQSTransport:
         for entry in failed:
             logger.warning(
                 "SQS refused a message queue=%s id=%s code=%s reason=%s",
-                queue, entry.get("Id"), entry.get("Code"), entry.get("Message"),
+                queue,
+                entry.get("Id"),
+                entry.get("Code"),
+                entry.get("Message"),
             )
         return {entry["Id"] for entry in failed}
 
@@ -189,14 +192,18 @@ class SQSTransport:
                 try:
                     response = self.client.delete_message_batch(
                         QueueUrl=url,
-                        Entries=[{"Id": str(i), "ReceiptHandle": m.receipt} for i, m in enumerate(chunk)],
+                        Entries=[
+                            {"Id": str(i), "ReceiptHandle": m.receipt} for i, m in enumerate(chunk)
+                        ],
                     )
                 except (BotoCoreError, ClientError) as exc:
                     raise self._error("DeleteMessageBatch", queue, exc) from exc
                 for entry in response.get("Failed", []):
                     logger.warning(
                         "SQS did not delete a message queue=%s code=%s reason=%s",
-                        queue, entry.get("Code"), entry.get("Message"),
+                        queue,
+                        entry.get("Code"),
+                        entry.get("Message"),
                     )
 
     def change_visibility(self, message: ReceivedMessage, *, timeout_seconds: int) -> None:

@@ -102,3 +102,11 @@ class AsyncGreeter:
     async def handle(self) -> str:
         await asyncio.sleep(0)
         return f"Hi {self.name}"
+
+
+@job(timeout=30, max_retries=0)
+def slow_job(seconds: float, *, key: str = "") -> str:
+    """Sleep, then return: a sync job that is still running when a test stops its worker."""
+    _ledger("slow_job", key)
+    time.sleep(seconds)
+    return f"slept {seconds:g}s"

@@ -35,5 +35,5 @@ def graceful_stop(stop: Callable[[], None], *, on_first: Callable[[str], None]) 
     try:
         yield
     finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+        for signum, old in previous.items():
+            signal.signal(signum, old)

@@ -23,17 +23,19 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
-            "--interval", type=positive_float, default=None,
+            "--interval",
+            type=positive_float,
+            default=None,
             help="Seconds between polls when no NOTIFY arrives (default: "
-                 "ASYNCJOBS['SCHEDULER_INTERVAL_SECONDS']).",
+            "ASYNCJOBS['SCHEDULER_INTERVAL_SECONDS']).",
         )
         parser.add_argument(
-            "--batch-size", type=positive_int, default=None,
+            "--batch-size",
+            type=positive_int,
+            default=None,
             help="Most jobs relayed per transaction (default: ASYNCJOBS['SCHEDULER_BATCH_SIZE']).",
         )
-        parser.add_argument(
-            "--once", action="store_true", help="Relay what is due now, then exit."
-        )
+        parser.add_argument("--once", action="store_true", help="Relay what is due now, then exit.")
 
     def handle(self, *args: Any, **options: Any) -> None:
         scheduler = Scheduler(

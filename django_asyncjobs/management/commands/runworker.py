@@ -22,26 +22,37 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
-            "--queues", type=queue_list, default=None,
+            "--queues",
+            type=queue_list,
+            default=None,
             help="Comma-separated queues, highest priority first (default: ASYNCJOBS['QUEUES']).",
         )
         parser.add_argument(
-            "--concurrency", type=positive_int, default=1,
+            "--concurrency",
+            type=positive_int,
+            default=1,
             help="Jobs run at once: sync jobs in threads, async jobs on an event loop.",
         )
         parser.add_argument(
-            "--burst", action="store_true",
+            "--burst",
+            action="store_true",
             help="Exit once the queues are empty and no job runs.",
         )
         parser.add_argument(
-            "--max-jobs", type=positive_int, default=None,
+            "--max-jobs",
+            type=positive_int,
+            default=None,
             help="Exit after this many jobs have run.",
         )
         parser.add_argument(
             "--worker-id", default=None, help="Name recorded on jobs (default: host:pid)."
         )
         parser.add_argument(
-            "--wait", type=int, choices=range(0, 21), default=None, metavar="SECONDS",
+            "--wait",
+            type=int,
+            choices=range(0, 21),
+            default=None,
+            metavar="SECONDS",
             help="Long-poll wait, 0-20 (default: ASYNCJOBS['WAIT_TIME_SECONDS']).",
         )
 

@@ -294,6 +294,10 @@ class JobManager(models.Manager["Job"]):
                         "SELECT set_config('lock_timeout', %s, true)",
                         [f"{max(1, int(lock_timeout_seconds * 1000))}ms"],
                     )
+                    # Lock first, in a statement of its own: an UPDATE whose WHERE tests the
+                    # status would skip a row the scheduler has locked and not committed yet
+                    # (its snapshot still says "scheduled"), instead of waiting for the commit.
+                    cursor.execute(f"SELECT 1 FROM {table} WHERE id = %s FOR UPDATE", [job_id])
                 job = self._returning(sql, params)
         except OperationalError as exc:
             if getattr(exc.__cause__, "sqlstate", None) == _LOCK_NOT_AVAILABLE:

@@ -1,0 +1,226 @@
+"""The scheduler's relay: due jobs only, priority order, batches, failures put back, concurrency."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+
+import pytest
+from django.db import connection, connections
+
+from django_asyncjobs.exceptions import TransportError
+from django_asyncjobs.models import Job
+from django_asyncjobs.payload import Doorbell
+from django_asyncjobs.scheduler import Scheduler
+from django_asyncjobs.transports.base import OutgoingMessage, ReceivedMessage
+from django_asyncjobs.transports.memory import MemoryTransport
+from tests.conftest import relay
+from tests.testapp import jobs
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class RecordingTransport(MemoryTransport):
+    """Records every batch; can refuse entries or fail whole calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[tuple[str, list[uuid.UUID]]] = []
+        self.refuse: set[str] = set()  # entry ids (position in batch) SQS "refuses"
+        self.fail_after_batches: int | None = None
+        self.lock = threading.Lock()
+
+    def send_batch(self, queue: str, messages: Sequence[OutgoingMessage]) -> set[str]:
+        with self.lock:
+            if self.fail_after_batches is not None and len(self.batches) >= self.fail_after_batches:
+                raise TransportError("SQS SendMessageBatch on queue 'x' failed: unreachable")
+            self.batches.append((queue, [Doorbell.decode(m.body).job_id for m in messages]))
+        super().send_batch(queue, [m for m in messages if m.id not in self.refuse])
+        return {m.id for m in messages if m.id in self.refuse}
+
+    def sent_ids(self) -> list[uuid.UUID]:
+        return [job_id for _, ids in self.batches for job_id in ids]
+
+
+def test_only_due_jobs_are_relayed() -> None:
+    transport = RecordingTransport()
+    now = jobs.add.delay(1, 1)
+    later = jobs.add.using(run_after=3600).delay(1, 1)
+    assert relay(transport) == 1
+    assert transport.sent_ids() == [now.id]
+    assert Job.objects.get(pk=later.pk).status == "scheduled"
+    assert Job.objects.get(pk=now.pk).dispatch_token is not None
+
+
+def test_jobs_are_sent_in_batches_of_ten_highest_priority_first() -> None:
+    transport = RecordingTransport()
+    low = [jobs.echo.using(priority=0).delay(key=str(i)).id for i in range(15)]
+    high = [jobs.echo.using(priority=5).delay(key=str(i)).id for i in range(15)]
+    assert relay(transport) == 30
+    assert [len(ids) for _, ids in transport.batches] == [10, 10, 10]
+    assert set(transport.sent_ids()[:15]) == set(high)
+    assert set(transport.sent_ids()[15:]) == set(low)
+
+
+def test_refused_entries_are_put_back_and_sent_next_pass() -> None:
+    transport = RecordingTransport()
+    transport.refuse = {"0"}
+    created = [jobs.add.delay(i, i).id for i in range(3)]
+    assert relay(transport) == 2
+    statuses = Counter(Job.objects.values_list("status", flat=True))
+    assert statuses == {"queued": 2, "scheduled": 1}
+    transport.refuse = set()
+    assert relay(transport) == 1
+    assert set(Job.objects.filter(status="queued").values_list("id", flat=True)) == set(created)
+
+
+def test_sqs_unreachable_keeps_jobs_scheduled_then_relays_them() -> None:
+    transport = RecordingTransport()
+    transport.fail_after_batches = 1
+    for i in range(25):
+        jobs.add.delay(i, i)
+    with pytest.raises(TransportError, match="unreachable"):
+        relay(transport)
+    # The batch that got out stays queued; the rest waits, nothing is lost.
+    assert Counter(Job.objects.values_list("status", flat=True)) == {"queued": 10, "scheduled": 15}
+    assert Job.objects.filter(status="scheduled", dispatch_token__isnull=False).count() == 0
+    transport.fail_after_batches = None
+    assert relay(transport) == 15
+    assert Job.objects.filter(status="queued").count() == 25
+
+
+def test_a_message_sent_before_a_crashed_commit_claims_nothing() -> None:
+    transport = RecordingTransport()
+    job = jobs.echo.delay(key="crash")
+
+    class Crash(Exception):
+        pass
+
+    def send_then_crash(due: list[object]) -> set[uuid.UUID]:
+        Scheduler(transport=transport)._send(due)  # type: ignore[arg-type]
+        raise Crash
+
+    with pytest.raises(Crash):
+        Job.objects.relay_due(limit=10, send=send_then_crash)
+    assert Job.objects.get(pk=job.pk).status == "scheduled"
+    (message,) = transport.receive("default", max_messages=10, wait_seconds=0)
+    bell = Doorbell.decode(message.body)
+    claim = Job.objects.claim(
+        job_id=bell.job_id,
+        dispatch_token=bell.dispatch_token,
+        worker="w",
+        registered_names={job.name},
+        lock_timeout_seconds=1,
+    )
+    assert claim.job is None
+
+
+def test_several_schedulers_never_send_a_job_twice() -> None:
+    transport = RecordingTransport()
+    created = {jobs.add.delay(i, i).id for i in range(300)}
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            Scheduler(transport=transport, batch_size=20).run_once()
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    sent = transport.sent_ids()
+    assert len(sent) == len(set(sent)) == 300
+    assert set(sent) == created
+
+
+def test_a_claim_waits_for_the_relay_to_commit() -> None:
+    """A message that arrives before the scheduler commits waits on the row lock, then claims."""
+    job = jobs.add.delay(1, 1)
+    sent = threading.Event()
+    release = threading.Event()
+    got: list[ReceivedMessage] = []
+    transport = MemoryTransport()
+
+    def send(due: list[object]) -> set[uuid.UUID]:
+        failed = Scheduler(transport=transport)._send(due)  # type: ignore[arg-type]
+        sent.set()
+        release.wait(10)
+        return failed
+
+    def relay_slowly() -> None:
+        try:
+            Job.objects.relay_due(limit=10, send=send)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=relay_slowly)
+    thread.start()
+    assert sent.wait(10)
+    got.extend(transport.receive("default", max_messages=1, wait_seconds=0))
+    bell = Doorbell.decode(got[0].body)
+    threading.Timer(0.5, release.set).start()
+    claim = Job.objects.claim(
+        job_id=bell.job_id,
+        dispatch_token=bell.dispatch_token,
+        worker="w",
+        registered_names={job.name},
+        lock_timeout_seconds=5,
+    )
+    thread.join(10)
+    assert claim.job is not None and claim.job.status == "running"
+
+
+def test_the_relay_uses_the_due_index() -> None:
+    for i in range(2000):
+        jobs.add.using(run_after=3600).delay(i, i)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE asyncjobs_job")
+        cursor.execute(
+            "EXPLAIN SELECT id FROM asyncjobs_job WHERE status = 'scheduled' AND run_at <= now() "
+            "ORDER BY priority DESC, run_at LIMIT 500 FOR UPDATE SKIP LOCKED"
+        )
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "asyncjobs_due_idx" in plan or "asyncjobs_next_due_idx" in plan, plan
+
+
+def test_a_claim_gives_up_on_a_row_locked_too_long() -> None:
+    from django_asyncjobs.queries import ClaimOutcome
+
+    job = jobs.add.delay(1, 1)
+    locked = threading.Event()
+    done = threading.Event()
+
+    def hold_lock() -> None:
+        from django.db import transaction
+
+        try:
+            with transaction.atomic():
+                list(Job.objects.select_for_update().filter(pk=job.pk))
+                locked.set()
+                done.wait(10)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=hold_lock)
+    thread.start()
+    assert locked.wait(10)
+    try:
+        claim = Job.objects.claim(
+            job_id=job.id,
+            dispatch_token=uuid.uuid4(),
+            worker="w",
+            registered_names={job.name},
+            lock_timeout_seconds=0.2,
+        )
+    finally:
+        done.set()
+        thread.join(10)
+    assert claim.outcome is ClaimOutcome.BUSY

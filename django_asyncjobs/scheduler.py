@@ -142,6 +142,9 @@ class Scheduler:
             while not self._stop.is_set():
                 close_old_connections()
                 try:
+                    # LISTEN before the pass: a job committed between the pass and the wait
+                    # must find us listening, or it waits a whole interval.
+                    self._listen()
                     self.run_once()
                     wait = self._seconds_to_wait()
                 except (TransportError, DatabaseError, psycopg.Error) as exc:

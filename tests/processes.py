@@ -39,7 +39,7 @@ class ProcessTimeout(AssertionError):
 
 
 def wait_until(
-    predicate: Callable[[], T],
+    predicate: Callable[[], T | None],
     *,
     timeout: float,
     message: str | Callable[[], str],
@@ -77,7 +77,9 @@ def database_url(settings_dict: Mapping[str, Any]) -> str:
     return f"postgres://{credentials}{host}{':' + port if port else ''}/{name}"
 
 
-def subprocess_env(*, queue_prefix: str, settings_dict: Mapping[str, Any] | None = None) -> dict[str, str]:
+def subprocess_env(
+    *, queue_prefix: str, settings_dict: Mapping[str, Any] | None = None
+) -> dict[str, str]:
     """Return the environment of a subprocess that shares this test's database and queues.
 
     The test process's environment is the base (PATH, and the AWS_* variables that point boto3 at
@@ -104,7 +106,11 @@ def subprocess_env(*, queue_prefix: str, settings_dict: Mapping[str, Any] | None
 
 
 def _tail(text: str, limit: int = OUTPUT_TAIL_CHARS) -> str:
-    return text if len(text) <= limit else f"... [{len(text) - limit:,} characters cut]\n" + text[-limit:]
+    return (
+        text
+        if len(text) <= limit
+        else f"... [{len(text) - limit:,} characters cut]\n" + text[-limit:]
+    )
 
 
 class ManagedProcess:
@@ -114,7 +120,9 @@ class ManagedProcess:
     terminal's Ctrl-C does not.
     """
 
-    def __init__(self, command: str, args: tuple[str, ...], *, env: Mapping[str, str], log_path: Path) -> None:
+    def __init__(
+        self, command: str, args: tuple[str, ...], *, env: Mapping[str, str], log_path: Path
+    ) -> None:
         self.command = command
         self.args = args
         self.log_path = log_path
@@ -205,7 +213,8 @@ class ManagedProcess:
             return match
 
         return wait_until(
-            found, timeout=timeout,
+            found,
+            timeout=timeout,
             message=lambda: f"{self.command} never printed {pattern!r}\n{self.describe()}",
         )
 

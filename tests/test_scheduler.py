@@ -13,6 +13,7 @@ from django.db import connection, connections
 from django_asyncjobs.exceptions import TransportError
 from django_asyncjobs.models import Job
 from django_asyncjobs.payload import Doorbell
+from django_asyncjobs.queries import DueJob
 from django_asyncjobs.scheduler import Scheduler
 from django_asyncjobs.transports.base import OutgoingMessage, ReceivedMessage
 from django_asyncjobs.transports.memory import MemoryTransport
@@ -98,8 +99,8 @@ def test_a_message_sent_before_a_crashed_commit_claims_nothing() -> None:
     class Crash(Exception):
         pass
 
-    def send_then_crash(due: list[object]) -> set[uuid.UUID]:
-        Scheduler(transport=transport)._send(due)  # type: ignore[arg-type]
+    def send_then_crash(due: list[DueJob]) -> set[uuid.UUID]:
+        Scheduler(transport=transport)._send(due)
         raise Crash
 
     with pytest.raises(Crash):
@@ -149,8 +150,8 @@ def test_a_claim_waits_for_the_relay_to_commit() -> None:
     got: list[ReceivedMessage] = []
     transport = MemoryTransport()
 
-    def send(due: list[object]) -> set[uuid.UUID]:
-        failed = Scheduler(transport=transport)._send(due)  # type: ignore[arg-type]
+    def send(due: list[DueJob]) -> set[uuid.UUID]:
+        failed = Scheduler(transport=transport)._send(due)
         sent.set()
         release.wait(10)
         return failed

@@ -30,6 +30,9 @@ _MISSING_QUEUE_CODES = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNot
 #: A read must outlive the long poll, or every idle poll would end in a timeout error.
 _READ_TIMEOUT_MARGIN_SECONDS = 10
 _CONNECT_TIMEOUT_SECONDS = 5
+#: Sends and deletes answer in milliseconds; a stalled endpoint must fail fast, not hang.
+_SHORT_READ_TIMEOUT_SECONDS = 5
+_TOTAL_ATTEMPTS = 3
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -51,30 +54,46 @@ class SQSTransport:
     def __init__(self, conf: AsyncJobsSettings) -> None:
         self.conf = conf
         self._client: SQSClient | None = None
+        self._receive_client: SQSClient | None = None
         self._urls: dict[str, str] = {}
         self._lock = threading.Lock()
 
+    def _build_client(self, read_timeout_seconds: int) -> SQSClient:
+        config = Config(
+            # "total_max_attempts" counts the first try; "max_attempts" would count retries.
+            retries={"mode": "standard", "total_max_attempts": _TOTAL_ATTEMPTS},
+            connect_timeout=_CONNECT_TIMEOUT_SECONDS,
+            read_timeout=read_timeout_seconds,
+            max_pool_connections=50,
+        )
+        # A session per transport: boto3's default session is not thread-safe.
+        session = boto3.session.Session()
+        return session.client(
+            "sqs",
+            region_name=self.conf.region_name,
+            endpoint_url=self.conf.endpoint_url,
+            config=config,
+        )
+
     @property
     def client(self) -> SQSClient:
-        """The boto3 SQS client, built on first use."""
+        """The boto3 SQS client for short calls (send, delete, visibility, queue URLs)."""
         if self._client is None:
             with self._lock:
                 if self._client is None:
-                    config = Config(
-                        retries={"mode": "standard", "max_attempts": 3},
-                        connect_timeout=_CONNECT_TIMEOUT_SECONDS,
-                        read_timeout=self.conf.wait_time_seconds + _READ_TIMEOUT_MARGIN_SECONDS,
-                        max_pool_connections=50,
-                    )
-                    # A session per transport: boto3's default session is not thread-safe.
-                    session = boto3.session.Session()
-                    self._client = session.client(
-                        "sqs",
-                        region_name=self.conf.region_name,
-                        endpoint_url=self.conf.endpoint_url,
-                        config=config,
-                    )
+                    self._client = self._build_client(_SHORT_READ_TIMEOUT_SECONDS)
         return self._client
+
+    @property
+    def receive_client(self) -> SQSClient:
+        """The client for ReceiveMessage, whose read must outlive the long poll."""
+        if self._receive_client is None:
+            with self._lock:
+                if self._receive_client is None:
+                    self._receive_client = self._build_client(
+                        self.conf.wait_time_seconds + _READ_TIMEOUT_MARGIN_SECONDS
+                    )
+        return self._receive_client
 
     def _error(self, operation: str, queue: str, exc: Exception) -> TransportError:
         return TransportError(f"SQS {operation} on queue {queue!r} failed: {exc}")
@@ -159,7 +178,7 @@ class SQSTransport:
         """Long-poll *queue* for up to *max_messages* (at most 10) messages."""
         url = self.queue_url(queue)
         try:
-            response = self.client.receive_message(
+            response = self.receive_client.receive_message(
                 QueueUrl=url,
                 MaxNumberOfMessages=max(1, min(MAX_BATCH_SIZE, max_messages)),
                 WaitTimeSeconds=max(0, min(20, int(wait_seconds))),
@@ -218,6 +237,7 @@ class SQSTransport:
 
     def close(self) -> None:
         """Close the client's connection pool."""
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        for client in (self._client, self._receive_client):
+            if client is not None:
+                client.close()
+        self._client = self._receive_client = None

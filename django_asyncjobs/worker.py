@@ -177,8 +177,12 @@ class Worker:
                 self._release_inbox()
                 self._wakeup.wait(self._tick())
                 continue
-            messages = self._take(free)
+            # While the long-poll threads are armed they do the receiving; short-poll sweeps
+            # happen only when they are not (after work arrived), so an idle worker costs one
+            # long poll per queue, not a request per queue every tick.
+            messages = self._take(free, sweep=self.burst or not self._armed.is_set())
             if messages:
+                self._armed.clear()
                 self._handle(messages)
                 continue
             if self.burst:
@@ -254,13 +258,17 @@ class Worker:
                         self._inbox.messages.append((rank, next(self._inbox.order), message))
                 self._wakeup.set()
 
-    def _take(self, free: int) -> list[ReceivedMessage]:
-        """Return up to *free* messages, highest-priority queue first; hand back the rest."""
+    def _take(self, free: int, *, sweep: bool) -> list[ReceivedMessage]:
+        """Return up to *free* messages, highest-priority queue first; hand back the rest.
+
+        Messages the long-poll threads brought come first; with *sweep*, the queues are also
+        short-polled in priority order when there are none.
+        """
         with self._lock:
             pending = sorted(self._inbox.messages)
             self._inbox.messages.clear()
         messages = [m for _, _, m in pending]
-        if not messages:
+        if not messages and sweep:
             messages = self._sweep(free)
         take, extra = messages[:free], messages[free:]
         self._release(extra)

@@ -358,3 +358,37 @@ def test_worker_logs_one_line_per_start_and_end(
         )
         for line in lines
     )
+
+
+def test_an_idle_worker_long_polls_instead_of_spinning() -> None:
+    import threading
+    import time
+
+    class Counting(MemoryTransport):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls: list[float] = []
+
+        def receive(self, queue: str, *, max_messages: int, wait_seconds: float) -> list[Any]:
+            self.calls.append(wait_seconds)
+            return super().receive(queue, max_messages=max_messages, wait_seconds=wait_seconds)
+
+    transport = Counting()
+    from django_asyncjobs.worker import Worker
+
+    worker = Worker(transport=transport, queues=["high", "default", "low"], wait_seconds=1)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    time.sleep(3)
+    job = jobs.add.delay(1, 1)
+    relay(transport)
+    deadline = time.monotonic() + 10
+    while fresh(job).status != "succeeded" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    worker.stop()
+    thread.join(10)
+    assert fresh(job).status == "succeeded"
+    short_polls = sum(1 for wait in transport.calls if wait == 0)
+    # One sweep at start and one after the job; never one per tick while idle.
+    assert short_polls <= 2 * 3, transport.calls
+    assert sum(1 for wait in transport.calls if wait > 0) >= 3

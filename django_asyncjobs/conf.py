@@ -69,10 +69,18 @@ class AsyncJobsSettings:
     retry_jitter: float = 0.2
     #: Time a job may run before its attempt fails; ``None`` means no limit.
     timeout_seconds: float | None = 600.0
-    #: Largest accepted size of a job's JSON arguments, in UTF-8 bytes.
-    max_payload_bytes: int = 256 * 1024
+    #: Largest accepted size of a job's JSON arguments, and of its JSON result, in UTF-8 bytes.
+    max_payload_bytes: int = 1024 * 1024
     #: How often a worker stamps ``heartbeat_at`` on its running jobs.
     heartbeat_interval_seconds: float = 10.0
+    #: A running job whose heartbeat is older than this is rescued by the scheduler (its worker
+    #: is gone): retried, or failed when it has no retry left or is ``at_most_once``.
+    stale_after_seconds: float = 60.0
+    #: A queued job no worker started within this long is sent again (its message was lost).
+    requeue_after_seconds: float = 900.0
+    #: Graceful-shutdown hand-backs of one job that do not use up an attempt; later ones do,
+    #: so a job that keeps outliving deploys cannot loop forever.
+    free_interruptions: int = 3
     #: Scheduler poll period when no NOTIFY arrives.
     scheduler_interval_seconds: float = 5.0
     #: Most jobs the scheduler relays in one transaction.
@@ -106,6 +114,9 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "timeout_seconds": (int, float, type(None)),
     "max_payload_bytes": (int,),
     "heartbeat_interval_seconds": (int, float),
+    "stale_after_seconds": (int, float),
+    "requeue_after_seconds": (int, float),
+    "free_interruptions": (int,),
     "scheduler_interval_seconds": (int, float),
     "scheduler_batch_size": (int,),
     "claim_lock_timeout_seconds": (int, float),
@@ -179,9 +190,21 @@ def validate(raw: Mapping[str, Any]) -> list[str]:
     number("timeout_seconds", 0.001)
     number("max_payload_bytes", 1)
     number("heartbeat_interval_seconds", 0.01)
+    number("stale_after_seconds", 0.01)
+    number("requeue_after_seconds", 0.01)
+    number("free_interruptions", 0)
     number("scheduler_interval_seconds", 0.01)
     number("scheduler_batch_size", 1)
     number("claim_lock_timeout_seconds", 0.001)
+
+    heartbeat = values.get("heartbeat_interval_seconds", _DEFAULTS.heartbeat_interval_seconds)
+    stale = values.get("stale_after_seconds", _DEFAULTS.stale_after_seconds)
+    if stale < 3 * heartbeat:
+        # Two missed heartbeats (a GC pause, a slow query) must not look like a dead worker.
+        errors.append(
+            f'ASYNCJOBS["STALE_AFTER_SECONDS"] ({stale:g}) must be at least 3 x '
+            f'ASYNCJOBS["HEARTBEAT_INTERVAL_SECONDS"] ({heartbeat:g})'
+        )
 
     prefix = values.get("queue_prefix", _DEFAULTS.queue_prefix)
     if not SQS_QUEUE_NAME_PATTERN.match(prefix):

@@ -12,6 +12,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, cast
 
+from .conf import get_settings
 from .exceptions import JobTimeout
 from .payload import check_result
 from .registry import JobDefinition
@@ -57,8 +58,8 @@ def failure(exc: BaseException, *, started: float) -> Outcome:
 
 def _success(result: Any, *, started: float) -> Outcome:
     try:
-        check_result(result)
-    except TypeError as exc:
+        check_result(result, max_bytes=get_settings().max_payload_bytes)
+    except (TypeError, ValueError) as exc:
         return failure(exc, started=started)
     return Outcome(ok=True, duration_seconds=time.monotonic() - started, result=result)
 

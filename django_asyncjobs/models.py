@@ -37,6 +37,11 @@ class Job(models.Model):
     )
     run_at = models.DateTimeField(_("run at"), help_text=_("Not sent to a worker before this."))
     attempts = models.PositiveIntegerField(_("attempts"), default=0)
+    interruptions = models.PositiveIntegerField(
+        _("interruptions"),
+        default=0,
+        help_text=_("Times a worker's graceful shutdown handed the running job back."),
+    )
     max_retries = models.PositiveIntegerField(_("max retries"), default=3)
     timeout = models.FloatField(
         _("timeout"), null=True, blank=True, help_text=_("Seconds an attempt may run.")
@@ -82,6 +87,12 @@ class Job(models.Model):
                 fields=["heartbeat_at"],
                 name="asyncjobs_running_idx",
                 condition=models.Q(status="running"),
+            ),
+            # The scheduler's search for queued jobs whose message was lost.
+            models.Index(
+                fields=["enqueued_at"],
+                name="asyncjobs_queued_idx",
+                condition=models.Q(status="queued"),
             ),
             # Admin and commands: list by status / name / queue, newest first.
             models.Index(fields=["status", "-created_at"], name="asyncjobs_status_idx"),

@@ -71,20 +71,32 @@ def check_arguments(
         _check(value, f"args[{index}]", 1)
     for key, value in kwargs.items():
         _check(value, f"kwargs[{key!r}]", 1)
-    encoded = json.dumps([list(args), dict(kwargs)], separators=(",", ":"), ensure_ascii=False)
-    size = len(encoded.encode("utf-8"))
+    size = json_size_bytes([list(args), dict(kwargs)])
     if size > max_bytes:
         raise ValueError(f"job arguments are {size:,} bytes of JSON; the limit is {max_bytes:,}")
     return list(args), dict(kwargs), size
 
 
-def check_result(value: Any) -> Any:
-    """Return *value* when it can be stored as a job result, else raise :class:`TypeError`.
+def json_size_bytes(value: Any) -> int:
+    """Return the size of *value* as compact JSON, in UTF-8 bytes (what SQS and limits count)."""
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
 
-    >>> check_result({"total": 5})
+
+def check_result(value: Any, *, max_bytes: int) -> Any:
+    """Return *value* when it can be stored as a job result, else raise.
+
+    :class:`TypeError` when it does not survive a JSON round trip, :class:`ValueError` when its
+    JSON is larger than *max_bytes* UTF-8 bytes (it is never truncated).
+
+    >>> check_result({"total": 5}, max_bytes=1024)
     {'total': 5}
     """
     _check(value, "the job's return value", 1)
+    size = json_size_bytes(value)
+    if size > max_bytes:
+        raise ValueError(
+            f"the job's return value is {size:,} bytes of JSON; the limit is {max_bytes:,}"
+        )
     return value
 
 

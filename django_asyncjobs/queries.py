@@ -72,6 +72,16 @@ class ClaimResult:
     job: Job | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OverdueJob:
+    """A running job that outlived its timeout (*overdue*) or whose heartbeat went silent."""
+
+    job_id: uuid.UUID
+    worker: str
+    timeout_seconds: float | None
+    overdue: bool
+
+
 def _table(model: type[models.Model]) -> str:
     return connections[router.db_for_write(model)].ops.quote_name(model._meta.db_table)
 
@@ -142,10 +152,10 @@ class JobManager(models.Manager["Job"]):
             WITH inserted AS (
                 INSERT INTO {_table(self.model)} (
                     id, name, args, kwargs, queue, priority, status, run_at, attempts,
-                    max_retries, timeout, error, traceback, created_at, worker
+                    interruptions, max_retries, timeout, error, traceback, created_at, worker
                 ) VALUES (
                     %s, %s, %s::jsonb, %s::jsonb, %s, %s, %s, {run_at_sql}, 0,
-                    %s, %s, '', '', now(), ''
+                    0, %s, %s, '', '', now(), ''
                 ) RETURNING created_at, run_at
             )
             SELECT created_at, run_at, pg_notify(%s, '') FROM inserted
@@ -176,6 +186,7 @@ class JobManager(models.Manager["Job"]):
             status=JobStatus.SCHEDULED,
             run_at=run_at,
             attempts=0,
+            interruptions=0,
             max_retries=max_retries,
             timeout=timeout_seconds,
             created_at=created_at,
@@ -388,11 +399,14 @@ class JobManager(models.Manager["Job"]):
         error: str,
         traceback: str,
         retry_in_seconds: float | None,
+        stale_after_seconds: float | None = None,
     ) -> Job | None:
         """Record a failed attempt: ``scheduled`` again after *retry_in_seconds*, or ``failed``.
 
         ``retry_in_seconds=None`` means no retry is left. Fenced by the lease like
-        :meth:`record_success`; returns ``None`` when the lease was lost.
+        :meth:`record_success`; returns ``None`` when the lease was lost. With
+        *stale_after_seconds* (the scheduler's rescue of a lost worker) it also requires the
+        heartbeat to be that old, so a worker that came back in time keeps its job.
         """
         table = _table(self.model)
         if retry_in_seconds is None:
@@ -403,21 +417,168 @@ class JobManager(models.Manager["Job"]):
             status, signal = JobStatus.SCHEDULED, signals.job_retrying
             sets = "run_at = now() + %s * interval '1 second', dispatch_token = NULL"
             params = [retry_in_seconds]
+        stale_sql, stale_params = "", []
+        if stale_after_seconds is not None:
+            stale_sql = "AND heartbeat_at < now() - %s * interval '1 second'"
+            stale_params = [stale_after_seconds]
         sql = f"""
-            UPDATE {table}
-            SET status = %s, {sets}, error = %s, traceback = %s, lease_token = NULL
-            WHERE id = %s AND status = %s AND lease_token = %s
-            RETURNING {_columns(self.model)}
+            WITH changed AS (
+                UPDATE {table}
+                SET status = %s, {sets}, error = %s, traceback = %s, lease_token = NULL
+                WHERE id = %s AND status = %s AND lease_token = %s {stale_sql}
+                RETURNING *
+            )
+            SELECT {_columns(self.model)}, pg_notify(%s, '') FROM changed
         """
         job = self._returning(
             sql,
-            [status.value, *params, error, traceback, job_id, JobStatus.RUNNING.value, lease_token],
+            [
+                status.value,
+                *params,
+                error,
+                traceback,
+                job_id,
+                JobStatus.RUNNING.value,
+                lease_token,
+                *stale_params,
+                NOTIFY_CHANNEL,
+            ],
         )
         if job is not None:
             signals.send_after_commit(
                 job, old_status=JobStatus.RUNNING, signal=signal, using=self._db_alias
             )
         return job
+
+    def hand_back(
+        self,
+        *,
+        job_id: uuid.UUID,
+        lease_token: uuid.UUID,
+        reason: str,
+        free_interruptions: int,
+        at_most_once: bool = False,
+    ) -> Job | None:
+        """Give a running job back because its worker is shutting down: due again at once.
+
+        The interruption is counted on the row; the first *free_interruptions* of a job do not
+        use up an attempt, later ones do (so a job that outlives every deploy still ends). An
+        ``at_most_once`` job, or one whose attempts are used up, is failed instead. Fenced by
+        the lease; returns ``None`` when the lease was lost.
+        """
+        sql = f"""
+            WITH changed AS (
+                UPDATE {_table(self.model)}
+                SET status = CASE
+                        WHEN %s OR (attempts > max_retries AND interruptions >= %s) THEN %s
+                        ELSE %s END,
+                    attempts = CASE WHEN interruptions < %s THEN attempts - 1 ELSE attempts END,
+                    interruptions = interruptions + 1,
+                    run_at = now(), dispatch_token = NULL, lease_token = NULL,
+                    finished_at = CASE
+                        WHEN %s OR (attempts > max_retries AND interruptions >= %s) THEN now()
+                        END,
+                    error = %s, traceback = ''
+                WHERE id = %s AND status = %s AND lease_token = %s
+                RETURNING *
+            )
+            SELECT {_columns(self.model)}, pg_notify(%s, '') FROM changed
+        """
+        job = self._returning(
+            sql,
+            [
+                at_most_once,
+                free_interruptions,
+                JobStatus.FAILED.value,
+                JobStatus.SCHEDULED.value,
+                free_interruptions,
+                at_most_once,
+                free_interruptions,
+                reason,
+                job_id,
+                JobStatus.RUNNING.value,
+                lease_token,
+                NOTIFY_CHANNEL,
+            ],
+        )
+        if job is not None:
+            signal = signals.job_failed if job.status == JobStatus.FAILED else None
+            signals.send_after_commit(
+                job, old_status=JobStatus.RUNNING, signal=signal, using=self._db_alias
+            )
+        return job
+
+    def stalled(self, *, stale_after_seconds: float) -> list[Job]:
+        """Return running jobs whose heartbeat is older than *stale_after_seconds* (DB clock)."""
+        return list(
+            self.filter(
+                status=JobStatus.RUNNING,
+                heartbeat_at__lt=Now() - dt.timedelta(seconds=stale_after_seconds),
+            ).order_by("heartbeat_at")
+        )
+
+    def overdue(
+        self,
+        *,
+        workers: Collection[str],
+        timeout_slack_seconds: float,
+        silent_after_seconds: float,
+    ) -> list[OverdueJob]:
+        """Return running jobs of *workers* past their timeout plus slack, or silent too long.
+
+        Read by the supervisor of worker processes, by the database's clock.
+        """
+        if not workers:
+            return []
+        sql = f"""
+            SELECT id, worker, timeout, overdue FROM (
+                SELECT id, worker, timeout, heartbeat_at,
+                    coalesce(now() > started_at + (timeout + %s) * interval '1 second', false)
+                        AS overdue
+                FROM {_table(self.model)}
+                WHERE status = %s AND worker = ANY(%s)
+            ) AS running
+            WHERE overdue OR heartbeat_at < now() - %s * interval '1 second'
+        """
+        with connections[self._db_alias].cursor() as cursor:
+            cursor.execute(
+                sql,
+                [
+                    timeout_slack_seconds,
+                    JobStatus.RUNNING.value,
+                    list(workers),
+                    silent_after_seconds,
+                ],
+            )
+            return [
+                OverdueJob(job_id=r[0], worker=r[1], timeout_seconds=r[2], overdue=r[3])
+                for r in cursor.fetchall()
+            ]
+
+    def resend_lost(self, *, requeue_after_seconds: float) -> int:
+        """Put ``queued`` jobs that no worker started within *requeue_after_seconds* back to
+        ``scheduled``, due now, so the scheduler sends them again with a new dispatch token.
+
+        Their old message, should it ever arrive, carries a stale token and claims nothing.
+        """
+        sql = f"""
+            WITH changed AS (
+                UPDATE {_table(self.model)}
+                SET status = %s, run_at = now(), dispatch_token = NULL, enqueued_at = NULL
+                WHERE status = %s AND enqueued_at < now() - %s * interval '1 second'
+                RETURNING *
+            )
+            SELECT {_columns(self.model)} FROM changed
+        """
+        jobs = list(
+            self.model._default_manager.raw(
+                sql,
+                [JobStatus.SCHEDULED.value, JobStatus.QUEUED.value, requeue_after_seconds],
+            ).using(self._db_alias)
+        )
+        for job in jobs:
+            signals.send_after_commit(job, old_status=JobStatus.QUEUED, using=self._db_alias)
+        return len(jobs)
 
     def heartbeat(self, leases: Collection[tuple[uuid.UUID, uuid.UUID]]) -> set[uuid.UUID]:
         """Stamp ``heartbeat_at`` on running jobs whose ``(id, lease_token)`` is still current.

@@ -108,8 +108,10 @@ class JobDefinition(Generic[P, R]):
         max_retries: int | None,
         timeout: float | None,
         backoff: Backoff | None,
+        at_most_once: bool = False,
     ) -> None:
         self.target = target
+        self.at_most_once = at_most_once
         self.name = name
         self.queue = queue
         self.priority = priority
@@ -302,6 +304,7 @@ def job(
     max_retries: int | None = None,
     timeout: float | dt.timedelta | None = None,
     backoff: Backoff | None = None,
+    at_most_once: bool = False,
 ) -> Callable[[Callable[P, R]], JobDefinition[P, R]]: ...
 def job(
     target: Any = None,
@@ -313,13 +316,15 @@ def job(
     max_retries: int | None = None,
     timeout: float | dt.timedelta | None = None,
     backoff: Backoff | None = None,
+    at_most_once: bool = False,
 ) -> Any:
     """Register a function (``def`` or ``async def``) or a class with ``handle()`` as a job.
 
     Options: *name* (default ``"<module>.<qualname>"``), *queue* (default
     ``ASYNCJOBS["DEFAULT_QUEUE"]``), *priority* (higher runs first), *max_retries* and *timeout*
     in seconds (defaults from settings; ``timeout=0`` means no limit), *backoff* (a
-    :class:`~django_asyncjobs.retry.Backoff`)::
+    :class:`~django_asyncjobs.retry.Backoff`), *at_most_once* (an attempt whose worker died or
+    stopped mid-job is failed, never run again: for jobs that must not run twice)::
 
         @job
         def add(a: int, b: int) -> int:
@@ -349,6 +354,8 @@ def job(
     ):
         raise ValueError(f"max_retries must be an int of 0 or more, not {max_retries!r}")
     timeout_seconds = _timeout_seconds(timeout)
+    if not isinstance(at_most_once, bool):
+        raise ValueError(f"at_most_once must be True or False, not {at_most_once!r}")
 
     def decorate(target: Any) -> Any:
         if not callable(target):
@@ -364,6 +371,7 @@ def job(
             max_retries=max_retries,
             timeout=timeout_seconds,
             backoff=backoff,
+            at_most_once=at_most_once,
         )
         registry.register(definition)
         if definition.is_class:

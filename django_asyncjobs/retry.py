@@ -45,3 +45,19 @@ class Backoff:
         if self.jitter:
             delay *= (rng or random).uniform(1 - self.jitter, 1 + self.jitter)
         return max(0.0, delay)
+
+
+def next_retry_seconds(
+    *, attempts: int, max_retries: int, backoff: Backoff | None, at_most_once: bool = False
+) -> float | None:
+    """Return the wait before the job's next attempt, or ``None`` when it must fail for good.
+
+    *attempts* counts the attempt that just failed. ``at_most_once`` is for attempts that may have
+    partly run (the worker died or was stopped): such a job is never run again.
+
+    >>> next_retry_seconds(attempts=4, max_retries=3, backoff=None) is None
+    True
+    """
+    if at_most_once or attempts > max_retries:
+        return None
+    return (backoff or Backoff.from_settings()).delay_seconds(max(1, attempts))

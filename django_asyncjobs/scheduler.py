@@ -1,9 +1,13 @@
-"""The scheduler: relays due jobs from PostgreSQL to their transport queues.
+"""The scheduler: relays due jobs from PostgreSQL to their transport queues, and recovers jobs.
 
 It is the outbox relay of the design. ``delay()`` only writes a row (and a NOTIFY); the scheduler
 wakes on that NOTIFY (or polls), locks due rows with ``FOR UPDATE SKIP LOCKED``, stamps a dispatch
 token, sends ``{job id, token}`` doorbells in batches, and commits. Several schedulers may run at
 once: a row one of them locked is skipped by the others.
+
+Each pass first recovers what crashes left behind: a running job whose heartbeat went stale (its
+worker is gone) is recorded as a lost attempt and retried or failed; a queued job that no worker
+started in time (its message was lost) is sent again with a new dispatch token.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from .exceptions import TransportError
 from .models import Job
 from .payload import Doorbell
 from .queries import NOTIFY_CHANNEL, DueJob
+from .registry import registry
+from .retry import next_retry_seconds
 from .transports.base import MAX_BATCH_SIZE, OutgoingMessage, Transport
 
 logger = logging.getLogger(__name__)
@@ -54,6 +60,8 @@ class Scheduler:
         self.batch_size = batch_size or conf.scheduler_batch_size
         self.interval_seconds = interval_seconds or conf.scheduler_interval_seconds
         self.using = using or router.db_for_write(Job)
+        self.stale_after_seconds = conf.stale_after_seconds
+        self.requeue_after_seconds = conf.requeue_after_seconds
         self._stop = threading.Event()
         self._listener: psycopg.Connection[Any] | None = None
         self._failing = False
@@ -93,13 +101,73 @@ class Scheduler:
             failed.update(batch[int(i)].id for i in refused)
         return failed
 
+    def rescue_stalled(self) -> int:
+        """Record the attempts of workers that went silent; return how many jobs were rescued.
+
+        Each job is retried per its policy, or failed when its attempts are used up or it is
+        ``at_most_once``. The write is fenced by the lease and re-checks the heartbeat, so a
+        worker that came back in time keeps its job and two schedulers never both rescue one.
+        """
+        manager = Job.objects.db_manager(self.using)
+        rescued = 0
+        for job in manager.stalled(stale_after_seconds=self.stale_after_seconds):
+            assert job.lease_token is not None
+            known = job.name in registry.names()
+            definition = registry.get(job.name) if known else None
+            retry_in = next_retry_seconds(
+                attempts=job.attempts,
+                max_retries=job.max_retries,
+                backoff=definition.resolve_backoff() if definition else None,
+                at_most_once=definition is not None and definition.at_most_once,
+            )
+            error = (
+                f"WorkerLost: no heartbeat from worker {job.worker} for over "
+                f"{self.stale_after_seconds:g} s during attempt {job.attempts}"
+            )
+            stored = manager.record_failure(
+                job_id=job.id,
+                lease_token=job.lease_token,
+                error=error,
+                traceback="",
+                retry_in_seconds=retry_in,
+                stale_after_seconds=self.stale_after_seconds,
+            )
+            if stored is not None:
+                rescued += 1
+                logger.warning(
+                    "rescued job of a lost worker name=%s id=%s attempt=%d worker=%s status=%s",
+                    job.name,
+                    job.id,
+                    job.attempts,
+                    job.worker,
+                    stored.status,
+                )
+        return rescued
+
+    def resend_lost(self) -> int:
+        """Make queued jobs whose message was lost due again; return how many."""
+        count = Job.objects.db_manager(self.using).resend_lost(
+            requeue_after_seconds=self.requeue_after_seconds
+        )
+        if count:
+            logger.warning(
+                "sending again queued jobs no worker started count=%d requeue_after=%gs",
+                count,
+                self.requeue_after_seconds,
+            )
+        return count
+
     def run_once(self) -> int:
-        """Relay every job that is due now; return how many were sent.
+        """Recover stalled and lost jobs, then relay every job that is due now.
+
+        Returns how many jobs were sent.
 
         Raises :class:`~django_asyncjobs.exceptions.TransportError` when the transport failed
         (the jobs it did not take stay scheduled) and :class:`django.db.DatabaseError` when
         PostgreSQL did.
         """
+        self.rescue_stalled()
+        self.resend_lost()
         total = 0
         while not self._stop.is_set():
             error: _PartialSend | None = None

@@ -29,6 +29,7 @@ from .models import Job
 from .payload import Doorbell
 from .queries import ClaimOutcome
 from .registry import JobDefinition, registry
+from .retry import next_retry_seconds
 from .transports.base import MAX_BATCH_SIZE, ReceivedMessage, Transport
 
 logger = logging.getLogger(__name__)
@@ -46,11 +47,17 @@ MAX_ERROR_BACKOFF_SECONDS = 30.0
 #: An ``async def`` job is cancelled at its timeout by the event loop; the worker gives up on
 #: it only this much later, for a coroutine that blocks the loop or swallows the cancellation.
 ASYNC_CANCEL_GRACE_SECONDS = 2.0
+#: How long a stopping worker waits for an open long poll, whose messages it then hands back.
+#: Messages a poll brings later stay invisible for the visibility timeout, then come back.
+POLL_JOIN_SECONDS = 1.0
+#: Exit status of a supervised worker process that retires because a sync job is stuck in its
+#: thread past the timeout: the supervisor replaces it, and the exit ends the stuck thread.
+EXIT_RECYCLE = 3
 
 
-def default_worker_id() -> str:
-    """Return ``host:pid``, which names this worker in job rows and logs."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+def default_worker_id(*, pid: int | None = None, base: str | None = None) -> str:
+    """Return ``host:pid`` (or ``base:pid``), which names a worker in job rows and logs."""
+    return f"{base or socket.gethostname()}:{os.getpid() if pid is None else pid}"
 
 
 @dataclass(slots=True, kw_only=True)
@@ -93,6 +100,8 @@ class Worker:
         worker_id: str | None = None,
         wait_seconds: int | None = None,
         using: str | None = None,
+        grace_seconds: float = 30.0,
+        recycle_stuck: bool = False,
     ) -> None:
         conf = get_settings()
         if concurrency < 1:
@@ -107,7 +116,12 @@ class Worker:
         self.heartbeat_interval_seconds = conf.heartbeat_interval_seconds
         self.lock_timeout_seconds = conf.claim_lock_timeout_seconds
         self.using = using or router.db_for_write(Job)
+        self.grace_seconds = grace_seconds
+        self.recycle_stuck = recycle_stuck
+        self.free_interruptions = conf.free_interruptions
         self.jobs_started = 0
+        #: 0 after a normal stop; :data:`EXIT_RECYCLE` when the process should be replaced.
+        self.exit_code = 0
 
         self._lock = threading.Lock()
         self._wakeup = threading.Event()
@@ -121,11 +135,22 @@ class Worker:
         self._loop_thread: threading.Thread | None = None
         self._last_heartbeat = time.monotonic()
         self._failing_since: float | None = None
+        self._stop_deadline: float | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
-    def stop(self) -> None:
-        """Stop receiving; :meth:`run` returns once running jobs finish. Signal-handler safe."""
+    def stop(self, *, force: bool = False) -> None:
+        """Stop receiving and let running jobs finish within the grace period. Signal-safe.
+
+        Jobs still running when the grace period ends (at once with *force*) are handed back:
+        due again now, for another worker, with the interruption recorded on the row.
+        :meth:`run` returns after that. Calling it again without *force* changes nothing.
+        """
+        now = time.monotonic()
+        if force:
+            self._stop_deadline = now
+        elif self._stop_deadline is None:
+            self._stop_deadline = now + self.grace_seconds
         self._stopping.set()
         self._wakeup.set()
         self._armed.set()
@@ -167,6 +192,10 @@ class Worker:
             if self._stopping.is_set():
                 if not running and not self._unrecorded:
                     return
+                deadline = self._stop_deadline
+                if running and deadline is not None and time.monotonic() >= deadline:
+                    self._hand_back_running()
+                    continue
                 self._wakeup.wait(TICK_SECONDS)
                 continue
             free = self.concurrency - running
@@ -204,9 +233,12 @@ class Worker:
     def _shutdown(self) -> None:
         self._stopping.set()
         self._armed.set()
+        # A long poll cannot be interrupted. Waiting up to 20 s for it would make every deploy
+        # slow; what it brings after we leave stays invisible for the visibility timeout and is
+        # then delivered to another worker, so nothing is lost.
+        join_until = time.monotonic() + POLL_JOIN_SECONDS
         for thread in self._pollers:
-            # A long poll cannot be interrupted; waiting for it lets us hand back what it brings.
-            thread.join(self.wait_seconds + 15)
+            thread.join(max(0.0, join_until - time.monotonic()))
         self._release_inbox()
         if self._loop is not None:
             self._stop_event_loop(self._loop)
@@ -252,7 +284,9 @@ class Worker:
                 self._stopping.wait(backoff)
                 continue
             backoff = 0.0
-            if received:
+            if received and self._stopping.is_set():
+                self._release(received)
+            elif received:
                 with self._lock:
                     for message in received:
                         self._inbox.messages.append((rank, next(self._inbox.order), message))
@@ -480,12 +514,26 @@ class Worker:
                     entry.abandoned = True
                     assert entry.job.timeout is not None
                     entry.outcome = execution.timed_out(entry.job.timeout, started=entry.started)
+                    stuck_thread = not entry.definition.is_async
                     logger.warning(
-                        "job timed out, abandoning its thread name=%s id=%s timeout=%gs",
+                        "job timed out name=%s id=%s timeout=%gs%s",
                         entry.job.name,
                         job_id,
                         entry.job.timeout,
+                        (
+                            "; its thread cannot be interrupted, so this worker process "
+                            "retires and is replaced"
+                            if stuck_thread and self.recycle_stuck
+                            else ""
+                        ),
                     )
+                    if stuck_thread and self.recycle_stuck:
+                        # Only ending the process stops a thread stuck in a blocking call. Let
+                        # the other running jobs finish (each bounded by its own timeout).
+                        self.exit_code = EXIT_RECYCLE
+                        self._stop_deadline = None
+                        self._stopping.set()
+                        self._armed.set()
                 if entry.outcome is not None:
                     del self._running[job_id]
                     self._unrecorded.append(entry)
@@ -512,9 +560,11 @@ class Worker:
             )
             verb = "succeeded"
         else:
-            retry_in = None
-            if job.attempts <= job.max_retries:
-                retry_in = entry.definition.resolve_backoff().delay_seconds(job.attempts)
+            retry_in = next_retry_seconds(
+                attempts=job.attempts,
+                max_retries=job.max_retries,
+                backoff=entry.definition.resolve_backoff(),
+            )
             stored = manager.record_failure(
                 job_id=job.id,
                 lease_token=entry.lease_token,
@@ -546,6 +596,42 @@ class Worker:
             outcome.duration_seconds,
             "" if outcome.ok else f" error={outcome.error}",
         )
+
+    def _hand_back_running(self) -> None:
+        """Give every running job back to the scheduler (the grace period is over)."""
+        with self._lock:
+            entries = list(self._running.values())
+            self._running.clear()
+            for entry in entries:
+                entry.abandoned = True
+        manager = Job.objects.db_manager(self.using)
+        for entry in entries:
+            job = entry.job
+            reason = f"interrupted: worker {self.worker_id} shut down during attempt {job.attempts}"
+            try:
+                stored = manager.hand_back(
+                    job_id=job.id,
+                    lease_token=entry.lease_token,
+                    reason=reason,
+                    free_interruptions=self.free_interruptions,
+                    at_most_once=entry.definition.at_most_once,
+                )
+            except DatabaseError as exc:
+                # The scheduler rescues it once its heartbeat is stale.
+                logger.error("cannot hand back id=%s error=%s", job.id, exc)
+                close_old_connections()
+                continue
+            if stored is None:
+                logger.warning("lease lost; nothing to hand back id=%s", job.id)
+            else:
+                logger.warning(
+                    "job handed back name=%s id=%s attempt=%d status=%s",
+                    job.name,
+                    job.id,
+                    job.attempts,
+                    stored.status,
+                )
+        # Async jobs are cancelled, and abandoned threads end with the process, in _shutdown.
 
     def _heartbeat_if_due(self) -> None:
         now = time.monotonic()

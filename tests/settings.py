@@ -58,6 +58,9 @@ ASYNCJOBS = {
     "WAIT_TIME_SECONDS": 1,
     "VISIBILITY_TIMEOUT_SECONDS": 5,
     "HEARTBEAT_INTERVAL_SECONDS": 0.5,
+    # Fault tests shorten these through the environment of the processes they start.
+    "STALE_AFTER_SECONDS": float(os.environ.get("ASYNCJOBS_TEST_STALE_AFTER", "5")),
+    "REQUEUE_AFTER_SECONDS": float(os.environ.get("ASYNCJOBS_TEST_REQUEUE_AFTER", "60")),
     "SCHEDULER_INTERVAL_SECONDS": 0.5,
     "RETRY_BACKOFF_SECONDS": 0.2,
     "RETRY_JITTER": 0,

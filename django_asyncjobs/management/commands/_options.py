@@ -29,6 +29,17 @@ def positive_float(value: str) -> float:
     return number
 
 
+def non_negative_float(value: str) -> float:
+    """Parse a number of seconds of 0 or more."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not number >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return number
+
+
 def queue_list(value: str) -> list[str]:
     """Parse ``high,default,low`` into queue names, highest priority first."""
     queues = [q.strip() for q in value.split(",") if q.strip()]

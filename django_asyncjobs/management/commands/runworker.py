@@ -6,18 +6,19 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
+from ...supervisor import Supervisor, supervisor_signals
 from ...transports import get_transport
 from ...worker import Worker
-from ._options import positive_int, queue_list
-from ._signals import graceful_stop
+from ._options import non_negative_float, positive_int, queue_list
 
 
 class Command(BaseCommand):
     help = (
-        "Receive jobs from SQS and run them. Queues are drained in the order given. SIGTERM or "
-        "SIGINT stops receiving and lets running jobs finish; a second one exits at once.\n\n"
+        "Receive jobs from SQS and run them in supervised worker processes. Queues are drained "
+        "in the order given. SIGTERM or SIGINT stops receiving and lets running jobs finish "
+        "within --grace seconds, then hands the rest back; a second one hands back at once.\n\n"
         "Examples:\n  manage.py runworker\n  manage.py runworker --queues high,default "
-        "--concurrency 8\n  manage.py runworker --burst"
+        "--processes 2 --concurrency 8\n  manage.py runworker --burst"
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -34,6 +35,21 @@ class Command(BaseCommand):
             help="Jobs run at once: sync jobs in threads, async jobs on an event loop.",
         )
         parser.add_argument(
+            "--processes",
+            type=positive_int,
+            default=1,
+            help="Worker processes, each with its own database connection and SQS client "
+            "(default 1). A process that dies is replaced.",
+        )
+        parser.add_argument(
+            "--grace",
+            type=non_negative_float,
+            default=30.0,
+            metavar="SECONDS",
+            help="On SIGTERM, how long running jobs may finish before they are handed back "
+            "(default 30).",
+        )
+        parser.add_argument(
             "--burst",
             action="store_true",
             help="Exit once the queues are empty and no job runs.",
@@ -45,7 +61,9 @@ class Command(BaseCommand):
             help="Exit after this many jobs have run.",
         )
         parser.add_argument(
-            "--worker-id", default=None, help="Name recorded on jobs (default: host:pid)."
+            "--worker-id",
+            default=None,
+            help="Prefix of the names recorded on jobs, followed by :pid (default: the host name).",
         )
         parser.add_argument(
             "--wait",
@@ -57,22 +75,27 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        worker = Worker(
-            transport=get_transport(),
-            queues=options["queues"],
-            concurrency=options["concurrency"],
-            burst=options["burst"],
-            max_jobs=options["max_jobs"],
-            worker_id=options["worker_id"],
-            wait_seconds=options["wait"],
-        )
-        try:
-            with graceful_stop(worker.stop, on_first=self._stopping):
-                worker.run()
-        finally:
-            worker.transport.close()
+        def make_worker(worker_id: str) -> Worker:
+            return Worker(
+                transport=get_transport(),
+                queues=options["queues"],
+                concurrency=options["concurrency"],
+                burst=options["burst"],
+                max_jobs=options["max_jobs"],
+                worker_id=worker_id,
+                wait_seconds=options["wait"],
+                grace_seconds=options["grace"],
+                recycle_stuck=True,
+            )
 
-    def _stopping(self, signal_name: str) -> None:
-        self.stderr.write(
-            f"{signal_name} received; finishing running jobs (send it again to exit at once)."
+        supervisor = Supervisor(
+            processes=options["processes"],
+            make_worker=make_worker,
+            grace_seconds=options["grace"],
+            respawn=not (options["burst"] or options["max_jobs"]),
+            worker_id_base=options["worker_id"],
         )
+        with supervisor_signals(supervisor):
+            code = supervisor.run()
+        if code:
+            raise SystemExit(code)

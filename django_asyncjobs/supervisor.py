@@ -1,0 +1,398 @@
+"""Run worker processes under supervision: ``runworker --processes P``.
+
+The supervisor forks P worker processes and does no job work itself. It replaces a process that
+dies (recording the attempt that process was running), ends a process whose job outlives its
+timeout and does not stop (the only way to stop a thread stuck in a blocking call or a C call),
+and forwards SIGTERM/SIGINT so that the workers stop gracefully and it exits 0 after them.
+
+Everything it knows about its workers' jobs it reads from the database: a job row names the
+worker (``host:pid``) that runs it, its lease, its start time and its timeout, by the database's
+clock. No state is kept in the supervisor that a crash could lose.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any, NoReturn
+
+from django.db import DatabaseError, close_old_connections, connections
+
+from .conf import get_settings
+from .models import Job
+from .registry import registry
+from .retry import next_retry_seconds
+from .worker import EXIT_RECYCLE, Worker, default_worker_id
+
+logger = logging.getLogger(__name__)
+
+#: How often the supervisor looks for overdue or silent jobs of its workers.
+WATCHDOG_INTERVAL_SECONDS = 1.0
+#: A worker process handles its own timeouts; the supervisor steps in only this much later.
+HARD_TIMEOUT_SLACK_SECONDS = 5.0
+#: After the grace period, workers get this long to hand their jobs back before SIGKILL.
+HAND_BACK_SECONDS = 10.0
+#: A process that dies sooner than this after its start is restarted with growing delays.
+CRASH_LOOP_SECONDS = 10.0
+MAX_RESTART_DELAY_SECONDS = 30.0
+#: Sent to worker processes on the second stop request: hand running jobs back now.
+STOP_NOW_SIGNAL = signal.SIGUSR1
+
+
+@dataclass(slots=True, kw_only=True)
+class _Child:
+    process: multiprocessing.process.BaseProcess
+    worker_id: str
+    started: float
+    #: Why the supervisor killed it, per job id, when it did.
+    kill_reasons: dict[uuid.UUID, str] = field(default_factory=dict)
+
+
+class Supervisor:
+    """Keep *processes* worker processes running until stopped.
+
+    >>> supervisor = Supervisor(processes=2, make_worker=lambda worker_id: Worker(...))
+    >>> supervisor.run()        # returns 0 after stop() and the workers' graceful exit
+
+    *make_worker* runs in each new process and receives that process's worker id. With
+    *respawn* false (``--burst``, ``--max-jobs``), a process that exits normally is not
+    replaced and :meth:`run` returns once all have.
+    """
+
+    def __init__(
+        self,
+        *,
+        processes: int,
+        make_worker: Callable[[str], Worker],
+        grace_seconds: float = 30.0,
+        respawn: bool = True,
+        worker_id_base: str | None = None,
+    ) -> None:
+        if processes < 1:
+            raise ValueError(f"processes must be 1 or more, not {processes}")
+        conf = get_settings()
+        self.processes = processes
+        self.make_worker = make_worker
+        self.grace_seconds = grace_seconds
+        self.respawn = respawn
+        self.worker_id_base = worker_id_base
+        self.silent_after_seconds = conf.stale_after_seconds / 2
+        self.free_interruptions = conf.free_interruptions
+        self._context = multiprocessing.get_context("fork")
+        self._children: dict[int, _Child] = {}
+        self._signals: list[int] = []
+        self._wake_read, self._wake_write = os.pipe()
+        os.set_blocking(self._wake_write, False)
+        self._stop_deadline: float | None = None
+        self._restart_delay = 0.0
+        self._restart_at = 0.0
+        #: Processes that exited normally and, without respawn, are not replaced.
+        self._finished = 0
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def request_stop(self, signum: int = signal.SIGTERM) -> None:
+        """Ask for a graceful stop (a second call: stop at once). Signal-handler safe."""
+        self._signals.append(signum)
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._wake_write, b"s")
+
+    def run(self) -> int:
+        """Supervise until stopped (or, without respawn, until every worker has exited)."""
+        logger.info("supervisor started pid=%d processes=%d", os.getpid(), self.processes)
+        handled = 0
+        try:
+            while True:
+                while handled < len(self._signals):
+                    handled += 1
+                    self._on_stop_request(handled)
+                if self._stop_deadline is None:
+                    self._fill()
+                finished = self._stop_deadline is not None or self._finished >= self.processes
+                if not self._children and finished:
+                    return 0
+                self._wait()
+                self._reap()
+                if self._stop_deadline is None:
+                    self._watchdog()
+                elif time.monotonic() >= self._stop_deadline:
+                    self._kill_all("did not stop in time")
+        finally:
+            os.close(self._wake_read)
+            os.close(self._wake_write)
+            logger.info("supervisor stopped pid=%d", os.getpid())
+
+    def _on_stop_request(self, count: int) -> None:
+        now = time.monotonic()
+        name = signal.Signals(self._signals[count - 1]).name
+        if count == 1:
+            logger.warning(
+                "%s received; running jobs may finish within %g s, then are handed back "
+                "(send it again to hand them back at once)",
+                name,
+                self.grace_seconds,
+            )
+            self._stop_deadline = now + self.grace_seconds + HAND_BACK_SECONDS
+        else:
+            logger.warning("%s received again; handing running jobs back now", name)
+            self._stop_deadline = now + HAND_BACK_SECONDS
+        # systemd (KillMode=control-group) and `kill -- -PGID` signal the workers directly too;
+        # SIGTERM is therefore idempotent in a worker, and "at once" is a signal of its own.
+        forward = signal.SIGTERM if count == 1 else STOP_NOW_SIGNAL
+        for child in self._children.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.process.pid or 0, forward)
+
+    def _fill(self) -> None:
+        wanted = self.processes - self._finished
+        if len(self._children) >= wanted or time.monotonic() < self._restart_at:
+            return
+        # Children must not inherit the parent's database sockets.
+        connections.close_all()
+        while len(self._children) < wanted:
+            self._spawn()
+
+    def _spawn(self) -> None:
+        process = self._context.Process(
+            target=_child_main,
+            args=(
+                self.make_worker,
+                os.getpid(),
+                self.worker_id_base,
+                (self._wake_read, self._wake_write),
+            ),
+            name="asyncjobs-worker",
+            daemon=False,
+        )
+        process.start()
+        assert process.pid is not None
+        child = _Child(
+            process=process,
+            worker_id=default_worker_id(pid=process.pid, base=self.worker_id_base),
+            started=time.monotonic(),
+        )
+        self._children[process.pid] = child
+        logger.info("worker process started pid=%d worker_id=%s", process.pid, child.worker_id)
+
+    def _wait(self) -> None:
+        sentinels: list[Any] = [c.process.sentinel for c in self._children.values()]
+        timeout = WATCHDOG_INTERVAL_SECONDS
+        if self._restart_at > time.monotonic():
+            timeout = min(timeout, self._restart_at - time.monotonic())
+        ready = multiprocessing.connection.wait([self._wake_read, *sentinels], timeout)
+        if self._wake_read in ready:
+            with contextlib.suppress(BlockingIOError):
+                os.read(self._wake_read, 1024)
+
+    # -- children that ended ---------------------------------------------------------------------
+
+    def _reap(self) -> None:
+        for pid, child in list(self._children.items()):
+            if child.process.is_alive():
+                continue
+            child.process.join()
+            del self._children[pid]
+            code = child.process.exitcode
+            how = _describe_exit(code)
+            lived = time.monotonic() - child.started
+            stopping = self._stop_deadline is not None
+            if code == 0 or code == EXIT_RECYCLE:
+                logger.info("worker process exited pid=%d %s", pid, how)
+                self._restart_delay = 0.0
+            else:
+                logger.error("worker process died pid=%d %s lived=%.1fs", pid, how, lived)
+                if lived < CRASH_LOOP_SECONDS:
+                    self._restart_delay = min(
+                        MAX_RESTART_DELAY_SECONDS, max(1.0, self._restart_delay * 2)
+                    )
+                    self._restart_at = time.monotonic() + self._restart_delay
+            self._record_leftovers(child, how=how, interrupted=stopping)
+            if not self.respawn and code == 0:
+                self._finished += 1
+
+    def _record_leftovers(self, child: _Child, *, how: str, interrupted: bool) -> None:
+        """Record the attempts a dead worker process left ``running``."""
+        try:
+            jobs = list(Job.objects.filter(status="running", worker=child.worker_id))
+            for job in jobs:
+                self._record_leftover(child, job, how=how, interrupted=interrupted)
+        except DatabaseError as exc:
+            # The scheduler rescues these jobs once their heartbeat is stale.
+            logger.error("cannot record the jobs of worker_id=%s error=%s", child.worker_id, exc)
+            close_old_connections()
+
+    def _record_leftover(self, child: _Child, job: Job, *, how: str, interrupted: bool) -> None:
+        assert job.lease_token is not None
+        definition = registry.get(job.name) if job.name in registry.names() else None
+        at_most_once = definition is not None and definition.at_most_once
+        if interrupted and job.id not in child.kill_reasons:
+            Job.objects.hand_back(
+                job_id=job.id,
+                lease_token=job.lease_token,
+                reason=f"interrupted: worker {child.worker_id} stopped ({how}) "
+                f"during attempt {job.attempts}",
+                free_interruptions=self.free_interruptions,
+                at_most_once=at_most_once,
+            )
+            return
+        reason = child.kill_reasons.get(job.id)
+        if reason is not None and reason.startswith("JobTimeout"):
+            error, at_most_once = reason, False  # a timeout follows the retry policy
+        else:
+            error = (
+                f"WorkerLost: worker process {child.worker_id} {reason or how} "
+                f"during attempt {job.attempts}"
+            )
+        retry_in = next_retry_seconds(
+            attempts=job.attempts,
+            max_retries=job.max_retries,
+            backoff=definition.resolve_backoff() if definition else None,
+            at_most_once=at_most_once,
+        )
+        stored = Job.objects.record_failure(
+            job_id=job.id,
+            lease_token=job.lease_token,
+            error=error,
+            traceback="",
+            retry_in_seconds=retry_in,
+        )
+        if stored is not None:
+            logger.warning(
+                "job attempt lost with its worker process name=%s id=%s attempt=%d status=%s "
+                "error=%s",
+                job.name,
+                job.id,
+                job.attempts,
+                stored.status,
+                error,
+            )
+
+    # -- hard timeouts and wedged processes ------------------------------------------------------
+
+    def _watchdog(self) -> None:
+        if not self._children:
+            return
+        by_worker = {c.worker_id: c for c in self._children.values()}
+        try:
+            problems = Job.objects.overdue(
+                workers=list(by_worker),
+                timeout_slack_seconds=HARD_TIMEOUT_SLACK_SECONDS,
+                silent_after_seconds=self.silent_after_seconds,
+            )
+        except DatabaseError as exc:
+            logger.error("supervisor cannot read its workers' jobs error=%s", exc)
+            close_old_connections()
+            return
+        for problem in problems:
+            child = by_worker[problem.worker]
+            if child.kill_reasons:
+                continue  # already killed; waiting for it to be reaped
+            if problem.timeout_seconds is not None and problem.overdue:
+                reason = (
+                    f"JobTimeout: timed out after {problem.timeout_seconds:g} s "
+                    f"(the job did not stop, so its worker process was killed)"
+                )
+            else:
+                reason = "stopped responding and was killed"
+            logger.error(
+                "killing worker process pid=%s job_id=%s reason=%s",
+                child.process.pid,
+                problem.job_id,
+                reason,
+            )
+            child.kill_reasons[problem.job_id] = reason
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.process.pid or 0, signal.SIGKILL)
+
+    def _kill_all(self, why: str) -> None:
+        for child in self._children.values():
+            if child.process.is_alive():
+                logger.error("killing worker process pid=%s reason=%s", child.process.pid, why)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child.process.pid or 0, signal.SIGKILL)
+        self._stop_deadline = time.monotonic() + WATCHDOG_INTERVAL_SECONDS
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "still running"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"was killed by {name}"
+    return f"exited with status {code}"
+
+
+@contextlib.contextmanager
+def supervisor_signals(supervisor: Supervisor) -> Iterator[None]:
+    """Route SIGTERM/SIGINT to *supervisor* while it runs; restore the old handlers after."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        supervisor.request_stop(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _child_main(
+    make_worker: Callable[[str], Worker],
+    parent_pid: int,
+    worker_id_base: str | None,
+    inherited_fds: tuple[int, ...],
+) -> NoReturn:
+    """Body of a worker process: run one Worker, then leave with its exit status."""
+    code = 1
+    try:
+        for fd in inherited_fds:
+            os.close(fd)
+        # A terminal's Ctrl+C reaches the whole process group; the supervisor forwards it as
+        # SIGTERM, so counting it here too would turn one Ctrl+C into "stop at once".
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        worker = make_worker(default_worker_id(base=worker_id_base))
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            worker.stop(force=signum == STOP_NOW_SIGNAL)
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(STOP_NOW_SIGNAL, on_signal)
+        threading.Thread(
+            target=_watch_parent,
+            args=(parent_pid, worker),
+            name="asyncjobs-watch-parent",
+            daemon=True,
+        ).start()
+        try:
+            worker.run()
+        finally:
+            worker.transport.close()
+        code = worker.exit_code
+    except BaseException:
+        logger.exception("worker process failed pid=%d", os.getpid())
+    finally:
+        logging.shutdown()
+    # os._exit: skip the parent's atexit handlers, and end threads stuck in blocking calls.
+    os._exit(code)
+
+
+def _watch_parent(parent_pid: int, worker: Worker) -> None:
+    # An orphaned worker (its supervisor was SIGKILLed) hands its jobs back and leaves.
+    while os.getppid() == parent_pid:
+        time.sleep(1.0)
+    logger.error("supervisor is gone; stopping worker pid=%d", os.getpid())
+    worker.stop(force=True)

@@ -86,7 +86,9 @@ class Supervisor:
         self.grace_seconds = grace_seconds
         self.respawn = respawn
         self.worker_id_base = worker_id_base
-        self.silent_after_seconds = conf.stale_after_seconds / 2
+        # Kill a wedged process before the scheduler rescues its job, so the job never runs twice
+        # at once; two thirds of the stale threshold still allows several missed heartbeats.
+        self.silent_after_seconds = conf.stale_after_seconds * 2 / 3
         self.free_interruptions = conf.free_interruptions
         self._context = multiprocessing.get_context("fork")
         self._children: dict[int, _Child] = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from django.test import override_settings
@@ -13,6 +14,21 @@ from django_asyncjobs.scheduler import Scheduler
 from django_asyncjobs.transports.memory import MemoryTransport
 from django_asyncjobs.transports.sqs import SQSTransport
 from django_asyncjobs.worker import Worker
+from tests.processes import ProcessGroup, subprocess_env
+
+
+@pytest.fixture
+def processes(transactional_db: None, queue_prefix: str, tmp_path: Path) -> Iterator[ProcessGroup]:
+    """Start management commands for one test; stop them all afterwards, even if it failed."""
+    group = ProcessGroup(env=subprocess_env(queue_prefix=queue_prefix), log_dir=tmp_path)
+    try:
+        yield group
+    finally:
+        problems = group.close()
+        # pytest shows a test's captured output only when it fails: that is when it is wanted.
+        for problem in problems:
+            print(problem)
+        print(group.report())
 
 
 @pytest.fixture

@@ -7,6 +7,8 @@ transaction), so tests can count how often a job body really ran.
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import time
 from typing import Any
 
@@ -110,3 +112,63 @@ def slow_job(seconds: float, *, key: str = "") -> str:
     _ledger("slow_job", key)
     time.sleep(seconds)
     return f"slept {seconds:g}s"
+
+
+# -- jobs of the fault-injection suite (tests/faults) ------------------------------------------
+# Each writes a "start" and a "finish" row to the ledger, outside any transaction of the job, so
+# a test can tell an attempt that was cut off from one that completed.
+
+
+def _phase(name: str, key: str, phase: str) -> int:
+    """Record *phase* of one run of *name*; return how many runs with *key* have started."""
+    Execution.objects.create(job=name, key=key, payload={"phase": phase, "pid": os.getpid()})
+    return Execution.objects.filter(job=name, key=key, payload__phase="start").count()
+
+
+@job(name="tests.ledgered", max_retries=3, timeout=120)
+def ledgered(key: str, seconds: float = 0.0) -> dict[str, Any]:
+    """Sleep *seconds* between a start and a finish record; return who ran it."""
+    _phase("ledgered", key, "start")
+    time.sleep(seconds)
+    _phase("ledgered", key, "finish")
+    return {"key": key, "pid": os.getpid()}
+
+
+@job(name="tests.ledgered_once", max_retries=3, timeout=120, at_most_once=True)
+def ledgered_once(key: str, seconds: float = 0.0) -> dict[str, Any]:
+    """Like ``ledgered``, for a job that must never run twice."""
+    _phase("ledgered_once", key, "start")
+    time.sleep(seconds)
+    _phase("ledgered_once", key, "finish")
+    return {"key": key, "pid": os.getpid()}
+
+
+@job(name="tests.stuck", max_retries=1, timeout=2)
+def stuck(key: str, how: str, stuck_runs: int = 1) -> str:
+    """Hang past the 2 s timeout in the first *stuck_runs* runs, then succeed.
+
+    *how*: ``sleep`` blocks in a C call that releases the GIL; ``gil`` runs a regular expression
+    that backtracks for ages while holding the GIL, so no other thread of the process runs.
+    """
+    started = _phase("stuck", key, "start")
+    if started <= stuck_runs:
+        if how == "sleep":
+            time.sleep(10**6)
+        elif how == "gil":
+            re.match(r"(a+)+$", "a" * 64 + "b")
+        else:
+            raise ValueError(f"unknown way to get stuck: {how!r}")
+    _phase("stuck", key, "finish")
+    return f"{key} done on run {started}"
+
+
+@job(name="tests.async_stuck", max_retries=1, timeout=2)
+async def async_stuck(key: str, stuck_runs: int = 1) -> str:
+    """An ``async def`` job that awaits forever in its first *stuck_runs* runs."""
+    from asgiref.sync import sync_to_async
+
+    started = await sync_to_async(_phase)("async_stuck", key, "start")
+    if started <= stuck_runs:
+        await asyncio.sleep(10**6)
+    await sync_to_async(_phase)("async_stuck", key, "finish")
+    return f"{key} done on run {started}"

@@ -8,3 +8,13 @@ class Execution(models.Model):
     key = models.CharField(max_length=200, blank=True)
     payload = models.JSONField(default=dict)
     created_at = models.DateTimeField(auto_now_add=True)
+
+
+class Transition(models.Model):
+    """One ``job_status_changed`` signal, written by a receiver in whichever process sent it."""
+
+    job_id = models.UUIDField(db_index=True)
+    old_status = models.CharField(max_length=16, blank=True)  # "" for the first one
+    new_status = models.CharField(max_length=16)
+    pid = models.IntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)

@@ -1,0 +1,19 @@
+"""Record every ``job_status_changed`` signal, so fault tests can check one per transition."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from django.dispatch import receiver
+
+from django_asyncjobs.signals import job_status_changed
+
+from .models import Transition
+
+
+@receiver(job_status_changed, dispatch_uid="tests.testapp.record_transition")
+def record_transition(*, job: Any, old_status: str | None, new_status: str, **kwargs: Any) -> None:
+    Transition.objects.create(
+        job_id=job.id, old_status=old_status or "", new_status=new_status, pid=os.getpid()
+    )

@@ -48,6 +48,13 @@ def child_pids(worker: ManagedProcess) -> list[int]:
     return pids
 
 
+def result_pid(row: Job) -> int:
+    """Return the pid of the worker process whose run of a ``ledgered`` job was recorded."""
+    assert isinstance(row.result, dict), row.result
+    pid: int = row.result["pid"]
+    return pid
+
+
 def worker_children(pid: int) -> list[str]:
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as children:
@@ -71,7 +78,7 @@ def test_sigkill_of_a_worker_process_mid_job_is_recorded_and_the_job_runs_again(
     assert row.status == "succeeded", (row.error, faulty.report())
     assert row.attempts == 2
     assert phases(job, "start") == 2 and phases(job, "finish") == 1
-    assert row.result["pid"] != child
+    assert result_pid(row) != child
     output = worker.output()
     assert f"worker process died pid={child} was killed by SIGKILL" in output
     assert "job attempt lost with its worker process" in output
@@ -240,12 +247,12 @@ def test_a_zombie_worker_cannot_overwrite_the_attempt_that_replaced_it(
     finally:
         zombie.send_signal(signal.SIGCONT)
     assert row.status == "succeeded" and row.attempts == 2
-    winner = row.result["pid"]
+    winner = result_pid(row)
     assert winner != zombie_child
 
     # The zombie wakes, finishes attempt 1 and tries to record it: the lease fences it off.
     zombie.wait_for_output("lease lost; outcome discarded", timeout=30)
     row.refresh_from_db()
-    assert row.result["pid"] == winner and row.attempts == 2
+    assert result_pid(row) == winner and row.attempts == 2
     assert phases(job, "finish") == 2  # at least once: the body did run twice
     check_invariants([job])

@@ -36,6 +36,8 @@ SQS_QUEUE_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]*$")
 SQS_MAX_WAIT_TIME_SECONDS = 20
 SQS_MAX_VISIBILITY_TIMEOUT_SECONDS = 12 * 60 * 60
 TRANSPORTS = ("sqs", "memory")
+#: The dead-letter queue of SQS queue "x" is "x-dlq"; queue names leave room for the suffix.
+DEAD_LETTER_SUFFIX = "-dlq"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -56,6 +58,9 @@ class AsyncJobsSettings:
     create_missing_queues: bool = True
     #: How long a received message stays invisible before SQS offers it again.
     visibility_timeout_seconds: int = 30
+    #: Receives after which SQS moves a message to the queue's dead-letter queue (which queues
+    #: created by the app get); 0 creates queues without one. AWS advises against 1.
+    dead_letter_max_receives: int = 5
     #: Long-poll wait of ReceiveMessage (0..20).
     wait_time_seconds: int = 20
     #: Retries after the first attempt, unless a job says otherwise.
@@ -94,6 +99,10 @@ class AsyncJobsSettings:
         """Return the SQS name of job queue *queue* (``"default"`` -> ``"asyncjobs-default"``)."""
         return f"{self.queue_prefix}{queue}"
 
+    def sqs_dead_letter_queue_name(self, queue: str) -> str:
+        """Return the SQS name of *queue*'s dead-letter queue (``"asyncjobs-default-dlq"``)."""
+        return f"{self.queue_prefix}{queue}{DEAD_LETTER_SUFFIX}"
+
 
 _DEFAULTS = AsyncJobsSettings()
 
@@ -105,6 +114,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "endpoint_url": (str, type(None)),
     "create_missing_queues": (bool,),
     "visibility_timeout_seconds": (int,),
+    "dead_letter_max_receives": (int,),
     "wait_time_seconds": (int,),
     "max_retries": (int,),
     "retry_backoff_seconds": (int, float),
@@ -134,10 +144,10 @@ def queue_name_error(queue: object, *, prefix: str = "") -> str | None:
         return f"queue names are non-empty strings, not {queue!r}"
     if not SQS_QUEUE_NAME_PATTERN.match(queue):
         return f"queue name {queue!r} may only hold letters, digits, '-' and '_'"
-    if len(prefix) + len(queue) > SQS_QUEUE_NAME_MAX_LENGTH:
+    if len(prefix) + len(queue) + len(DEAD_LETTER_SUFFIX) > SQS_QUEUE_NAME_MAX_LENGTH:
         return (
-            f"queue name {prefix + queue!r} is longer than SQS's "
-            f"{SQS_QUEUE_NAME_MAX_LENGTH} characters"
+            f"queue name {prefix + queue!r} is too long: with its dead-letter queue's suffix "
+            f"{DEAD_LETTER_SUFFIX!r} it must fit SQS's {SQS_QUEUE_NAME_MAX_LENGTH} characters"
         )
     return None
 
@@ -182,6 +192,7 @@ def validate(raw: Mapping[str, Any]) -> list[str]:
 
     number("visibility_timeout_seconds", 0, SQS_MAX_VISIBILITY_TIMEOUT_SECONDS)
     number("wait_time_seconds", 0, SQS_MAX_WAIT_TIME_SECONDS)
+    number("dead_letter_max_receives", 0, 1000)
     number("max_retries", 0)
     number("retry_backoff_seconds", 0)
     number("retry_backoff_factor", 1)

@@ -215,17 +215,17 @@ class Scheduler:
                     self._listen()
                     self.run_once()
                     wait = self._seconds_to_wait()
+                    if self._failing:
+                        logger.warning("scheduler recovered; relaying again")
+                        self._failing = False
+                    backoff = 0.0
+                    # The LISTEN connection can die here too (a database restart).
+                    self._wait_for_notify(wait)
                 except (TransportError, DatabaseError, psycopg.Error) as exc:
                     backoff = min(MAX_ERROR_BACKOFF_SECONDS, max(1.0, backoff * 2))
                     self._report_failure(exc, backoff)
                     self._close_listener()
                     self._stop.wait(backoff)
-                    continue
-                if self._failing:
-                    logger.warning("scheduler recovered; relaying again")
-                    self._failing = False
-                backoff = 0.0
-                self._wait_for_notify(wait)
         finally:
             self._close_listener()
             logger.info("scheduler stopped")

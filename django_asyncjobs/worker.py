@@ -368,13 +368,7 @@ class Worker:
             try:
                 bell = Doorbell.decode(message.body)
             except MalformedMessage as exc:
-                logger.warning(
-                    "dropping malformed message queue=%s receive_count=%d error=%s",
-                    message.queue,
-                    message.receive_count,
-                    exc,
-                )
-                done.append(message)
+                self._quarantine(message, exc)
                 continue
             try:
                 claim = Job.objects.db_manager(self.using).claim(
@@ -411,6 +405,22 @@ class Worker:
             except TransportError as exc:
                 # Harmless: a redelivered message finds its job claimed and is dropped then.
                 logger.warning("could not delete messages count=%d error=%s", len(done), exc)
+
+    def _quarantine(self, message: ReceivedMessage, error: MalformedMessage) -> None:
+        # Not a doorbell of ours: no job to fail. Set it aside for an operator (the dead-letter
+        # queue) instead of letting it come back after every visibility timeout.
+        try:
+            kept = self.transport.quarantine(message)
+        except TransportError as exc:
+            logger.warning("could not set a malformed message aside error=%s", exc)
+            return
+        logger.warning(
+            "malformed message %s queue=%s receive_count=%d error=%s",
+            "moved to the dead-letter queue" if kept else "deleted (no dead-letter queue)",
+            message.queue,
+            message.receive_count,
+            error,
+        )
 
     def _unregistered(
         self, message: ReceivedMessage, bell: Doorbell, reason: str, done: list[ReceivedMessage]

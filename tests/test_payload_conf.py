@@ -63,7 +63,7 @@ def test_default_settings() -> None:
         ),
         ({"MAX_RETRIES": "3"}, "ASYNCJOBS[\"MAX_RETRIES\"] must be int, not '3'"),
         ({"QUEUES": ["ok", "not ok"]}, "may only hold letters"),
-        ({"QUEUE_PREFIX": "x" * 80}, "longer than SQS's 80 characters"),
+        ({"QUEUE_PREFIX": "x" * 80}, "must fit SQS's 80 characters"),
         ({"MAX_RETRY": 3}, "unknown key 'MAX_RETRY'; did you mean 'MAX_RETRIES'?"),
         ({"TRANSPORT": "redis"}, "must be one of"),
         ({"CREATE_MISSING_QUEUES": 1}, "must be bool"),

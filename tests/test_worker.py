@@ -98,7 +98,7 @@ def test_cancelled_job_is_not_run(memory_transport: MemoryTransport) -> None:
     "body",
     ["not json", "{}", json.dumps({"func": "os.system", "args": ["touch /tmp/pwned"]}), "x" * 5000],
 )
-def test_malformed_message_is_dropped_and_the_worker_goes_on(
+def test_malformed_message_is_set_aside_and_the_worker_goes_on(
     memory_transport: MemoryTransport, body: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     memory_transport.send_batch("default", [OutgoingMessage(id="bad", body=body)])
@@ -106,8 +106,9 @@ def test_malformed_message_is_dropped_and_the_worker_goes_on(
     relay(memory_transport)
     drain(memory_transport)
     assert fresh(job).status == "succeeded"
-    assert "dropping malformed message" in caplog.text
+    assert "malformed message moved to the dead-letter queue" in caplog.text
     assert memory_transport.depth("default") == 0
+    assert memory_transport.depth("default-dlq") == 1
 
 
 def test_message_for_a_deleted_job_is_dropped(

@@ -59,6 +59,10 @@ class Transport(Protocol):
         """Hide *message* for *timeout_seconds* more (0 hands it back to other workers at once)."""
         ...
 
+    def quarantine(self, message: ReceivedMessage) -> bool:
+        """Set aside a message that is not ours (its dead-letter queue); ``False`` if deleted."""
+        ...
+
     def ensure_queue(self, queue: str) -> None:
         """Create *queue* if it does not exist (an operator action; workers never need it)."""
         ...

@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from ..conf import DEAD_LETTER_SUFFIX
 from .base import MAX_BATCH_SIZE, OutgoingMessage, ReceivedMessage
 
 
@@ -114,6 +115,15 @@ class MemoryTransport:
                 if stored.receipt == message.receipt:
                     stored.visible_at = time.monotonic() + timeout_seconds
             self._cond.notify_all()
+
+    def quarantine(self, message: ReceivedMessage) -> bool:
+        """Move *message* to the queue ``<queue>-dlq`` of this transport."""
+        with self._cond:
+            self._queue(f"{message.queue}{DEAD_LETTER_SUFFIX}").messages.append(
+                _Stored(body=message.body)
+            )
+        self.delete([message])
+        return True
 
     def purge(self) -> None:
         """Drop every message of every queue."""

@@ -7,22 +7,25 @@ LocalStack or ElasticMQ. ``ASYNCJOBS["REGION_NAME"]`` and ``["ENDPOINT_URL"]`` o
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ..conf import AsyncJobsSettings
+from ..conf import DEAD_LETTER_SUFFIX, AsyncJobsSettings
 from ..exceptions import TransportError
 from .base import MAX_BATCH_SIZE, OutgoingMessage, ReceivedMessage
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_sqs.literals import QueueAttributeNameType
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +36,19 @@ _CONNECT_TIMEOUT_SECONDS = 5
 #: Sends and deletes answer in milliseconds; a stalled endpoint must fail fast, not hang.
 _SHORT_READ_TIMEOUT_SECONDS = 5
 _TOTAL_ATTEMPTS = 3
+#: Dead-lettered messages are kept as long as SQS allows, for an operator to look at.
+#: https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/quotas-messages.html
+SQS_MAX_RETENTION_SECONDS = 14 * 24 * 60 * 60
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeadLetter:
+    """A message found in a dead-letter queue."""
+
+    queue: str
+    message_id: str
+    body: str
+    receive_count: int
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -122,15 +138,136 @@ class SQSTransport:
         return url
 
     def _create(self, name: str) -> str:
+        attributes: dict[QueueAttributeNameType, str] = {
+            "VisibilityTimeout": str(self.conf.visibility_timeout_seconds)
+        }
         try:
-            response = self.client.create_queue(
-                QueueName=name,
-                Attributes={"VisibilityTimeout": str(self.conf.visibility_timeout_seconds)},
-            )
+            if self.conf.dead_letter_max_receives:
+                dead_letter_url = self.client.create_queue(
+                    QueueName=f"{name}{DEAD_LETTER_SUFFIX}",
+                    Attributes={"MessageRetentionPeriod": str(SQS_MAX_RETENTION_SECONDS)},
+                )["QueueUrl"]
+                arn = self.client.get_queue_attributes(
+                    QueueUrl=dead_letter_url, AttributeNames=["QueueArn"]
+                )["Attributes"]["QueueArn"]
+                attributes["RedrivePolicy"] = json.dumps(
+                    {
+                        "deadLetterTargetArn": arn,
+                        "maxReceiveCount": str(self.conf.dead_letter_max_receives),
+                    }
+                )
+            response = self.client.create_queue(QueueName=name, Attributes=attributes)
         except (BotoCoreError, ClientError) as exc:
             raise self._error("CreateQueue", name, exc) from exc
-        logger.info("created SQS queue name=%s", name)
+        logger.info(
+            "created SQS queue name=%s dead_letter_after=%s",
+            name,
+            self.conf.dead_letter_max_receives or "never",
+        )
         return response["QueueUrl"]
+
+    def _dead_letter_url(self, queue: str) -> str | None:
+        name = self.conf.sqs_dead_letter_queue_name(queue)
+        try:
+            return self.client.get_queue_url(QueueName=name)["QueueUrl"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code", "") in _MISSING_QUEUE_CODES:
+                return None
+            raise self._error("GetQueueUrl", name, exc) from exc
+        except BotoCoreError as exc:
+            raise self._error("GetQueueUrl", name, exc) from exc
+
+    def quarantine(self, message: ReceivedMessage) -> bool:
+        """Move a message that is not ours to its queue's dead-letter queue, at once.
+
+        Returns ``False`` (and deletes the message) when the queue has no dead-letter queue:
+        a body that can never be processed must not come back forever.
+        """
+        url = self._dead_letter_url(message.queue)
+        if url is not None:
+            try:
+                self.client.send_message(QueueUrl=url, MessageBody=message.body or " ")
+            except (BotoCoreError, ClientError) as exc:
+                raise self._error("SendMessage", f"{message.queue} dead letters", exc) from exc
+        self.delete([message])
+        return url is not None
+
+    def dead_letters(self, queue: str, *, limit: int = 10) -> tuple[int, list[DeadLetter]]:
+        """Return the approximate count of *queue*'s dead letters and up to *limit* of them.
+
+        The messages are peeked at (received with a zero visibility timeout), not removed.
+        """
+        url = self._dead_letter_url(queue)
+        if url is None:
+            return 0, []
+        try:
+            count = int(
+                self.client.get_queue_attributes(
+                    QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"]
+                )["Attributes"]["ApproximateNumberOfMessages"]
+            )
+            seen: dict[str, DeadLetter] = {}
+            for _ in range(3):  # SQS samples its servers; a few short polls see more of them
+                if len(seen) >= min(limit, count):
+                    break
+                response = self.client.receive_message(
+                    QueueUrl=url,
+                    MaxNumberOfMessages=MAX_BATCH_SIZE,
+                    VisibilityTimeout=0,
+                    MessageSystemAttributeNames=["ApproximateReceiveCount"],
+                )
+                for m in response.get("Messages", []):
+                    seen.setdefault(
+                        m["MessageId"],
+                        DeadLetter(
+                            queue=queue,
+                            message_id=m["MessageId"],
+                            body=m.get("Body", ""),
+                            receive_count=int(
+                                m.get("Attributes", {}).get("ApproximateReceiveCount", 1)
+                            ),
+                        ),
+                    )
+        except (BotoCoreError, ClientError) as exc:
+            raise self._error("ReceiveMessage", f"{queue} dead letters", exc) from exc
+        return count, list(seen.values())[:limit]
+
+    def redrive(self, queue: str, *, limit: int | None = None) -> int:
+        """Move dead-lettered messages back to *queue*; return how many were moved.
+
+        A doorbell whose job was sent again meanwhile carries a stale token and claims
+        nothing, so redriving is always safe.
+        """
+        url = self._dead_letter_url(queue)
+        if url is None:
+            return 0
+        target = self.queue_url(queue)
+        moved = 0
+        try:
+            while limit is None or moved < limit:
+                wanted = MAX_BATCH_SIZE if limit is None else min(MAX_BATCH_SIZE, limit - moved)
+                messages = self.client.receive_message(
+                    QueueUrl=url, MaxNumberOfMessages=wanted, VisibilityTimeout=60
+                ).get("Messages", [])
+                if not messages:
+                    break
+                self.client.send_message_batch(
+                    QueueUrl=target,
+                    Entries=[
+                        {"Id": str(i), "MessageBody": m["Body"]} for i, m in enumerate(messages)
+                    ],
+                )
+                self.client.delete_message_batch(
+                    QueueUrl=url,
+                    Entries=[
+                        {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                        for i, m in enumerate(messages)
+                    ],
+                )
+                moved += len(messages)
+        except (BotoCoreError, ClientError) as exc:
+            raise self._error("redrive", queue, exc) from exc
+        return moved
 
     def ensure_queue(self, queue: str) -> None:
         """Create the SQS queue of *queue* if it does not exist."""

@@ -90,6 +90,10 @@ class AsyncJobsSettings:
     scheduler_interval_seconds: float = 5.0
     #: Most jobs the scheduler relays in one transaction.
     scheduler_batch_size: int = 500
+    #: Flow control: most jobs of one queue that are sent and not yet started. The rest wait in
+    #: PostgreSQL, where priority order is exact, instead of piling up in SQS. Set it above what
+    #: all workers of a queue take in a second or two; 0 sends every due job at once.
+    max_queued_per_queue: int = 200
     #: How long a worker's claim waits for the scheduler's row lock before giving the message back.
     claim_lock_timeout_seconds: float = 5.0
     #: "sqs" (production) or "memory" (one process only, for tests).
@@ -129,6 +133,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "free_interruptions": (int,),
     "scheduler_interval_seconds": (int, float),
     "scheduler_batch_size": (int,),
+    "max_queued_per_queue": (int,),
     "claim_lock_timeout_seconds": (int, float),
     "transport": (str,),
 }
@@ -206,6 +211,7 @@ def validate(raw: Mapping[str, Any]) -> list[str]:
     number("free_interruptions", 0)
     number("scheduler_interval_seconds", 0.01)
     number("scheduler_batch_size", 1)
+    number("max_queued_per_queue", 0)
     number("claim_lock_timeout_seconds", 0.001)
 
     heartbeat = values.get("heartbeat_interval_seconds", _DEFAULTS.heartbeat_interval_seconds)

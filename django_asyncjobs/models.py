@@ -69,11 +69,13 @@ class Job(models.Model):
         ordering = ["-created_at"]
         permissions = [("retry_job", "Can retry jobs"), ("cancel_job", "Can cancel jobs")]
         indexes = [
-            # The scheduler's relay: due scheduled jobs, highest priority first.
+            # The scheduler's relay: due scheduled jobs of one queue, highest priority first
+            # (and the loose index scan that finds the queues with due jobs).
             models.Index(
+                "queue",
                 models.F("priority").desc(),
                 "run_at",
-                name="asyncjobs_due_idx",
+                name="asyncjobs_relay_idx",
                 condition=models.Q(status="scheduled"),
             ),
             # The scheduler's "when is the next job due" and the admin's due filter.

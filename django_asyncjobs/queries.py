@@ -200,10 +200,47 @@ class JobManager(models.Manager["Job"]):
 
     # -- scheduler -------------------------------------------------------------------------------
 
+    def due_queues(self) -> list[str]:
+        """Return the queues that have due scheduled jobs, without reading every due row.
+
+        A loose index scan: one index probe per queue, however deep the backlog.
+        """
+        table = _table(self.model)
+        sql = f"""
+            WITH RECURSIVE queues AS (
+                (SELECT queue FROM {table} WHERE status = %s AND run_at <= now()
+                 ORDER BY queue LIMIT 1)
+                UNION ALL
+                SELECT (SELECT j.queue FROM {table} AS j
+                        WHERE j.status = %s AND j.run_at <= now() AND j.queue > queues.queue
+                        ORDER BY j.queue LIMIT 1)
+                FROM queues WHERE queues.queue IS NOT NULL
+            )
+            SELECT queue FROM queues WHERE queue IS NOT NULL
+        """
+        with connections[self._db_alias].cursor() as cursor:
+            cursor.execute(sql, [JobStatus.SCHEDULED.value, JobStatus.SCHEDULED.value])
+            return [row[0] for row in cursor.fetchall()]
+
+    def queued_counts(self) -> dict[str, int]:
+        """Return, per queue, how many jobs were sent and not yet started."""
+        rows = (
+            self.filter(status=JobStatus.QUEUED)
+            .order_by()
+            .values_list("queue")
+            .annotate(n=models.Count("id"))
+        )
+        return dict(rows)
+
     def relay_due(
-        self, *, limit: int, send: Callable[[list[DueJob]], set[uuid.UUID]]
+        self,
+        *,
+        queue: str,
+        limit: int,
+        send: Callable[[list[DueJob]], set[uuid.UUID]],
     ) -> RelayResult:
-        """Lock up to *limit* due jobs, mark them ``queued`` with a new token, send, then commit.
+        """Lock up to *limit* due jobs of *queue*, mark them ``queued`` with a new token, send,
+        then commit.
 
         *send* receives the jobs highest priority first and returns the ids it could not send;
         those are put back to ``scheduled`` before the commit. If *send* raises, nothing changes.
@@ -214,7 +251,7 @@ class JobManager(models.Manager["Job"]):
         sql = f"""
             WITH due AS (
                 SELECT id FROM {table}
-                WHERE status = %s AND run_at <= now()
+                WHERE status = %s AND queue = %s AND run_at <= now()
                 ORDER BY priority DESC, run_at
                 LIMIT %s
                 FOR UPDATE SKIP LOCKED
@@ -227,7 +264,9 @@ class JobManager(models.Manager["Job"]):
         alias = self._db_alias
         with transaction.atomic(using=alias):
             with connections[alias].cursor() as cursor:
-                cursor.execute(sql, [JobStatus.SCHEDULED.value, limit, JobStatus.QUEUED.value])
+                cursor.execute(
+                    sql, [JobStatus.SCHEDULED.value, queue, limit, JobStatus.QUEUED.value]
+                )
                 rows = cursor.fetchall()
             if not rows:
                 return RelayResult(sent=0, put_back=0)

@@ -36,6 +36,9 @@ logger = logging.getLogger(__name__)
 
 #: Longest pause between attempts while SQS or PostgreSQL is unreachable.
 MAX_ERROR_BACKOFF_SECONDS = 30.0
+#: While a queue is held back by flow control, look again this often: workers starting jobs
+#: make room without waking the scheduler.
+THROTTLED_POLL_SECONDS = 0.2
 
 
 class Scheduler:
@@ -61,6 +64,9 @@ class Scheduler:
         self.interval_seconds = interval_seconds or conf.scheduler_interval_seconds
         self.using = using or router.db_for_write(Job)
         self.stale_after_seconds = conf.stale_after_seconds
+        self.max_queued_per_queue = conf.max_queued_per_queue
+        #: Whether the last pass left due jobs behind because of flow control.
+        self.throttled = False
         self.requeue_after_seconds = conf.requeue_after_seconds
         self._stop = threading.Event()
         self._listener: psycopg.Connection[Any] | None = None
@@ -168,8 +174,24 @@ class Scheduler:
         """
         self.rescue_stalled()
         self.resend_lost()
+        manager = Job.objects.db_manager(self.using)
+        limit = self.max_queued_per_queue
+        queued = manager.queued_counts() if limit else {}
         total = 0
-        while not self._stop.is_set():
+        self.throttled = False
+        for queue in manager.due_queues():
+            room = limit - queued.get(queue, 0) if limit else None
+            sent = self._relay_queue(queue, room)
+            total += sent
+            if room is not None and sent >= room:
+                self.throttled = True
+        return total
+
+    def _relay_queue(self, queue: str, room: int | None) -> int:
+        """Relay due jobs of *queue*, at most *room* of them (``None``: all); return how many."""
+        manager = Job.objects.db_manager(self.using)
+        total = 0
+        while not self._stop.is_set() and (room is None or total < room):
             error: _PartialSend | None = None
 
             def send(due: list[DueJob]) -> set[uuid.UUID]:
@@ -180,13 +202,16 @@ class Scheduler:
                     error = exc
                     return exc.failed
 
-            result = Job.objects.db_manager(self.using).relay_due(limit=self.batch_size, send=send)
+            limit = self.batch_size if room is None else min(self.batch_size, room - total)
+            result = manager.relay_due(queue=queue, limit=limit, send=send)
             total += result.sent
             if result.sent:
-                logger.debug("relayed jobs sent=%d put_back=%d", result.sent, result.put_back)
+                logger.debug(
+                    "relayed jobs queue=%s sent=%d put_back=%d", queue, result.sent, result.put_back
+                )
             if error is not None:
                 raise error.cause
-            if result.sent + result.put_back < self.batch_size:
+            if result.sent + result.put_back < limit:
                 break
         return total
 
@@ -239,6 +264,8 @@ class Scheduler:
             logger.debug("scheduler still failing retry_in=%.0fs error=%s", backoff, exc)
 
     def _seconds_to_wait(self) -> float:
+        if self.throttled:
+            return THROTTLED_POLL_SECONDS
         next_due = Job.objects.db_manager(self.using).seconds_until_next_due()
         if next_due is None:
             return self.interval_seconds

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import pytest
 from django.db import connection, connections
+from django.test import override_settings
 
 from django_asyncjobs.exceptions import TransportError
 from django_asyncjobs.models import Job
@@ -17,7 +18,8 @@ from django_asyncjobs.queries import DueJob
 from django_asyncjobs.scheduler import Scheduler
 from django_asyncjobs.transports.base import OutgoingMessage, ReceivedMessage
 from django_asyncjobs.transports.memory import MemoryTransport
-from tests.conftest import relay
+from django_asyncjobs.worker import Worker
+from tests.conftest import _current_asyncjobs, relay
 from tests.testapp import jobs
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -104,7 +106,7 @@ def test_a_message_sent_before_a_crashed_commit_claims_nothing() -> None:
         raise Crash
 
     with pytest.raises(Crash):
-        Job.objects.relay_due(limit=10, send=send_then_crash)
+        Job.objects.relay_due(queue="default", limit=10, send=send_then_crash)
     assert Job.objects.get(pk=job.pk).status == "scheduled"
     (message,) = transport.receive("default", max_messages=10, wait_seconds=0)
     bell = Doorbell.decode(message.body)
@@ -158,7 +160,7 @@ def test_a_claim_waits_for_the_relay_to_commit() -> None:
 
     def relay_slowly() -> None:
         try:
-            Job.objects.relay_due(limit=10, send=send)
+            Job.objects.relay_due(queue="default", limit=10, send=send)
         finally:
             connections.close_all()
 
@@ -182,14 +184,16 @@ def test_a_claim_waits_for_the_relay_to_commit() -> None:
 def test_the_relay_uses_the_due_index() -> None:
     for i in range(2000):
         jobs.add.using(run_after=3600).delay(i, i)
+        jobs.add.using(queue="low").delay(i, i)
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE asyncjobs_job")
         cursor.execute(
-            "EXPLAIN SELECT id FROM asyncjobs_job WHERE status = 'scheduled' AND run_at <= now() "
-            "ORDER BY priority DESC, run_at LIMIT 500 FOR UPDATE SKIP LOCKED"
+            "EXPLAIN SELECT id FROM asyncjobs_job WHERE status = 'scheduled' AND queue = 'default' "
+            "AND run_at <= now() ORDER BY priority DESC, run_at LIMIT 500 FOR UPDATE SKIP LOCKED"
         )
         plan = "\n".join(row[0] for row in cursor.fetchall())
-    assert "asyncjobs_due_idx" in plan or "asyncjobs_next_due_idx" in plan, plan
+    assert "Seq Scan" not in plan, plan
+    assert "asyncjobs_relay_idx" in plan or "asyncjobs_next_due_idx" in plan, plan
 
 
 def test_a_claim_gives_up_on_a_row_locked_too_long() -> None:
@@ -225,3 +229,24 @@ def test_a_claim_gives_up_on_a_row_locked_too_long() -> None:
         done.set()
         thread.join(10)
     assert claim.outcome is ClaimOutcome.BUSY
+
+
+def test_flow_control_keeps_at_most_max_queued_jobs_per_queue_in_the_transport() -> None:
+    transport = MemoryTransport()
+    for i in range(20):
+        jobs.add.delay(i, i)
+    for i in range(3):
+        jobs.high_echo.delay(f"h{i}")
+    with override_settings(ASYNCJOBS={**_current_asyncjobs(), "MAX_QUEUED_PER_QUEUE": 5}):
+        scheduler = Scheduler(transport=transport)
+        assert sorted(Job.objects.due_queues()) == ["default", "high"]
+        assert scheduler.run_once() == 5 + 3
+        assert scheduler.throttled
+        assert transport.depth("default") == 5 and transport.depth("high") == 3
+        assert scheduler.run_once() == 0  # no room until workers start jobs
+
+        worker = Worker(transport=transport, queues=["default"], burst=True, max_jobs=2)
+        worker.run()
+        assert scheduler.run_once() == 2
+        assert Job.objects.filter(status="queued", queue="default").count() == 5
+    assert Job.objects.filter(status="scheduled").count() == 20 - 5 - 2

@@ -16,5 +16,6 @@ class Transition(models.Model):
     job_id = models.UUIDField(db_index=True)
     old_status = models.CharField(max_length=16, blank=True)  # "" for the first one
     new_status = models.CharField(max_length=16)
+    error = models.TextField(blank=True)
     pid = models.IntegerField()
     created_at = models.DateTimeField(auto_now_add=True)

@@ -15,5 +15,9 @@ from .models import Transition
 @receiver(job_status_changed, dispatch_uid="tests.testapp.record_transition")
 def record_transition(*, job: Any, old_status: str | None, new_status: str, **kwargs: Any) -> None:
     Transition.objects.create(
-        job_id=job.id, old_status=old_status or "", new_status=new_status, pid=os.getpid()
+        job_id=job.id,
+        old_status=old_status or "",
+        new_status=new_status,
+        error=job.error,
+        pid=os.getpid(),
     )

@@ -61,6 +61,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=4, help="--concurrency of each (4).")
     parser.add_argument("--seed", type=int, default=None, help="Random seed, for a replay.")
     parser.add_argument(
+        "--chaos-seconds",
+        type=float,
+        default=180.0,
+        help="Keep injecting faults at least this long, or until every job is final (180).",
+    )
+    parser.add_argument(
         "--settle", type=float, default=900.0, help="Seconds to wait for the end (900)."
     )
     parser.add_argument("--db-name", default="soak_asyncjobs", help="Database to recreate.")
@@ -203,6 +209,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         django.setup()
         call_command("migrate", verbosity=0)
         env = subprocess_env(queue_prefix=prefix, settings_dict=connection.settings_dict)
+        # A short stale threshold, so that rescues happen within the run.
+        env["ASYNCJOBS_TEST_STALE_AFTER"] = "3"
         connection.close()
         with tempfile.TemporaryDirectory(prefix="asyncjobs-soak-") as log_dir:
             group = ProcessGroup(env=env, log_dir=Path(log_dir))
@@ -213,11 +221,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 began = time.monotonic()
                 producer = threading.Thread(target=enqueue, args=(args.jobs, keys, done, rng))
                 producer.start()
-                while not done.wait(rng.uniform(2, 6)):
-                    log(f"{len(keys):,} enqueued; fault: {cluster.inject(rng)}")
+                from django_asyncjobs.models import Job
+
+                while True:
+                    done.wait(rng.uniform(2, 6))
+                    finished = Job.objects.filter(status__in=FINAL).count()
+                    if done.is_set() and (
+                        time.monotonic() - began >= args.chaos_seconds or finished >= len(keys)
+                    ):
+                        break
+                    fault = cluster.inject(rng)
+                    log(f"{len(keys):,} enqueued, {finished:,} final; fault: {fault}")
                 producer.join()
                 log(f"all {len(keys):,} enqueued; chaos over, waiting for the end")
-                from django_asyncjobs.models import Job
 
                 deadline = time.monotonic() + args.settle
                 while time.monotonic() < deadline:

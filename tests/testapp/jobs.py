@@ -172,3 +172,9 @@ async def async_stuck(key: str, stuck_runs: int = 1) -> str:
         await asyncio.sleep(10**6)
     await sync_to_async(_phase)("async_stuck", key, "finish")
     return f"{key} done on run {started}"
+
+
+@job(max_retries=0)
+def big_result(characters: int) -> str:
+    """Return *characters* two-byte characters: a result of 2 x characters + 2 bytes of JSON."""
+    return "é" * characters

@@ -1,0 +1,156 @@
+"""Recovery transitions in-process: hand-back accounting, rescue of stale jobs, re-sending lost
+messages, and the result size limit. The same flows run with real processes in tests/faults.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from django.db import connection
+from django.test import override_settings
+
+from django_asyncjobs.models import Job
+from django_asyncjobs.scheduler import Scheduler
+from django_asyncjobs.transports.memory import MemoryTransport
+from tests.conftest import _current_asyncjobs, drain, relay
+from tests.testapp import jobs
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def claimed(job: Job, *, worker: str = "w1") -> Job:
+    """Relay *job* and claim it as *worker* would; return the running row."""
+    transport = MemoryTransport()
+    relay(transport)
+    row = Job.objects.get(id=job.id)
+    assert row.dispatch_token is not None
+    result = Job.objects.claim(
+        job_id=job.id,
+        dispatch_token=row.dispatch_token,
+        worker=worker,
+        registered_names={job.name},
+        lock_timeout_seconds=1,
+    )
+    assert result.job is not None
+    return result.job
+
+
+def age_heartbeat(job: Job, seconds: float) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE asyncjobs_job SET heartbeat_at = now() - %s * interval '1 second' "
+            "WHERE id = %s",
+            [seconds, job.id],
+        )
+
+
+def test_free_interruptions_do_not_use_attempts_and_later_ones_do() -> None:
+    job = jobs.ledgered.delay(key="hb")
+    for expected_attempts in (0, 0, 0, 1):
+        running = claimed(job)
+        assert running.lease_token is not None
+        back = Job.objects.hand_back(
+            job_id=job.id,
+            lease_token=running.lease_token,
+            reason="interrupted",
+            free_interruptions=3,
+        )
+        assert back is not None and back.status == "scheduled"
+        assert back.attempts == expected_attempts
+    assert back.interruptions == 4
+
+
+def test_a_hand_back_with_a_lost_lease_changes_nothing() -> None:
+    job = jobs.ledgered.delay(key="lease")
+    claimed(job)
+    assert (
+        Job.objects.hand_back(
+            job_id=job.id, lease_token=uuid.uuid4(), reason="x", free_interruptions=3
+        )
+        is None
+    )
+    assert Job.objects.get(id=job.id).status == "running"
+
+
+def test_an_at_most_once_job_handed_back_is_failed() -> None:
+    job = jobs.ledgered_once.delay(key="amo")
+    running = claimed(job)
+    assert running.lease_token is not None
+    back = Job.objects.hand_back(
+        job_id=job.id,
+        lease_token=running.lease_token,
+        reason="interrupted: worker w1 shut down during attempt 1",
+        free_interruptions=3,
+        at_most_once=True,
+    )
+    assert back is not None and back.status == "failed" and back.finished_at is not None
+
+
+def test_the_scheduler_rescues_only_jobs_whose_heartbeat_is_stale() -> None:
+    stale = jobs.ledgered.delay(key="stale")
+    fresh = jobs.ledgered.delay(key="fresh")
+    once = jobs.ledgered_once.delay(key="once")
+    for job in (stale, fresh, once):
+        claimed(job)
+    age_heartbeat(stale, 600)
+    age_heartbeat(once, 600)
+
+    assert Scheduler(transport=MemoryTransport()).rescue_stalled() == 2
+
+    rescued = Job.objects.get(id=stale.id)
+    assert rescued.status == "scheduled" and rescued.attempts == 1
+    assert rescued.error.startswith("WorkerLost: no heartbeat from worker w1")
+    assert Job.objects.get(id=fresh.id).status == "running"
+    failed = Job.objects.get(id=once.id)
+    assert failed.status == "failed" and failed.error.startswith("WorkerLost")
+
+
+def test_a_rescue_racing_a_heartbeat_loses() -> None:
+    job = jobs.ledgered.delay(key="race")
+    running = claimed(job)
+    assert running.lease_token is not None
+    # The worker came back in time: its heartbeat is fresh, so the fenced write matches nothing.
+    assert (
+        Job.objects.record_failure(
+            job_id=job.id,
+            lease_token=running.lease_token,
+            error="WorkerLost",
+            traceback="",
+            retry_in_seconds=0,
+            stale_after_seconds=60,
+        )
+        is None
+    )
+
+
+def test_queued_jobs_whose_message_was_lost_are_sent_again_with_a_new_token() -> None:
+    transport = MemoryTransport()
+    job = jobs.ledgered.delay(key="lost")
+    relay(transport)
+    first_token = Job.objects.get(id=job.id).dispatch_token
+    transport.purge()  # the message is gone
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE asyncjobs_job SET enqueued_at = now() - interval '1 hour' WHERE id = %s",
+            [job.id],
+        )
+
+    assert Scheduler(transport=transport).run_once() == 1
+    row = Job.objects.get(id=job.id)
+    assert row.status == "queued" and row.dispatch_token != first_token
+    drain(transport)
+    assert Job.objects.get(id=job.id).status == "succeeded"
+
+
+def test_a_result_over_the_size_limit_fails_the_attempt_clearly() -> None:
+    transport = MemoryTransport()
+    with override_settings(ASYNCJOBS={**_current_asyncjobs(), "MAX_PAYLOAD_BYTES": 100}):
+        fits = jobs.big_result.delay(49)  # 100 bytes of JSON
+        too_big = jobs.big_result.delay(50)  # 102 bytes
+        relay(transport)
+        drain(transport)
+    assert Job.objects.get(id=fits.id).status == "succeeded"
+    failed = Job.objects.get(id=too_big.id)
+    assert failed.status == "failed" and failed.result is None
+    assert "the job's return value is 102 bytes of JSON; the limit is 100" in failed.error

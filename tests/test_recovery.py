@@ -58,7 +58,7 @@ def test_free_interruptions_do_not_use_attempts_and_later_ones_do() -> None:
         )
         assert back is not None and back.status == "scheduled"
         assert back.attempts == expected_attempts
-    assert back.interruptions == 4
+    assert back is not None and back.interruptions == 4
 
 
 def test_a_hand_back_with_a_lost_lease_changes_nothing() -> None:

@@ -42,7 +42,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks.throughput import drop_database, recreate_database  # noqa: E402
+from benchmarks.throughput import (  # noqa: E402
+    drop_database,
+    recreate_database,
+    sigterm_as_interrupt,
+)
 from tests.processes import ManagedProcess, ProcessGroup, subprocess_env  # noqa: E402
 from tests.services import ensure_services, stop_services  # noqa: E402
 
@@ -190,7 +194,11 @@ def _kind(error: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+    with sigterm_as_interrupt():  # SIGTERM must still stop the servers this script started
+        return _main(parse_args(argv))
+
+
+def _main(args: argparse.Namespace) -> int:
     seed = args.seed if args.seed is not None else random.randrange(1_000_000)
     rng = random.Random(seed)
     log(f"seed {seed}")
@@ -224,7 +232,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 from django_asyncjobs.models import Job
 
                 while True:
-                    done.wait(rng.uniform(2, 6))
+                    pause = rng.uniform(2, 6)
+                    if done.is_set():  # done.wait() no longer waits once enqueue has ended
+                        time.sleep(pause)
+                    else:
+                        done.wait(pause)
                     finished = Job.objects.filter(status__in=FINAL).count()
                     if done.is_set() and (
                         time.monotonic() - began >= args.chaos_seconds or finished >= len(keys)

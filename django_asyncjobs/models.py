@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import uuid
 
+from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import GinIndex
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
@@ -55,6 +57,24 @@ class Job(models.Model):
     finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
     heartbeat_at = models.DateTimeField(_("heartbeat at"), null=True, blank=True)
     worker = models.CharField(_("worker"), max_length=255, blank=True, default="")
+    # NULL, not "": jobs without a key must never conflict with each other.
+    unique_key = models.CharField(  # noqa: DJ001
+        _("unique key"),
+        max_length=255,
+        null=True,
+        blank=True,
+        help_text=_("While a job with this key is scheduled, queued or running, no second one."),
+    )
+    depends_on = ArrayField(
+        models.UUIDField(),
+        verbose_name=_("depends on"),
+        default=list,
+        blank=True,
+        help_text=_("Jobs that must succeed before this one runs."),
+    )
+    blocked = models.BooleanField(
+        _("blocked"), default=False, help_text=_("Waiting for its dependencies to succeed.")
+    )
     # Fencing tokens: a message is only good for the dispatch that sent it, and a worker's writes
     # only count while it holds the lease it got when it claimed the job.
     dispatch_token = models.UUIDField(null=True, blank=True, editable=False)
@@ -67,6 +87,15 @@ class Job(models.Model):
         verbose_name = _("job")
         verbose_name_plural = _("jobs")
         ordering = ["-created_at"]
+        constraints = [
+            # delay() of a unique job returns the active one instead of inserting: enforced here,
+            # so that concurrent callers cannot race past each other.
+            models.UniqueConstraint(
+                fields=["unique_key"],
+                condition=models.Q(status__in=["scheduled", "queued", "running"]),
+                name="asyncjobs_unique_active",
+            ),
+        ]
         permissions = [("retry_job", "Can retry jobs"), ("cancel_job", "Can cancel jobs")]
         indexes = [
             # The scheduler's relay: due scheduled jobs of one queue, highest priority first
@@ -76,13 +105,13 @@ class Job(models.Model):
                 models.F("priority").desc(),
                 "run_at",
                 name="asyncjobs_relay_idx",
-                condition=models.Q(status="scheduled"),
+                condition=models.Q(status="scheduled", blocked=False),
             ),
             # The scheduler's "when is the next job due" and the admin's due filter.
             models.Index(
                 fields=["run_at"],
                 name="asyncjobs_next_due_idx",
-                condition=models.Q(status="scheduled"),
+                condition=models.Q(status="scheduled", blocked=False),
             ),
             # The reaper's scan of running jobs by heartbeat.
             models.Index(
@@ -95,6 +124,12 @@ class Job(models.Model):
                 fields=["enqueued_at"],
                 name="asyncjobs_queued_idx",
                 condition=models.Q(status="queued"),
+            ),
+            # Dependents of a job, while they wait for it.
+            GinIndex(
+                fields=["depends_on"],
+                name="asyncjobs_depends_idx",
+                condition=models.Q(blocked=True),
             ),
             # Admin and commands: list by status / name / queue, newest first.
             models.Index(fields=["status", "-created_at"], name="asyncjobs_status_idx"),

@@ -29,6 +29,9 @@ logger = logging.getLogger(__name__)
 
 #: LISTEN/NOTIFY channel that wakes the scheduler when jobs are written.
 NOTIFY_CHANNEL = "asyncjobs"
+#: Statuses of a job that holds its unique key.
+ACTIVE_STATUSES = (JobStatus.SCHEDULED.value, JobStatus.QUEUED.value, JobStatus.RUNNING.value)
+_ACTIVE_SQL = ", ".join(f"'{status}'" for status in ACTIVE_STATUSES)
 _LOCK_NOT_AVAILABLE = "55P03"
 
 
@@ -132,13 +135,112 @@ class JobManager(models.Manager["Job"]):
         max_retries: int,
         timeout_seconds: float | None,
         run_after: dt.timedelta | dt.datetime | None = None,
+        unique_key: str | None = None,
+        depends_on: Sequence[uuid.UUID] = (),
     ) -> Job:
         """Insert one ``scheduled`` job and NOTIFY the scheduler, in one statement.
 
-        The statement joins the caller's transaction: the job exists, and the scheduler wakes, only
-        if that transaction commits. Nothing here talks to SQS. Arguments must already be checked
-        (see :func:`django_asyncjobs.payload.check_arguments`).
+        See :meth:`enqueue_many`; with a *unique_key* that an active job holds, that job is
+        returned instead.
         """
+        (job,) = self.enqueue_many(
+            name=name,
+            arguments=[(args, kwargs)],
+            unique_keys=[unique_key],
+            queue=queue,
+            priority=priority,
+            max_retries=max_retries,
+            timeout_seconds=timeout_seconds,
+            run_after=run_after,
+            depends_on=depends_on,
+        )
+        return job
+
+    def enqueue_many(
+        self,
+        *,
+        name: str,
+        arguments: Sequence[tuple[list[Any], dict[str, Any]]],
+        queue: str,
+        priority: int,
+        max_retries: int,
+        timeout_seconds: float | None,
+        run_after: dt.timedelta | dt.datetime | None = None,
+        unique_keys: Sequence[str | None] | None = None,
+        depends_on: Sequence[uuid.UUID] = (),
+    ) -> list[Job]:
+        """Insert ``scheduled`` jobs, one per ``(args, kwargs)``, with one statement and one NOTIFY.
+
+        The statement joins the caller's transaction: the jobs exist, and the scheduler wakes, only
+        if that transaction commits. Nothing here talks to SQS. Arguments must already be checked
+        (see :func:`django_asyncjobs.payload.check_arguments`). A job whose unique key an active
+        (scheduled, queued or running) job holds is not inserted: that job is returned in its
+        place. Jobs with *depends_on* stay ``scheduled`` and blocked until every dependency has
+        succeeded; a dependency that does not exist raises :class:`ValueError`.
+        """
+        keys = list(unique_keys) if unique_keys is not None else [None] * len(arguments)
+        if len(keys) != len(arguments):
+            raise ValueError("unique_keys must have one entry per job")
+        dependencies = list(dict.fromkeys(depends_on))
+        if dependencies:
+            self._check_dependencies(dependencies)
+        jobs: dict[int, Job] = {}
+        pending = list(range(len(arguments)))
+        for _ in range(3):
+            inserted = self._insert(
+                name=name,
+                rows=[(arguments[i][0], arguments[i][1], keys[i]) for i in pending],
+                queue=queue,
+                priority=priority,
+                max_retries=max_retries,
+                timeout_seconds=timeout_seconds,
+                run_after=run_after,
+                depends_on=dependencies,
+            )
+            for position, job in zip(pending, inserted, strict=True):
+                if job is not None:
+                    jobs[position] = job
+            pending = [i for i in pending if i not in jobs]
+            if not pending:
+                break
+            active = {
+                job.unique_key: job
+                for job in self.filter(
+                    unique_key__in={keys[i] for i in pending}, status__in=ACTIVE_STATUSES
+                )
+            }
+            for i in pending:
+                if keys[i] in active:
+                    jobs[i] = active[keys[i]]
+            # A key whose active job finished meanwhile is free again: insert once more.
+            pending = [i for i in pending if i not in jobs]
+            if not pending:
+                break
+        if pending:
+            raise RuntimeError(f"could not enqueue {len(pending)} unique jobs; keys kept changing")
+        if dependencies:
+            self.cancel_orphans()
+        return [jobs[i] for i in range(len(arguments))]
+
+    def _check_dependencies(self, dependencies: list[uuid.UUID]) -> None:
+        found = set(self.filter(id__in=dependencies).values_list("id", flat=True))
+        missing = [str(d) for d in dependencies if d not in found]
+        if missing:
+            raise ValueError(f"depends_on names jobs that do not exist: {', '.join(missing)}")
+
+    def _insert(
+        self,
+        *,
+        name: str,
+        rows: list[tuple[list[Any], dict[str, Any], str | None]],
+        queue: str,
+        priority: int,
+        max_retries: int,
+        timeout_seconds: float | None,
+        run_after: dt.timedelta | dt.datetime | None,
+        depends_on: list[uuid.UUID],
+    ) -> list[Job | None]:
+        """Insert *rows*; return the new jobs in order, ``None`` where a unique key was taken."""
         run_at_params: list[Any]
         if isinstance(run_after, dt.datetime):
             run_at_sql, run_at_params = "%s", [run_after]
@@ -147,56 +249,152 @@ class JobManager(models.Manager["Job"]):
             run_at_params = [run_after.total_seconds()]
         else:
             run_at_sql, run_at_params = "now()", []
-        job_id = uuid.uuid4()
+        table = _table(self.model)
+        if depends_on:
+            blocked_sql = (
+                f"EXISTS (SELECT 1 FROM {table} AS d WHERE d.id = ANY(%s) AND d.status <> %s)"
+            )
+            blocked_params: list[Any] = [depends_on, JobStatus.SUCCEEDED.value]
+        else:
+            blocked_sql, blocked_params = "false", []
+        ids = [uuid.uuid4() for _ in rows]
         sql = f"""
             WITH inserted AS (
-                INSERT INTO {_table(self.model)} (
+                INSERT INTO {table} (
                     id, name, args, kwargs, queue, priority, status, run_at, attempts,
-                    interruptions, max_retries, timeout, error, traceback, created_at, worker
-                ) VALUES (
-                    %s, %s, %s::jsonb, %s::jsonb, %s, %s, %s, {run_at_sql}, 0,
-                    0, %s, %s, '', '', now(), ''
-                ) RETURNING created_at, run_at
+                    interruptions, max_retries, timeout, error, traceback, created_at, worker,
+                    unique_key, depends_on, blocked
+                )
+                SELECT r.id, %s, r.a::jsonb, r.k::jsonb, %s, %s, %s, {run_at_sql}, 0,
+                    0, %s, %s, '', '', now(), '',
+                    r.unique_key, %s::uuid[], {blocked_sql}
+                FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::text[])
+                    WITH ORDINALITY AS r(id, a, k, unique_key, n)
+                ORDER BY r.n
+                ON CONFLICT (unique_key) WHERE status IN ({_ACTIVE_SQL}) DO NOTHING
+                RETURNING id, created_at, run_at, blocked
             )
-            SELECT created_at, run_at, pg_notify(%s, '') FROM inserted
+            SELECT id, created_at, run_at, blocked, (SELECT pg_notify(%s, '')) FROM inserted
         """
         params = [
-            job_id,
             name,
-            json.dumps(args),
-            json.dumps(kwargs),
             queue,
             priority,
             JobStatus.SCHEDULED.value,
             *run_at_params,
             max_retries,
             timeout_seconds,
+            depends_on,
+            *blocked_params,
+            ids,
+            [json.dumps(args) for args, _, _ in rows],
+            [json.dumps(kwargs) for _, kwargs, _ in rows],
+            [key for _, _, key in rows],
             NOTIFY_CHANNEL,
         ]
         with connections[self._db_alias].cursor() as cursor:
             cursor.execute(sql, params)
-            created_at, run_at, _ = cursor.fetchone()
-        job = self.model(
-            id=job_id,
-            name=name,
-            args=args,
-            kwargs=kwargs,
-            queue=queue,
-            priority=priority,
-            status=JobStatus.SCHEDULED,
-            run_at=run_at,
-            attempts=0,
-            interruptions=0,
-            max_retries=max_retries,
-            timeout=timeout_seconds,
-            created_at=created_at,
-        )
-        job._state.adding = False
-        job._state.db = self._db_alias
-        signals.send_after_commit(
-            job, old_status=None, signal=signals.job_enqueued, using=self._db_alias
-        )
-        return job
+            stored = {row[0]: row[1:4] for row in cursor.fetchall()}
+        jobs: list[Job | None] = []
+        for job_id, (args, kwargs, key) in zip(ids, rows, strict=True):
+            if job_id not in stored:
+                jobs.append(None)
+                continue
+            created_at, run_at, blocked = stored[job_id]
+            job = self.model(
+                id=job_id,
+                name=name,
+                args=args,
+                kwargs=kwargs,
+                queue=queue,
+                priority=priority,
+                status=JobStatus.SCHEDULED,
+                run_at=run_at,
+                attempts=0,
+                interruptions=0,
+                max_retries=max_retries,
+                timeout=timeout_seconds,
+                created_at=created_at,
+                unique_key=key,
+                depends_on=depends_on,
+                blocked=blocked,
+            )
+            job._state.adding = False
+            job._state.db = self._db_alias
+            signals.send_after_commit(
+                job, old_status=None, signal=signals.job_enqueued, using=self._db_alias
+            )
+            jobs.append(job)
+        return jobs
+
+    # -- dependencies ----------------------------------------------------------------------------
+
+    def _wake_dependents_sql(self) -> str:
+        """SQL for a select list over ``changed`` rows: NOTIFY the scheduler (one parameter, the
+        channel) only when a changed job has blocked dependents, which its next pass releases or
+        cancels. Finishing jobs without dependents wakes nobody."""
+        return f"""(SELECT pg_notify(%s, '') WHERE EXISTS (
+            SELECT 1 FROM {_table(self.model)} AS dependent
+            WHERE dependent.blocked AND dependent.depends_on @> ARRAY[changed.id]))"""
+
+    def release_ready(self) -> int:
+        """Unblock scheduled jobs whose dependencies have all succeeded; return how many."""
+        table = _table(self.model)
+        sql = f"""
+            UPDATE {table} AS j SET blocked = false, run_at = greatest(j.run_at, now())
+            WHERE j.blocked AND j.status = %s AND NOT EXISTS (
+                SELECT 1 FROM {table} AS d WHERE d.id = ANY(j.depends_on) AND d.status <> %s
+            )
+        """
+        with connections[self._db_alias].cursor() as cursor:
+            cursor.execute(sql, [JobStatus.SCHEDULED.value, JobStatus.SUCCEEDED.value])
+            return int(cursor.rowcount)
+
+    def cancel_orphans(self) -> int:
+        """Cancel blocked jobs one of whose dependencies failed or was cancelled; return how many.
+
+        Repeats until no more change, so a chain a -> b -> c is cancelled to its end.
+        """
+        table = _table(self.model)
+        sql = f"""
+            WITH doomed AS (
+                SELECT j.id, (
+                    SELECT d.id::text || ' (' || d.name || ') ' || d.status FROM {table} AS d
+                    WHERE d.id = ANY(j.depends_on) AND d.status IN (%s, %s) LIMIT 1
+                ) AS reason
+                FROM {table} AS j
+                WHERE j.blocked AND j.status = %s
+                FOR UPDATE OF j SKIP LOCKED
+            )
+            UPDATE {table} AS j
+            SET status = %s, blocked = false, finished_at = now(),
+                error = 'Cancelled: dependency ' || doomed.reason
+            FROM doomed WHERE j.id = doomed.id AND doomed.reason IS NOT NULL
+            RETURNING {_columns(self.model, prefix="j.")}
+        """
+        total = 0
+        while True:
+            jobs = list(
+                self.model._default_manager.raw(
+                    sql,
+                    [
+                        JobStatus.FAILED.value,
+                        JobStatus.CANCELLED.value,
+                        JobStatus.SCHEDULED.value,
+                        JobStatus.CANCELLED.value,
+                    ],
+                ).using(self._db_alias)
+            )
+            for job in jobs:
+                signals.send_after_commit(
+                    job,
+                    old_status=JobStatus.SCHEDULED,
+                    signal=signals.job_cancelled,
+                    using=self._db_alias,
+                )
+            total += len(jobs)
+            if not jobs:
+                return total
 
     # -- scheduler -------------------------------------------------------------------------------
 
@@ -208,11 +406,12 @@ class JobManager(models.Manager["Job"]):
         table = _table(self.model)
         sql = f"""
             WITH RECURSIVE queues AS (
-                (SELECT queue FROM {table} WHERE status = %s AND run_at <= now()
+                (SELECT queue FROM {table} WHERE status = %s AND NOT blocked AND run_at <= now()
                  ORDER BY queue LIMIT 1)
                 UNION ALL
                 SELECT (SELECT j.queue FROM {table} AS j
-                        WHERE j.status = %s AND j.run_at <= now() AND j.queue > queues.queue
+                        WHERE j.status = %s AND NOT j.blocked AND j.run_at <= now()
+                            AND j.queue > queues.queue
                         ORDER BY j.queue LIMIT 1)
                 FROM queues WHERE queues.queue IS NOT NULL
             )
@@ -251,7 +450,7 @@ class JobManager(models.Manager["Job"]):
         sql = f"""
             WITH due AS (
                 SELECT id FROM {table}
-                WHERE status = %s AND queue = %s AND run_at <= now()
+                WHERE status = %s AND NOT blocked AND queue = %s AND run_at <= now()
                 ORDER BY priority DESC, run_at
                 LIMIT %s
                 FOR UPDATE SKIP LOCKED
@@ -296,7 +495,7 @@ class JobManager(models.Manager["Job"]):
         """Return how long until the next scheduled job is due (0 if overdue), or ``None``."""
         sql = (
             f"SELECT EXTRACT(EPOCH FROM (min(run_at) - now())) FROM {_table(self.model)} "
-            f"WHERE status = %s"
+            f"WHERE status = %s AND NOT blocked"
         )
         with connections[self._db_alias].cursor() as cursor:
             cursor.execute(sql, [JobStatus.SCHEDULED.value])
@@ -406,10 +605,13 @@ class JobManager(models.Manager["Job"]):
         write is discarded so a newer attempt's outcome is never overwritten.
         """
         sql = f"""
-            UPDATE {_table(self.model)}
-            SET status = %s, result = %s::jsonb, finished_at = now(), error = '', traceback = ''
-            WHERE id = %s AND status = %s AND lease_token = %s
-            RETURNING {_columns(self.model)}
+            WITH changed AS (
+                UPDATE {_table(self.model)}
+                SET status = %s, result = %s::jsonb, finished_at = now(), error = '', traceback = ''
+                WHERE id = %s AND status = %s AND lease_token = %s
+                RETURNING *
+            )
+            SELECT {_columns(self.model)}, {self._wake_dependents_sql()} FROM changed
         """
         job = self._returning(
             sql,
@@ -419,6 +621,7 @@ class JobManager(models.Manager["Job"]):
                 job_id,
                 JobStatus.RUNNING.value,
                 lease_token,
+                NOTIFY_CHANNEL,
             ],
         )
         if job is not None:
@@ -652,11 +855,18 @@ class JobManager(models.Manager["Job"]):
             SET status = %s, finished_at = now(), dispatch_token = NULL
             FROM old WHERE j.id = old.id AND old.status IN (%s, %s)
             RETURNING {_columns(self.model, prefix="j.")},
-                old.status AS old_status
+                old.status AS old_status, pg_notify(%s, '')
         """
+        # The NOTIFY lets the scheduler cancel this job's dependents at once.
         job = self._returning(
             sql,
-            [job_id, JobStatus.CANCELLED.value, JobStatus.SCHEDULED.value, JobStatus.QUEUED.value],
+            [
+                job_id,
+                JobStatus.CANCELLED.value,
+                JobStatus.SCHEDULED.value,
+                JobStatus.QUEUED.value,
+                NOTIFY_CHANNEL,
+            ],
         )
         if job is not None:
             signals.send_after_commit(

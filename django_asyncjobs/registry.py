@@ -10,13 +10,13 @@ import datetime as dt
 import functools
 import inspect
 import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+import uuid
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
-from .conf import get_settings, queue_name_error
+from .conf import get_settings
+from .enqueue import Arguments, BoundJob, EnqueueOptions, RunAfter, check_priority, check_queue
 from .exceptions import DuplicateJobName, JobNotRegistered
-from .payload import check_arguments
 from .retry import Backoff
 
 if TYPE_CHECKING:
@@ -25,45 +25,6 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T", bound=type)
-
-RunAfter = float | int | dt.timedelta | dt.datetime
-
-
-def _check_run_after(run_after: RunAfter | None) -> dt.timedelta | dt.datetime | None:
-    if run_after is None:
-        return None
-    if isinstance(run_after, dt.datetime):
-        if run_after.tzinfo is None or run_after.utcoffset() is None:
-            raise ValueError(
-                f"run_after={run_after!r} is a naive datetime; pass an aware one "
-                "(django.utils.timezone.now() + timedelta(...))"
-            )
-        return run_after
-    if isinstance(run_after, dt.timedelta):
-        return run_after
-    if isinstance(run_after, int | float) and not isinstance(run_after, bool):
-        if run_after < 0:
-            raise ValueError(f"run_after must be 0 or more seconds, not {run_after!r}")
-        return dt.timedelta(seconds=run_after)
-    raise TypeError(
-        f"run_after must be seconds, a timedelta or an aware datetime, not {run_after!r}"
-    )
-
-
-def _check_priority(priority: object) -> int:
-    if not isinstance(priority, int) or isinstance(priority, bool):
-        raise TypeError(f"priority must be an int, not {priority!r}")
-    if not -(2**31) <= priority < 2**31:
-        raise ValueError(f"priority must fit in 32 bits, not {priority}")
-    return priority
-
-
-def _check_queue(queue: object) -> str:
-    problem = queue_name_error(queue)
-    if problem:
-        raise ValueError(problem)
-    assert isinstance(queue, str)
-    return queue
 
 
 def _timeout_seconds(timeout: float | dt.timedelta | None) -> float | None:
@@ -74,15 +35,6 @@ def _timeout_seconds(timeout: float | dt.timedelta | None) -> float | None:
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0:
         raise ValueError(f"timeout must be 0 or more seconds or a timedelta, not {timeout!r}")
     return float(timeout)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class EnqueueOptions:
-    """Per-call overrides set with :meth:`JobDefinition.using`."""
-
-    run_after: dt.timedelta | dt.datetime | None = None
-    priority: int | None = None
-    queue: str | None = None
 
 
 class JobDefinition(Generic[P, R]):
@@ -109,9 +61,11 @@ class JobDefinition(Generic[P, R]):
         timeout: float | None,
         backoff: Backoff | None,
         at_most_once: bool = False,
+        unique: bool = False,
     ) -> None:
         self.target = target
         self.at_most_once = at_most_once
+        self.unique = unique
         self.name = name
         self.queue = queue
         self.priority = priority
@@ -140,15 +94,31 @@ class JobDefinition(Generic[P, R]):
         run_after: RunAfter | None = None,
         priority: int | None = None,
         queue: str | None = None,
+        unique_key: str | None = None,
+        depends_on: Iterable[Job | uuid.UUID | str] | None = None,
     ) -> BoundJob[P, R]:
         """Return a copy whose :meth:`~BoundJob.delay` applies these options.
 
         *run_after* is seconds, a timedelta or an aware datetime; the delay is measured by the
         database's clock. *priority* (higher first) and *queue* override the job's defaults.
+        *unique_key* and *depends_on*: see :meth:`BoundJob.using`.
         """
         return BoundJob(self, EnqueueOptions()).using(
-            run_after=run_after, priority=priority, queue=queue
+            run_after=run_after,
+            priority=priority,
+            queue=queue,
+            unique_key=unique_key,
+            depends_on=depends_on,
         )
+
+    def delay_many(self, arguments: Iterable[Arguments]) -> list[Job]:
+        """Store one job per ``(args, kwargs)`` pair, in one statement; see
+        :meth:`BoundJob.delay_many`.
+
+        >>> add.delay_many([((1, 2), {}), ((3, 4), {})])
+        [<Job: ...>, <Job: ...>]
+        """
+        return BoundJob(self, EnqueueOptions()).delay_many(arguments)
 
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> Job:
         """Store a job that a worker will run with these arguments, in the current transaction.
@@ -179,56 +149,6 @@ class JobDefinition(Generic[P, R]):
     def resolve_backoff(self) -> Backoff:
         """Return the job's backoff policy, or the project default."""
         return self.backoff or Backoff.from_settings()
-
-
-class BoundJob(Generic[P, R]):
-    """A job definition with per-call options; returned by :meth:`JobDefinition.using`."""
-
-    __slots__ = ("definition", "options")
-
-    def __init__(self, definition: JobDefinition[P, R], options: EnqueueOptions) -> None:
-        self.definition = definition
-        self.options = options
-
-    def using(
-        self,
-        *,
-        run_after: RunAfter | None = None,
-        priority: int | None = None,
-        queue: str | None = None,
-    ) -> BoundJob[P, R]:
-        """Return a copy with these options added to the ones already set."""
-        current = self.options
-        return BoundJob(
-            self.definition,
-            EnqueueOptions(
-                run_after=_check_run_after(run_after)
-                if run_after is not None
-                else current.run_after,
-                priority=_check_priority(priority) if priority is not None else current.priority,
-                queue=_check_queue(queue) if queue is not None else current.queue,
-            ),
-        )
-
-    def delay(self, *args: P.args, **kwargs: P.kwargs) -> Job:
-        """Store the job; see :meth:`JobDefinition.delay`."""
-        from .models import Job
-
-        definition = self.definition
-        conf = get_settings()
-        definition.bind_arguments(args, kwargs)
-        json_args, json_kwargs, _ = check_arguments(args, kwargs, max_bytes=conf.max_payload_bytes)
-        options = self.options
-        return Job.objects.enqueue(
-            name=definition.name,
-            args=json_args,
-            kwargs=json_kwargs,
-            queue=options.queue or definition.queue or conf.default_queue,
-            priority=definition.priority if options.priority is None else options.priority,
-            max_retries=definition.resolve_max_retries(),
-            timeout_seconds=definition.resolve_timeout_seconds(),
-            run_after=options.run_after,
-        )
 
 
 class Registry:
@@ -305,6 +225,7 @@ def job(
     timeout: float | dt.timedelta | None = None,
     backoff: Backoff | None = None,
     at_most_once: bool = False,
+    unique: bool = False,
 ) -> Callable[[Callable[P, R]], JobDefinition[P, R]]: ...
 def job(
     target: Any = None,
@@ -317,6 +238,7 @@ def job(
     timeout: float | dt.timedelta | None = None,
     backoff: Backoff | None = None,
     at_most_once: bool = False,
+    unique: bool = False,
 ) -> Any:
     """Register a function (``def`` or ``async def``) or a class with ``handle()`` as a job.
 
@@ -324,7 +246,9 @@ def job(
     ``ASYNCJOBS["DEFAULT_QUEUE"]``), *priority* (higher runs first), *max_retries* and *timeout*
     in seconds (defaults from settings; ``timeout=0`` means no limit), *backoff* (a
     :class:`~django_asyncjobs.retry.Backoff`), *at_most_once* (an attempt whose worker died or
-    stopped mid-job is failed, never run again: for jobs that must not run twice)::
+    stopped mid-job is failed, never run again: for jobs that must not run twice), *unique*
+    (while a job with the same name and arguments is scheduled, queued or running, ``delay()``
+    returns it instead of storing another)::
 
         @job
         def add(a: int, b: int) -> int:
@@ -347,15 +271,16 @@ def job(
     class stays the class, with ``delay``, ``using`` and ``job_definition`` added.
     """
     if queue is not None:
-        _check_queue(queue)
-    _check_priority(priority)
+        check_queue(queue)
+    check_priority(priority)
     if max_retries is not None and (
         not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0
     ):
         raise ValueError(f"max_retries must be an int of 0 or more, not {max_retries!r}")
     timeout_seconds = _timeout_seconds(timeout)
-    if not isinstance(at_most_once, bool):
-        raise ValueError(f"at_most_once must be True or False, not {at_most_once!r}")
+    for flag, value in (("at_most_once", at_most_once), ("unique", unique)):
+        if not isinstance(value, bool):
+            raise ValueError(f"{flag} must be True or False, not {value!r}")
 
     def decorate(target: Any) -> Any:
         if not callable(target):
@@ -372,12 +297,14 @@ def job(
             timeout=timeout_seconds,
             backoff=backoff,
             at_most_once=at_most_once,
+            unique=unique,
         )
         registry.register(definition)
         if definition.is_class:
             target.job_definition = definition
             target.delay = definition.delay
             target.using = definition.using
+            target.delay_many = definition.delay_many
             return target
         return definition
 

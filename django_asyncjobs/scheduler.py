@@ -164,7 +164,7 @@ class Scheduler:
         return count
 
     def run_once(self) -> int:
-        """Recover stalled and lost jobs, then relay every job that is due now.
+        """Release or cancel dependents, recover stalled and lost jobs, then relay due jobs.
 
         Returns how many jobs were sent.
 
@@ -172,9 +172,11 @@ class Scheduler:
         (the jobs it did not take stay scheduled) and :class:`django.db.DatabaseError` when
         PostgreSQL did.
         """
+        manager = Job.objects.db_manager(self.using)
+        manager.release_ready()
+        manager.cancel_orphans()
         self.rescue_stalled()
         self.resend_lost()
-        manager = Job.objects.db_manager(self.using)
         limit = self.max_queued_per_queue
         queued = manager.queued_counts() if limit else {}
         total = 0

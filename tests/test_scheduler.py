@@ -188,7 +188,8 @@ def test_the_relay_uses_the_due_index() -> None:
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE asyncjobs_job")
         cursor.execute(
-            "EXPLAIN SELECT id FROM asyncjobs_job WHERE status = 'scheduled' AND queue = 'default' "
+            "EXPLAIN SELECT id FROM asyncjobs_job WHERE status = 'scheduled' AND NOT blocked "
+            "AND queue = 'default' "
             "AND run_at <= now() ORDER BY priority DESC, run_at LIMIT 500 FOR UPDATE SKIP LOCKED"
         )
         plan = "\n".join(row[0] for row in cursor.fetchall())

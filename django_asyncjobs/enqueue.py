@@ -1,0 +1,211 @@
+"""Enqueueing: per-call options, argument checks, and the one INSERT behind ``delay()``.
+
+:class:`BoundJob` is what ``my_job.using(...)`` returns; ``my_job.delay()`` is
+``my_job.using().delay()``. Everything is checked before anything is written, so a bad call raises
+at the call site and stores nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+
+from .conf import get_settings, queue_name_error
+from .payload import check_arguments
+
+if TYPE_CHECKING:
+    from .models import Job
+    from .registry import JobDefinition
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+RunAfter = float | int | dt.timedelta | dt.datetime
+
+
+def check_run_after(run_after: RunAfter | None) -> dt.timedelta | dt.datetime | None:
+    if run_after is None:
+        return None
+    if isinstance(run_after, dt.datetime):
+        if run_after.tzinfo is None or run_after.utcoffset() is None:
+            raise ValueError(
+                f"run_after={run_after!r} is a naive datetime; pass an aware one "
+                "(django.utils.timezone.now() + timedelta(...))"
+            )
+        return run_after
+    if isinstance(run_after, dt.timedelta):
+        return run_after
+    if isinstance(run_after, int | float) and not isinstance(run_after, bool):
+        if run_after < 0:
+            raise ValueError(f"run_after must be 0 or more seconds, not {run_after!r}")
+        return dt.timedelta(seconds=run_after)
+    raise TypeError(
+        f"run_after must be seconds, a timedelta or an aware datetime, not {run_after!r}"
+    )
+
+
+def check_priority(priority: object) -> int:
+    if not isinstance(priority, int) or isinstance(priority, bool):
+        raise TypeError(f"priority must be an int, not {priority!r}")
+    if not -(2**31) <= priority < 2**31:
+        raise ValueError(f"priority must fit in 32 bits, not {priority}")
+    return priority
+
+
+def check_queue(queue: object) -> str:
+    problem = queue_name_error(queue)
+    if problem:
+        raise ValueError(problem)
+    assert isinstance(queue, str)
+    return queue
+
+
+#: Longest unique key (the column's size).
+MAX_UNIQUE_KEY_LENGTH = 255
+
+Arguments = tuple[Sequence[Any], Mapping[str, Any]]
+
+
+def unique_key_for(name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
+    """Return the key of ``@job(unique=True)``: the job's name and a hash of its arguments.
+
+    >>> unique_key_for("app.jobs.sync", [1], {})
+    'app.jobs.sync:...'
+    """
+    canonical = json.dumps([list(args), dict(kwargs)], sort_keys=True, separators=(",", ":"))
+    digest = hashlib.sha256(canonical.encode()).hexdigest()
+    return f"{name[: MAX_UNIQUE_KEY_LENGTH - len(digest) - 1]}:{digest}"
+
+
+def _job_id(dependency: object) -> uuid.UUID:
+    job_id = getattr(dependency, "id", dependency)
+    if isinstance(job_id, uuid.UUID):
+        return job_id
+    if isinstance(job_id, str):
+        try:
+            return uuid.UUID(job_id)
+        except ValueError:
+            pass
+    raise TypeError(f"depends_on takes jobs or job ids, not {dependency!r}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EnqueueOptions:
+    """Per-call overrides set with :meth:`JobDefinition.using`."""
+
+    run_after: dt.timedelta | dt.datetime | None = None
+    priority: int | None = None
+    queue: str | None = None
+    unique_key: str | None = None
+    depends_on: tuple[uuid.UUID, ...] = ()
+
+
+class BoundJob(Generic[P, R]):
+    """A job definition with per-call options; returned by :meth:`JobDefinition.using`.
+
+    >>> report = build_report.using(run_after=60, priority=5).delay(2026)
+    >>> build_report.using(depends_on=[report]).delay_many([([2027], {}), ([2028], {})])
+    """
+
+    __slots__ = ("definition", "options")
+
+    def __init__(self, definition: JobDefinition[P, R], options: EnqueueOptions) -> None:
+        self.definition = definition
+        self.options = options
+
+    def using(
+        self,
+        *,
+        run_after: RunAfter | None = None,
+        priority: int | None = None,
+        queue: str | None = None,
+        unique_key: str | None = None,
+        depends_on: Iterable[Job | uuid.UUID | str] | None = None,
+    ) -> BoundJob[P, R]:
+        """Return a copy with these options added to the ones already set.
+
+        *unique_key*: while a job with this key is scheduled, queued or running, ``delay()``
+        returns that job instead of storing a new one. *depends_on*: jobs (or their ids) that
+        must succeed before this one runs; if one fails for good or is cancelled, so is this.
+        """
+        current = self.options
+        if unique_key is not None and (
+            not isinstance(unique_key, str) or not 0 < len(unique_key) <= MAX_UNIQUE_KEY_LENGTH
+        ):
+            raise ValueError(
+                f"unique_key must be a string of 1 to {MAX_UNIQUE_KEY_LENGTH} characters, "
+                f"not {unique_key!r}"
+            )
+        if isinstance(depends_on, str):
+            raise TypeError("depends_on takes a list of jobs or job ids, not a string")
+        return BoundJob(
+            self.definition,
+            EnqueueOptions(
+                run_after=check_run_after(run_after)
+                if run_after is not None
+                else current.run_after,
+                priority=check_priority(priority) if priority is not None else current.priority,
+                queue=check_queue(queue) if queue is not None else current.queue,
+                unique_key=unique_key if unique_key is not None else current.unique_key,
+                depends_on=tuple(_job_id(d) for d in depends_on)
+                if depends_on is not None
+                else current.depends_on,
+            ),
+        )
+
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> Job:
+        """Store the job; see :meth:`JobDefinition.delay`."""
+        (job,) = self._store([(args, kwargs)])
+        return job
+
+    def delay_many(self, arguments: Iterable[Arguments]) -> list[Job]:
+        """Store one job per ``(args, kwargs)`` pair with one INSERT and one NOTIFY.
+
+        Every pair is checked before anything is written; a bad one raises naming its index.
+        The fast path for large fan-outs; returns the jobs in order.
+        """
+        return self._store(list(arguments))
+
+    def _store(self, arguments: Sequence[Arguments]) -> list[Job]:
+        from .models import Job
+
+        definition = self.definition
+        conf = get_settings()
+        options = self.options
+        checked: list[tuple[list[Any], dict[str, Any]]] = []
+        keys: list[str | None] = []
+        for index, pair in enumerate(arguments):
+            where = "" if len(arguments) == 1 else f"job {index}: "
+            try:
+                args, kwargs = pair
+                definition.bind_arguments(tuple(args), dict(kwargs))
+                json_args, json_kwargs, _ = check_arguments(
+                    args, kwargs, max_bytes=conf.max_payload_bytes
+                )
+            except (TypeError, ValueError) as exc:
+                raise type(exc)(f"{where}{exc}") from None
+            checked.append((json_args, json_kwargs))
+            if options.unique_key is not None:
+                keys.append(options.unique_key)
+            elif definition.unique:
+                keys.append(unique_key_for(definition.name, json_args, json_kwargs))
+            else:
+                keys.append(None)
+        if not checked:
+            return []
+        return Job.objects.enqueue_many(
+            name=definition.name,
+            arguments=checked,
+            unique_keys=keys,
+            queue=options.queue or definition.queue or conf.default_queue,
+            priority=definition.priority if options.priority is None else options.priority,
+            max_retries=definition.resolve_max_retries(),
+            timeout_seconds=definition.resolve_timeout_seconds(),
+            run_after=options.run_after,
+            depends_on=options.depends_on,
+        )

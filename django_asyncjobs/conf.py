@@ -59,8 +59,10 @@ class AsyncJobsSettings:
     #: How long a received message stays invisible before SQS offers it again.
     visibility_timeout_seconds: int = 30
     #: Receives after which SQS moves a message to the queue's dead-letter queue (which queues
-    #: created by the app get); 0 creates queues without one. AWS advises against 1.
-    dead_letter_max_receives: int = 5
+    #: created by the app get); 0 creates queues without one. Workers set malformed messages
+    #: aside themselves; this is the backstop, high enough that doorbells handed back while
+    #: workers are busy never reach it.
+    dead_letter_max_receives: int = 50
     #: Long-poll wait of ReceiveMessage (0..20).
     wait_time_seconds: int = 20
     #: Retries after the first attempt, unless a job says otherwise.

@@ -80,7 +80,7 @@ def run_sync(
     started = time.monotonic()
     try:
         return _success(_invoke(definition, args, kwargs), started=started)
-    except Exception as exc:
+    except BaseException as exc:  # SystemExit from a job fails the attempt, not the worker
         return failure(exc, started=started)
 
 
@@ -99,7 +99,9 @@ async def run_async(
     except TimeoutError:
         assert timeout_seconds is not None
         return failure(JobTimeout(timeout_seconds), started=started)
-    except Exception as exc:
+    except asyncio.CancelledError:
+        raise  # the worker cancels jobs it hands back at shutdown
+    except BaseException as exc:
         return failure(exc, started=started)
     return _success(result, started=started)
 

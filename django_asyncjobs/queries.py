@@ -77,12 +77,11 @@ class ClaimResult:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OverdueJob:
-    """A running job that outlived its timeout (*overdue*) or whose heartbeat went silent."""
+    """A running job that outlived its timeout (plus slack): its worker process must be ended."""
 
     job_id: uuid.UUID
     worker: str
-    timeout_seconds: float | None
-    overdue: bool
+    timeout_seconds: float
 
 
 def _table(model: type[models.Model]) -> str:
@@ -760,40 +759,22 @@ class JobManager(models.Manager["Job"]):
         )
 
     def overdue(
-        self,
-        *,
-        workers: Collection[str],
-        timeout_slack_seconds: float,
-        silent_after_seconds: float,
+        self, *, workers: Collection[str], timeout_slack_seconds: float
     ) -> list[OverdueJob]:
-        """Return running jobs of *workers* past their timeout plus slack, or silent too long.
-
-        Read by the supervisor of worker processes, by the database's clock.
+        """Return running jobs of *workers* still running *timeout_slack_seconds* after their
+        timeout, by the database's clock. Read by the supervisor of worker processes.
         """
         if not workers:
             return []
         sql = f"""
-            SELECT id, worker, timeout, overdue FROM (
-                SELECT id, worker, timeout, heartbeat_at,
-                    coalesce(now() > started_at + (timeout + %s) * interval '1 second', false)
-                        AS overdue
-                FROM {_table(self.model)}
-                WHERE status = %s AND worker = ANY(%s)
-            ) AS running
-            WHERE overdue OR heartbeat_at < now() - %s * interval '1 second'
+            SELECT id, worker, timeout FROM {_table(self.model)}
+            WHERE status = %s AND worker = ANY(%s) AND timeout IS NOT NULL
+                AND now() > started_at + (timeout + %s) * interval '1 second'
         """
         with connections[self._db_alias].cursor() as cursor:
-            cursor.execute(
-                sql,
-                [
-                    timeout_slack_seconds,
-                    JobStatus.RUNNING.value,
-                    list(workers),
-                    silent_after_seconds,
-                ],
-            )
+            cursor.execute(sql, [JobStatus.RUNNING.value, list(workers), timeout_slack_seconds])
             return [
-                OverdueJob(job_id=r[0], worker=r[1], timeout_seconds=r[2], overdue=r[3])
+                OverdueJob(job_id=r[0], worker=r[1], timeout_seconds=r[2])
                 for r in cursor.fetchall()
             ]
 

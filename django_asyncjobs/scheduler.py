@@ -39,6 +39,7 @@ MAX_ERROR_BACKOFF_SECONDS = 30.0
 #: While a queue is held back by flow control, look again this often: workers starting jobs
 #: make room without waking the scheduler.
 THROTTLED_POLL_SECONDS = 0.2
+MIN_WAIT_SECONDS = 0.02
 
 
 class Scheduler:
@@ -67,6 +68,10 @@ class Scheduler:
         self.max_queued_per_queue = conf.max_queued_per_queue
         #: Whether the last pass left due jobs behind because of flow control.
         self.throttled = False
+        #: Since when (monotonic) :meth:`run` has reached the database without an error; None
+        #: outside run(). Workers cannot heartbeat while the database is away, so a rescue waits
+        #: until it has been reachable for a whole stale window.
+        self._database_ok_since: float | None = None
         self.requeue_after_seconds = conf.requeue_after_seconds
         self._stop = threading.Event()
         self._listener: psycopg.Connection[Any] | None = None
@@ -114,6 +119,9 @@ class Scheduler:
         ``at_most_once``. The write is fenced by the lease and re-checks the heartbeat, so a
         worker that came back in time keeps its job and two schedulers never both rescue one.
         """
+        since = self._database_ok_since
+        if since is not None and time.monotonic() - since < self.stale_after_seconds:
+            return 0
         manager = Job.objects.db_manager(self.using)
         rescued = 0
         for job in manager.stalled(stale_after_seconds=self.stale_after_seconds):
@@ -236,6 +244,8 @@ class Scheduler:
         try:
             while not self._stop.is_set():
                 close_old_connections()
+                if self._database_ok_since is None:
+                    self._database_ok_since = time.monotonic()
                 try:
                     # LISTEN before the pass: a job committed between the pass and the wait
                     # must find us listening, or it waits a whole interval.
@@ -249,6 +259,8 @@ class Scheduler:
                     # The LISTEN connection can die here too (a database restart).
                     self._wait_for_notify(wait)
                 except (TransportError, DatabaseError, psycopg.Error) as exc:
+                    if not isinstance(exc, TransportError):
+                        self._database_ok_since = None
                     backoff = min(MAX_ERROR_BACKOFF_SECONDS, max(1.0, backoff * 2))
                     self._report_failure(exc, backoff)
                     self._close_listener()
@@ -271,7 +283,8 @@ class Scheduler:
         next_due = Job.objects.db_manager(self.using).seconds_until_next_due()
         if next_due is None:
             return self.interval_seconds
-        return min(self.interval_seconds, next_due)
+        # Due rows another scheduler holds locked read as "due now"; do not spin on them.
+        return max(MIN_WAIT_SECONDS, min(self.interval_seconds, next_due))
 
     def _listen(self) -> psycopg.Connection[Any]:
         if self._listener is None or self._listener.closed:

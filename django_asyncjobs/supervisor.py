@@ -5,9 +5,10 @@ dies (recording the attempt that process was running), ends a process whose job 
 timeout and does not stop (the only way to stop a thread stuck in a blocking call or a C call),
 and forwards SIGTERM/SIGINT so that the workers stop gracefully and it exits 0 after them.
 
-Everything it knows about its workers' jobs it reads from the database: a job row names the
-worker (``host:pid``) that runs it, its lease, its start time and its timeout, by the database's
-clock. No state is kept in the supervisor that a crash could lose.
+What it knows about its workers' jobs it reads from the database: a job row names the worker
+(``host:pid``) that runs it, its lease, its start time and its timeout, by the database's clock.
+Whether a worker process is alive it learns locally: the process's heartbeat thread stamps a
+shared timestamp, so a database outage never makes a healthy process look dead.
 """
 
 from __future__ import annotations
@@ -49,11 +50,18 @@ MAX_RESTART_DELAY_SECONDS = 30.0
 STOP_NOW_SIGNAL = signal.SIGUSR1
 
 
+#: What ``runworker`` passes: build the Worker of a new process from its id and liveness hook.
+MakeWorker = Callable[[str, Callable[[], None]], Worker]
+_CHILD_SIGNALS = {signal.SIGTERM, signal.SIGUSR1}
+
+
 @dataclass(slots=True, kw_only=True)
 class _Child:
     process: multiprocessing.process.BaseProcess
     worker_id: str
     started: float
+    #: Monotonic time of the process's last sign of life, in memory shared with it.
+    alive: Any
     #: Why the supervisor killed it, per job id, when it did.
     kill_reasons: dict[uuid.UUID, str] = field(default_factory=dict)
 
@@ -64,7 +72,8 @@ class Supervisor:
     >>> supervisor = Supervisor(processes=2, make_worker=lambda worker_id: Worker(...))
     >>> supervisor.run()        # returns 0 after stop() and the workers' graceful exit
 
-    *make_worker* runs in each new process and receives that process's worker id. With
+    *make_worker* runs in each new process and receives that process's worker id and a
+    liveness hook to pass to the :class:`Worker` (``on_alive``). With
     *respawn* false (``--burst``, ``--max-jobs``), a process that exits normally is not
     replaced and :meth:`run` returns once all have.
     """
@@ -73,7 +82,7 @@ class Supervisor:
         self,
         *,
         processes: int,
-        make_worker: Callable[[str], Worker],
+        make_worker: MakeWorker,
         grace_seconds: float = 30.0,
         respawn: bool = True,
         worker_id_base: str | None = None,
@@ -86,8 +95,8 @@ class Supervisor:
         self.grace_seconds = grace_seconds
         self.respawn = respawn
         self.worker_id_base = worker_id_base
-        # Kill a wedged process before the scheduler rescues its job, so the job never runs twice
-        # at once; two thirds of the stale threshold still allows several missed heartbeats.
+        # Kill a wedged process (one whose heartbeat thread cannot run: a C call holding the GIL)
+        # before the scheduler would rescue its job, so that the job never runs twice at once.
         self.silent_after_seconds = conf.stale_after_seconds * 2 / 3
         self.free_interruptions = conf.free_interruptions
         self._context = multiprocessing.get_context("fork")
@@ -98,8 +107,9 @@ class Supervisor:
         self._stop_deadline: float | None = None
         self._restart_delay = 0.0
         self._restart_at = 0.0
-        #: Processes that exited normally and, without respawn, are not replaced.
+        #: Processes that exited and, without respawn, are not replaced.
         self._finished = 0
+        self._crashed = False
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -122,7 +132,7 @@ class Supervisor:
                     self._fill()
                 finished = self._stop_deadline is not None or self._finished >= self.processes
                 if not self._children and finished:
-                    return 0
+                    return 1 if self._crashed and not self.respawn else 0
                 self._wait()
                 self._reap()
                 if self._stop_deadline is None:
@@ -137,7 +147,7 @@ class Supervisor:
     def _on_stop_request(self, count: int) -> None:
         now = time.monotonic()
         name = signal.Signals(self._signals[count - 1]).name
-        if count == 1:
+        if count == 1 and self._stop_deadline is None:
             logger.warning(
                 "%s received; running jobs may finish within %g s, then are handed back "
                 "(send it again to hand them back at once)",
@@ -147,7 +157,8 @@ class Supervisor:
             self._stop_deadline = now + self.grace_seconds + HAND_BACK_SECONDS
         else:
             logger.warning("%s received again; handing running jobs back now", name)
-            self._stop_deadline = now + HAND_BACK_SECONDS
+            deadline = now + HAND_BACK_SECONDS
+            self._stop_deadline = min(deadline, self._stop_deadline or deadline)
         # systemd (KillMode=control-group) and `kill -- -PGID` signal the workers directly too;
         # SIGTERM is therefore idempotent in a worker, and "at once" is a signal of its own.
         forward = signal.SIGTERM if count == 1 else STOP_NOW_SIGNAL
@@ -165,6 +176,7 @@ class Supervisor:
             self._spawn()
 
     def _spawn(self) -> None:
+        alive = self._context.Value("d", time.monotonic(), lock=False)
         process = self._context.Process(
             target=_child_main,
             args=(
@@ -172,16 +184,24 @@ class Supervisor:
                 os.getpid(),
                 self.worker_id_base,
                 (self._wake_read, self._wake_write),
+                alive,
             ),
             name="asyncjobs-worker",
             daemon=False,
         )
-        process.start()
+        # A stop signal arriving between fork and the child's own handlers must wait for them,
+        # not run the supervisor's inherited handler (or SIGUSR1's default: death) in the child.
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, _CHILD_SIGNALS)
+        try:
+            process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         assert process.pid is not None
         child = _Child(
             process=process,
             worker_id=default_worker_id(pid=process.pid, base=self.worker_id_base),
             started=time.monotonic(),
+            alive=alive,
         )
         self._children[process.pid] = child
         logger.info("worker process started pid=%d worker_id=%s", process.pid, child.worker_id)
@@ -218,27 +238,46 @@ class Supervisor:
                         MAX_RESTART_DELAY_SECONDS, max(1.0, self._restart_delay * 2)
                     )
                     self._restart_at = time.monotonic() + self._restart_delay
-            self._record_leftovers(child, how=how, interrupted=stopping)
-            if not self.respawn and code == 0:
+            self._record_leftovers(child, how=how, interrupted=stopping or code == EXIT_RECYCLE)
+            if not self.respawn:
                 self._finished += 1
+                self._crashed = self._crashed or code not in (0, EXIT_RECYCLE)
 
     def _record_leftovers(self, child: _Child, *, how: str, interrupted: bool) -> None:
-        """Record the attempts a dead worker process left ``running``."""
+        """Record the attempts a dead worker process left ``running``.
+
+        A job past its timeout failed by timing out; with *interrupted* (a stop, or a process
+        that retired) the others are handed back; otherwise their worker was lost.
+        """
         try:
             jobs = list(Job.objects.filter(status="running", worker=child.worker_id))
+            if not jobs:
+                return
+            with connections[Job.objects.db].cursor() as cursor:
+                cursor.execute("SELECT now()")
+                (now,) = cursor.fetchone()
             for job in jobs:
-                self._record_leftover(child, job, how=how, interrupted=interrupted)
+                timed_out = (
+                    job.timeout is not None
+                    and job.started_at is not None
+                    and (now - job.started_at).total_seconds() >= job.timeout
+                )
+                self._record_leftover(
+                    child, job, how=how, interrupted=interrupted, timed_out=timed_out
+                )
         except DatabaseError as exc:
             # The scheduler rescues these jobs once their heartbeat is stale.
             logger.error("cannot record the jobs of worker_id=%s error=%s", child.worker_id, exc)
             close_old_connections()
 
-    def _record_leftover(self, child: _Child, job: Job, *, how: str, interrupted: bool) -> None:
+    def _record_leftover(
+        self, child: _Child, job: Job, *, how: str, interrupted: bool, timed_out: bool
+    ) -> None:
         assert job.lease_token is not None
         definition = registry.get(job.name) if job.name in registry.names() else None
         at_most_once = definition is not None and definition.at_most_once
-        if interrupted and job.id not in child.kill_reasons:
-            Job.objects.hand_back(
+        if interrupted and not timed_out and not child.kill_reasons:
+            back = Job.objects.hand_back(
                 job_id=job.id,
                 lease_token=job.lease_token,
                 reason=f"interrupted: worker {child.worker_id} stopped ({how}) "
@@ -246,13 +285,22 @@ class Supervisor:
                 free_interruptions=self.free_interruptions,
                 at_most_once=at_most_once,
             )
+            if back is not None:
+                logger.warning(
+                    "job handed back name=%s id=%s attempt=%d status=%s",
+                    job.name,
+                    job.id,
+                    job.attempts,
+                    back.status,
+                )
             return
-        reason = child.kill_reasons.get(job.id)
-        if reason is not None and reason.startswith("JobTimeout"):
-            error, at_most_once = reason, False  # a timeout follows the retry policy
+        if timed_out:
+            # A timeout follows the retry policy, as when the worker records it itself.
+            error, at_most_once = f"JobTimeout: timed out after {job.timeout:g} s", False
         else:
+            reason = child.kill_reasons.get(job.id) or next(iter(child.kill_reasons.values()), how)
             error = (
-                f"WorkerLost: worker process {child.worker_id} {reason or how} "
+                f"WorkerLost: worker process {child.worker_id} {reason} "
                 f"during attempt {job.attempts}"
             )
         retry_in = next_retry_seconds(
@@ -270,7 +318,7 @@ class Supervisor:
         )
         if stored is not None:
             logger.warning(
-                "job attempt lost with its worker process name=%s id=%s attempt=%d status=%s "
+                "job attempt ended with its worker process name=%s id=%s attempt=%d status=%s "
                 "error=%s",
                 job.name,
                 job.id,
@@ -284,37 +332,36 @@ class Supervisor:
     def _watchdog(self) -> None:
         if not self._children:
             return
+        now = time.monotonic()
+        for child in self._children.values():
+            silent = now - child.alive.value
+            if silent > self.silent_after_seconds and not child.kill_reasons:
+                self._kill(child, key=None, reason=f"stopped responding for {silent:.0f} s")
         by_worker = {c.worker_id: c for c in self._children.values()}
         try:
-            problems = Job.objects.overdue(
-                workers=list(by_worker),
-                timeout_slack_seconds=HARD_TIMEOUT_SLACK_SECONDS,
-                silent_after_seconds=self.silent_after_seconds,
+            overdue = Job.objects.overdue(
+                workers=list(by_worker), timeout_slack_seconds=HARD_TIMEOUT_SLACK_SECONDS
             )
         except DatabaseError as exc:
             logger.error("supervisor cannot read its workers' jobs error=%s", exc)
             close_old_connections()
             return
-        for problem in problems:
+        for problem in overdue:
             child = by_worker[problem.worker]
-            if child.kill_reasons:
-                continue  # already killed; waiting for it to be reaped
-            if problem.timeout_seconds is not None and problem.overdue:
-                reason = (
-                    f"JobTimeout: timed out after {problem.timeout_seconds:g} s "
-                    f"(the job did not stop, so its worker process was killed)"
-                )
-            else:
-                reason = "stopped responding and was killed"
-            logger.error(
-                "killing worker process pid=%s job_id=%s reason=%s",
-                child.process.pid,
-                problem.job_id,
-                reason,
-            )
-            child.kill_reasons[problem.job_id] = reason
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(child.process.pid or 0, signal.SIGKILL)
+            if not child.kill_reasons:
+                self._kill(child, key=problem.job_id, reason="outlived its job's timeout")
+
+    def _kill(self, child: _Child, *, key: uuid.UUID | None, reason: str) -> None:
+        logger.error(
+            "killing worker process pid=%s worker_id=%s job_id=%s reason=%s",
+            child.process.pid,
+            child.worker_id,
+            key,
+            reason,
+        )
+        child.kill_reasons[key or uuid.UUID(int=0)] = reason
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child.process.pid or 0, signal.SIGKILL)
 
     def _kill_all(self, why: str) -> None:
         for child in self._children.values():
@@ -353,10 +400,11 @@ def supervisor_signals(supervisor: Supervisor) -> Iterator[None]:
 
 
 def _child_main(
-    make_worker: Callable[[str], Worker],
+    make_worker: MakeWorker,
     parent_pid: int,
     worker_id_base: str | None,
     inherited_fds: tuple[int, ...],
+    alive: Any,
 ) -> NoReturn:
     """Body of a worker process: run one Worker, then leave with its exit status."""
     code = 1
@@ -366,13 +414,19 @@ def _child_main(
         # A terminal's Ctrl+C reaches the whole process group; the supervisor forwards it as
         # SIGTERM, so counting it here too would turn one Ctrl+C into "stop at once".
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        worker = make_worker(default_worker_id(base=worker_id_base))
+
+        def report_alive() -> None:
+            alive.value = time.monotonic()
+
+        worker = make_worker(default_worker_id(base=worker_id_base), report_alive)
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
-            worker.stop(force=signum == STOP_NOW_SIGNAL)
+            # Attributes only: a handler that took a lock the main thread holds would deadlock.
+            worker.request_stop(force=signum == STOP_NOW_SIGNAL)
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(STOP_NOW_SIGNAL, on_signal)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _CHILD_SIGNALS)
         threading.Thread(
             target=_watch_parent,
             args=(parent_pid, worker),
@@ -397,4 +451,4 @@ def _watch_parent(parent_pid: int, worker: Worker) -> None:
     while os.getppid() == parent_pid:
         time.sleep(1.0)
     logger.error("supervisor is gone; stopping worker pid=%d", os.getpid())
-    worker.stop(force=True)
+    worker.request_stop(force=True)

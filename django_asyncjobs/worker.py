@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,8 +51,12 @@ ASYNC_CANCEL_GRACE_SECONDS = 2.0
 #: Messages a poll brings later stay invisible for the visibility timeout, then come back.
 POLL_JOIN_SECONDS = 1.0
 #: Exit status of a supervised worker process that retires because a sync job is stuck in its
-#: thread past the timeout: the supervisor replaces it, and the exit ends the stuck thread.
+#: thread past the timeout: the supervisor records the timeout and replaces it; the exit ends the
+#: stuck thread.
 EXIT_RECYCLE = 3
+#: How often the heartbeat thread wakes: it reports liveness each time and writes heartbeats
+#: every HEARTBEAT_INTERVAL_SECONDS (retrying each tick after a failed write).
+HEARTBEAT_TICK_SECONDS = 0.25
 
 
 def default_worker_id(*, pid: int | None = None, base: str | None = None) -> str:
@@ -101,7 +105,8 @@ class Worker:
         wait_seconds: int | None = None,
         using: str | None = None,
         grace_seconds: float = 30.0,
-        recycle_stuck: bool = False,
+        supervised: bool = False,
+        on_alive: Callable[[], None] | None = None,
     ) -> None:
         conf = get_settings()
         if concurrency < 1:
@@ -117,7 +122,11 @@ class Worker:
         self.lock_timeout_seconds = conf.claim_lock_timeout_seconds
         self.using = using or router.db_for_write(Job)
         self.grace_seconds = grace_seconds
-        self.recycle_stuck = recycle_stuck
+        # Under a supervisor the worker never gives a job back while its thread may still run:
+        # it leaves the row running and exits; the supervisor hands the job back (or records its
+        # timeout) once the process is gone.
+        self.supervised = supervised
+        self.on_alive = on_alive
         self.free_interruptions = conf.free_interruptions
         self.jobs_started = 0
         #: 0 after a normal stop; :data:`EXIT_RECYCLE` when the process should be replaced.
@@ -134,6 +143,9 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
         self._last_heartbeat = time.monotonic()
+        self._heartbeat_thread: threading.Thread | None = None
+        #: Set by signal handlers (plain attributes only: a handler must not take locks).
+        self._stop_request: bool | None = None
         self._failing_since: float | None = None
         self._stop_deadline: float | None = None
 
@@ -155,6 +167,10 @@ class Worker:
         self._wakeup.set()
         self._armed.set()
 
+    def request_stop(self, *, force: bool = False) -> None:
+        """Ask for :meth:`stop` from a signal handler; the main loop acts within a tick."""
+        self._stop_request = force or bool(self._stop_request)
+
     def run(self) -> None:
         """Serve jobs until :meth:`stop` (or, with ``burst``/``max_jobs``, until done)."""
         logger.info(
@@ -173,6 +189,10 @@ class Worker:
                 )
                 thread.start()
                 self._pollers.append(thread)
+        self._heartbeat_thread = threading.Thread(
+            target=self._beat, name="asyncjobs-heartbeat", daemon=True
+        )
+        self._heartbeat_thread.start()
         try:
             self._serve()
         finally:
@@ -182,15 +202,18 @@ class Worker:
     def _serve(self) -> None:
         while True:
             self._wakeup.clear()
+            if self._stop_request is not None:
+                self.stop(force=self._stop_request)
             self._collect()
             self._record_unrecorded()
-            self._heartbeat_if_due()
             if self.max_jobs is not None and self.jobs_started >= self.max_jobs:
                 self._stopping.set()
             with self._lock:
                 running = len(self._running)
             if self._stopping.is_set():
-                if not running and not self._unrecorded:
+                with self._lock:
+                    unrecorded = len(self._unrecorded)
+                if not running and not unrecorded:
                     return
                 deadline = self._stop_deadline
                 if running and deadline is not None and time.monotonic() >= deadline:
@@ -233,6 +256,8 @@ class Worker:
     def _shutdown(self) -> None:
         self._stopping.set()
         self._armed.set()
+        if self._heartbeat_thread is not None:
+            self._heartbeat_thread.join(5)
         # A long poll cannot be interrupted. Waiting up to 20 s for it would make every deploy
         # slow; what it brings after we leave stays invisible for the visibility timeout and is
         # then delivered to another worker, so nothing is lost.
@@ -438,9 +463,14 @@ class Worker:
         error = (
             f"{reason} (worker {self.worker_id}); gave up after {message.receive_count} deliveries"
         )
-        Job.objects.db_manager(self.using).fail_unregistered(
-            job_id=bell.job_id, dispatch_token=bell.dispatch_token, error=error
-        )
+        try:
+            Job.objects.db_manager(self.using).fail_unregistered(
+                job_id=bell.job_id, dispatch_token=bell.dispatch_token, error=error
+            )
+        except DatabaseError as exc:
+            logger.error("cannot fail job_id=%s error=%s", bell.job_id, exc)
+            close_old_connections()
+            return  # the message comes back after its visibility timeout
         logger.error("job failed job_id=%s error=%s", bell.job_id, error)
         done.append(message)
 
@@ -483,11 +513,20 @@ class Worker:
                 execution.run_async(definition, job.args, job.kwargs, timeout_seconds=job.timeout),
                 loop,
             )
-            future.add_done_callback(lambda f: self._completed(entry, f.result()))
+            future.add_done_callback(lambda f: self._async_done(entry, f))
         else:
             threading.Thread(
                 target=self._run_sync, args=(entry,), name=f"asyncjobs-job-{job.id}", daemon=True
             ).start()
+
+    def _async_done(self, entry: _Running, future: Any) -> None:
+        if future.cancelled():
+            return  # cancelled at shutdown: the job is being handed back
+        error = future.exception()
+        if error is not None:  # run_async returns outcomes; this is a bug or SystemExit & co.
+            self._completed(entry, execution.failure(error, started=entry.started))
+        else:
+            self._completed(entry, future.result())
 
     def _run_sync(self, entry: _Running) -> None:
         try:
@@ -519,46 +558,54 @@ class Worker:
         with self._lock:
             for job_id, entry in list(self._running.items()):
                 if entry.outcome is None and entry.deadline is not None and now >= entry.deadline:
-                    # A thread cannot be interrupted: record the timeout and free the slot; the
-                    # lease fences whatever the abandoned thread might still write.
-                    entry.abandoned = True
                     assert entry.job.timeout is not None
-                    entry.outcome = execution.timed_out(entry.job.timeout, started=entry.started)
                     stuck_thread = not entry.definition.is_async
+                    if stuck_thread and self.supervised:
+                        # Only ending the process stops a thread stuck in a blocking call. Record
+                        # nothing while it may still run: the supervisor records the timeout, and
+                        # hands back the other jobs, once this process is gone.
+                        logger.warning(
+                            "job timed out name=%s id=%s timeout=%gs; its thread cannot be "
+                            "interrupted, so this worker process retires and is replaced",
+                            entry.job.name,
+                            job_id,
+                            entry.job.timeout,
+                        )
+                        self.exit_code = EXIT_RECYCLE
+                        self._stop_deadline = time.monotonic()
+                        self._stopping.set()
+                        self._armed.set()
+                        continue
+                    # Not supervised: record the timeout and free the slot; the lease fences
+                    # whatever the abandoned thread might still write.
+                    entry.abandoned = True
+                    entry.outcome = execution.timed_out(entry.job.timeout, started=entry.started)
                     logger.warning(
-                        "job timed out name=%s id=%s timeout=%gs%s",
+                        "job timed out name=%s id=%s timeout=%gs",
                         entry.job.name,
                         job_id,
                         entry.job.timeout,
-                        (
-                            "; its thread cannot be interrupted, so this worker process "
-                            "retires and is replaced"
-                            if stuck_thread and self.recycle_stuck
-                            else ""
-                        ),
                     )
-                    if stuck_thread and self.recycle_stuck:
-                        # Only ending the process stops a thread stuck in a blocking call. Let
-                        # the other running jobs finish (each bounded by its own timeout).
-                        self.exit_code = EXIT_RECYCLE
-                        self._stop_deadline = None
-                        self._stopping.set()
-                        self._armed.set()
                 if entry.outcome is not None:
                     del self._running[job_id]
                     self._unrecorded.append(entry)
 
     def _record_unrecorded(self) -> None:
-        while self._unrecorded:
-            entry = self._unrecorded[0]
+        while True:
+            with self._lock:
+                if not self._unrecorded:
+                    return
+                entry = self._unrecorded[0]
             try:
                 self._record(entry)
             except DatabaseError as exc:
+                # Kept in memory (and heartbeated) until the database takes it.
                 logger.error("cannot record outcome id=%s error=%s", entry.job.id, exc)
                 close_old_connections()
                 self._stopping.wait(1.0)
                 return
-            self._unrecorded.pop(0)
+            with self._lock:
+                self._unrecorded.pop(0)
 
     def _record(self, entry: _Running) -> None:
         job, outcome = entry.job, entry.outcome
@@ -608,12 +655,20 @@ class Worker:
         )
 
     def _hand_back_running(self) -> None:
-        """Give every running job back to the scheduler (the grace period is over)."""
+        """The grace period is over: give back every job that is still running."""
         with self._lock:
-            entries = list(self._running.values())
-            self._running.clear()
-            for entry in entries:
-                entry.abandoned = True
+            entries = []
+            for job_id, entry in list(self._running.items()):
+                del self._running[job_id]
+                if entry.outcome is not None:
+                    self._unrecorded.append(entry)  # finished in time: record, not hand back
+                else:
+                    entry.abandoned = True
+                    entries.append(entry)
+        if self.supervised:
+            # The rows stay running until this process has exited; the supervisor hands them
+            # back then, so no other worker can start a job whose thread still runs here.
+            return
         manager = Job.objects.db_manager(self.using)
         for entry in entries:
             job = entry.job
@@ -643,14 +698,33 @@ class Worker:
                 )
         # Async jobs are cancelled, and abandoned threads end with the process, in _shutdown.
 
-    def _heartbeat_if_due(self) -> None:
-        now = time.monotonic()
-        if now - self._last_heartbeat < self.heartbeat_interval_seconds:
-            return
-        self._last_heartbeat = now
+    def _beat(self) -> None:
+        """Heartbeat thread: report liveness, and stamp ``heartbeat_at`` on our jobs.
+
+        A thread of its own, with its own database connection, so that a main loop waiting on a
+        slow SQS call does not look like a dead worker. A write that fails is retried on the next
+        tick, not an interval later, so the heartbeat is fresh as soon as the database is back.
+        """
+        try:
+            while not self._stopping.wait(HEARTBEAT_TICK_SECONDS) or self._has_work():
+                if self.on_alive is not None:
+                    self.on_alive()
+                if time.monotonic() - self._last_heartbeat >= self.heartbeat_interval_seconds:
+                    self._heartbeat()
+        finally:
+            connections.close_all()
+
+    def _has_work(self) -> bool:
         with self._lock:
-            leases = [(job_id, e.lease_token) for job_id, e in self._running.items()]
+            return bool(self._running or self._unrecorded)
+
+    def _heartbeat(self) -> None:
+        with self._lock:
+            # Finished jobs not yet recorded (the database was away) are still ours.
+            entries = [*self._running.values(), *self._unrecorded]
+            leases = [(e.job.id, e.lease_token) for e in entries]
         if not leases:
+            self._last_heartbeat = time.monotonic()
             return
         try:
             lost = Job.objects.db_manager(self.using).heartbeat(leases)
@@ -658,5 +732,6 @@ class Worker:
             logger.error("heartbeat failed error=%s", exc)
             close_old_connections()
             return
+        self._last_heartbeat = time.monotonic()
         for job_id in lost:
             logger.warning("lease lost while running id=%s", job_id)

@@ -81,7 +81,7 @@ def test_sigkill_of_a_worker_process_mid_job_is_recorded_and_the_job_runs_again(
     assert result_pid(row) != child
     output = worker.output()
     assert f"worker process died pid={child} was killed by SIGKILL" in output
-    assert "job attempt lost with its worker process" in output
+    assert "job attempt ended with its worker process" in output
     assert worker.returncode is None, "the supervisor must survive its worker process"
     check_invariants([job])
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
@@ -75,7 +76,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        def make_worker(worker_id: str) -> Worker:
+        def make_worker(worker_id: str, on_alive: Callable[[], None]) -> Worker:
             return Worker(
                 transport=get_transport(),
                 queues=options["queues"],
@@ -85,7 +86,8 @@ class Command(BaseCommand):
                 worker_id=worker_id,
                 wait_seconds=options["wait"],
                 grace_seconds=options["grace"],
-                recycle_stuck=True,
+                supervised=True,
+                on_alive=on_alive,
             )
 
         supervisor = Supervisor(

@@ -178,3 +178,17 @@ async def async_stuck(key: str, stuck_runs: int = 1) -> str:
 def big_result(characters: int) -> str:
     """Return *characters* two-byte characters: a result of 2 x characters + 2 bytes of JSON."""
     return "é" * characters
+
+
+@job(max_retries=0)
+def fails_now(key: str) -> None:
+    """Fail for good on the first attempt."""
+    _ledger("fails_now", key)
+    raise RuntimeError(f"{key} fails for good")
+
+
+@job(unique=True)
+def sync_account(account: int) -> int:
+    """A unique job: one per account while one is waiting or running."""
+    _ledger("sync_account", str(account))
+    return account

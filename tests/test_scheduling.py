@@ -1,0 +1,160 @@
+"""Bulk enqueue, unique jobs and dependencies, in-process (tests/faults and test_processes run
+the same flows with real processes)."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+import pytest
+from django.db import connection, connections, transaction
+from django.test.utils import CaptureQueriesContext
+
+from django_asyncjobs.models import Job
+from django_asyncjobs.transports.memory import MemoryTransport
+from tests.conftest import drain, relay
+from tests.testapp import jobs
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def statuses(*enqueued: Job) -> list[str]:
+    rows = {job.id: job.status for job in Job.objects.filter(id__in=[j.id for j in enqueued])}
+    return [rows[job.id] for job in enqueued]
+
+
+# -- bulk enqueue --------------------------------------------------------------------------------
+
+
+def test_delay_many_writes_every_job_in_one_statement() -> None:
+    with CaptureQueriesContext(connection) as captured:
+        enqueued = jobs.add.delay_many([((1, 2), {}), ((3,), {"b": 4}), ((), {"a": 5, "b": 6})])
+    queries = [q for q in captured if "testapp_transition" not in q["sql"]]
+    assert len(queries) == 1 and "pg_notify" in queries[0]["sql"]
+    assert [(j.args, j.kwargs) for j in enqueued] == [
+        ([1, 2], {}),
+        ([3], {"b": 4}),
+        ([], {"a": 5, "b": 6}),
+    ]
+    assert Job.objects.filter(name=jobs.add.name).count() == 3
+    transport = MemoryTransport()
+    relay(transport)
+    drain(transport)
+    assert [Job.objects.get(id=j.id).result for j in enqueued] == [3, 7, 11]
+
+
+def test_delay_many_checks_everything_before_writing_anything() -> None:
+    with pytest.raises(TypeError, match=r"job 2: args\[0\] is a set"):
+        jobs.add.delay_many([((1, 2), {}), ((3, 4), {}), (({1}, 2), {})])
+    with pytest.raises(TypeError, match=r"job 1: .*missing a required argument: 'b'"):
+        jobs.add.delay_many([((1, 2), {}), ((1,), {})])
+    assert not Job.objects.exists()
+
+
+def test_delay_many_of_ten_thousand_jobs() -> None:
+    enqueued = jobs.add.using(queue="low", priority=3).delay_many(
+        ((i, i), {}) for i in range(10_000)
+    )
+    assert len(enqueued) == 10_000 and len({j.id for j in enqueued}) == 10_000
+    assert Job.objects.filter(queue="low", priority=3, status="scheduled").count() == 10_000
+
+
+# -- unique jobs ---------------------------------------------------------------------------------
+
+
+def test_a_unique_job_is_stored_once_while_it_is_active() -> None:
+    first = jobs.sync_account.delay(7)
+    assert jobs.sync_account.delay(7).id == first.id
+    other = jobs.sync_account.delay(8)
+    assert other.id != first.id
+    keyed = jobs.add.using(unique_key="nightly").delay(1, 1)
+    assert jobs.add.using(unique_key="nightly").delay(2, 2).id == keyed.id
+
+    transport = MemoryTransport()
+    relay(transport)
+    drain(transport)
+    assert statuses(first, other, keyed) == ["succeeded"] * 3
+    again = jobs.sync_account.delay(7)  # the first one finished: a new one is stored
+    assert again.id != first.id and again.status == "scheduled"
+
+
+def test_concurrent_delay_calls_with_one_unique_key_store_one_job() -> None:
+    barrier = threading.Barrier(50)
+    ids: list[uuid.UUID] = []
+    errors: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            barrier.wait()
+            with transaction.atomic():
+                ids.append(jobs.add.using(unique_key="race").delay(1, 1).id)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=call) for _ in range(50)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not errors, errors
+    assert len(ids) == 50 and len(set(ids)) == 1
+    assert Job.objects.filter(unique_key="race").count() == 1
+
+
+# -- dependencies --------------------------------------------------------------------------------
+
+
+def test_a_job_runs_only_after_all_its_dependencies_succeeded() -> None:
+    transport = MemoryTransport()
+    a = jobs.echo.delay("a", key="a")
+    c = jobs.echo.using(run_after=3600).delay("c", key="c")
+    b = jobs.echo.using(depends_on=[a, c.id]).delay("b", key="b")
+    assert b.blocked and b.depends_on == [a.id, c.id]
+
+    relay(transport)
+    drain(transport)
+    assert statuses(a, b, c) == ["succeeded", "scheduled", "scheduled"]
+    Job.objects.filter(id=c.id).update(run_at=Job.objects.get(id=a.id).created_at)
+    relay(transport)  # sends c
+    drain(transport)
+    relay(transport)  # releases b, then sends it
+    drain(transport)
+    assert statuses(a, b, c) == ["succeeded"] * 3
+    rows = {j.id: j for j in Job.objects.filter(id__in=[a.id, b.id, c.id])}
+    started, finished = rows[b.id].started_at, rows[c.id].finished_at
+    assert started is not None and finished is not None and started > finished
+
+
+def test_a_failed_dependency_cancels_the_chain_with_a_reason_naming_it() -> None:
+    transport = MemoryTransport()
+    a = jobs.fails_now.delay("a")
+    b = jobs.echo.using(depends_on=[a]).delay("b", key="b")
+    c = jobs.echo.using(depends_on=[b]).delay("c", key="c")
+    relay(transport)
+    drain(transport)
+    relay(transport)
+    assert statuses(a, b, c) == ["failed", "cancelled", "cancelled"]
+    assert Job.objects.get(id=b.id).error == f"Cancelled: dependency {a.id} ({a.name}) failed"
+    assert Job.objects.get(id=c.id).error == f"Cancelled: dependency {b.id} ({b.name}) cancelled"
+    # Depending on a job that already failed cancels at once.
+    late = jobs.echo.using(depends_on=[a]).delay("late", key="late")
+    assert statuses(late) == ["cancelled"]
+
+
+def test_cancelling_a_dependency_cancels_its_dependents() -> None:
+    a = jobs.echo.using(run_after=3600).delay("a", key="a")
+    b = jobs.echo.using(depends_on=[a]).delay("b", key="b")
+    Job.objects.cancel(a.id)
+    relay(MemoryTransport())
+    assert statuses(a, b) == ["cancelled", "cancelled"]
+
+
+def test_a_dependency_on_a_missing_job_is_an_error_at_delay() -> None:
+    missing = uuid.uuid4()
+    with pytest.raises(ValueError, match=f"depends_on names jobs that do not exist: {missing}"):
+        jobs.echo.using(depends_on=[missing]).delay("x")
+    with pytest.raises(TypeError, match="depends_on takes jobs or job ids"):
+        jobs.echo.using(depends_on=[42]).delay("x")  # type: ignore[list-item]
+    assert not Job.objects.exists()

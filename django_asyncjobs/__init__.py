@@ -9,9 +9,10 @@
 
 from __future__ import annotations
 
+from .periodic import Cron
 from .registry import JobDefinition, job, registry
 from .retry import Backoff
 from .status import JobStatus
 
-__all__ = ["Backoff", "JobDefinition", "JobStatus", "job", "registry"]
+__all__ = ["Backoff", "Cron", "JobDefinition", "JobStatus", "job", "registry"]
 __version__ = "0.1.0"

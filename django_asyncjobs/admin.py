@@ -8,13 +8,14 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from .models import Job
+from .models import Job, PeriodicSchedule
 from .status import JobStatus
 
 if TYPE_CHECKING:
     _ModelAdmin = admin.ModelAdmin[Job]
+    _PeriodicAdmin = admin.ModelAdmin[PeriodicSchedule]
 else:  # ModelAdmin is generic only in django-stubs
-    _ModelAdmin = admin.ModelAdmin
+    _ModelAdmin = _PeriodicAdmin = admin.ModelAdmin
 
 
 @admin.register(Job)
@@ -77,3 +78,18 @@ class JobAdmin(_ModelAdmin):
         level = messages.SUCCESS if done == selected else messages.WARNING
         skipped = f"; {selected - done} skipped (wrong status)" if done != selected else ""
         self.message_user(request, f"{done} job(s) {verb}{skipped}.", level)
+
+
+@admin.register(PeriodicSchedule)
+class PeriodicScheduleAdmin(_PeriodicAdmin):
+    """Periodic schedules with their last and next run; they are declared in code or settings."""
+
+    list_display = ("key", "name", "cron", "timezone", "last_run_at", "next_run_at")
+    search_fields = ("key", "name")
+    ordering = ("next_run_at",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

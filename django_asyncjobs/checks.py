@@ -47,3 +47,21 @@ def check_database(
             id="asyncjobs.E002",
         )
     ]
+
+
+@register(Tags.compatibility)
+def check_periodic_jobs(
+    *, app_configs: Sequence[AppConfig] | None, databases: Sequence[str] | None, **kwargs: Any
+) -> list[CheckMessage]:
+    """Report invalid cron expressions, time zones and job names of schedules (asyncjobs.E003)."""
+    from .periodic import problems
+
+    return [
+        Error(
+            message,
+            hint="Cron expressions have five fields: minute hour day-of-month month day-of-week.",
+            obj="django_asyncjobs.periodic",
+            id="asyncjobs.E003",
+        )
+        for message in problems()
+    ]

@@ -100,6 +100,9 @@ class AsyncJobsSettings:
     claim_lock_timeout_seconds: float = 5.0
     #: "sqs" (production) or "memory" (one process only, for tests).
     transport: str = "sqs"
+    #: Periodic jobs declared in settings: dicts with "job", "cron" and optionally "args",
+    #: "kwargs", "timezone", "missed", "queue", "priority", "key" (checked by asyncjobs.E003).
+    periodic_jobs: tuple[Any, ...] = ()
 
     def sqs_queue_name(self, queue: str) -> str:
         """Return the SQS name of job queue *queue* (``"default"`` -> ``"asyncjobs-default"``)."""
@@ -138,6 +141,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "max_queued_per_queue": (int,),
     "claim_lock_timeout_seconds": (int, float),
     "transport": (str,),
+    "periodic_jobs": (list, tuple),
 }
 
 
@@ -267,8 +271,9 @@ def get_settings() -> AsyncJobsSettings:
         raise ImproperlyConfigured("; ".join(errors))
     known = {f.name for f in fields(AsyncJobsSettings)}
     values: dict[str, Any] = {k.lower(): v for k, v in raw.items() if k.lower() in known}
-    if "queues" in values:
-        values["queues"] = tuple(values["queues"])
+    for name in ("queues", "periodic_jobs"):
+        if name in values:
+            values[name] = tuple(values[name])
     return AsyncJobsSettings(**values)
 
 

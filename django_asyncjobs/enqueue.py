@@ -163,15 +163,20 @@ class BoundJob(Generic[P, R]):
         (job,) = self._store([(args, kwargs)])
         return job
 
-    def delay_many(self, arguments: Iterable[Arguments]) -> list[Job]:
+    def delay_many(
+        self, arguments: Iterable[Arguments], *, unique_keys: Sequence[str] | None = None
+    ) -> list[Job]:
         """Store one job per ``(args, kwargs)`` pair with one INSERT and one NOTIFY.
 
         Every pair is checked before anything is written; a bad one raises naming its index.
-        The fast path for large fan-outs; returns the jobs in order.
+        The fast path for large fan-outs; returns the jobs in order. *unique_keys* gives each
+        job a key of its own (see :meth:`using`).
         """
-        return self._store(list(arguments))
+        return self._store(list(arguments), unique_keys=unique_keys)
 
-    def _store(self, arguments: Sequence[Arguments]) -> list[Job]:
+    def _store(
+        self, arguments: Sequence[Arguments], *, unique_keys: Sequence[str] | None = None
+    ) -> list[Job]:
         from .models import Job
 
         definition = self.definition
@@ -190,7 +195,9 @@ class BoundJob(Generic[P, R]):
             except (TypeError, ValueError) as exc:
                 raise type(exc)(f"{where}{exc}") from None
             checked.append((json_args, json_kwargs))
-            if options.unique_key is not None:
+            if unique_keys is not None:
+                keys.append(unique_keys[index])
+            elif options.unique_key is not None:
                 keys.append(options.unique_key)
             elif definition.unique:
                 keys.append(unique_key_for(definition.name, json_args, json_kwargs))

@@ -16,7 +16,7 @@ from django.utils.translation import gettext_lazy as _
 from .queries import JobManager
 from .status import FINAL_STATUSES, JobStatus
 
-__all__ = ["FINAL_STATUSES", "Job", "JobStatus"]
+__all__ = ["FINAL_STATUSES", "Job", "JobStatus", "PeriodicSchedule"]
 
 
 class Job(models.Model):
@@ -145,3 +145,30 @@ class Job(models.Model):
     def is_final(self) -> bool:
         """Return whether the job has reached a status it never leaves on its own."""
         return self.status in FINAL_STATUSES
+
+
+class PeriodicSchedule(models.Model):
+    """The state of one periodic schedule: its next occurrence, and the last one enqueued.
+
+    Rows are created by the scheduler from ``@job(cron=...)`` and ``ASYNCJOBS["PERIODIC_JOBS"]``;
+    the scheduler advances ``next_run_at`` in the transaction that enqueues the occurrence.
+    """
+
+    key = models.CharField(_("key"), max_length=255, unique=True)
+    name = models.CharField(_("job name"), max_length=255)
+    cron = models.CharField(_("cron"), max_length=120)
+    timezone = models.CharField(_("time zone"), max_length=64, default="UTC")
+    last_run_at = models.DateTimeField(_("last run at"), null=True, blank=True)
+    last_job_id = models.UUIDField(_("last job"), null=True, blank=True)
+    next_run_at = models.DateTimeField(_("next run at"))
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    class Meta:
+        db_table = "asyncjobs_periodic"
+        verbose_name = _("periodic schedule")
+        verbose_name_plural = _("periodic schedules")
+        ordering = ["key"]
+        indexes = [models.Index(fields=["next_run_at"], name="asyncjobs_periodic_next_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.key} ({self.cron} {self.timezone})"

@@ -11,12 +11,13 @@ import functools
 import inspect
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from .conf import get_settings
 from .enqueue import Arguments, BoundJob, EnqueueOptions, RunAfter, check_priority, check_queue
 from .exceptions import DuplicateJobName, JobNotRegistered
+from .periodic import Cron, as_crons
 from .retry import Backoff
 
 if TYPE_CHECKING:
@@ -62,8 +63,10 @@ class JobDefinition(Generic[P, R]):
         backoff: Backoff | None,
         at_most_once: bool = False,
         unique: bool = False,
+        crons: tuple[Cron, ...] = (),
     ) -> None:
         self.target = target
+        self.crons = crons
         self.at_most_once = at_most_once
         self.unique = unique
         self.name = name
@@ -226,6 +229,7 @@ def job(
     backoff: Backoff | None = None,
     at_most_once: bool = False,
     unique: bool = False,
+    cron: str | Cron | Sequence[str | Cron] | None = None,
 ) -> Callable[[Callable[P, R]], JobDefinition[P, R]]: ...
 def job(
     target: Any = None,
@@ -239,6 +243,7 @@ def job(
     backoff: Backoff | None = None,
     at_most_once: bool = False,
     unique: bool = False,
+    cron: str | Cron | Sequence[str | Cron] | None = None,
 ) -> Any:
     """Register a function (``def`` or ``async def``) or a class with ``handle()`` as a job.
 
@@ -248,7 +253,9 @@ def job(
     :class:`~django_asyncjobs.retry.Backoff`), *at_most_once* (an attempt whose worker died or
     stopped mid-job is failed, never run again: for jobs that must not run twice), *unique*
     (while a job with the same name and arguments is scheduled, queued or running, ``delay()``
-    returns it instead of storing another)::
+    returns it instead of storing another), *cron* (a cron expression, a
+    :class:`~django_asyncjobs.periodic.Cron` with arguments and a time zone, or a list of them:
+    the scheduler enqueues each occurrence exactly once)::
 
         @job
         def add(a: int, b: int) -> int:
@@ -278,6 +285,7 @@ def job(
     ):
         raise ValueError(f"max_retries must be an int of 0 or more, not {max_retries!r}")
     timeout_seconds = _timeout_seconds(timeout)
+    crons = as_crons(cron)
     for flag, value in (("at_most_once", at_most_once), ("unique", unique)):
         if not isinstance(value, bool):
             raise ValueError(f"{flag} must be True or False, not {value!r}")
@@ -298,6 +306,7 @@ def job(
             backoff=backoff,
             at_most_once=at_most_once,
             unique=unique,
+            crons=crons,
         )
         registry.register(definition)
         if definition.is_class:

@@ -23,6 +23,7 @@ from typing import Any
 import psycopg
 from django.db import DatabaseError, close_old_connections, connections, router
 
+from . import periodic
 from .conf import get_settings
 from .exceptions import TransportError
 from .models import Job
@@ -181,6 +182,7 @@ class Scheduler:
         PostgreSQL did.
         """
         manager = Job.objects.db_manager(self.using)
+        periodic.enqueue_due(using=self.using)
         manager.release_ready()
         manager.cancel_orphans()
         self.rescue_stalled()
@@ -281,6 +283,9 @@ class Scheduler:
         if self.throttled:
             return THROTTLED_POLL_SECONDS
         next_due = Job.objects.db_manager(self.using).seconds_until_next_due()
+        next_occurrence = periodic.seconds_until_next(using=self.using)
+        if next_occurrence is not None:
+            next_due = next_occurrence if next_due is None else min(next_due, next_occurrence)
         if next_due is None:
             return self.interval_seconds
         # Due rows another scheduler holds locked read as "due now"; do not spin on them.

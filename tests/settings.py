@@ -65,6 +65,12 @@ ASYNCJOBS = {
     "RETRY_BACKOFF_SECONDS": 0.2,
     "RETRY_JITTER": 0,
 }
+if os.environ.get("ASYNCJOBS_TEST_PERIODIC"):
+    # An every-second schedule for the periodic-job process test only: in every other test a
+    # scheduler enqueueing jobs by itself would be noise.
+    ASYNCJOBS["PERIODIC_JOBS"] = [
+        {"job": "tests.ledgered", "cron": "* * * * * *", "kwargs": {"key": "tick"}, "missed": "all"}
+    ]
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -1,0 +1,120 @@
+"""Periodic jobs: occurrences enqueued exactly once, missed ones by policy, bad schedules
+reported by a system check. The process test runs two real schedulers on an every-second cron."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.core.checks import run_checks
+from django.test import override_settings
+
+from django_asyncjobs import Cron, job, registry
+from django_asyncjobs.models import Job, PeriodicSchedule
+from django_asyncjobs.periodic import enqueue_due
+from tests.conftest import _current_asyncjobs
+from tests.flows import start_scheduler, start_worker, wait_for_final
+from tests.processes import ProcessGroup, wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def every_second() -> Iterator[Any]:
+    """Register a job that runs every second (missed occurrences: all), for one test."""
+
+    @job(name="tests.tick", cron=Cron("* * * * * *", kwargs={"n": 1}, missed="all"))
+    def tick(n: int) -> int:
+        return n
+
+    yield tick
+    registry.unregister("tests.tick")
+
+
+def rewind(key: str, seconds: float) -> None:
+    """Pretend no scheduler ran for *seconds*: move the schedule's next run into the past."""
+    row = PeriodicSchedule.objects.get(key=key)
+    row.next_run_at -= dt.timedelta(seconds=seconds)
+    row.save()
+
+
+def test_each_occurrence_is_enqueued_once(every_second: Any) -> None:
+    assert enqueue_due() == 0  # creates the row; the first occurrence is the next second
+    row = PeriodicSchedule.objects.get(key="tests.tick")
+    assert row.cron == "* * * * * *" and row.last_run_at is None
+    time.sleep(1.1)
+    assert enqueue_due() == 1
+    assert enqueue_due() == 0  # the same occurrence never twice
+    (enqueued,) = Job.objects.filter(name="tests.tick")
+    assert enqueued.kwargs == {"n": 1}
+    row.refresh_from_db()
+    assert row.last_job_id == enqueued.id and row.last_run_at is not None
+    assert row.next_run_at > row.last_run_at
+
+
+def test_missed_occurrences_follow_the_policy(every_second: Any) -> None:
+    enqueue_due()
+    rewind("tests.tick", 10)
+    caught_up = enqueue_due()
+    assert 10 <= caught_up <= 12  # "all": one per missed second
+    keys = list(Job.objects.filter(name="tests.tick").values_list("unique_key", flat=True))
+    assert len(set(keys)) == len(keys) == caught_up
+
+    registry.unregister("tests.tick")
+
+    @job(name="tests.tick", cron="* * * * * *")  # missed="once", the default
+    def tick_once() -> None: ...
+
+    rewind("tests.tick", 10)
+    assert enqueue_due() == 1
+
+
+def test_an_invalid_cron_expression_fails_a_system_check() -> None:
+    @job(name="tests.bad_cron", cron="every day at noon")
+    def bad() -> None: ...
+
+    try:
+        with override_settings(
+            ASYNCJOBS={
+                **_current_asyncjobs(),
+                "PERIODIC_JOBS": [{"job": "tests.nope", "cron": "* * * * *"}],
+            }
+        ):
+            messages = [m for m in run_checks() if m.id == "asyncjobs.E003"]
+    finally:
+        registry.unregister("tests.bad_cron")
+    texts = [m.msg for m in messages]
+    assert "periodic job 'tests.bad_cron': 'every day at noon' is not a valid cron expression" in (
+        " ".join(texts)
+    )
+    assert any("no job named 'tests.nope'" in t for t in texts)
+
+
+@pytest.mark.processes
+def test_two_schedulers_enqueue_each_occurrence_once(processes: ProcessGroup) -> None:
+    processes.env["ASYNCJOBS_TEST_PERIODIC"] = "1"
+    start_scheduler(processes)
+    start_scheduler(processes)
+    start_worker(processes, "--concurrency", "4")
+    wait_until(
+        lambda: Job.objects.filter(name="tests.ledgered", kwargs__key="tick").count() >= 6,
+        timeout=60,
+        message=lambda: processes.report(),
+    )
+    for process in processes.started:
+        if process.command == "runscheduler":
+            assert process.stop() == 0
+    ticks = list(Job.objects.filter(name="tests.ledgered", kwargs__key="tick"))
+    occurrences = sorted(
+        dt.datetime.fromisoformat(t.unique_key.rsplit("@", 1)[1])  # type: ignore[union-attr]
+        for t in ticks
+    )
+    assert len(set(occurrences)) == len(occurrences), "an occurrence was enqueued twice"
+    seconds = [(b - a).total_seconds() for a, b in itertools.pairwise(occurrences)]
+    assert set(seconds) == {1.0}, f"occurrences skipped: {occurrences}"
+    rows = wait_for_final(ticks, processes)
+    assert {row.status for row in rows.values()} == {"succeeded"}

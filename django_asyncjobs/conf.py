@@ -63,6 +63,9 @@ class AsyncJobsSettings:
     #: aside themselves; this is the backstop, high enough that doorbells handed back while
     #: workers are busy never reach it.
     dead_letter_max_receives: int = 50
+    #: How often a worker consuming queue patterns (``--queues "reports-*"``) looks for new
+    #: queues that match.
+    queue_discovery_interval_seconds: float = 30.0
     #: Long-poll wait of ReceiveMessage (0..20).
     wait_time_seconds: int = 20
     #: Retries after the first attempt, unless a job says otherwise.
@@ -124,6 +127,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "create_missing_queues": (bool,),
     "visibility_timeout_seconds": (int,),
     "dead_letter_max_receives": (int,),
+    "queue_discovery_interval_seconds": (int, float),
     "wait_time_seconds": (int,),
     "max_retries": (int,),
     "retry_backoff_seconds": (int, float),
@@ -204,6 +208,7 @@ def validate(raw: Mapping[str, Any]) -> list[str]:
     number("visibility_timeout_seconds", 0, SQS_MAX_VISIBILITY_TIMEOUT_SECONDS)
     number("wait_time_seconds", 0, SQS_MAX_WAIT_TIME_SECONDS)
     number("dead_letter_max_receives", 0, 1000)
+    number("queue_discovery_interval_seconds", 0.1)
     number("max_retries", 0)
     number("retry_backoff_seconds", 0)
     number("retry_backoff_factor", 1)

@@ -16,7 +16,7 @@ from django.utils.translation import gettext_lazy as _
 from .queries import JobManager
 from .status import FINAL_STATUSES, JobStatus
 
-__all__ = ["FINAL_STATUSES", "Job", "JobStatus", "PeriodicSchedule"]
+__all__ = ["FINAL_STATUSES", "Job", "JobStatus", "PeriodicSchedule", "RegisteredJob"]
 
 
 class Job(models.Model):
@@ -172,3 +172,22 @@ class PeriodicSchedule(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key} ({self.cron} {self.timezone})"
+
+
+class RegisteredJob(models.Model):
+    """A job name some scheduler or worker has registered: what SQL enqueueing checks against.
+
+    ``asyncjobs_enqueue()`` (the SQL function) refuses names missing here once the table holds
+    any; runschedulers write their registry at start.
+    """
+
+    name = models.CharField(_("name"), max_length=255, primary_key=True)
+    seen_at = models.DateTimeField(_("last seen at"))
+
+    class Meta:
+        db_table = "asyncjobs_registered"
+        verbose_name = _("registered job name")
+        verbose_name_plural = _("registered job names")
+
+    def __str__(self) -> str:
+        return self.name

@@ -22,11 +22,12 @@ from typing import Any
 
 import psycopg
 from django.db import DatabaseError, close_old_connections, connections, router
+from django.utils import timezone
 
 from . import periodic
 from .conf import get_settings
 from .exceptions import TransportError
-from .models import Job
+from .models import Job, RegisteredJob
 from .payload import Doorbell
 from .queries import NOTIFY_CHANNEL, DueJob
 from .registry import registry
@@ -73,6 +74,7 @@ class Scheduler:
         #: outside run(). Workers cannot heartbeat while the database is away, so a rescue waits
         #: until it has been reachable for a whole stale window.
         self._database_ok_since: float | None = None
+        self._names_recorded = False
         self.requeue_after_seconds = conf.requeue_after_seconds
         self._stop = threading.Event()
         self._listener: psycopg.Connection[Any] | None = None
@@ -112,6 +114,14 @@ class Scheduler:
                 raise _PartialSend(failed, exc) from exc
             failed.update(batch[int(i)].id for i in refused)
         return failed
+
+    def record_registered_names(self) -> None:
+        """Record this process's job names, which ``asyncjobs_enqueue()`` (SQL) checks against."""
+        rows = [RegisteredJob(name=name, seen_at=timezone.now()) for name in registry.names()]
+        RegisteredJob.objects.using(self.using).bulk_create(
+            rows, update_conflicts=True, unique_fields=["name"], update_fields=["seen_at"]
+        )
+        self._names_recorded = True
 
     def rescue_stalled(self) -> int:
         """Record the attempts of workers that went silent; return how many jobs were rescued.
@@ -249,6 +259,8 @@ class Scheduler:
                 if self._database_ok_since is None:
                     self._database_ok_since = time.monotonic()
                 try:
+                    if not self._names_recorded:
+                        self.record_registered_names()
                     # LISTEN before the pass: a job committed between the pass and the wait
                     # must find us listening, or it waits a whole interval.
                     self._listen()

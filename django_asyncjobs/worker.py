@@ -9,6 +9,7 @@ heartbeat and its lease carry the job, so job length is not bounded by SQS visib
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import itertools
 import logging
 import os
@@ -57,6 +58,11 @@ EXIT_RECYCLE = 3
 #: How often the heartbeat thread wakes: it reports liveness each time and writes heartbeats
 #: every HEARTBEAT_INTERVAL_SECONDS (retrying each tick after a failed write).
 HEARTBEAT_TICK_SECONDS = 0.25
+
+
+def is_pattern(queue: str) -> bool:
+    """Return whether a ``--queues`` entry is a glob pattern (``reports-*``), not a name."""
+    return any(c in queue for c in "*?[")
 
 
 def default_worker_id(*, pid: int | None = None, base: str | None = None) -> str:
@@ -112,7 +118,11 @@ class Worker:
         if concurrency < 1:
             raise ValueError(f"concurrency must be 1 or more, not {concurrency}")
         self.transport = transport
-        self.queues = list(queues or conf.queues)
+        #: The --queues option as given: names and glob patterns ("reports-*"), highest first.
+        self.queue_specs = list(queues or conf.queues)
+        self.queues = [q for q in self.queue_specs if not is_pattern(q)]
+        self.discovery_interval_seconds = conf.queue_discovery_interval_seconds
+        self._discovered_at = 0.0
         self.concurrency = concurrency
         self.burst = burst
         self.max_jobs = max_jobs
@@ -173,22 +183,16 @@ class Worker:
 
     def run(self) -> None:
         """Serve jobs until :meth:`stop` (or, with ``burst``/``max_jobs``, until done)."""
+        self._discover()
         logger.info(
             "worker started worker_id=%s queues=%s concurrency=%d",
             self.worker_id,
-            ",".join(self.queues),
+            ",".join(self.queue_specs),
             self.concurrency,
         )
         if not self.burst:
-            for rank, queue in enumerate(self.queues):
-                thread = threading.Thread(
-                    target=self._poll,
-                    args=(rank, queue),
-                    name=f"asyncjobs-poll-{queue}",
-                    daemon=True,
-                )
-                thread.start()
-                self._pollers.append(thread)
+            for queue in list(self.queues):
+                self._start_poller(queue)
         self._heartbeat_thread = threading.Thread(
             target=self._beat, name="asyncjobs-heartbeat", daemon=True
         )
@@ -204,6 +208,8 @@ class Worker:
             self._wakeup.clear()
             if self._stop_request is not None:
                 self.stop(force=self._stop_request)
+            if time.monotonic() - self._discovered_at >= self.discovery_interval_seconds:
+                self._discover()
             self._collect()
             self._record_unrecorded()
             if self.max_jobs is not None and self.jobs_started >= self.max_jobs:
@@ -288,7 +294,44 @@ class Worker:
 
     # -- receiving -------------------------------------------------------------------------------
 
-    def _poll(self, rank: int, queue: str) -> None:
+    def _start_poller(self, queue: str) -> None:
+        thread = threading.Thread(
+            target=self._poll, args=(queue,), name=f"asyncjobs-poll-{queue}", daemon=True
+        )
+        thread.start()
+        self._pollers.append(thread)
+
+    def _discover(self) -> None:
+        """Resolve queue patterns against the transport's queues, in the order given.
+
+        A pattern's matches take its place in the priority order, sorted by name. New queues
+        get a long-poll thread of their own.
+        """
+        if not any(is_pattern(spec) for spec in self.queue_specs):
+            return
+        self._discovered_at = time.monotonic()
+        try:
+            available = self.transport.list_queues()
+        except TransportError as exc:
+            self._report_failure(exc)
+            return
+        resolved: list[str] = []
+        for spec in self.queue_specs:
+            names = sorted(fnmatch.filter(available, spec)) if is_pattern(spec) else [spec]
+            resolved.extend(n for n in names if n not in resolved)
+        with self._lock:
+            new = [q for q in resolved if q not in self.queues]
+            self.queues = resolved
+        for queue in new:
+            logger.info("worker consumes a new queue queue=%s", queue)
+            if self._pollers or not self.burst:
+                self._start_poller(queue)
+
+    def _rank(self, queue: str) -> int:
+        with self._lock:
+            return self.queues.index(queue) if queue in self.queues else len(self.queues)
+
+    def _poll(self, queue: str) -> None:
         """Long-poll one queue while the main loop is idle and has free slots."""
         backoff = 0.0
         while not self._stopping.is_set():
@@ -312,6 +355,7 @@ class Worker:
             if received and self._stopping.is_set():
                 self._release(received)
             elif received:
+                rank = self._rank(queue)
                 with self._lock:
                     for message in received:
                         self._inbox.messages.append((rank, next(self._inbox.order), message))
@@ -339,7 +383,9 @@ class Worker:
         With a backlog this keeps the order strict: a lower queue is only read while every
         higher one is empty.
         """
-        for queue in self.queues:
+        with self._lock:
+            queues = list(self.queues)
+        for queue in queues:
             try:
                 received = self.transport.receive(
                     queue, max_messages=min(free, MAX_BATCH_SIZE), wait_seconds=0

@@ -59,6 +59,10 @@ class Transport(Protocol):
         """Hide *message* for *timeout_seconds* more (0 hands it back to other workers at once)."""
         ...
 
+    def list_queues(self) -> list[str]:
+        """Return the job queues that exist (names without prefix; dead-letter queues left out)."""
+        ...
+
     def quarantine(self, message: ReceivedMessage) -> bool:
         """Set aside a message that is not ours (its dead-letter queue); ``False`` if deleted."""
         ...

@@ -116,6 +116,11 @@ class MemoryTransport:
                     stored.visible_at = time.monotonic() + timeout_seconds
             self._cond.notify_all()
 
+    def list_queues(self) -> list[str]:
+        """Return the queues that exist here, dead-letter queues left out."""
+        with self._cond:
+            return sorted(q for q in self._queues if not q.endswith(DEAD_LETTER_SUFFIX))
+
     def quarantine(self, message: ReceivedMessage) -> bool:
         """Move *message* to the queue ``<queue>-dlq`` of this transport."""
         with self._cond:

@@ -177,6 +177,25 @@ class SQSTransport:
         except BotoCoreError as exc:
             raise self._error("GetQueueUrl", name, exc) from exc
 
+    def list_queues(self) -> list[str]:
+        """Return the job queues under ``QUEUE_PREFIX`` (dead-letter queues left out)."""
+        prefix = self.conf.queue_prefix
+        names: list[str] = []
+        kwargs: dict[str, Any] = {"QueueNamePrefix": prefix, "MaxResults": 1000}
+        try:
+            while True:
+                response = self.client.list_queues(**kwargs)
+                for url in response.get("QueueUrls", []):
+                    name = url.rsplit("/", 1)[-1]
+                    if name.startswith(prefix) and not name.endswith(DEAD_LETTER_SUFFIX):
+                        names.append(name[len(prefix) :])
+                token = response.get("NextToken")
+                if not token:
+                    return sorted(names)
+                kwargs["NextToken"] = token
+        except (BotoCoreError, ClientError) as exc:
+            raise self._error("ListQueues", f"{prefix}*", exc) from exc
+
     def quarantine(self, message: ReceivedMessage) -> bool:
         """Move a message that is not ours to its queue's dead-letter queue, at once.
 

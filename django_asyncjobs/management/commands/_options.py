@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 from ...conf import queue_name_error
 
@@ -52,3 +53,22 @@ def queue_list(value: str) -> list[str]:
     if len(set(queues)) != len(queues):
         raise argparse.ArgumentTypeError(f"a queue is listed twice in {value!r}")
     return queues
+
+
+def queue_specs(value: str) -> list[str]:
+    """Parse ``high,reports-*,low``: queue names and glob patterns, highest priority first."""
+    specs = [q.strip() for q in value.split(",") if q.strip()]
+    if not specs:
+        raise argparse.ArgumentTypeError("name at least one queue")
+    for spec in specs:
+        # Check a pattern as a name with its wildcards replaced by a letter.
+        problem = queue_name_error(re.sub(r"[*?\[\]]", "x", spec))
+        if problem:
+            raise argparse.ArgumentTypeError(
+                f"{problem} (SQS queue names hold no '.'; write 'reports-*', not 'reports.*')"
+                if "." in spec
+                else problem
+            )
+    if len(set(specs)) != len(specs):
+        raise argparse.ArgumentTypeError(f"a queue is listed twice in {value!r}")
+    return specs

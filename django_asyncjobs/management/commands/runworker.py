@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from ...supervisor import Supervisor, supervisor_signals
 from ...transports import get_transport
 from ...worker import Worker
-from ._options import non_negative_float, positive_int, queue_list
+from ._options import non_negative_float, positive_int, queue_specs
 
 
 class Command(BaseCommand):
@@ -25,9 +25,11 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--queues",
-            type=queue_list,
+            type=queue_specs,
             default=None,
-            help="Comma-separated queues, highest priority first (default: ASYNCJOBS['QUEUES']).",
+            help="Comma-separated queues, highest priority first (default: ASYNCJOBS['QUEUES']). "
+            "Glob patterns such as 'reports-*' take every matching queue, including queues "
+            "created later.",
         )
         parser.add_argument(
             "--concurrency",

@@ -112,6 +112,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="runworker --concurrency values to measure, one worker process each (default 1).",
     )
     parser.add_argument(
+        "--bulk",
+        type=concurrency_list,
+        default=[10_000, 100_000],
+        metavar="N[,N...]",
+        help="delay_many() sizes to time (default 10000,100000).",
+    )
+    parser.add_argument(
         "--latency-jobs",
         type=int,
         default=200,
@@ -268,8 +275,15 @@ class Child:
     def pid(self) -> int:
         return self.proc.pid
 
+    def tree(self) -> list[int]:
+        """The process and its children (runworker is a supervisor of worker processes)."""
+        return [self.pid, *children_of(self.pid)]
+
+    def tree_cpu(self) -> float:
+        return sum(cpu_seconds(pid) or 0.0 for pid in self.tree())
+
     def cpu(self) -> float:
-        return (cpu_seconds(self.pid) or 0.0) - self.cpu_at_start
+        return self.tree_cpu() - self.cpu_at_start
 
 
 class Children:
@@ -341,7 +355,9 @@ class Children:
         """Read the peak RSS, then send the first SIGTERM (graceful stop)."""
         if child.stop_requested_at is not None:
             return
-        child.peak_rss_kib = proc_status_kib(child.pid, "VmHWM") or child.peak_rss_kib
+        # The largest process of the tree: for runworker, its worker process.
+        peaks = [proc_status_kib(pid, "VmHWM") or 0 for pid in child.tree()]
+        child.peak_rss_kib = max(peaks) or child.peak_rss_kib
         child.stop_requested_at = time.monotonic()
         with contextlib.suppress(ProcessLookupError):
             child.proc.send_signal(signal.SIGTERM)
@@ -475,6 +491,22 @@ def measure_delay(n: int) -> list[Row]:
         Row("delay() in autocommit (one transaction each)", rate(n, autocommit)),
         Row("delay() in one atomic() block", rate(n, atomic)),
     ]
+
+
+def measure_bulk(sizes: Sequence[int]) -> list[Row]:
+    """Time ``delay_many()`` (one INSERT, one NOTIFY) for each size, in autocommit."""
+    from benchmarks.benchjobs.jobs import noop
+
+    rows = []
+    for n in sizes:
+        log(f"delay_many(): {n:,} jobs in one call")
+        arguments: list[tuple[tuple[int], dict[str, object]]] = [((i,), {}) for i in range(n)]
+        started = time.perf_counter()
+        noop.delay_many(arguments)
+        elapsed = time.perf_counter() - started
+        truncate_jobs()
+        rows.append(Row(f"delay_many() of {n:,} jobs (one statement)", rate(n, elapsed)))
+    return rows
 
 
 @dataclasses.dataclass
@@ -645,7 +677,7 @@ def run_pair(
         children.wait_for_log(worker, "worker started")
         time.sleep(1.0)  # let the worker's first short polls pass and its long polls begin
         for child in (scheduler, worker):
-            child.cpu_at_start = cpu_seconds(child.pid) or 0.0
+            child.cpu_at_start = child.tree_cpu()
             children.attach_py_spy(child)
         services_before = service_cpu.sample()
         requests_before = service_cpu.sqs_requests()
@@ -834,6 +866,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             machine = machine_line(moto_started=any(isinstance(s, MotoServer) for s in started))
 
             rows.extend(measure_delay(args.jobs))
+            rows.extend(measure_bulk(args.bulk))
             pythonpath = os.pathsep.join(
                 p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
             )

@@ -39,6 +39,7 @@ def test_a_chain_runs_in_order_and_a_failure_cancels_the_rest(processes: Process
     assert phases(b2, "start") == phases(c2, "start") == 0
 
 
+@pytest.mark.slow
 def test_ten_thousand_bulk_enqueued_jobs_all_succeed(processes: ProcessGroup) -> None:
     start_scheduler(processes)
     start_worker(processes, "--processes", "2", "--concurrency", "8")

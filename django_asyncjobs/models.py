@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import uuid
 
-from django.contrib.postgres.fields import ArrayField
-from django.contrib.postgres.indexes import GinIndex
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
+from .fields import UUIDArrayField
 from .queries import JobManager
 from .status import FINAL_STATUSES, JobStatus
 
@@ -65,8 +64,7 @@ class Job(models.Model):
         blank=True,
         help_text=_("While a job with this key is scheduled, queued or running, no second one."),
     )
-    depends_on = ArrayField(
-        models.UUIDField(),
+    depends_on = UUIDArrayField(
         verbose_name=_("depends on"),
         default=list,
         blank=True,
@@ -125,12 +123,9 @@ class Job(models.Model):
                 name="asyncjobs_queued_idx",
                 condition=models.Q(status="queued"),
             ),
-            # Dependents of a job, while they wait for it.
-            GinIndex(
-                fields=["depends_on"],
-                name="asyncjobs_depends_idx",
-                condition=models.Q(blocked=True),
-            ),
+            # (Dependents of a job, while they wait for it, are found through a GIN index on
+            # depends_on WHERE blocked, created in migration 0004: Django's GinIndex needs
+            # django.contrib.postgres in INSTALLED_APPS.)
             # Admin and commands: list by status / name / queue, newest first.
             models.Index(fields=["status", "-created_at"], name="asyncjobs_status_idx"),
             models.Index(fields=["name", "-created_at"], name="asyncjobs_name_idx"),

@@ -107,6 +107,7 @@ class Supervisor:
         self._stop_deadline: float | None = None
         self._restart_delay = 0.0
         self._restart_at = 0.0
+        self._last_watchdog = time.monotonic()
         #: Processes that exited and, without respawn, are not replaced.
         self._finished = 0
         self._crashed = False
@@ -330,9 +331,14 @@ class Supervisor:
     # -- hard timeouts and wedged processes ------------------------------------------------------
 
     def _watchdog(self) -> None:
+        now = time.monotonic()
+        last, self._last_watchdog = self._last_watchdog, now
         if not self._children:
             return
-        now = time.monotonic()
+        if now - last > 3 * WATCHDOG_INTERVAL_SECONDS:
+            # We were paused ourselves (SIGSTOP of the process group, a suspended VM): so were
+            # our workers, most likely. Give them a round to report before judging them.
+            return
         for child in self._children.values():
             silent = now - child.alive.value
             if silent > self.silent_after_seconds and not child.kill_reasons:

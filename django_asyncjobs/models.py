@@ -15,7 +15,15 @@ from .fields import UUIDArrayField
 from .queries import JobManager
 from .status import FINAL_STATUSES, JobStatus
 
-__all__ = ["FINAL_STATUSES", "Job", "JobStatus", "PeriodicSchedule", "RegisteredJob"]
+__all__ = [
+    "FINAL_STATUSES",
+    "AttemptOutcome",
+    "Job",
+    "JobAttempt",
+    "JobStatus",
+    "PeriodicSchedule",
+    "RegisteredJob",
+]
 
 
 class Job(models.Model):
@@ -186,3 +194,41 @@ class RegisteredJob(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class AttemptOutcome(models.TextChoices):
+    """How one attempt ended (empty while it runs)."""
+
+    SUCCEEDED = "succeeded", _("succeeded")
+    FAILED = "failed", _("failed")
+    TIMED_OUT = "timed out", _("timed out")
+    LOST = "lost", _("worker lost")
+    INTERRUPTED = "interrupted", _("interrupted")
+
+
+class JobAttempt(models.Model):
+    """One attempt of a job: which worker, when, and how it ended.
+
+    Written by the same statements that claim a job and record its outcome, so a retried job's
+    earlier failures stay visible after the row itself moved on.
+    """
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="attempt_history")
+    number = models.PositiveIntegerField(_("attempt"))
+    worker = models.CharField(_("worker"), max_length=255)
+    started_at = models.DateTimeField(_("started at"))
+    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
+    outcome = models.CharField(
+        _("outcome"), max_length=16, choices=AttemptOutcome.choices, blank=True, default=""
+    )
+    error = models.TextField(_("error"), blank=True, default="")
+
+    class Meta:
+        db_table = "asyncjobs_attempt"
+        verbose_name = _("attempt")
+        verbose_name_plural = _("attempts")
+        ordering = ["started_at"]
+        indexes = [models.Index(fields=["job", "started_at"], name="asyncjobs_attempt_job_idx")]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} of {self.job_id} ({self.outcome or 'running'})"

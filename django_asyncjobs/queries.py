@@ -84,6 +84,24 @@ class OverdueJob:
     timeout_seconds: float
 
 
+#: The attempt history (models.JobAttempt), written by the statements that claim and finish.
+ATTEMPT_TABLE = "asyncjobs_attempt"
+_CLOSE_ATTEMPT_SQL = f"""
+    closed AS (
+        UPDATE {ATTEMPT_TABLE} AS a SET finished_at = now(), outcome = %s, error = %s
+        FROM changed WHERE a.job_id = changed.id AND a.finished_at IS NULL
+    )"""
+
+
+def attempt_outcome(error: str) -> str:
+    """Return the attempt outcome an error text records: timed out, lost, or failed."""
+    if error.startswith("JobTimeout"):
+        return "timed out"
+    if error.startswith("WorkerLost"):
+        return "lost"
+    return "failed"
+
+
 def _table(model: type[models.Model]) -> str:
     return connections[router.db_for_write(model)].ops.quote_name(model._meta.db_table)
 
@@ -520,11 +538,18 @@ class JobManager(models.Manager["Job"]):
         """
         table = _table(self.model)
         sql = f"""
-            UPDATE {table}
-            SET status = %s, attempts = attempts + 1, started_at = now(), heartbeat_at = now(),
-                finished_at = NULL, worker = %s, lease_token = gen_random_uuid()
-            WHERE id = %s AND status = %s AND dispatch_token = %s AND name = ANY(%s)
-            RETURNING {_columns(self.model)}
+            WITH changed AS (
+                UPDATE {table}
+                SET status = %s, attempts = attempts + 1, started_at = now(),
+                    heartbeat_at = now(), finished_at = NULL, worker = %s,
+                    lease_token = gen_random_uuid()
+                WHERE id = %s AND status = %s AND dispatch_token = %s AND name = ANY(%s)
+                RETURNING *
+            ), opened AS (
+                INSERT INTO {ATTEMPT_TABLE} (job_id, number, worker, started_at, outcome, error)
+                SELECT id, attempts, worker, started_at, '', '' FROM changed
+            )
+            SELECT {_columns(self.model)} FROM changed
         """
         params = [
             JobStatus.RUNNING.value,
@@ -609,7 +634,7 @@ class JobManager(models.Manager["Job"]):
                 SET status = %s, result = %s::jsonb, finished_at = now(), error = '', traceback = ''
                 WHERE id = %s AND status = %s AND lease_token = %s
                 RETURNING *
-            )
+            ), {_CLOSE_ATTEMPT_SQL}
             SELECT {_columns(self.model)}, {self._wake_dependents_sql()} FROM changed
         """
         job = self._returning(
@@ -620,6 +645,8 @@ class JobManager(models.Manager["Job"]):
                 job_id,
                 JobStatus.RUNNING.value,
                 lease_token,
+                "succeeded",
+                "",
                 NOTIFY_CHANNEL,
             ],
         )
@@ -668,7 +695,7 @@ class JobManager(models.Manager["Job"]):
                 SET status = %s, {sets}, error = %s, traceback = %s, lease_token = NULL
                 WHERE id = %s AND status = %s AND lease_token = %s {stale_sql}
                 RETURNING *
-            )
+            ), {_CLOSE_ATTEMPT_SQL}
             SELECT {_columns(self.model)}, pg_notify(%s, '') FROM changed
         """
         job = self._returning(
@@ -682,6 +709,8 @@ class JobManager(models.Manager["Job"]):
                 JobStatus.RUNNING.value,
                 lease_token,
                 *stale_params,
+                attempt_outcome(error),
+                error,
                 NOTIFY_CHANNEL,
             ],
         )
@@ -722,7 +751,7 @@ class JobManager(models.Manager["Job"]):
                     error = %s, traceback = ''
                 WHERE id = %s AND status = %s AND lease_token = %s
                 RETURNING *
-            )
+            ), {_CLOSE_ATTEMPT_SQL}
             SELECT {_columns(self.model)}, pg_notify(%s, '') FROM changed
         """
         job = self._returning(
@@ -739,6 +768,8 @@ class JobManager(models.Manager["Job"]):
                 job_id,
                 JobStatus.RUNNING.value,
                 lease_token,
+                "interrupted",
+                reason,
                 NOTIFY_CHANNEL,
             ],
         )

@@ -154,3 +154,34 @@ def test_a_result_over_the_size_limit_fails_the_attempt_clearly() -> None:
     failed = Job.objects.get(id=too_big.id)
     assert failed.status == "failed" and failed.result is None
     assert "the job's return value is 102 bytes of JSON; the limit is 100" in failed.error
+
+
+def test_every_attempt_is_kept_in_the_history() -> None:
+    from django_asyncjobs.models import JobAttempt
+
+    transport = MemoryTransport()
+    job = jobs.fails_then_succeeds.delay("hist", 2)
+    for _ in range(3):
+        Job.objects.filter(id=job.id, status="scheduled").update(run_at=job.created_at)
+        relay(transport)
+        drain(transport)
+    history = list(JobAttempt.objects.filter(job_id=job.id).order_by("started_at"))
+    assert [(a.number, a.outcome) for a in history] == [
+        (1, "failed"),
+        (2, "failed"),
+        (3, "succeeded"),
+    ]
+    assert history[0].error == "RuntimeError: attempt 1 fails on purpose"
+    assert all(a.worker == "test-worker" and a.finished_at is not None for a in history)
+
+    interrupted = jobs.ledgered.delay(key="hist-int")
+    running = claimed(interrupted)
+    assert running.lease_token is not None
+    Job.objects.hand_back(
+        job_id=interrupted.id,
+        lease_token=running.lease_token,
+        reason="interrupted: worker w1 shut down during attempt 1",
+        free_interruptions=3,
+    )
+    (attempt,) = JobAttempt.objects.filter(job_id=interrupted.id)
+    assert attempt.outcome == "interrupted" and attempt.error.startswith("interrupted: worker w1")

@@ -134,6 +134,12 @@ class Job(models.Model):
             # (Dependents of a job, while they wait for it, are found through a GIN index on
             # depends_on WHERE blocked, created in migration 0004: Django's GinIndex needs
             # django.contrib.postgres in INSTALLED_APPS.)
+            # Purge and retention: finished jobs by age.
+            models.Index(
+                fields=["finished_at"],
+                name="asyncjobs_finished_idx",
+                condition=models.Q(status__in=["succeeded", "failed", "cancelled"]),
+            ),
             # Admin and commands: list by status / name / queue, newest first.
             models.Index(fields=["status", "-created_at"], name="asyncjobs_status_idx"),
             models.Index(fields=["name", "-created_at"], name="asyncjobs_name_idx"),

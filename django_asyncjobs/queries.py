@@ -11,7 +11,7 @@ import datetime as dt
 import json
 import logging
 import uuid
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -20,7 +20,7 @@ from django.db import OperationalError, connections, models, router, transaction
 from django.db.models.functions import Now
 
 from . import signals
-from .status import JobStatus
+from .status import FINAL_STATUSES, JobStatus
 
 if TYPE_CHECKING:
     from .models import Job
@@ -892,29 +892,98 @@ class JobManager(models.Manager["Job"]):
     def retry(self, job_id: uuid.UUID | str) -> Job | None:
         """Schedule a ``failed`` or ``cancelled`` job to run now with a fresh retry budget.
 
-        Returns ``None`` when the job is in any other status (a running job is never touched).
+        Returns ``None`` when the job is in any other status (a running job is never touched),
+        or when another active job holds its unique key.
         """
+        jobs = self._retry_where("j.id = %s", [job_id], limit=1)
+        return jobs[0] if jobs else None
+
+    def retry_failed(self, *, name: str | None = None, batch_size: int = 1000) -> Iterator[int]:
+        """Retry every ``failed`` job (of *name*), in batches; yield each batch's size.
+
+        Batches are separate statements, so the table is never locked for long.
+        """
+        while True:
+            where, params = "j.status = %s", [JobStatus.FAILED.value]
+            if name is not None:
+                where, params = where + " AND j.name = %s", [*params, name]
+            jobs = self._retry_where(where, params, limit=batch_size)
+            if not jobs:
+                return
+            yield len(jobs)
+
+    def _retry_where(self, where: str, params: list[Any], *, limit: int) -> list[Job]:
+        table = _table(self.model)
         sql = f"""
-            WITH old AS (SELECT id, status FROM {_table(self.model)} WHERE id = %s FOR UPDATE)
-            UPDATE {_table(self.model)} AS j
-            SET status = %s, run_at = now(), attempts = 0, finished_at = NULL,
-                dispatch_token = NULL, lease_token = NULL
-            FROM old WHERE j.id = old.id AND old.status IN (%s, %s)
+            WITH old AS (
+                SELECT j.id, j.status FROM {table} AS j
+                WHERE {where} AND j.status IN (%s, %s) AND (
+                    j.unique_key IS NULL OR NOT EXISTS (
+                        SELECT 1 FROM {table} AS a
+                        WHERE a.unique_key = j.unique_key AND a.status IN ({_ACTIVE_SQL})
+                    )
+                )
+                LIMIT %s
+                FOR UPDATE OF j SKIP LOCKED
+            )
+            UPDATE {table} AS j
+            SET status = %s, run_at = now(), attempts = 0, interruptions = 0,
+                finished_at = NULL, dispatch_token = NULL, lease_token = NULL, blocked = false
+            FROM old WHERE j.id = old.id
             RETURNING {_columns(self.model, prefix="j.")},
                 old.status AS old_status, pg_notify(%s, '')
         """
-        job = self._returning(
-            sql,
-            [
-                job_id,
-                JobStatus.SCHEDULED.value,
-                JobStatus.FAILED.value,
-                JobStatus.CANCELLED.value,
-                NOTIFY_CHANNEL,
-            ],
+        jobs = list(
+            self.model._default_manager.raw(
+                sql,
+                [
+                    *params,
+                    JobStatus.FAILED.value,
+                    JobStatus.CANCELLED.value,
+                    limit,
+                    JobStatus.SCHEDULED.value,
+                    NOTIFY_CHANNEL,
+                ],
+            ).using(self._db_alias)
         )
-        if job is not None:
+        for job in jobs:
             signals.send_after_commit(
                 job, old_status=getattr(job, "old_status", None), using=self._db_alias
             )
-        return job
+        return jobs
+
+    def purge(
+        self,
+        *,
+        older_than_seconds: float,
+        statuses: Collection[str] = FINAL_STATUSES,
+        batch_size: int = 1000,
+    ) -> Iterator[int]:
+        """Delete finished jobs (and their attempts) that finished longer ago than given.
+
+        Deletes *batch_size* rows per statement and yields each batch's count, so that a purge
+        of millions of rows shows progress and never holds locks for long.
+        """
+        table = _table(self.model)
+        sql = f"""
+            WITH doomed AS (
+                SELECT id FROM {table}
+                WHERE status = ANY(%s) AND finished_at < now() - %s * interval '1 second'
+                LIMIT %s
+                FOR UPDATE SKIP LOCKED
+            ), attempts AS (
+                DELETE FROM {ATTEMPT_TABLE} WHERE job_id IN (SELECT id FROM doomed)
+            )
+            DELETE FROM {table} WHERE id IN (SELECT id FROM doomed)
+        """
+        while True:
+            # One statement per batch, each its own transaction in autocommit.
+            with connections[self._db_alias].cursor() as cursor:
+                cursor.execute(
+                    sql,
+                    [[getattr(s, "value", s) for s in statuses], older_than_seconds, batch_size],
+                )
+                deleted = int(cursor.rowcount)
+            if not deleted:
+                return
+            yield deleted

@@ -177,6 +177,23 @@ class SQSTransport:
         except BotoCoreError as exc:
             raise self._error("GetQueueUrl", name, exc) from exc
 
+    def depth(self, queue: str) -> tuple[int, int]:
+        """Return SQS's approximate (visible, in flight) message counts of *queue*."""
+        try:
+            attributes = self.client.get_queue_attributes(
+                QueueUrl=self.queue_url(queue),
+                AttributeNames=[
+                    "ApproximateNumberOfMessages",
+                    "ApproximateNumberOfMessagesNotVisible",
+                ],
+            )["Attributes"]
+        except (BotoCoreError, ClientError) as exc:
+            raise self._error("GetQueueAttributes", queue, exc) from exc
+        return (
+            int(attributes.get("ApproximateNumberOfMessages", 0)),
+            int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0)),
+        )
+
     def list_queues(self) -> list[str]:
         """Return the job queues under ``QUEUE_PREFIX`` (dead-letter queues left out)."""
         prefix = self.conf.queue_prefix

@@ -1,32 +1,99 @@
-"""``manage.py asyncjobs <subcommand>``: operator tools for the SQS side of django-asyncjobs."""
+"""``manage.py asyncjobs <subcommand>``: operator tools for jobs and their SQS queues."""
 
 from __future__ import annotations
 
+import argparse
+import json
+import re
+import uuid
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db.models import Count, Min
+from django.db.models.functions import Now
+from django.utils import timezone
 
 from ...conf import get_settings
 from ...exceptions import TransportError
+from ...models import Job
+from ...status import FINAL_STATUSES, JobStatus
 from ...transports import get_transport
 from ...transports.sqs import SQSTransport
 from ._options import positive_int, queue_list
 
 #: Dead-letter bodies are shown up to this many characters: they may be anything.
 BODY_PREVIEW_CHARS = 200
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration_seconds(value: str) -> float:
+    """Parse ``90s``, ``15m``, ``12h`` or ``30d`` into seconds."""
+    match = _DURATION.match(value.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a duration like 90s, 15m, 12h or 30d")
+    return float(match[1]) * _UNIT_SECONDS[match[2]]
+
+
+def status_list(value: str) -> list[str]:
+    """Parse ``failed,cancelled`` into job statuses."""
+    statuses = [s.strip() for s in value.split(",") if s.strip()]
+    unknown = [s for s in statuses if s not in JobStatus.values]
+    if unknown or not statuses:
+        choices = ", ".join(JobStatus.values)
+        raise argparse.ArgumentTypeError(
+            f"unknown status {', '.join(unknown) or value!r}; choose from {choices}"
+        )
+    return statuses
 
 
 class Command(BaseCommand):
     help = (
-        "Operator tools for django-asyncjobs' SQS queues.\n\n"
+        "Operator tools for django-asyncjobs: list, retry, cancel and purge jobs, queue "
+        "statistics, and the SQS queues.\n\n"
         "Examples:\n"
+        "  manage.py asyncjobs list --status failed --limit 20\n"
+        "  manage.py asyncjobs list --name app.jobs.send_receipt --json\n"
+        "  manage.py asyncjobs retry 3f2a9c1e\n"
+        "  manage.py asyncjobs retry --all-failed --name app.jobs.send_receipt\n"
+        "  manage.py asyncjobs cancel 3f2a9c1e 7b0d4e22\n"
+        "  manage.py asyncjobs purge --older-than 30d\n"
+        "  manage.py asyncjobs stats\n"
         "  manage.py asyncjobs create-queues\n"
-        "  manage.py asyncjobs dead-letters --queue default --limit 20\n"
+        "  manage.py asyncjobs dead-letters --queue default\n"
         "  manage.py asyncjobs redrive --queue default"
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
         commands = parser.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
+        listing = commands.add_parser("list", help="List jobs, newest first.")
+        listing.add_argument("--status", type=status_list, default=None, help="e.g. failed,queued")
+        listing.add_argument("--name", default=None, help="Job name.")
+        listing.add_argument("--queue", default=None, help="Queue name.")
+        listing.add_argument("--limit", type=positive_int, default=50, help="Rows (50).")
+        listing.add_argument("--json", action="store_true", help="One JSON object per line.")
+
+        retry = commands.add_parser("retry", help="Retry failed or cancelled jobs, due now.")
+        retry.add_argument("ids", nargs="*", help="Job ids or unique id prefixes.")
+        retry.add_argument("--all-failed", action="store_true", help="Every failed job.")
+        retry.add_argument("--name", default=None, help="With --all-failed: only this job.")
+
+        cancel = commands.add_parser("cancel", help="Cancel jobs that have not started.")
+        cancel.add_argument("ids", nargs="+", help="Job ids or unique id prefixes.")
+
+        purge = commands.add_parser("purge", help="Delete finished jobs, in batches.")
+        purge.add_argument(
+            "--older-than", type=duration_seconds, required=True, help="e.g. 30d, 12h."
+        )
+        purge.add_argument(
+            "--status",
+            type=status_list,
+            default=None,
+            help="Finished statuses to delete (default: succeeded,failed,cancelled).",
+        )
+        purge.add_argument("--batch-size", type=positive_int, default=1000)
+
+        commands.add_parser("stats", help="Jobs per queue and status, oldest waiting, SQS depth.")
         create = commands.add_parser(
             "create-queues",
             help="Create the SQS queues (and their dead-letter queues) that are missing.",
@@ -52,45 +119,238 @@ class Command(BaseCommand):
             )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        handler = getattr(self, "_" + options["subcommand"].replace("-", "_"))
+        handler(options)
+
+    # -- jobs ------------------------------------------------------------------------------------
+
+    def _list(self, options: dict[str, Any]) -> None:
+        jobs = Job.objects.order_by("-created_at")
+        if options["status"]:
+            jobs = jobs.filter(status__in=options["status"])
+        if options["name"]:
+            jobs = jobs.filter(name=options["name"])
+        if options["queue"]:
+            jobs = jobs.filter(queue=options["queue"])
+        rows = list(jobs[: options["limit"]])
+        if options["json"]:
+            for job in rows:
+                self.stdout.write(json.dumps(_as_dict(job)))
+            return
+        if not rows:
+            self.stdout.write("no jobs match")
+            return
+        table = [("ID", "NAME", "STATUS", "QUEUE", "PRIO", "ATTEMPTS", "CREATED", "ERROR")]
+        for job in rows:
+            table.append(
+                (
+                    str(job.id)[:8],
+                    job.name,
+                    job.status,
+                    job.queue,
+                    str(job.priority),
+                    f"{job.attempts} / {job.max_retries + 1}",
+                    timezone.localtime(job.created_at).strftime("%Y-%m-%d %H:%M:%S"),
+                    job.error.splitlines()[0][:60] if job.error else "",
+                )
+            )
+        widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+        for index, row in enumerate(table):
+            line = "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+            self.stdout.write(self.style.MIGRATE_HEADING(line) if index == 0 else line.rstrip())
+
+    def _retry(self, options: dict[str, Any]) -> None:
+        if options["all_failed"]:
+            if options["ids"]:
+                raise CommandError("give job ids or --all-failed, not both")
+            total = 0
+            for count in Job.objects.retry_failed(name=options["name"]):
+                total += count
+                self.stdout.write(f"  {total:,} retried so far")
+            self.stdout.write(self.style.SUCCESS(f"{total:,} failed job(s) retried"))
+            return
+        if options["name"]:
+            raise CommandError("--name only goes with --all-failed")
+        if not options["ids"]:
+            raise CommandError("give job ids to retry, or --all-failed")
+        for job_id in self._resolve(options["ids"]):
+            job = Job.objects.retry(job_id)
+            if job is None:
+                current = Job.objects.get(id=job_id)
+                raise CommandError(
+                    f"job {job_id} is {current.status}; only failed or cancelled jobs can be "
+                    "retried (or another active job holds its unique key)"
+                )
+            self.stdout.write(self.style.SUCCESS(f"{job_id} retried ({job.name})"))
+
+    def _cancel(self, options: dict[str, Any]) -> None:
+        for job_id in self._resolve(options["ids"]):
+            job = Job.objects.cancel(job_id)
+            if job is None:
+                current = Job.objects.get(id=job_id)
+                raise CommandError(
+                    f"job {job_id} is {current.status}; only scheduled or queued jobs can be "
+                    "cancelled"
+                )
+            self.stdout.write(self.style.SUCCESS(f"{job_id} cancelled ({job.name})"))
+
+    def _purge(self, options: dict[str, Any]) -> None:
+        statuses = options["status"] or [s.value for s in FINAL_STATUSES]
+        unfinished = [s for s in statuses if s not in {f.value for f in FINAL_STATUSES}]
+        if unfinished:
+            raise CommandError(f"purge deletes finished jobs only, not {', '.join(unfinished)}")
+        total = 0
+        for count in Job.objects.purge(
+            older_than_seconds=options["older_than"],
+            statuses=statuses,
+            batch_size=options["batch_size"],
+        ):
+            total += count
+            self.stdout.write(f"  {total:,} deleted so far")
+        self.stdout.write(self.style.SUCCESS(f"{total:,} job(s) deleted"))
+
+    def _stats(self, options: dict[str, Any]) -> None:
+        counts = Job.objects.order_by().values("queue", "status").annotate(n=Count("id"))
+        by_queue: dict[str, dict[str, int]] = {}
+        for count in counts:
+            by_queue.setdefault(count["queue"], {})[count["status"]] = count["n"]
+        waiting = dict(
+            Job.objects.filter(status__in=["scheduled", "queued"], run_at__lte=Now())
+            .order_by()
+            .values_list("queue")
+            .annotate(oldest=Min("run_at"))
+        )
+        now = timezone.now()
+        statuses = JobStatus.values
+        header = ["QUEUE", *[s.upper() for s in statuses], "OLDEST DUE", "SQS", "DEAD"]
+        table = [header]
+        transport = get_transport()
+        for queue in sorted(by_queue):
+            oldest = waiting.get(queue)
+            sqs, dead = self._sqs_counts(transport, queue)
+            table.append(
+                [
+                    queue,
+                    *[str(by_queue[queue].get(s, 0)) for s in statuses],
+                    f"{(now - oldest).total_seconds():.0f}s" if oldest else "-",
+                    sqs,
+                    dead,
+                ]
+            )
+        transport.close()
+        widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+        for index, row in enumerate(table):
+            line = "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+            self.stdout.write(self.style.MIGRATE_HEADING(line) if index == 0 else line.rstrip())
+
+    @staticmethod
+    def _sqs_counts(transport: Any, queue: str) -> tuple[str, str]:
+        if not isinstance(transport, SQSTransport):
+            return "-", "-"
+        try:
+            visible, in_flight = transport.depth(queue)
+            dead, _ = transport.dead_letters(queue, limit=0)
+        except TransportError:
+            return "unreachable", "-"
+        return f"{visible}+{in_flight}", str(dead)
+
+    def _resolve(self, ids: list[str]) -> list[uuid.UUID]:
+        resolved = []
+        for text in ids:
+            prefix = text.strip().lower()
+            if not re.fullmatch(r"[0-9a-f-]{4,36}", prefix):
+                raise CommandError(f"{text!r} is not a job id or an id prefix of 4+ hex digits")
+            try:
+                resolved.append(uuid.UUID(prefix))
+                continue
+            except ValueError:
+                pass
+            matches = list(
+                Job.objects.filter(id__startswith=prefix.replace("-", "")).values_list(
+                    "id", flat=True
+                )[:2]
+            )
+            if not matches:
+                raise CommandError(f"no job id starts with {text!r}")
+            if len(matches) > 1:
+                raise CommandError(f"several job ids start with {text!r}; give more digits")
+            resolved.append(matches[0])
+        for job_id in resolved:
+            if not Job.objects.filter(id=job_id).exists():
+                raise CommandError(f"no job {job_id}")
+        return resolved
+
+    # -- SQS -------------------------------------------------------------------------------------
+
+    def _sqs(self) -> SQSTransport:
         transport = get_transport()
         if not isinstance(transport, SQSTransport):
             raise CommandError("these tools need ASYNCJOBS['TRANSPORT'] = 'sqs'")
+        return transport
+
+    def _create_queues(self, options: dict[str, Any]) -> None:
+        transport = self._sqs()
         queues = options["queues"] or list(get_settings().queues)
         try:
-            if options["subcommand"] == "create-queues":
-                self._create_queues(transport, queues)
-            elif options["subcommand"] == "dead-letters":
-                self._dead_letters(transport, queues, limit=options["limit"])
-            else:
-                self._redrive(transport, queues, limit=options["limit"])
+            for queue in queues:
+                transport.ensure_queue(queue)
+                self.stdout.write(f"{queue}: {transport.queue_url(queue)}")
+        except TransportError as exc:
+            raise CommandError(str(exc)) from exc
+        finally:
+            transport.close()
+        self.stdout.write(self.style.SUCCESS(f"{len(queues)} queue(s) ready"))
+
+    def _dead_letters(self, options: dict[str, Any]) -> None:
+        transport = self._sqs()
+        try:
+            for queue in options["queues"] or list(get_settings().queues):
+                count, sample = transport.dead_letters(queue, limit=options["limit"])
+                self.stdout.write(f"{queue}: {count} dead-lettered message(s)")
+                for letter in sample:
+                    body = letter.body[:BODY_PREVIEW_CHARS]
+                    more = "..." if len(letter.body) > BODY_PREVIEW_CHARS else ""
+                    self.stdout.write(
+                        f"  {letter.message_id} receives={letter.receive_count} body={body!r}{more}"
+                    )
         except TransportError as exc:
             raise CommandError(str(exc)) from exc
         finally:
             transport.close()
 
-    def _create_queues(self, transport: SQSTransport, queues: list[str]) -> None:
-        for queue in queues:
-            transport.ensure_queue(queue)
-            self.stdout.write(f"{queue}: {transport.queue_url(queue)}")
-        self.stdout.write(self.style.SUCCESS(f"{len(queues)} queue(s) ready"))
-
-    def _dead_letters(self, transport: SQSTransport, queues: list[str], *, limit: int) -> None:
-        for queue in queues:
-            count, sample = transport.dead_letters(queue, limit=limit)
-            self.stdout.write(f"{queue}: {count} dead-lettered message(s)")
-            for letter in sample:
-                body = letter.body[:BODY_PREVIEW_CHARS]
-                more = "..." if len(letter.body) > BODY_PREVIEW_CHARS else ""
-                self.stdout.write(
-                    f"  {letter.message_id} receives={letter.receive_count} body={body!r}{more}"
-                )
-
-    def _redrive(self, transport: SQSTransport, queues: list[str], *, limit: int | None) -> None:
+    def _redrive(self, options: dict[str, Any]) -> None:
+        transport = self._sqs()
+        limit = options["limit"]
         total = 0
-        for queue in queues:
-            moved = transport.redrive(queue, limit=None if limit is None else limit - total)
-            total += moved
-            self.stdout.write(f"{queue}: {moved} message(s) moved back")
-            if limit is not None and total >= limit:
-                break
+        try:
+            for queue in options["queues"] or list(get_settings().queues):
+                moved = transport.redrive(queue, limit=None if limit is None else limit - total)
+                total += moved
+                self.stdout.write(f"{queue}: {moved} message(s) moved back")
+                if limit is not None and total >= limit:
+                    break
+        except TransportError as exc:
+            raise CommandError(str(exc)) from exc
+        finally:
+            transport.close()
         self.stdout.write(self.style.SUCCESS(f"{total} message(s) redriven"))
+
+
+def _as_dict(job: Job) -> dict[str, Any]:
+    return {
+        "id": str(job.id),
+        "name": job.name,
+        "status": job.status,
+        "queue": job.queue,
+        "priority": job.priority,
+        "attempts": job.attempts,
+        "max_retries": job.max_retries,
+        "args": job.args,
+        "kwargs": job.kwargs,
+        "result": job.result,
+        "error": job.error,
+        "created_at": job.created_at.isoformat(),
+        "run_at": job.run_at.isoformat(),
+        "started_at": job.started_at.isoformat() if job.started_at else None,
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+    }

@@ -1,50 +1,320 @@
-"""A first admin for jobs: list, filter, search, read; retry and cancel actions."""
+"""The Django admin for jobs: a fast list, a readable detail page, guarded actions, an overview.
+
+Rows change only through the state transitions of :mod:`django_asyncjobs.queries`; every action
+asks for confirmation, needs its own permission, sends the matching signal (through the
+transition) and is written to Django's admin log.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
+import re
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.db import connections
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path
+from django.utils import timezone
+from django.utils.functional import cached_property
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
 
-from .models import Job, PeriodicSchedule
+from . import overview
+from .models import Job, JobAttempt, PeriodicSchedule
 from .status import JobStatus
 
 if TYPE_CHECKING:
     _ModelAdmin = admin.ModelAdmin[Job]
     _PeriodicAdmin = admin.ModelAdmin[PeriodicSchedule]
-else:  # ModelAdmin is generic only in django-stubs
+    _AttemptInline = admin.TabularInline[JobAttempt, Job]
+else:  # generic only in django-stubs
     _ModelAdmin = _PeriodicAdmin = admin.ModelAdmin
+    _AttemptInline = admin.TabularInline
+
+#: Counting stops here: with a million rows an exact COUNT(*) on every page is too slow.
+COUNT_LIMIT = 10_000
+STATUS_COLOURS = {
+    JobStatus.SCHEDULED: "#6c757d",
+    JobStatus.QUEUED: "#0d6efd",
+    JobStatus.RUNNING: "#fd7e14",
+    JobStatus.SUCCEEDED: "#198754",
+    JobStatus.FAILED: "#dc3545",
+    JobStatus.CANCELLED: "#495057",
+}
+_HEX_PREFIX = re.compile(r"^[0-9a-fA-F-]{4,36}$")
+
+
+def relative(moment: dt.datetime | None, *, now: dt.datetime | None = None) -> str:
+    """Return *moment* as "in 3 min" or "12 s ago".
+
+    >>> relative(timezone.now() - dt.timedelta(seconds=12))
+    '12 s ago'
+    """
+    if moment is None:
+        return "-"
+    seconds = ((now or timezone.now()) - moment).total_seconds()
+    amount = abs(seconds)
+    if amount < 60:
+        text = f"{amount:.0f} s"
+    elif amount < 3600:
+        text = f"{amount / 60:.0f} min"
+    elif amount < 86400:
+        text = f"{amount / 3600:.0f} h"
+    else:
+        text = f"{amount / 86400:.0f} d"
+    return f"{text} ago" if seconds >= 0 else f"in {text}"
+
+
+def duration(start: dt.datetime | None, end: dt.datetime | None) -> str:
+    """Return the time between two moments as "1.25 s", "3 min 4 s" or "-"."""
+    if start is None or end is None:
+        return "-"
+    seconds = (end - start).total_seconds()
+    if seconds < 60:
+        return f"{seconds:.2f} s"
+    minutes, rest = divmod(int(seconds), 60)
+    return f"{minutes} min {rest} s"
+
+
+class CappedCountPaginator(Paginator):
+    """Counts at most COUNT_LIMIT + 1 rows, so that a filter over a million rows stays fast."""
+
+    @cached_property
+    def count(self) -> int:
+        queryset = self.object_list
+        if not isinstance(queryset, QuerySet):
+            return len(queryset)
+        return queryset.order_by()[: COUNT_LIMIT + 1].count()
+
+
+class DistinctFilter(admin.SimpleListFilter):
+    """A filter whose choices are the distinct values of an indexed column (loose index scan)."""
+
+    column = ""
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        table = connections[Job.objects.db].ops.quote_name(Job._meta.db_table)
+        column = connections[Job.objects.db].ops.quote_name(self.column)
+        sql = f"""
+            WITH RECURSIVE v AS (
+                (SELECT {column} AS value FROM {table} ORDER BY {column} LIMIT 1)
+                UNION ALL
+                SELECT (SELECT {column} FROM {table} WHERE {column} > v.value
+                        ORDER BY {column} LIMIT 1)
+                FROM v WHERE v.value IS NOT NULL
+            )
+            SELECT value FROM v WHERE value IS NOT NULL LIMIT 200
+        """
+        with connections[Job.objects.db].cursor() as cursor:
+            cursor.execute(sql)
+            return [(row[0], row[0]) for row in cursor.fetchall()]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        return queryset.filter(**{self.column: value}) if value else queryset
+
+
+class QueueFilter(DistinctFilter):
+    title = "queue"
+    parameter_name = "queue"
+    column = "queue"
+
+
+class NameFilter(DistinctFilter):
+    title = "job name"
+    parameter_name = "name"
+    column = "name"
+
+
+class CreatedFilter(admin.SimpleListFilter):
+    """Created within the last hour, day, week or month (the created_at index)."""
+
+    title = "created"
+    parameter_name = "created"
+    _spans = {"1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("1h", "last hour"), ("24h", "last 24 hours"), ("7d", "last 7 days"),
+                ("30d", "last 30 days")]  # fmt: skip
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        seconds = self._spans.get(self.value() or "")
+        if seconds is None:
+            return queryset
+        return queryset.filter(created_at__gte=timezone.now() - dt.timedelta(seconds=seconds))
+
+
+class AttemptInline(_AttemptInline):
+    """The history of every attempt, oldest first."""
+
+    model = JobAttempt
+    extra = 0
+    can_delete = False
+    fields = ("number", "worker", "started_at", "finished_at", "outcome", "error")
+    readonly_fields = fields
+    ordering = ("started_at",)
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Part of the job's page: whoever may view jobs may view their attempts.
+        return request.user.has_perm("django_asyncjobs.view_job")
 
 
 @admin.register(Job)
 class JobAdmin(_ModelAdmin):
-    """Read-only job rows; state changes go through the actions, never through the form."""
+    """Read-only job rows; state changes go through the confirmed actions, never the form."""
 
     list_display = (
+        "status_badge",
         "name",
-        "status",
         "queue",
         "priority",
         "attempts_display",
         "created_at",
-        "run_at",
-        "started_at",
-        "finished_at",
+        "due",
+        "duration_display",
     )
-    list_filter = ("status", "queue", "name")
-    search_fields = ("=id", "name")
+    list_display_links = ("name",)
+    list_filter = ("status", QueueFilter, NameFilter, CreatedFilter)
+    search_fields = ("name",)
+    search_help_text = "Search by job id (or its first characters), name or error text."
     ordering = ("-created_at",)
-    date_hierarchy = "created_at"
     show_full_result_count = False
+    paginator = CappedCountPaginator
     list_per_page = 50
-    actions = ("retry_jobs", "cancel_jobs")
-    readonly_fields = [f.name for f in Job._meta.concrete_fields]
+    actions = ("retry_jobs", "cancel_jobs", "mark_succeeded", "run_again")
+    inlines = (AttemptInline,)
+    fieldsets = (
+        (None, {"fields": ("id", "name", "status_badge", "queue", "priority", "worker")}),
+        ("Arguments and result", {"fields": ("args_pretty", "kwargs_pretty", "result_pretty")}),
+        ("Error", {"fields": ("error", "traceback_pretty")}),
+        ("Timeline", {"fields": ("timeline",)}),
+        (
+            "Scheduling",
+            {
+                "fields": (
+                    "run_at",
+                    "attempts_display",
+                    "interruptions",
+                    "timeout",
+                    "unique_key",
+                    "depends_on",
+                    "blocked",
+                    "heartbeat_at",
+                ),
+                "classes": ("collapse",),
+            },
+        ),
+    )
+    readonly_fields = (
+        "id",
+        "name",
+        "status_badge",
+        "queue",
+        "priority",
+        "worker",
+        "args_pretty",
+        "kwargs_pretty",
+        "result_pretty",
+        "error",
+        "traceback_pretty",
+        "timeline",
+        "run_at",
+        "attempts_display",
+        "interruptions",
+        "timeout",
+        "unique_key",
+        "depends_on",
+        "blocked",
+        "heartbeat_at",
+    )
+
+    # -- list ------------------------------------------------------------------------------------
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, job: Job) -> SafeString:
+        colour = STATUS_COLOURS.get(JobStatus(job.status), "#6c757d")
+        return format_html(
+            '<span class="asyncjobs-status" style="background:{};color:#fff;padding:2px 8px;'
+            'border-radius:10px;font-size:11px;white-space:nowrap">{}</span>',
+            colour,
+            job.status,
+        )
 
     @admin.display(description="attempts")
     def attempts_display(self, job: Job) -> str:
         return f"{job.attempts} / {job.max_retries + 1}"
+
+    @admin.display(description="due", ordering="run_at")
+    def due(self, job: Job) -> str:
+        return relative(job.run_at) if job.status == JobStatus.SCHEDULED else "-"
+
+    @admin.display(description="duration")
+    def duration_display(self, job: Job) -> str:
+        end = job.finished_at or (timezone.now() if job.status == JobStatus.RUNNING else None)
+        return duration(job.started_at, end)
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Job], search_term: str
+    ) -> tuple[QuerySet[Job], bool]:
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        matches = queryset.filter(name__icontains=term) | queryset.filter(error__icontains=term)
+        if _HEX_PREFIX.match(term):
+            matches |= queryset.filter(id__startswith=term.lower())
+        return matches, False
+
+    # -- detail ----------------------------------------------------------------------------------
+
+    @admin.display(description="args")
+    def args_pretty(self, job: Job) -> SafeString:
+        return _pre(json.dumps(job.args, indent=2, ensure_ascii=False))
+
+    @admin.display(description="kwargs")
+    def kwargs_pretty(self, job: Job) -> SafeString:
+        return _pre(json.dumps(job.kwargs, indent=2, ensure_ascii=False))
+
+    @admin.display(description="result")
+    def result_pretty(self, job: Job) -> SafeString:
+        return _pre(json.dumps(job.result, indent=2, ensure_ascii=False))
+
+    @admin.display(description="traceback")
+    def traceback_pretty(self, job: Job) -> SafeString:
+        return _pre(job.traceback or "-")
+
+    @admin.display(description="timeline")
+    def timeline(self, job: Job) -> SafeString:
+        steps = [
+            ("created", job.created_at, None),
+            ("enqueued", job.enqueued_at, job.created_at),
+            ("started", job.started_at, job.enqueued_at),
+            ("finished", job.finished_at, job.started_at),
+        ]
+        parts = [
+            format_html(
+                '<span class="asyncjobs-step"><b>{}</b> {}{}</span>',
+                label,
+                timezone.localtime(moment).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3],
+                f" (+{duration(previous, moment)})" if previous else "",
+            )
+            for label, moment, previous in steps
+            if moment is not None
+        ]
+        return format_html("{}", SafeString(" &rarr; ".join(parts)))
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -53,31 +323,121 @@ class JobAdmin(_ModelAdmin):
         # Rows change only through the state transitions; the detail page is read-only.
         return False
 
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        if obj is not None and obj.status == JobStatus.RUNNING:
+            return False
+        return super().has_delete_permission(request, obj)
+
+    # -- actions ---------------------------------------------------------------------------------
+
     def has_retry_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("django_asyncjobs.retry_job")
 
     def has_cancel_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("django_asyncjobs.cancel_job")
 
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        if obj is not None and obj.status == JobStatus.RUNNING:
-            return False
-        return super().has_delete_permission(request, obj)
+    def has_mark_succeeded_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("django_asyncjobs.mark_succeeded_job")
+
+    def has_run_again_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("django_asyncjobs.run_again_job")
 
     @admin.action(description="Retry selected failed or cancelled jobs", permissions=["retry"])
-    def retry_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-        changed = [Job.objects.retry(pk) for pk in queryset.values_list("pk", flat=True)]
-        self._report(request, "retried", sum(job is not None for job in changed), len(changed))
+    def retry_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> HttpResponse | None:
+        return self._confirmed(
+            request, queryset, "retry", "retried", lambda job: Job.objects.retry(job.pk)
+        )
 
     @admin.action(description="Cancel selected scheduled or queued jobs", permissions=["cancel"])
-    def cancel_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-        changed = [Job.objects.cancel(pk) for pk in queryset.values_list("pk", flat=True)]
-        self._report(request, "cancelled", sum(job is not None for job in changed), len(changed))
+    def cancel_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> HttpResponse | None:
+        return self._confirmed(
+            request, queryset, "cancel", "cancelled", lambda job: Job.objects.cancel(job.pk)
+        )
 
-    def _report(self, request: HttpRequest, verb: str, done: int, selected: int) -> None:
-        level = messages.SUCCESS if done == selected else messages.WARNING
-        skipped = f"; {selected - done} skipped (wrong status)" if done != selected else ""
-        self.message_user(request, f"{done} job(s) {verb}{skipped}.", level)
+    @admin.action(description="Mark selected jobs as succeeded", permissions=["mark_succeeded"])
+    def mark_succeeded(self, request: HttpRequest, queryset: QuerySet[Job]) -> HttpResponse | None:
+        note = f"marked as succeeded by {request.user} in the admin"
+        return self._confirmed(
+            request,
+            queryset,
+            "mark as succeeded",
+            "marked as succeeded",
+            lambda job: Job.objects.mark_succeeded(job.pk, note=note),
+        )
+
+    @admin.action(description="Run selected jobs again as new jobs", permissions=["run_again"])
+    def run_again(self, request: HttpRequest, queryset: QuerySet[Job]) -> HttpResponse | None:
+        return self._confirmed(
+            request, queryset, "run again", "enqueued again", Job.objects.run_again
+        )
+
+    def _confirmed(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[Job],
+        verb: str,
+        done_verb: str,
+        transition: Callable[[Job], Job | None],
+    ) -> HttpResponse | None:
+        """Show a confirmation page; on "yes", apply *transition* to each job and log it."""
+        jobs = list(queryset[:500])
+        if request.POST.get("confirmed") != "yes":
+            context = {
+                **self.admin_site.each_context(request),
+                "title": f"Are you sure you want to {verb} {len(jobs)} job(s)?",
+                "verb": verb,
+                "jobs": jobs,
+                "action": request.POST.get("action", ""),
+                "opts": self.model._meta,
+                "action_checkbox_name": ACTION_CHECKBOX_NAME,
+            }
+            return TemplateResponse(
+                request, "admin/django_asyncjobs/job/action_confirmation.html", context
+            )
+        changed = 0
+        for job in jobs:
+            result = transition(job)
+            if result is None:
+                continue
+            changed += 1
+            self.log_change(request, job, f"{done_verb} ({job.status} -> {result.status})")
+            if result.pk != job.pk:
+                self.log_addition(request, result, f"run again as a copy of {job.pk}")
+        level = messages.SUCCESS if changed == len(jobs) else messages.WARNING
+        skipped = f"; {len(jobs) - changed} skipped (wrong status)" if changed != len(jobs) else ""
+        self.message_user(request, f"{changed} job(s) {done_verb}{skipped}.", level)
+        return None
+
+    # -- queue overview ----------------------------------------------------------------------------
+
+    def get_urls(self) -> list[URLPattern]:
+        return [
+            path(
+                "overview/",
+                self.admin_site.admin_view(self.overview_view),
+                name="django_asyncjobs_job_overview",
+            ),
+            *super().get_urls(),
+        ]
+
+    def overview_view(self, request: HttpRequest) -> HttpResponse:
+        """Per queue: counts by status, oldest waiting job, throughput chart, SQS depth."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Queue overview",
+            "opts": self.model._meta,
+            "queues": overview.queue_overview(),
+            "statuses": JobStatus.values,
+        }
+        return TemplateResponse(request, "admin/django_asyncjobs/job/overview.html", context)
+
+
+def _pre(text: str) -> SafeString:
+    return format_html(
+        '<pre style="white-space:pre-wrap;margin:0;font-family:monospace">{}</pre>', text
+    )
 
 
 @admin.register(PeriodicSchedule)
@@ -93,3 +453,6 @@ class PeriodicScheduleAdmin(_PeriodicAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+__all__: Sequence[str] = ["JobAdmin", "PeriodicScheduleAdmin", "duration", "relative"]

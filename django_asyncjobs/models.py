@@ -102,7 +102,12 @@ class Job(models.Model):
                 name="asyncjobs_unique_active",
             ),
         ]
-        permissions = [("retry_job", "Can retry jobs"), ("cancel_job", "Can cancel jobs")]
+        permissions = [
+            ("retry_job", "Can retry jobs"),
+            ("cancel_job", "Can cancel jobs"),
+            ("mark_succeeded_job", "Can mark jobs as succeeded"),
+            ("run_again_job", "Can run jobs again as new jobs"),
+        ]
         indexes = [
             # The scheduler's relay: due scheduled jobs of one queue, highest priority first
             # (and the loose index scan that finds the queues with due jobs).

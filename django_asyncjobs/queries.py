@@ -898,6 +898,58 @@ class JobManager(models.Manager["Job"]):
         jobs = self._retry_where("j.id = %s", [job_id], limit=1)
         return jobs[0] if jobs else None
 
+    def mark_succeeded(self, job_id: uuid.UUID | str, *, note: str) -> Job | None:
+        """Mark a ``failed``, ``cancelled``, ``scheduled`` or ``queued`` job as succeeded by hand.
+
+        For an operator who fixed the data themselves: the job will not run, its dependents are
+        released. Returns ``None`` for a running or already succeeded job.
+        """
+        table = _table(self.model)
+        sql = f"""
+            WITH old AS (SELECT id, status FROM {table} WHERE id = %s FOR UPDATE),
+            changed AS (
+                UPDATE {table} AS j
+                SET status = %s, finished_at = now(), error = %s, traceback = '',
+                    dispatch_token = NULL, lease_token = NULL, blocked = false
+                FROM old WHERE j.id = old.id AND old.status IN (%s, %s, %s, %s)
+                RETURNING j.*, old.status AS old_status
+            )
+            SELECT {_columns(self.model)}, old_status, {self._wake_dependents_sql()} FROM changed
+        """
+        job = self._returning(
+            sql,
+            [
+                job_id,
+                JobStatus.SUCCEEDED.value,
+                note,
+                JobStatus.FAILED.value,
+                JobStatus.CANCELLED.value,
+                JobStatus.SCHEDULED.value,
+                JobStatus.QUEUED.value,
+                NOTIFY_CHANNEL,
+            ],
+        )
+        if job is not None:
+            signals.send_after_commit(
+                job,
+                old_status=getattr(job, "old_status", None),
+                signal=signals.job_succeeded,
+                using=self._db_alias,
+            )
+        return job
+
+    def run_again(self, job: Job) -> Job:
+        """Enqueue a new job with *job*'s name, arguments, queue, priority and limits."""
+        return self.enqueue(
+            name=job.name,
+            args=job.args,
+            kwargs=job.kwargs,
+            queue=job.queue,
+            priority=job.priority,
+            max_retries=job.max_retries,
+            timeout_seconds=job.timeout,
+        )
+
     def retry_failed(self, *, name: str | None = None, batch_size: int = 1000) -> Iterator[int]:
         """Retry every ``failed`` job (of *name*), in batches; yield each batch's size.
 

@@ -1,4 +1,5 @@
-"""The first Job admin: list, filters, search, read-only detail, permission-guarded actions."""
+"""The Job admin: list, filters, search, read-only detail with attempt history, confirmed and
+permission-guarded actions written to the admin log, and the queue overview."""
 
 from __future__ import annotations
 
@@ -31,10 +32,19 @@ def test_changelist_filters_and_search() -> None:
     page = client.get(URL).content.decode()
     assert "tests.testapp.jobs.add" in page and "tests.testapp.jobs.high_echo" in page
     assert "2 / 4" in page  # attempts of max_retries + 1
+    assert "asyncjobs-status" in page  # coloured status badges
     assert listed(client, status__exact="failed") == {"tests.testapp.jobs.add"}
-    assert listed(client, queue__exact="high") == {"tests.testapp.jobs.high_echo"}
+    assert listed(client, queue="high") == {"tests.testapp.jobs.high_echo"}
+    assert listed(client, name="tests.testapp.jobs.add") == {"tests.testapp.jobs.add"}
+    assert listed(client, created="1h") == {
+        "tests.testapp.jobs.add",
+        "tests.testapp.jobs.high_echo",
+    }
     assert listed(client, q=str(a.id)) == {"tests.testapp.jobs.add"}
+    assert listed(client, q=str(a.id)[:8]) == {"tests.testapp.jobs.add"}  # id prefix
     assert listed(client, q="high_echo") == {"tests.testapp.jobs.high_echo"}
+    Job.objects.filter(pk=a.pk).update(error="ValueError: the widget is broken")
+    assert listed(client, q="widget is broken") == {"tests.testapp.jobs.add"}
 
 
 def listed(client: Client, **params: str) -> set[str]:
@@ -55,9 +65,12 @@ def test_detail_is_read_only() -> None:
     assert Job.objects.get(pk=job.pk).status == "scheduled"
 
 
-def _post_action(client: Client, action: str, job: Job) -> str:
-    response = client.post(URL, {"action": action, "_selected_action": [str(job.pk)]}, follow=True)
-    return response.content.decode()
+def _post_action(client: Client, action: str, job: Job, *, confirm: bool = True) -> str:
+    data = {"action": action, "_selected_action": [str(job.pk)]}
+    first = client.post(URL, data, follow=True).content.decode()
+    if not confirm or "Are you sure" not in first:
+        return first
+    return client.post(URL, {**data, "confirmed": "yes"}, follow=True).content.decode()
 
 
 def test_retry_and_cancel_need_their_permissions() -> None:
@@ -89,3 +102,81 @@ def test_running_jobs_cannot_be_deleted() -> None:
     Job.objects.filter(pk=job.pk).update(status="running")
     client = staff("view_job", "delete_job")
     assert client.get(f"{URL}{job.pk}/delete/").status_code == 403
+
+
+def test_an_action_asks_for_confirmation_first() -> None:
+    job = jobs.add.delay(1, 2)
+    Job.objects.filter(pk=job.pk).update(status="failed")
+    client = staff("view_job", "retry_job")
+    page = _post_action(client, "retry_jobs", job, confirm=False)
+    assert "Are you sure you want to retry 1 job(s)?" in page
+    assert Job.objects.get(pk=job.pk).status == "failed"
+
+
+def test_mark_succeeded_and_run_again_are_logged_and_guarded() -> None:
+    from django.contrib.admin.models import LogEntry
+
+    job = jobs.add.delay(1, 2)
+    Job.objects.filter(pk=job.pk).update(status="failed", error="boom")
+    viewer = staff("view_job")
+    page = viewer.get(URL).content.decode()
+    assert "mark_succeeded" not in page and "run_again" not in page
+    _post_action(viewer, "mark_succeeded", job)
+    assert Job.objects.get(pk=job.pk).status == "failed"
+
+    user = User.objects.get(username="staff")
+    for codename in ("mark_succeeded_job", "run_again_job"):
+        user.user_permissions.add(Permission.objects.get(codename=codename))
+    operator = Client()
+    operator.force_login(user)
+    assert "1 job(s) marked as succeeded" in _post_action(operator, "mark_succeeded", job)
+    row = Job.objects.get(pk=job.pk)
+    assert row.status == "succeeded" and "marked as succeeded by staff" in row.error
+    assert "1 job(s) enqueued again" in _post_action(operator, "run_again", job)
+    copy = Job.objects.exclude(pk=job.pk).get(name=job.name)
+    assert copy.status == "scheduled" and copy.args == [1, 2]
+    messages = list(LogEntry.objects.values_list("change_message", flat=True))
+    assert any("marked as succeeded (failed -> succeeded)" in m for m in messages)
+    assert any(f"run again as a copy of {job.pk}" in m for m in messages)
+
+
+def test_detail_shows_pretty_json_traceback_timeline_and_attempt_history() -> None:
+    from django_asyncjobs.models import JobAttempt
+
+    job = jobs.echo.delay({"k": [1, 2]}, key="detail")
+    Job.objects.filter(pk=job.pk).update(
+        status="failed", traceback="Traceback (most recent call last):\n  boom", attempts=2
+    )
+    for number, outcome in ((1, "timed out"), (2, "failed")):
+        JobAttempt.objects.create(
+            job_id=job.pk,
+            number=number,
+            worker=f"host:{number}",
+            started_at=job.created_at,
+            finished_at=job.created_at,
+            outcome=outcome,
+            error=f"error of attempt {number}",
+        )
+    page = staff("view_job").get(f"{URL}{job.pk}/change/").content.decode()
+    assert "&quot;k&quot;: [" in page  # indented JSON
+    assert "Traceback (most recent call last):" in page
+    assert "<b>created</b>" in page
+    assert "error of attempt 1" in page and "host:2" in page and "timed out" in page
+
+
+def test_queue_overview_counts_jobs_per_queue(queue_prefix: str) -> None:
+    jobs.add.delay(1, 2)
+    done = jobs.add.using(queue="low").delay(1, 2)
+    Job.objects.filter(pk=done.pk).update(status="succeeded", finished_at=done.created_at)
+    client = staff("view_job")
+    assert "Queue overview" in client.get(URL).content.decode()
+    response = client.get(f"{URL}overview/")
+    assert response.status_code == 200
+    queues = {q.queue: q for q in response.context["queues"]}
+    assert queues["default"].count("scheduled") == 1
+    assert queues["low"].count("succeeded") == 1
+    assert sum(queues["low"].succeeded_per_minute) == 1
+    assert "<svg" in response.content.decode()
+    nobody = Client()
+    nobody.force_login(User.objects.create_user("nobody", password="x", is_staff=True))
+    assert nobody.get(f"{URL}overview/").status_code == 403

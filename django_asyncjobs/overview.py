@@ -1,0 +1,121 @@
+"""Numbers for the admin's queue overview: per queue, jobs by status, age of the oldest waiting
+job, throughput over the last hour, and what SQS holds (dead-letter queues included)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from django.db import connections
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+
+from .exceptions import TransportError
+from .models import Job
+from .transports import get_transport
+
+#: Throughput is counted per minute over this many minutes.
+WINDOW_MINUTES = 60
+
+
+@dataclass(slots=True, kw_only=True)
+class QueueStats:
+    """What the overview shows for one queue."""
+
+    queue: str
+    counts: dict[str, int] = field(default_factory=dict)
+    oldest_waiting_seconds: float | None = None
+    succeeded_per_minute: list[int] = field(default_factory=lambda: [0] * WINDOW_MINUTES)
+    failed_per_minute: list[int] = field(default_factory=lambda: [0] * WINDOW_MINUTES)
+    sqs_visible: int | None = None
+    sqs_in_flight: int | None = None
+    sqs_dead: int | None = None
+    sqs_error: str = ""
+
+    def count(self, status: str) -> int:
+        """Return how many jobs of this queue have *status*."""
+        return self.counts.get(status, 0)
+
+    @property
+    def chart(self) -> SafeString:
+        """A small SVG chart: succeeded (green) and failed (red) jobs per minute, last hour."""
+        width, height = 240, 40
+        peak = max([1, *self.succeeded_per_minute, *self.failed_per_minute])
+
+        def points(values: list[int]) -> str:
+            step = width / (len(values) - 1)
+            return " ".join(
+                f"{i * step:.1f},{height - 2 - (v / peak) * (height - 4):.1f}"
+                for i, v in enumerate(values)
+            )
+
+        return format_html(
+            '<svg class="asyncjobs-chart" width="{}" height="{}" viewBox="0 0 {} {}" role="img" '
+            'aria-label="succeeded and failed jobs per minute, last hour">'
+            '<polyline fill="none" stroke="#198754" stroke-width="1.5" points="{}"/>'
+            '<polyline fill="none" stroke="#dc3545" stroke-width="1.5" points="{}"/></svg>'
+            '<div style="font-size:11px">peak {} / min; {} succeeded, {} failed in the hour</div>',
+            width,
+            height,
+            width,
+            height,
+            points(self.succeeded_per_minute),
+            points(self.failed_per_minute),
+            peak,
+            sum(self.succeeded_per_minute),
+            sum(self.failed_per_minute),
+        )
+
+
+def queue_overview() -> list[QueueStats]:
+    """Return the statistics of every queue that has jobs, by queue name."""
+    alias = Job.objects.db
+    table = connections[alias].ops.quote_name(Job._meta.db_table)
+    stats: dict[str, QueueStats] = {}
+    with connections[alias].cursor() as cursor:
+        cursor.execute(f"SELECT queue, status, count(*) FROM {table} GROUP BY queue, status")
+        for queue, status, count in cursor.fetchall():
+            stats.setdefault(queue, QueueStats(queue=queue)).counts[status] = count
+        cursor.execute(
+            f"SELECT queue, EXTRACT(EPOCH FROM now() - min(run_at)) FROM {table} "
+            f"WHERE status IN ('scheduled', 'queued') AND run_at <= now() GROUP BY queue"
+        )
+        for queue, seconds in cursor.fetchall():
+            stats.setdefault(queue, QueueStats(queue=queue)).oldest_waiting_seconds = float(seconds)
+        cursor.execute(
+            f"""
+            SELECT queue, status,
+                   floor(EXTRACT(EPOCH FROM now() - finished_at) / 60)::int AS minutes_ago,
+                   count(*)
+            FROM {table}
+            WHERE status IN ('succeeded', 'failed')
+              AND finished_at > now() - %s * interval '1 minute'
+            GROUP BY 1, 2, 3
+            """,
+            [WINDOW_MINUTES],
+        )
+        for queue, status, minutes_ago, count in cursor.fetchall():
+            entry = stats.setdefault(queue, QueueStats(queue=queue))
+            series = (
+                entry.succeeded_per_minute if status == "succeeded" else entry.failed_per_minute
+            )
+            index = WINDOW_MINUTES - 1 - min(WINDOW_MINUTES - 1, max(0, minutes_ago))
+            series[index] += count
+    _add_sqs_counts(list(stats.values()))
+    return [stats[q] for q in sorted(stats)]
+
+
+def _add_sqs_counts(stats: list[QueueStats]) -> None:
+    from .transports.sqs import SQSTransport
+
+    transport = get_transport()
+    try:
+        if not isinstance(transport, SQSTransport):
+            return
+        for entry in stats:
+            try:
+                entry.sqs_visible, entry.sqs_in_flight = transport.depth(entry.queue)
+                entry.sqs_dead, _ = transport.dead_letters(entry.queue, limit=0)
+            except TransportError as exc:
+                entry.sqs_error = str(exc)
+    finally:
+        transport.close()

@@ -95,6 +95,9 @@ class AsyncJobsSettings:
     scheduler_interval_seconds: float = 5.0
     #: Most jobs the scheduler relays in one transaction.
     scheduler_batch_size: int = 500
+    #: Finished jobs older than this many days are deleted by the scheduler, a batch per pass;
+    #: ``None`` (the default) keeps them until ``manage.py asyncjobs purge``.
+    retention_days: float | None = None
     #: Flow control: most jobs of one queue that are sent and not yet started. The rest wait in
     #: PostgreSQL, where priority order is exact, instead of piling up in SQS. Set it above what
     #: all workers of a queue take in a second or two; 0 sends every due job at once.
@@ -143,6 +146,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "scheduler_interval_seconds": (int, float),
     "scheduler_batch_size": (int,),
     "max_queued_per_queue": (int,),
+    "retention_days": (int, float, type(None)),
     "claim_lock_timeout_seconds": (int, float),
     "transport": (str,),
     "periodic_jobs": (list, tuple),
@@ -223,6 +227,7 @@ def validate(raw: Mapping[str, Any]) -> list[str]:
     number("scheduler_interval_seconds", 0.01)
     number("scheduler_batch_size", 1)
     number("max_queued_per_queue", 0)
+    number("retention_days", 0.0001)
     number("claim_lock_timeout_seconds", 0.001)
 
     heartbeat = values.get("heartbeat_interval_seconds", _DEFAULTS.heartbeat_interval_seconds)

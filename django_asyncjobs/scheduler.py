@@ -42,6 +42,10 @@ MAX_ERROR_BACKOFF_SECONDS = 30.0
 #: make room without waking the scheduler.
 THROTTLED_POLL_SECONDS = 0.2
 MIN_WAIT_SECONDS = 0.02
+#: Retention pruning: one batch of this many rows, at most once a minute, so that it never
+#: competes with relaying.
+PRUNE_BATCH_SIZE = 1000
+PRUNE_EVERY_SECONDS = 60.0
 
 
 class Scheduler:
@@ -68,6 +72,8 @@ class Scheduler:
         self.using = using or router.db_for_write(Job)
         self.stale_after_seconds = conf.stale_after_seconds
         self.max_queued_per_queue = conf.max_queued_per_queue
+        self.retention_days = conf.retention_days
+        self._pruned_at = float("-inf")
         #: Whether the last pass left due jobs behind because of flow control.
         self.throttled = False
         #: Since when (monotonic) :meth:`run` has reached the database without an error; None
@@ -169,6 +175,23 @@ class Scheduler:
                 )
         return rescued
 
+    def prune(self) -> int:
+        """Delete one batch of finished jobs past ``RETENTION_DAYS`` (once a minute at most)."""
+        if self.retention_days is None or time.monotonic() - self._pruned_at < PRUNE_EVERY_SECONDS:
+            return 0
+        self._pruned_at = time.monotonic()
+        deleted = next(
+            Job.objects.db_manager(self.using).purge(
+                older_than_seconds=self.retention_days * 86400, batch_size=PRUNE_BATCH_SIZE
+            ),
+            0,
+        )
+        if deleted:
+            logger.info(
+                "pruned finished jobs count=%d retention_days=%g", deleted, self.retention_days
+            )
+        return deleted
+
     def resend_lost(self) -> int:
         """Make queued jobs whose message was lost due again; return how many."""
         count = Job.objects.db_manager(self.using).resend_lost(
@@ -197,6 +220,7 @@ class Scheduler:
         manager.cancel_orphans()
         self.rescue_stalled()
         self.resend_lost()
+        self.prune()
         limit = self.max_queued_per_queue
         queued = manager.queued_counts() if limit else {}
         total = 0

@@ -113,3 +113,22 @@ def test_stats_counts_jobs_per_queue_and_status(queue_prefix: str) -> None:
     assert by_queue["default"][1] == "1" and by_queue["default"][5] == "1"  # scheduled, failed
     assert by_queue["low"][1] == "1"
     assert by_queue["default"][-2] == "0+0"  # SQS: visible + in flight
+
+
+def test_the_scheduler_prunes_finished_jobs_past_the_retention(queue_prefix: str) -> None:
+    from django.test import override_settings
+
+    from django_asyncjobs.scheduler import Scheduler
+    from tests.conftest import _current_asyncjobs
+
+    old = failed_job("retention")
+    kept = jobs.add.delay(1, 1)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE asyncjobs_job SET finished_at = now() - interval '8 days' WHERE id = %s",
+            [old.id],
+        )
+    assert Scheduler(transport=MemoryTransport()).prune() == 0  # off by default
+    with override_settings(ASYNCJOBS={**_current_asyncjobs(), "RETENTION_DAYS": 7}):
+        assert Scheduler(transport=MemoryTransport()).prune() == 1
+    assert list(Job.objects.values_list("id", flat=True)) == [kept.id]

@@ -102,6 +102,20 @@ def attempt_outcome(error: str) -> str:
     return "failed"
 
 
+def uuid_prefix_range(text: str) -> tuple[uuid.UUID, uuid.UUID] | None:
+    """Return the smallest and largest UUID starting with *text* (4+ hex digits), else None.
+
+    >>> uuid_prefix_range("6f87d6b4")[0]
+    UUID('6f87d6b4-0000-0000-0000-000000000000')
+    """
+    digits = text.replace("-", "").lower()
+    if not 4 <= len(digits) <= 32:
+        return None
+    if any(c not in "0123456789abcdef" for c in digits):
+        return None
+    return uuid.UUID(digits.ljust(32, "0")), uuid.UUID(digits.ljust(32, "f"))
+
+
 def _table(model: type[models.Model]) -> str:
     return connections[router.db_for_write(model)].ops.quote_name(model._meta.db_table)
 
@@ -112,6 +126,16 @@ def _columns(model: type[models.Model], *, prefix: str = "") -> str:
 
 class JobQuerySet(models.QuerySet["Job"]):
     """Read-side helpers for jobs."""
+
+    def with_id_prefix(self, prefix: str) -> JobQuerySet:
+        """Return jobs whose id starts with *prefix* (4+ hex digits), by a primary-key range.
+
+        >>> Job.objects.get_queryset().with_id_prefix("6f87d6b4")
+        """
+        bounds = uuid_prefix_range(prefix)
+        if bounds is None:
+            raise ValueError(f"{prefix!r} is not a job id or an id prefix of 4+ hex digits")
+        return self.filter(id__gte=bounds[0], id__lte=bounds[1])
 
     def due(self) -> JobQuerySet:
         """Return scheduled jobs whose ``run_at`` has passed, by the database's clock."""

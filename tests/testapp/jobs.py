@@ -192,3 +192,12 @@ def sync_account(account: int) -> int:
     """A unique job: one per account while one is waiting or running."""
     _ledger("sync_account", str(account))
     return account
+
+
+@job(max_retries=0)
+def flaky_once(key: str) -> str:
+    """Fail on the first run for *key* (for good: no retries), succeed on any later run."""
+    _ledger("flaky_once", key)
+    if Execution.objects.filter(job="flaky_once", key=key).count() == 1:
+        raise RuntimeError(f"{key}: the first run always fails")
+    return f"{key} fixed"

@@ -266,7 +266,7 @@ class Command(BaseCommand):
             except ValueError:
                 pass
             matches = list(
-                Job.objects.filter(id__startswith=prefix).values_list("id", flat=True)[:2]
+                Job.objects.get_queryset().with_id_prefix(prefix).values_list("id", flat=True)[:2]
             )
             if not matches:
                 raise CommandError(f"no job id starts with {text!r}")

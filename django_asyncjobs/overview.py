@@ -11,6 +11,7 @@ from django.utils.safestring import SafeString
 
 from .exceptions import TransportError
 from .models import Job
+from .status import JobStatus
 from .transports import get_transport
 
 #: Throughput is counted per minute over this many minutes.
@@ -34,6 +35,11 @@ class QueueStats:
     def count(self, status: str) -> int:
         """Return how many jobs of this queue have *status*."""
         return self.counts.get(status, 0)
+
+    @property
+    def status_counts(self) -> list[tuple[str, int]]:
+        """Return ``(status, count)`` for every status, in the status machine's order."""
+        return [(status, self.count(status)) for status in JobStatus.values]
 
     @property
     def chart(self) -> SafeString:

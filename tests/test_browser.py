@@ -1,0 +1,119 @@
+"""The admin in a real browser: Playwright driving Debian's Chromium against a live server, with
+a real scheduler and worker running the retried job.
+
+Set ``ASYNCJOBS_SCREENSHOTS=docs`` to write the screenshots the README shows into ``docs/``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+
+from django_asyncjobs.models import Job
+from tests.flows import start_scheduler, start_worker, wait_for_final
+from tests.processes import REPO_ROOT, ProcessGroup
+
+pytestmark = [pytest.mark.browser, pytest.mark.processes, pytest.mark.django_db(transaction=True)]
+
+# Playwright's sync API runs an event loop in this thread; the ORM calls of the test itself are
+# still plain synchronous calls.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture
+def page(tmp_path: Path) -> Iterator[Any]:
+    """A Chromium page (Debian's browser, driven by Playwright), closed after the test."""
+    if CHROMIUM is None:
+        if os.environ.get("CI"):
+            pytest.fail("Chromium is missing; .ci/run installs Debian's chromium package")
+        pytest.skip("no chromium on PATH (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        context = browser.new_context(viewport={"width": 1400, "height": 900})
+        try:
+            yield context.new_page()
+        finally:
+            context.close()
+            browser.close()
+
+
+def screenshot(page: Any, name: str, tmp_path: Path) -> Path:
+    target = REPO_ROOT / "docs" if os.environ.get("ASYNCJOBS_SCREENSHOTS") == "docs" else tmp_path
+    target.mkdir(exist_ok=True)
+    path = target / name
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def test_an_operator_finds_a_failed_job_retries_it_and_sees_it_succeed(
+    page: Any, live_server: Any, processes: ProcessGroup, tmp_path: Path
+) -> None:
+    from tests.testapp import jobs
+
+    User.objects.create_superuser("ops", password="a-long-test-password")
+    start_scheduler(processes)
+    worker = start_worker(processes)
+    flaky = jobs.flaky_once.delay("invoice-42")
+    jobs.add.delay(2, 3)
+    first = wait_for_final([flaky], processes)[flaky.id]
+    assert first.status == "failed"
+    worker.stop()
+
+    page.goto(f"{live_server.url}/admin/login/?next=/admin/django_asyncjobs/job/")
+    page.fill("#id_username", "ops")
+    page.fill("#id_password", "a-long-test-password")
+    page.click("input[type=submit]")
+    page.wait_for_selector("#result_list")
+
+    page.click("#changelist-filter a[href*='status__exact=failed']")
+    page.wait_for_url("**status__exact=failed**")
+    rows = page.locator("#result_list tbody tr")
+    assert rows.count() == 1
+    assert "tests.testapp.jobs.flaky_once" in rows.first.inner_text()
+    assert "1 / 1" in rows.first.inner_text()
+    screenshot(page, "admin-list.png", tmp_path)
+
+    page.click("#result_list tbody tr a:text('tests.testapp.jobs.flaky_once')")
+    page.wait_for_selector("text=Traceback (most recent call last)")
+    assert "invoice-42: the first run always fails" in page.content()
+    history = page.locator(".inline-group").inner_text()
+    assert "failed" in history and worker_id_of(first) in history
+    screenshot(page, "admin-detail.png", tmp_path)
+
+    page.goto(f"{live_server.url}/admin/django_asyncjobs/job/?status__exact=failed")
+    page.check("#result_list tbody tr input.action-select")
+    page.select_option("select[name=action]", "retry_jobs")
+    page.click("button[name=index]")
+    page.wait_for_selector("text=Are you sure you want to retry 1 job(s)?")
+    page.click("input[value='Yes, retry']")
+    page.wait_for_selector("text=1 job(s) retried")
+
+    start_worker(processes)
+    final = wait_for_final([flaky], processes)[flaky.id]
+    assert final.status == "succeeded" and final.result == "invoice-42 fixed"
+    page.goto(f"{live_server.url}/admin/django_asyncjobs/job/{flaky.id}/change/")
+    page.wait_for_selector(".asyncjobs-status:text('succeeded')")
+    assert "invoice-42 fixed" in page.content()
+
+    page.goto(f"{live_server.url}/admin/django_asyncjobs/job/")
+    page.click("a:text('Queue overview')")
+    page.wait_for_selector("table.asyncjobs-overview")
+    overview = page.locator("table.asyncjobs-overview").inner_text()
+    assert "default" in overview
+    assert page.locator("svg.asyncjobs-chart").count() >= 1
+    screenshot(page, "admin-overview.png", tmp_path)
+    assert Job.objects.filter(status="succeeded").count() == 2
+
+
+def worker_id_of(job: Job) -> str:
+    return job.worker

@@ -106,6 +106,10 @@ class AsyncJobsSettings:
     claim_lock_timeout_seconds: float = 5.0
     #: "sqs" (production) or "memory" (one process only, for tests).
     transport: str = "sqs"
+    #: Job names the HTTP jobs API may create, besides those declared ``@job(api=True)``.
+    api_jobs: tuple[str, ...] = ()
+    #: Lifetime of the API's bearer tokens (``manage.py asyncjobs api-token``), in seconds.
+    api_token_max_age_seconds: int = 30 * 24 * 3600
     #: Periodic jobs declared in settings: dicts with "job", "cron" and optionally "args",
     #: "kwargs", "timezone", "missed", "queue", "priority", "key" (checked by asyncjobs.E003).
     periodic_jobs: tuple[Any, ...] = ()
@@ -150,6 +154,8 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "claim_lock_timeout_seconds": (int, float),
     "transport": (str,),
     "periodic_jobs": (list, tuple),
+    "api_jobs": (list, tuple),
+    "api_token_max_age_seconds": (int,),
 }
 
 
@@ -228,6 +234,7 @@ def validate(raw: Mapping[str, Any]) -> list[str]:
     number("scheduler_batch_size", 1)
     number("max_queued_per_queue", 0)
     number("retention_days", 0.0001)
+    number("api_token_max_age_seconds", 1)
     number("claim_lock_timeout_seconds", 0.001)
 
     heartbeat = values.get("heartbeat_interval_seconds", _DEFAULTS.heartbeat_interval_seconds)
@@ -281,7 +288,7 @@ def get_settings() -> AsyncJobsSettings:
         raise ImproperlyConfigured("; ".join(errors))
     known = {f.name for f in fields(AsyncJobsSettings)}
     values: dict[str, Any] = {k.lower(): v for k, v in raw.items() if k.lower() in known}
-    for name in ("queues", "periodic_jobs"):
+    for name in ("queues", "periodic_jobs", "api_jobs"):
         if name in values:
             values[name] = tuple(values[name])
     return AsyncJobsSettings(**values)

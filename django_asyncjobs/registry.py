@@ -64,8 +64,10 @@ class JobDefinition(Generic[P, R]):
         at_most_once: bool = False,
         unique: bool = False,
         crons: tuple[Cron, ...] = (),
+        api: bool = False,
     ) -> None:
         self.target = target
+        self.api = api
         self.crons = crons
         self.at_most_once = at_most_once
         self.unique = unique
@@ -230,6 +232,7 @@ def job(
     at_most_once: bool = False,
     unique: bool = False,
     cron: str | Cron | Sequence[str | Cron] | None = None,
+    api: bool = False,
 ) -> Callable[[Callable[P, R]], JobDefinition[P, R]]: ...
 def job(
     target: Any = None,
@@ -244,6 +247,7 @@ def job(
     at_most_once: bool = False,
     unique: bool = False,
     cron: str | Cron | Sequence[str | Cron] | None = None,
+    api: bool = False,
 ) -> Any:
     """Register a function (``def`` or ``async def``) or a class with ``handle()`` as a job.
 
@@ -255,7 +259,8 @@ def job(
     (while a job with the same name and arguments is scheduled, queued or running, ``delay()``
     returns it instead of storing another), *cron* (a cron expression, a
     :class:`~django_asyncjobs.periodic.Cron` with arguments and a time zone, or a list of them:
-    the scheduler enqueues each occurrence exactly once)::
+    the scheduler enqueues each occurrence exactly once), *api* (may be created over the HTTP
+    jobs API, ``django_asyncjobs.api``)::
 
         @job
         def add(a: int, b: int) -> int:
@@ -286,7 +291,7 @@ def job(
         raise ValueError(f"max_retries must be an int of 0 or more, not {max_retries!r}")
     timeout_seconds = _timeout_seconds(timeout)
     crons = as_crons(cron)
-    for flag, value in (("at_most_once", at_most_once), ("unique", unique)):
+    for flag, value in (("at_most_once", at_most_once), ("unique", unique), ("api", api)):
         if not isinstance(value, bool):
             raise ValueError(f"{flag} must be True or False, not {value!r}")
 
@@ -307,6 +312,7 @@ def job(
             at_most_once=at_most_once,
             unique=unique,
             crons=crons,
+            api=api,
         )
         registry.register(definition)
         if definition.is_class:

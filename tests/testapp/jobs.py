@@ -201,3 +201,9 @@ def flaky_once(key: str) -> str:
     if Execution.objects.filter(job="flaky_once", key=key).count() == 1:
         raise RuntimeError(f"{key}: the first run always fails")
     return f"{key} fixed"
+
+
+@job(api=True)
+def api_add(a: int, b: int) -> int:
+    """A job that the HTTP jobs API may create."""
+    return a + b

@@ -59,6 +59,7 @@ class Command(BaseCommand):
         "  manage.py asyncjobs cancel 3f2a9c1e 7b0d4e22\n"
         "  manage.py asyncjobs purge --older-than 30d\n"
         "  manage.py asyncjobs stats\n"
+        "  manage.py asyncjobs api-token deploy-bot\n"
         "  manage.py asyncjobs create-queues\n"
         "  manage.py asyncjobs dead-letters --queue default\n"
         "  manage.py asyncjobs redrive --queue default"
@@ -94,6 +95,10 @@ class Command(BaseCommand):
         purge.add_argument("--batch-size", type=positive_int, default=1000)
 
         commands.add_parser("stats", help="Jobs per queue and status, oldest waiting, SQS depth.")
+        token = commands.add_parser(
+            "api-token", help="Print a bearer token of the HTTP jobs API for a user."
+        )
+        token.add_argument("username")
         create = commands.add_parser(
             "create-queues",
             help="Create the SQS queues (and their dead-letter queues) that are missing.",
@@ -277,6 +282,21 @@ class Command(BaseCommand):
             if not Job.objects.filter(id=job_id).exists():
                 raise CommandError(f"no job {job_id}")
         return resolved
+
+    def _api_token(self, options: dict[str, Any]) -> None:
+        from django.contrib.auth import get_user_model
+
+        from ...api.auth import make_token
+
+        model = get_user_model()
+        user = model._default_manager.filter(
+            **{model.USERNAME_FIELD: options["username"], "is_active": True}
+        ).first()
+        if user is None:
+            raise CommandError(f"no active user {options['username']!r}")
+        days = get_settings().api_token_max_age_seconds / 86400
+        self.stderr.write(f"valid for {days:g} days; send it as 'Authorization: Bearer <token>'")
+        self.stdout.write(make_token(user))
 
     # -- SQS -------------------------------------------------------------------------------------
 

@@ -1,0 +1,163 @@
+"""The OpenAPI 3.1 document of the HTTP jobs API (tests/test_api.py keeps it in sync with urls)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..status import JobStatus
+
+_STATUS = {"type": "string", "enum": list(JobStatus.values)}
+_JOB = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string", "format": "uuid"},
+        "name": {"type": "string"},
+        "status": _STATUS,
+        "queue": {"type": "string"},
+        "priority": {"type": "integer"},
+        "args": {"type": "array"},
+        "kwargs": {"type": "object"},
+        "attempts": {"type": "integer"},
+        "max_retries": {"type": "integer"},
+        "run_at": {"type": "string", "format": "date-time"},
+        "created_at": {"type": "string", "format": "date-time"},
+        "enqueued_at": {"type": ["string", "null"], "format": "date-time"},
+        "started_at": {"type": ["string", "null"], "format": "date-time"},
+        "finished_at": {"type": ["string", "null"], "format": "date-time"},
+        "error": {"type": "string"},
+    },
+    "required": ["id", "name", "status"],
+}
+_ERROR = {
+    "type": "object",
+    "properties": {
+        "error": {"type": "string"},
+        "fields": {"type": "object", "additionalProperties": {"type": "string"}},
+    },
+    "required": ["error"],
+}
+_SUBMIT = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "name": {"type": "string", "description": "A job exposed with @job(api=True)."},
+        "args": {"type": "array"},
+        "kwargs": {"type": "object"},
+        "delay": {"type": "number", "minimum": 0, "description": "Seconds from now."},
+        "run_at": {"type": "string", "format": "date-time"},
+        "priority": {"type": "integer"},
+        "queue": {"type": "string", "pattern": "^[A-Za-z0-9_-]+$"},
+    },
+    "required": ["name"],
+}
+_ID = {
+    "name": "job_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "format": "uuid"},
+}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    texts = {400: "Invalid input", 401: "Not authenticated", 403: "Not allowed",
+             404: "No such job", 409: "Wrong status for this"}  # fmt: skip
+    return {str(code): _json(_ERROR, texts[code]) for code in codes}
+
+
+def document(*, base_path: str = "") -> dict[str, Any]:
+    """Return the OpenAPI document, with paths under *base_path* (where the API is mounted)."""
+    paths: dict[str, Any] = {
+        "/jobs": {
+            "get": {
+                "operationId": "listJobs",
+                "parameters": [
+                    {"name": "status", "in": "query", "schema": _STATUS},
+                    {"name": "name", "in": "query", "schema": {"type": "string"}},
+                    {"name": "queue", "in": "query", "schema": {"type": "string"}},
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 200},
+                    },
+                    {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                ],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "results": {"type": "array", "items": _JOB},
+                                "next": {"type": ["string", "null"]},
+                            },
+                        },
+                        "Jobs, newest first",
+                    ),
+                    **_errors(400, 401, 403),
+                },
+            },
+            "post": {
+                "operationId": "createJob",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _SUBMIT}},
+                },
+                "responses": {"201": _json(_JOB, "The stored job"), **_errors(400, 401, 403)},
+            },
+        },
+        "/jobs/{job_id}": {
+            "get": {
+                "operationId": "getJob",
+                "parameters": [_ID],
+                "responses": {"200": _json(_JOB, "The job"), **_errors(401, 403, 404)},
+            }
+        },
+        "/jobs/{job_id}/result": {
+            "get": {
+                "operationId": "getJobResult",
+                "parameters": [_ID],
+                "responses": {
+                    "200": _json({"type": "object"}, "The result"),
+                    "202": _json({"type": "object"}, "Not finished yet"),
+                    **_errors(401, 403, 404, 409),
+                },
+            }
+        },
+        "/jobs/{job_id}/retry": {
+            "post": {
+                "operationId": "retryJob",
+                "parameters": [_ID],
+                "responses": {"200": _json(_JOB, "Due again"), **_errors(401, 403, 404, 409)},
+            }
+        },
+        "/jobs/{job_id}/cancel": {
+            "post": {
+                "operationId": "cancelJob",
+                "parameters": [_ID],
+                "responses": {"200": _json(_JOB, "Cancelled"), **_errors(401, 403, 404, 409)},
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "operationId": "openapi",
+                "security": [],
+                "responses": {"200": {"description": "This document"}},
+            }
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "django-asyncjobs jobs API", "version": "1"},
+        "servers": [{"url": base_path or "/"}],
+        "components": {
+            "securitySchemes": {
+                "session": {"type": "apiKey", "in": "cookie", "name": "sessionid"},
+                "bearer": {"type": "http", "scheme": "bearer"},
+            }
+        },
+        "security": [{"session": []}, {"bearer": []}],
+        "paths": paths,
+    }

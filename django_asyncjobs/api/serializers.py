@@ -1,0 +1,104 @@
+"""Jobs as JSON, and the checks of a job submitted over HTTP."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from django.utils.dateparse import parse_datetime
+
+from ..conf import get_settings, queue_name_error
+from ..models import Job
+from ..registry import JobDefinition, registry
+
+SUBMIT_FIELDS = {"name", "args", "kwargs", "delay", "run_at", "priority", "queue"}
+
+
+def job_json(job: Job) -> dict[str, Any]:
+    """Return the public JSON form of *job*."""
+
+    def iso(moment: dt.datetime | None) -> str | None:
+        return moment.isoformat() if moment else None
+
+    return {
+        "id": str(job.id),
+        "name": job.name,
+        "status": job.status,
+        "queue": job.queue,
+        "priority": job.priority,
+        "args": job.args,
+        "kwargs": job.kwargs,
+        "attempts": job.attempts,
+        "max_retries": job.max_retries,
+        "run_at": iso(job.run_at),
+        "created_at": iso(job.created_at),
+        "enqueued_at": iso(job.enqueued_at),
+        "started_at": iso(job.started_at),
+        "finished_at": iso(job.finished_at),
+        "error": job.error,
+    }
+
+
+def exposed(name: str) -> JobDefinition[Any, Any] | None:
+    """Return the definition of *name* if the API may create it."""
+    if name not in registry:
+        return None
+    definition = registry.get(name)
+    if definition.api or name in get_settings().api_jobs:
+        return definition
+    return None
+
+
+def check_submission(data: Any) -> tuple[dict[str, Any], dict[str, str]]:
+    """Return ``(cleaned, errors)`` for a POSTed job; *errors* maps field names to messages."""
+    errors: dict[str, str] = {}
+    if not isinstance(data, dict):
+        return {}, {"body": "must be a JSON object"}
+    for key in sorted(set(data) - SUBMIT_FIELDS):
+        errors[key] = "unknown field"
+    name = data.get("name")
+    definition = exposed(name) if isinstance(name, str) else None
+    if not isinstance(name, str) or not name:
+        errors["name"] = "required: the name of a job"
+    elif definition is None:
+        errors["name"] = f"no job named {name!r} may be created over the API"
+    args = data.get("args", [])
+    if not isinstance(args, list):
+        errors["args"] = "must be a JSON array"
+    kwargs = data.get("kwargs", {})
+    if not isinstance(kwargs, dict):
+        errors["kwargs"] = "must be a JSON object"
+    run_after: dt.timedelta | dt.datetime | None = None
+    if "delay" in data and "run_at" in data:
+        errors["delay"] = "give delay or run_at, not both"
+    elif "delay" in data:
+        delay = data["delay"]
+        if isinstance(delay, bool) or not isinstance(delay, int | float) or delay < 0:
+            errors["delay"] = "must be a number of seconds, 0 or more"
+        else:
+            run_after = dt.timedelta(seconds=delay)
+    elif "run_at" in data:
+        moment = parse_datetime(data["run_at"]) if isinstance(data["run_at"], str) else None
+        if moment is None or moment.tzinfo is None:
+            errors["run_at"] = "must be an ISO 8601 date and time with a time zone"
+        else:
+            run_after = moment
+    priority = data.get("priority")
+    if priority is not None and (
+        isinstance(priority, bool) or not isinstance(priority, int) or abs(priority) >= 2**31
+    ):
+        errors["priority"] = "must be an integer that fits in 32 bits"
+    queue = data.get("queue")
+    if queue is not None:
+        problem = queue_name_error(queue)
+        if problem:
+            errors["queue"] = problem
+    cleaned = {
+        "definition": definition,
+        "args": args,
+        "kwargs": kwargs,
+        "run_after": run_after,
+        "priority": priority,
+        "queue": queue,
+    }
+    return cleaned, errors

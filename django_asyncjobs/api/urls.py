@@ -1,0 +1,18 @@
+"""URLs of the HTTP jobs API: ``path("api/", include("django_asyncjobs.api.urls"))``."""
+
+from __future__ import annotations
+
+from django.urls import path
+
+from . import views
+
+app_name = "asyncjobs_api"
+
+urlpatterns = [
+    path("jobs", views.jobs, name="jobs"),
+    path("jobs/<uuid:job_id>", views.job, name="job"),
+    path("jobs/<uuid:job_id>/result", views.result, name="result"),
+    path("jobs/<uuid:job_id>/retry", views.retry, name="retry"),
+    path("jobs/<uuid:job_id>/cancel", views.cancel, name="cancel"),
+    path("openapi.json", views.openapi, name="openapi"),
+]

@@ -1,0 +1,215 @@
+"""JSON views of the HTTP jobs API. Every view needs an authenticated user with the matching
+Django permission; a session user also needs a CSRF token to POST, a bearer token does not."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import functools
+import json
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from django.db.models import Q
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.middleware.csrf import CsrfViewMiddleware
+from django.urls import reverse
+from django.utils.dateparse import parse_datetime
+from django.views.decorators.csrf import csrf_exempt
+
+from ..models import Job
+from ..status import JobStatus
+from .auth import token_user
+from .openapi import document
+from .serializers import check_submission, job_json
+
+MAX_LIMIT = 200
+View = Callable[..., HttpResponse]
+
+
+def error(http_status: int, message: str, **fields: Any) -> JsonResponse:
+    """Return ``{"error": message, ...}`` with *http_status*."""
+    return JsonResponse({"error": message, **fields}, status=http_status)
+
+
+def api_view(*, methods: tuple[str, ...], permission: str | None = None) -> Callable[[View], View]:
+    """Authenticate (session + CSRF, or bearer token), check *permission*, answer JSON errors."""
+
+    def decorate(view: View) -> View:
+        @csrf_exempt  # checked below, only for session users
+        @functools.wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if request.method not in methods:
+                response = error(405, f"use {' or '.join(methods)}")
+                response["Allow"] = ", ".join(methods)
+                return response
+            user = token_user(request)
+            if user is None:
+                user = request.user
+                if not user.is_authenticated:
+                    return error(401, "authentication required (a session or a bearer token)")
+                if request.method == "POST":
+                    reason = CsrfViewMiddleware(lambda r: HttpResponse()).process_view(
+                        request, view, args, kwargs
+                    )
+                    if reason is not None:
+                        return error(403, "CSRF token missing or incorrect")
+            request.user = user
+            if permission and not user.has_perm(permission):
+                return error(403, f"permission {permission!r} required")
+            return view(request, *args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+@api_view(methods=("GET", "POST"), permission=None)
+def jobs(request: HttpRequest) -> HttpResponse:
+    """``GET /jobs``: list with filters and a cursor; ``POST /jobs``: create a job."""
+    if request.method == "POST":
+        return _create(request)
+    if not request.user.has_perm("django_asyncjobs.view_job"):
+        return error(403, "permission 'django_asyncjobs.view_job' required")
+    return _list(request)
+
+
+def _create(request: HttpRequest) -> HttpResponse:
+    if not request.user.has_perm("django_asyncjobs.add_job"):
+        return error(403, "permission 'django_asyncjobs.add_job' required")
+    try:
+        data = json.loads(request.body or b"null")
+    except (ValueError, UnicodeDecodeError):
+        return error(400, "the body is not JSON", fields={"body": "must be a JSON object"})
+    cleaned, problems = check_submission(data)
+    if problems:
+        return error(400, "invalid job", fields=problems)
+    bound = cleaned["definition"].using(
+        run_after=cleaned["run_after"], priority=cleaned["priority"], queue=cleaned["queue"]
+    )
+    try:
+        job = bound.delay(*cleaned["args"], **cleaned["kwargs"])
+    except TypeError as exc:
+        return error(400, "invalid job", fields={"args": str(exc)})
+    except ValueError as exc:
+        return error(400, "invalid job", fields={"args": str(exc)})
+    response = JsonResponse(job_json(job), status=201)
+    response["Location"] = reverse("asyncjobs_api:job", args=[job.id])
+    return response
+
+
+def _list(request: HttpRequest) -> HttpResponse:
+    queryset = Job.objects.order_by("-created_at", "-id")
+    problems: dict[str, str] = {}
+    status = request.GET.get("status")
+    if status:
+        if status not in JobStatus.values:
+            problems["status"] = f"one of {', '.join(JobStatus.values)}"
+        queryset = queryset.filter(status=status)
+    for field in ("name", "queue"):
+        if request.GET.get(field):
+            queryset = queryset.filter(**{field: request.GET[field]})
+    try:
+        limit = int(request.GET.get("limit", 50))
+        if not 1 <= limit <= MAX_LIMIT:
+            raise ValueError
+    except ValueError:
+        problems["limit"] = f"an integer from 1 to {MAX_LIMIT}"
+        limit = 50
+    cursor = request.GET.get("cursor")
+    if cursor:
+        position = _decode_cursor(cursor)
+        if position is None:
+            problems["cursor"] = "not a cursor this API returned"
+        else:
+            created, job_id = position
+            queryset = queryset.filter(
+                Q(created_at__lt=created) | Q(created_at=created, id__lt=job_id)
+            )
+    if problems:
+        return error(400, "invalid query", fields=problems)
+    page = list(queryset[: limit + 1])
+    more, page = len(page) > limit, page[:limit]
+    next_url = None
+    if more:
+        query = request.GET.copy()
+        query["cursor"] = _encode_cursor(page[-1])
+        next_url = f"{request.path}?{query.urlencode()}"
+    return JsonResponse({"results": [job_json(j) for j in page], "next": next_url})
+
+
+def _encode_cursor(job: Job) -> str:
+    raw = f"{job.created_at.isoformat()}|{job.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID] | None:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created_text, _, id_text = raw.partition("|")
+        created = parse_datetime(created_text)
+        return (created, uuid.UUID(id_text)) if created else None
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        return None
+
+
+def _get(job_id: uuid.UUID) -> Job | None:
+    return Job.objects.filter(id=job_id).first()
+
+
+@api_view(methods=("GET",), permission="django_asyncjobs.view_job")
+def job(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
+    """``GET /jobs/<id>``."""
+    found = _get(job_id)
+    return JsonResponse(job_json(found)) if found else error(404, f"no job {job_id}")
+
+
+@api_view(methods=("GET",), permission="django_asyncjobs.view_job")
+def result(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
+    """``GET /jobs/<id>/result``: 202 while pending, 200 with the result, 409 when it failed."""
+    found = _get(job_id)
+    if found is None:
+        return error(404, f"no job {job_id}")
+    if found.status == JobStatus.SUCCEEDED:
+        return JsonResponse({"id": str(found.id), "status": found.status, "result": found.result})
+    if found.status in (JobStatus.FAILED, JobStatus.CANCELLED):
+        return error(
+            409,
+            f"the job {found.status}",
+            id=str(found.id),
+            status=found.status,
+            detail=found.error,
+            traceback=found.traceback,
+        )
+    return JsonResponse({"id": str(found.id), "status": found.status}, status=202)
+
+
+@api_view(methods=("POST",), permission="django_asyncjobs.retry_job")
+def retry(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
+    """``POST /jobs/<id>/retry``: a failed or cancelled job, due now."""
+    return _transition(job_id, Job.objects.retry, "only failed or cancelled jobs can be retried")
+
+
+@api_view(methods=("POST",), permission="django_asyncjobs.cancel_job")
+def cancel(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
+    """``POST /jobs/<id>/cancel``: a scheduled or queued job."""
+    return _transition(job_id, Job.objects.cancel, "only scheduled or queued jobs can be cancelled")
+
+
+def _transition(
+    job_id: uuid.UUID, change: Callable[[uuid.UUID], Job | None], refusal: str
+) -> HttpResponse:
+    found = _get(job_id)
+    if found is None:
+        return error(404, f"no job {job_id}")
+    changed = change(job_id)
+    if changed is None:
+        return error(409, f"the job is {found.status}; {refusal}")
+    return JsonResponse(job_json(changed))
+
+
+def openapi(request: HttpRequest) -> HttpResponse:
+    """``GET /openapi.json``: the OpenAPI 3.1 document of this API."""
+    return JsonResponse(document(base_path=reverse("asyncjobs_api:jobs").rsplit("/jobs", 1)[0]))

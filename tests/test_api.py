@@ -1,0 +1,163 @@
+"""The HTTP jobs API: create, list with a cursor, read, result, retry, cancel; authentication,
+permissions, CSRF, validation errors that name the field, 404s, and the OpenAPI document."""
+
+from __future__ import annotations
+
+import io
+import json
+import uuid
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.core.management import call_command
+from django.test import Client
+from django.urls import URLPattern
+
+from django_asyncjobs.api import urls
+from django_asyncjobs.api.openapi import document
+from django_asyncjobs.models import Job
+from django_asyncjobs.transports.memory import MemoryTransport
+from tests.conftest import drain, relay
+from tests.testapp import jobs
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+API = "/api"
+
+
+def user_with(*codenames: str, name: str = "bot") -> User:
+    user = User.objects.create_user(name, password="x")
+    for codename in codenames:
+        user.user_permissions.add(Permission.objects.get(codename=codename))
+    return user
+
+
+def bearer(user: User) -> dict[str, str]:
+    out = io.StringIO()
+    call_command("asyncjobs", "api-token", user.username, stdout=out, stderr=io.StringIO())
+    return {"Authorization": f"Bearer {out.getvalue().strip()}"}
+
+
+def post(
+    client: Client, path: str, body: Any = None, *, headers: dict[str, str] | None = None
+) -> Any:
+    data = json.dumps(body) if body is not None else ""
+    return client.post(f"{API}{path}", data, content_type="application/json", headers=headers)
+
+
+def test_a_script_creates_a_job_and_reads_its_result() -> None:
+    auth = bearer(user_with("add_job", "view_job"))
+    client = Client()
+    response = post(client, "/jobs", {"name": jobs.api_add.name, "args": [2, 3]}, headers=auth)
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["status"] == "scheduled" and body["args"] == [2, 3]
+    assert response["Location"] == f"{API}/jobs/{body['id']}"
+
+    assert client.get(response["Location"], headers=auth).json()["id"] == body["id"]
+    pending = client.get(f"{API}/jobs/{body['id']}/result", headers=auth)
+    assert pending.status_code == 202 and pending.json()["status"] == "scheduled"
+    transport = MemoryTransport()
+    relay(transport)
+    drain(transport)
+    done = client.get(f"{API}/jobs/{body['id']}/result", headers=auth)
+    assert done.status_code == 200 and done.json()["result"] == 5
+
+
+def test_only_exposed_jobs_and_valid_fields_are_accepted() -> None:
+    auth = bearer(user_with("add_job"))
+    client = Client()
+    cases = [
+        ({"name": jobs.add.name, "args": [1, 2]}, "name", "may be created over the API"),
+        ({"name": jobs.api_add.name, "args": "1,2"}, "args", "JSON array"),
+        ({"name": jobs.api_add.name, "kwargs": [1]}, "kwargs", "JSON object"),
+        ({"name": jobs.api_add.name, "args": [1, 2], "delay": -1}, "delay", "0 or more"),
+        ({"name": jobs.api_add.name, "args": [1, 2], "run_at": "tomorrow"}, "run_at", "ISO 8601"),
+        ({"name": jobs.api_add.name, "args": [1, 2], "priority": "high"}, "priority", "integer"),
+        ({"name": jobs.api_add.name, "args": [1, 2], "queue": "a b"}, "queue", "letters"),
+        ({"name": jobs.api_add.name, "args": [1]}, "args", "missing a required argument"),
+        ({"name": jobs.api_add.name, "args": [1, 2], "colour": "red"}, "colour", "unknown field"),
+        ([1, 2], "body", "JSON object"),
+    ]
+    for body, field, text in cases:
+        response = post(client, "/jobs", body, headers=auth)
+        assert response.status_code == 400, (body, response.content)
+        assert text in response.json()["fields"][field], (body, response.json())
+    response = client.post(
+        f"{API}/jobs", "{not json", content_type="application/json", headers=auth
+    )
+    assert response.status_code == 400 and "not JSON" in response.json()["error"]
+    assert not Job.objects.exists()
+
+
+def test_authentication_permissions_and_csrf() -> None:
+    client = Client(enforce_csrf_checks=True)
+    assert client.get(f"{API}/jobs").status_code == 401
+    assert client.get(f"{API}/jobs", headers={"Authorization": "Bearer forged"}).status_code == 401
+    viewer = user_with("view_job", name="viewer")
+    assert (
+        post(client, "/jobs", {"name": jobs.api_add.name}, headers=bearer(viewer)).status_code
+        == 403
+    )
+    staff = user_with("add_job", "view_job", name="staff")
+    client.force_login(staff)
+    # A session POST without the CSRF token is refused; with it, accepted.
+    refused = post(client, "/jobs", {"name": jobs.api_add.name, "args": [1, 2]})
+    assert refused.status_code == 403 and "CSRF" in refused.json()["error"]
+    client.get("/admin/login/")  # sets the csrftoken cookie
+    token = client.cookies["csrftoken"].value
+    accepted = post(
+        client, "/jobs", {"name": jobs.api_add.name, "args": [1, 2]}, headers={"X-CSRFToken": token}
+    )
+    assert accepted.status_code == 201, accepted.content
+    assert client.delete(f"{API}/jobs").status_code == 405
+
+
+def test_listing_filters_and_pages_with_a_cursor() -> None:
+    auth = bearer(user_with("view_job"))
+    created = [jobs.add.delay(i, i) for i in range(5)]
+    jobs.high_echo.delay("h")
+    client = Client()
+    seen: list[str] = []
+    url: str | None = f"{API}/jobs?name={jobs.add.name}&limit=2"
+    while url:
+        page = client.get(url, headers=auth).json()
+        seen += [j["id"] for j in page["results"]]
+        url = page["next"]
+    assert seen == [str(j.id) for j in reversed(created)]
+    high = client.get(f"{API}/jobs?queue=high", headers=auth).json()["results"]
+    assert [j["name"] for j in high] == [jobs.high_echo.name]
+    bad = client.get(f"{API}/jobs?status=lost&limit=0&cursor=xyz", headers=auth)
+    assert bad.status_code == 400 and set(bad.json()["fields"]) == {"status", "limit", "cursor"}
+
+
+def test_retry_cancel_result_errors_and_404() -> None:
+    auth = bearer(user_with("view_job", "retry_job", "cancel_job"))
+    client = Client()
+    failed = jobs.fails_now.delay("api")
+    transport = MemoryTransport()
+    relay(transport)
+    drain(transport)
+    result = client.get(f"{API}/jobs/{failed.id}/result", headers=auth)
+    assert result.status_code == 409 and "fails for good" in result.json()["detail"]
+    assert post(client, f"/jobs/{failed.id}/retry", headers=auth).json()["status"] == "scheduled"
+    assert post(client, f"/jobs/{failed.id}/cancel", headers=auth).json()["status"] == "cancelled"
+    again = post(client, f"/jobs/{failed.id}/cancel", headers=auth)
+    assert again.status_code == 409 and "only scheduled or queued" in again.json()["error"]
+    missing = uuid.uuid4()
+    for path in (f"/jobs/{missing}", f"/jobs/{missing}/result"):
+        assert client.get(f"{API}{path}", headers=auth).status_code == 404
+    assert post(client, f"/jobs/{missing}/retry", headers=auth).status_code == 404
+    assert client.get(f"{API}/jobs/not-a-uuid", headers=auth).status_code == 404
+
+
+def test_the_openapi_document_describes_every_route() -> None:
+    served = Client().get(f"{API}/openapi.json").json()
+    assert served == json.loads(json.dumps(document(base_path=API)))
+    routes = {
+        "/" + str(p.pattern).replace("<uuid:job_id>", "{job_id}")
+        for p in urls.urlpatterns
+        if isinstance(p, URLPattern)
+    }
+    assert routes == set(served["paths"])

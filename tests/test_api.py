@@ -72,7 +72,7 @@ def test_only_exposed_jobs_and_valid_fields_are_accepted() -> None:
         ({"name": jobs.add.name, "args": [1, 2]}, "name", "may be created over the API"),
         ({"name": jobs.api_add.name, "args": "1,2"}, "args", "JSON array"),
         ({"name": jobs.api_add.name, "kwargs": [1]}, "kwargs", "JSON object"),
-        ({"name": jobs.api_add.name, "args": [1, 2], "delay": -1}, "delay", "0 or more"),
+        ({"name": jobs.api_add.name, "args": [1, 2], "delay": -1}, "delay", "seconds from 0"),
         ({"name": jobs.api_add.name, "args": [1, 2], "run_at": "tomorrow"}, "run_at", "ISO 8601"),
         ({"name": jobs.api_add.name, "args": [1, 2], "priority": "high"}, "priority", "integer"),
         ({"name": jobs.api_add.name, "args": [1, 2], "queue": "a b"}, "queue", "letters"),
@@ -156,7 +156,7 @@ def test_the_openapi_document_describes_every_route() -> None:
     served = Client().get(f"{API}/openapi.json").json()
     assert served == json.loads(json.dumps(document(base_path=API)))
     routes = {
-        "/" + str(p.pattern).replace("<uuid:job_id>", "{job_id}")
+        "/" + str(p.pattern).replace("<str:job_id>", "{job_id}")
         for p in urls.urlpatterns
         if isinstance(p, URLPattern)
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..status import JobStatus
+from .serializers import MAX_DELAY_SECONDS
 
 _STATUS = {"type": "string", "enum": list(JobStatus.values)}
 _JOB = {
@@ -40,15 +41,26 @@ _SUBMIT = {
     "type": "object",
     "additionalProperties": False,
     "properties": {
-        "name": {"type": "string", "description": "A job exposed with @job(api=True)."},
+        "name": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 255,
+            "description": "A job exposed with @job(api=True).",
+        },
         "args": {"type": "array"},
         "kwargs": {"type": "object"},
-        "delay": {"type": "number", "minimum": 0, "description": "Seconds from now."},
+        "delay": {
+            "type": "number",
+            "minimum": 0,
+            "maximum": MAX_DELAY_SECONDS,
+            "description": "Seconds from now.",
+        },
         "run_at": {"type": "string", "format": "date-time"},
         "priority": {"type": "integer"},
-        "queue": {"type": "string", "pattern": "^[A-Za-z0-9_-]+$"},
+        "queue": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,70}$"},
     },
     "required": ["name"],
+    "not": {"required": ["delay", "run_at"]},
 }
 _ID = {
     "name": "job_id",

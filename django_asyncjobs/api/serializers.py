@@ -12,6 +12,9 @@ from ..models import Job
 from ..registry import JobDefinition, registry
 
 SUBMIT_FIELDS = {"name", "args", "kwargs", "delay", "run_at", "priority", "queue"}
+#: The longest delay the API accepts (ten years): a larger one is a mistake, and would not fit
+#: a timedelta anyway.
+MAX_DELAY_SECONDS = 10 * 365 * 24 * 3600
 
 
 def job_json(job: Job) -> dict[str, Any]:
@@ -73,8 +76,12 @@ def check_submission(data: Any) -> tuple[dict[str, Any], dict[str, str]]:
         errors["delay"] = "give delay or run_at, not both"
     elif "delay" in data:
         delay = data["delay"]
-        if isinstance(delay, bool) or not isinstance(delay, int | float) or delay < 0:
-            errors["delay"] = "must be a number of seconds, 0 or more"
+        if (
+            isinstance(delay, bool)
+            or not isinstance(delay, int | float)
+            or not 0 <= delay <= MAX_DELAY_SECONDS
+        ):
+            errors["delay"] = f"must be a number of seconds from 0 to {MAX_DELAY_SECONDS}"
         else:
             run_after = dt.timedelta(seconds=delay)
     elif "run_at" in data:

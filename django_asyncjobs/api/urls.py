@@ -10,9 +10,9 @@ app_name = "asyncjobs_api"
 
 urlpatterns = [
     path("jobs", views.jobs, name="jobs"),
-    path("jobs/<uuid:job_id>", views.job, name="job"),
-    path("jobs/<uuid:job_id>/result", views.result, name="result"),
-    path("jobs/<uuid:job_id>/retry", views.retry, name="retry"),
-    path("jobs/<uuid:job_id>/cancel", views.cancel, name="cancel"),
+    path("jobs/<str:job_id>", views.job, name="job"),
+    path("jobs/<str:job_id>/result", views.result, name="result"),
+    path("jobs/<str:job_id>/retry", views.retry, name="retry"),
+    path("jobs/<str:job_id>/cancel", views.cancel, name="cancel"),
     path("openapi.json", views.openapi, name="openapi"),
 ]

@@ -155,19 +155,24 @@ def _decode_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID] | None:
         return None
 
 
-def _get(job_id: uuid.UUID) -> Job | None:
-    return Job.objects.filter(id=job_id).first()
+def _get(job_id: str) -> Job | None:
+    # Ids are parsed here, not by a URL converter, so that a malformed one is a JSON 404 too.
+    try:
+        parsed = uuid.UUID(job_id)
+    except ValueError:
+        return None
+    return Job.objects.filter(id=parsed).first()
 
 
 @api_view(methods=("GET",), permission="django_asyncjobs.view_job")
-def job(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
+def job(request: HttpRequest, job_id: str) -> HttpResponse:
     """``GET /jobs/<id>``."""
     found = _get(job_id)
     return JsonResponse(job_json(found)) if found else error(404, f"no job {job_id}")
 
 
 @api_view(methods=("GET",), permission="django_asyncjobs.view_job")
-def result(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
+def result(request: HttpRequest, job_id: str) -> HttpResponse:
     """``GET /jobs/<id>/result``: 202 while pending, 200 with the result, 409 when it failed."""
     found = _get(job_id)
     if found is None:
@@ -187,29 +192,34 @@ def result(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
 
 
 @api_view(methods=("POST",), permission="django_asyncjobs.retry_job")
-def retry(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
+def retry(request: HttpRequest, job_id: str) -> HttpResponse:
     """``POST /jobs/<id>/retry``: a failed or cancelled job, due now."""
     return _transition(job_id, Job.objects.retry, "only failed or cancelled jobs can be retried")
 
 
 @api_view(methods=("POST",), permission="django_asyncjobs.cancel_job")
-def cancel(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
+def cancel(request: HttpRequest, job_id: str) -> HttpResponse:
     """``POST /jobs/<id>/cancel``: a scheduled or queued job."""
     return _transition(job_id, Job.objects.cancel, "only scheduled or queued jobs can be cancelled")
 
 
 def _transition(
-    job_id: uuid.UUID, change: Callable[[uuid.UUID], Job | None], refusal: str
+    job_id: str, change: Callable[[uuid.UUID], Job | None], refusal: str
 ) -> HttpResponse:
     found = _get(job_id)
     if found is None:
         return error(404, f"no job {job_id}")
-    changed = change(job_id)
+    changed = change(found.id)
     if changed is None:
         return error(409, f"the job is {found.status}; {refusal}")
     return JsonResponse(job_json(changed))
 
 
+@csrf_exempt  # read-only; every other method gets a JSON 405, not the CSRF page
 def openapi(request: HttpRequest) -> HttpResponse:
-    """``GET /openapi.json``: the OpenAPI 3.1 document of this API."""
+    """``GET /openapi.json``: the OpenAPI 3.1 document of this API (public, like any schema)."""
+    if request.method not in ("GET", "HEAD"):
+        response = error(405, "use GET")
+        response["Allow"] = "GET, HEAD"
+        return response
     return JsonResponse(document(base_path=reverse("asyncjobs_api:jobs").rsplit("/jobs", 1)[0]))

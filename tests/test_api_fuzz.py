@@ -30,7 +30,9 @@ def token(transactional_db: None) -> str:
 
 
 @schema.parametrize()
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+# derandomize: the same examples every run, so CI is repeatable; raise max_examples locally
+# (or drop derandomize) to explore further.
+@settings(max_examples=50, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 def test_the_api_keeps_its_contract(case: Any, token: str) -> None:
     # Every response must be documented, JSON where promised, and never a server error. Left
     # out: ignored-auth (the valid token is always sent, so generated bad credentials beside it

@@ -103,14 +103,18 @@ def _create(request: HttpRequest) -> HttpResponse:
 def _list(request: HttpRequest) -> HttpResponse:
     queryset = Job.objects.order_by("-created_at", "-id")
     problems: dict[str, str] = {}
-    status = request.GET.get("status")
-    if status:
+    if "status" in request.GET:
+        status = request.GET["status"]
         if status not in JobStatus.values:
             problems["status"] = f"one of {', '.join(JobStatus.values)}"
         queryset = queryset.filter(status=status)
     for field in ("name", "queue"):
-        if request.GET.get(field):
-            queryset = queryset.filter(**{field: request.GET[field]})
+        value = request.GET.get(field)
+        if value and "\x00" in value:
+            # PostgreSQL text cannot hold NUL; no job can match, and the query would fail.
+            problems[field] = "contains a NUL character"
+        elif value:
+            queryset = queryset.filter(**{field: value})
     try:
         limit = int(request.GET.get("limit", 50))
         if not 1 <= limit <= MAX_LIMIT:

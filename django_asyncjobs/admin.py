@@ -218,27 +218,9 @@ class JobAdmin(_ModelAdmin):
             },
         ),
     )
-    readonly_fields = (
-        "id",
-        "name",
-        "status_badge",
-        "queue",
-        "priority",
-        "worker",
-        "args_pretty",
-        "kwargs_pretty",
-        "result_pretty",
-        "error",
-        "traceback_pretty",
-        "timeline",
-        "run_at",
-        "attempts_display",
-        "interruptions",
-        "timeout",
-        "unique_key",
-        "depends_on",
-        "blocked",
-        "heartbeat_at",
+    # Everything shown is read-only: the fields are exactly those of the fieldsets.
+    readonly_fields = tuple(
+        name for _, options in fieldsets for name in options["fields"] if isinstance(name, str)
     )
 
     # -- list ------------------------------------------------------------------------------------

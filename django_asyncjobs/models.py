@@ -136,6 +136,13 @@ class Job(models.Model):
                 name="asyncjobs_queued_idx",
                 condition=models.Q(status="queued"),
             ),
+            # The scheduler's pass over blocked jobs (release or cancel them): without it every
+            # pass would scan the table; the GIN index below cannot serve "WHERE blocked".
+            models.Index(
+                fields=["status"],
+                name="asyncjobs_blocked_idx",
+                condition=models.Q(blocked=True),
+            ),
             # (Dependents of a job, while they wait for it, are found through a GIN index on
             # depends_on WHERE blocked, created in migration 0004: Django's GinIndex needs
             # django.contrib.postgres in INSTALLED_APPS.)

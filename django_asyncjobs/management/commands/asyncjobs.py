@@ -6,6 +6,7 @@ import argparse
 import json
 import re
 import uuid
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -159,6 +160,10 @@ class Command(BaseCommand):
                     job.error.splitlines()[0][:60] if job.error else "",
                 )
             )
+        self._print_table(table)
+
+    def _print_table(self, table: Sequence[Sequence[str]]) -> None:
+        """Write *table* (a header row, then rows) with aligned columns."""
         widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
         for index, row in enumerate(table):
             line = "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
@@ -178,26 +183,36 @@ class Command(BaseCommand):
             raise CommandError("--name only goes with --all-failed")
         if not options["ids"]:
             raise CommandError("give job ids to retry, or --all-failed")
-        for job_id in self._resolve(options["ids"]):
-            job = Job.objects.retry(job_id)
-            if job is None:
-                current = Job.objects.get(id=job_id)
-                raise CommandError(
-                    f"job {job_id} is {current.status}; only failed or cancelled jobs can be "
-                    "retried (or another active job holds its unique key)"
-                )
-            self.stdout.write(self.style.SUCCESS(f"{job_id} retried ({job.name})"))
+        self._apply(
+            options["ids"],
+            Job.objects.retry,
+            "retried",
+            "only failed or cancelled jobs can be retried (or another active job holds its "
+            "unique key)",
+        )
 
     def _cancel(self, options: dict[str, Any]) -> None:
-        for job_id in self._resolve(options["ids"]):
-            job = Job.objects.cancel(job_id)
+        self._apply(
+            options["ids"],
+            Job.objects.cancel,
+            "cancelled",
+            "only scheduled or queued jobs can be cancelled",
+        )
+
+    def _apply(
+        self,
+        ids: list[str],
+        transition: Callable[[uuid.UUID], Job | None],
+        done: str,
+        refusal: str,
+    ) -> None:
+        """Apply *transition* to each job; stop with *refusal* at the first it does not fit."""
+        for job_id in self._resolve(ids):
+            job = transition(job_id)
             if job is None:
                 current = Job.objects.get(id=job_id)
-                raise CommandError(
-                    f"job {job_id} is {current.status}; only scheduled or queued jobs can be "
-                    "cancelled"
-                )
-            self.stdout.write(self.style.SUCCESS(f"{job_id} cancelled ({job.name})"))
+                raise CommandError(f"job {job_id} is {current.status}; {refusal}")
+            self.stdout.write(self.style.SUCCESS(f"{job_id} {done} ({job.name})"))
 
     def _purge(self, options: dict[str, Any]) -> None:
         statuses = options["status"] or [s.value for s in FINAL_STATUSES]
@@ -243,10 +258,7 @@ class Command(BaseCommand):
                 ]
             )
         transport.close()
-        widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-        for index, row in enumerate(table):
-            line = "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-            self.stdout.write(self.style.MIGRATE_HEADING(line) if index == 0 else line.rstrip())
+        self._print_table(table)
 
     @staticmethod
     def _sqs_counts(transport: Any, queue: str) -> tuple[str, str]:

@@ -10,7 +10,10 @@ import asyncio
 import os
 import re
 import time
+import uuid
 from typing import Any
+
+from django.db import InterfaceError, OperationalError, connection
 
 from django_asyncjobs import job
 
@@ -120,9 +123,29 @@ def slow_job(seconds: float, *, key: str = "") -> str:
 
 
 def _phase(name: str, key: str, phase: str) -> int:
-    """Record *phase* of one run of *name*; return how many runs with *key* have started."""
-    Execution.objects.create(job=name, key=key, payload={"phase": phase, "pid": os.getpid()})
-    return Execution.objects.filter(job=name, key=key, payload__phase="start").count()
+    """Record *phase* of one run of *name*; return how many runs with *key* have started.
+
+    The ledger must not miss a run because PostgreSQL restarted under it (the fault tests do
+    that): the write is retried on a fresh connection until the server is back.
+    """
+    deadline = time.monotonic() + 60
+    # A commit can succeed on a server that dies before answering: the token makes the retried
+    # write idempotent.
+    token = uuid.uuid4().hex
+    while True:
+        try:
+            if not Execution.objects.filter(payload__token=token).exists():
+                Execution.objects.create(
+                    job=name,
+                    key=key,
+                    payload={"phase": phase, "pid": os.getpid(), "token": token},
+                )
+            return Execution.objects.filter(job=name, key=key, payload__phase="start").count()
+        except (OperationalError, InterfaceError):
+            if time.monotonic() > deadline:
+                raise
+            connection.close()
+            time.sleep(0.2)
 
 
 @job(name="tests.ledgered", max_retries=3, timeout=120)

@@ -13,10 +13,9 @@ import time
 import uuid
 from typing import Any
 
-from django.db import InterfaceError, OperationalError, connection
+from django_asyncjobs import areport_progress, current_job, job, report_progress
 
-from django_asyncjobs import job
-
+from .durable import retry_through_restart
 from .models import Execution
 
 
@@ -123,29 +122,17 @@ def slow_job(seconds: float, *, key: str = "") -> str:
 
 
 def _phase(name: str, key: str, phase: str) -> int:
-    """Record *phase* of one run of *name*; return how many runs with *key* have started.
-
-    The ledger must not miss a run because PostgreSQL restarted under it (the fault tests do
-    that): the write is retried on a fresh connection until the server is back.
-    """
-    deadline = time.monotonic() + 60
-    # A commit can succeed on a server that dies before answering: the token makes the retried
-    # write idempotent.
+    """Record *phase* of one run of *name*; return how many runs with *key* have started."""
     token = uuid.uuid4().hex
-    while True:
-        try:
-            if not Execution.objects.filter(payload__token=token).exists():
-                Execution.objects.create(
-                    job=name,
-                    key=key,
-                    payload={"phase": phase, "pid": os.getpid(), "token": token},
-                )
-            return Execution.objects.filter(job=name, key=key, payload__phase="start").count()
-        except (OperationalError, InterfaceError):
-            if time.monotonic() > deadline:
-                raise
-            connection.close()
-            time.sleep(0.2)
+
+    def write() -> int:
+        if not Execution.objects.filter(payload__token=token).exists():
+            Execution.objects.create(
+                job=name, key=key, payload={"phase": phase, "pid": os.getpid(), "token": token}
+            )
+        return Execution.objects.filter(job=name, key=key, payload__phase="start").count()
+
+    return retry_through_restart(write)
 
 
 @job(name="tests.ledgered", max_retries=3, timeout=120)
@@ -230,3 +217,23 @@ def flaky_once(key: str) -> str:
 def api_add(a: int, b: int) -> int:
     """A job that the HTTP jobs API may create."""
     return a + b
+
+
+@job(max_retries=0)
+def progressing(steps: int) -> dict[str, Any]:
+    """Report progress on every step; return what ``current_job()`` said and what was written."""
+    context = current_job()
+    written = [report_progress(i, steps, f"step {i}") for i in range(1, steps + 1)]
+    return {
+        "attempt": context.attempt if context else None,
+        "name": context.name if context else None,
+        "written": written,
+    }
+
+
+@job(max_retries=0)
+async def async_progressing(steps: int) -> dict[str, Any]:
+    """The ``async def`` twin of ``progressing``."""
+    context = current_job()
+    written = [await areport_progress(i, steps, f"step {i}") for i in range(1, steps + 1)]
+    return {"attempt": context.attempt if context else None, "written": written}

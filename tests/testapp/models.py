@@ -19,3 +19,5 @@ class Transition(models.Model):
     error = models.TextField(blank=True)
     pid = models.IntegerField()
     created_at = models.DateTimeField(auto_now_add=True)
+    # Makes the receiver's retried write idempotent (see durable.retry_through_restart).
+    token = models.UUIDField(null=True, unique=True)

@@ -9,10 +9,22 @@
 
 from __future__ import annotations
 
+from .context import JobContext, areport_progress, current_job, report_progress
 from .periodic import Cron
 from .registry import JobDefinition, job, registry
 from .retry import Backoff
 from .status import JobStatus
 
-__all__ = ["Backoff", "Cron", "JobDefinition", "JobStatus", "job", "registry"]
+__all__ = [
+    "Backoff",
+    "Cron",
+    "JobContext",
+    "JobDefinition",
+    "JobStatus",
+    "areport_progress",
+    "current_job",
+    "job",
+    "registry",
+    "report_progress",
+]
 __version__ = "0.1.0"

@@ -51,6 +51,23 @@ STATUS_COLOURS = {
 }
 
 
+def describe_progress(progress: dict[str, Any] | None) -> str:
+    """Return a job's reported progress as one line, e.g. "40 / 100 (40%) - row 17".
+
+    >>> describe_progress({"done": 40, "total": 100, "message": "row 17"})
+    '40 / 100 (40%) - row 17'
+    """
+    if not progress:
+        return "-"
+    done, total = progress.get("done"), progress.get("total")
+    text = f"{done:g}" if isinstance(done, int | float) else str(done)
+    if isinstance(total, int | float) and total > 0 and isinstance(done, int | float):
+        text += f" / {total:g} ({100 * done / total:.0f}%)"
+    if progress.get("message"):
+        text += f" - {progress['message']}"
+    return text
+
+
 def relative(moment: dt.datetime | None, *, now: dt.datetime | None = None) -> str:
     """Return *moment* as "in 3 min" or "12 s ago".
 
@@ -197,7 +214,20 @@ class JobAdmin(_ModelAdmin):
     actions = ("retry_jobs", "cancel_jobs", "mark_succeeded", "run_again")
     inlines = (AttemptInline,)
     fieldsets = (
-        (None, {"fields": ("id", "name", "status_badge", "queue", "priority", "worker")}),
+        (
+            None,
+            {
+                "fields": (
+                    "id",
+                    "name",
+                    "status_badge",
+                    "progress_display",
+                    "queue",
+                    "priority",
+                    "worker",
+                )
+            },
+        ),
         ("Arguments and result", {"fields": ("args_pretty", "kwargs_pretty", "result_pretty")}),
         ("Error", {"fields": ("error", "traceback_pretty")}),
         ("Timeline", {"fields": ("timeline",)}),
@@ -269,6 +299,10 @@ class JobAdmin(_ModelAdmin):
     @admin.display(description="kwargs")
     def kwargs_pretty(self, job: Job) -> SafeString:
         return _pre(json.dumps(job.kwargs, indent=2, ensure_ascii=False))
+
+    @admin.display(description="progress")
+    def progress_display(self, job: Job) -> str:
+        return describe_progress(job.progress)
 
     @admin.display(description="result")
     def result_pretty(self, job: Job) -> SafeString:

@@ -6,6 +6,7 @@ Nothing here touches the job row; the worker records the :class:`Outcome`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import traceback as traceback_module
 from collections.abc import Awaitable
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from .conf import get_settings
+from .context import JobContext, running
 from .exceptions import JobTimeout
 from .payload import check_result
 from .registry import JobDefinition
@@ -64,6 +66,10 @@ def _success(result: Any, *, started: float) -> Outcome:
     return Outcome(ok=True, duration_seconds=time.monotonic() - started, result=result)
 
 
+def _running(context: JobContext | None) -> contextlib.AbstractContextManager[Any]:
+    return contextlib.nullcontext() if context is None else running(context)
+
+
 def _invoke(definition: JobDefinition[Any, Any], args: list[Any], kwargs: dict[str, Any]) -> Any:
     if definition.is_class:
         return definition.target(*args, **kwargs).handle()
@@ -71,15 +77,22 @@ def _invoke(definition: JobDefinition[Any, Any], args: list[Any], kwargs: dict[s
 
 
 def run_sync(
-    definition: JobDefinition[Any, Any], args: list[Any], kwargs: dict[str, Any]
+    definition: JobDefinition[Any, Any],
+    args: list[Any],
+    kwargs: dict[str, Any],
+    *,
+    context: JobContext | None = None,
 ) -> Outcome:
     """Run a ``def`` job (or a class with a sync ``handle``) and return its outcome.
 
-    The timeout of a sync job is enforced by the worker, which cannot interrupt the thread.
+    *context* is what :func:`~django_asyncjobs.current_job` returns to the job's code. The
+    timeout of a sync job is enforced by the worker, which cannot interrupt the thread.
     """
     started = time.monotonic()
     try:
-        return _success(_invoke(definition, args, kwargs), started=started)
+        with _running(context):
+            result = _invoke(definition, args, kwargs)
+        return _success(result, started=started)
     except BaseException as exc:  # SystemExit from a job fails the attempt, not the worker
         return failure(exc, started=started)
 
@@ -90,12 +103,14 @@ async def run_async(
     kwargs: dict[str, Any],
     *,
     timeout_seconds: float | None,
+    context: JobContext | None = None,
 ) -> Outcome:
     """Run an ``async def`` job, cancelling it when it outlives *timeout_seconds*."""
     started = time.monotonic()
     try:
-        awaitable = cast(Awaitable[Any], _invoke(definition, args, kwargs))
-        result = await asyncio.wait_for(awaitable, timeout_seconds)
+        with _running(context):  # wait_for's task copies the context, so the job sees it
+            awaitable = cast(Awaitable[Any], _invoke(definition, args, kwargs))
+            result = await asyncio.wait_for(awaitable, timeout_seconds)
     except TimeoutError:
         assert timeout_seconds is not None
         return failure(JobTimeout(timeout_seconds), started=started)

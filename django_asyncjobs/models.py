@@ -58,6 +58,12 @@ class Job(models.Model):
     result = models.JSONField(_("result"), null=True, blank=True)
     error = models.TextField(_("error"), blank=True, default="")
     traceback = models.TextField(_("traceback"), blank=True, default="")
+    progress = models.JSONField(
+        _("progress"),
+        null=True,
+        blank=True,
+        help_text=_("What the running job last reported: done, total, message, at."),
+    )
     created_at = models.DateTimeField(_("created at"))
     enqueued_at = models.DateTimeField(_("enqueued at"), null=True, blank=True)
     started_at = models.DateTimeField(_("started at"), null=True, blank=True)

@@ -565,7 +565,7 @@ class JobManager(models.Manager["Job"]):
             WITH changed AS (
                 UPDATE {table}
                 SET status = %s, attempts = attempts + 1, started_at = now(),
-                    heartbeat_at = now(), finished_at = NULL, worker = %s,
+                    heartbeat_at = now(), finished_at = NULL, worker = %s, progress = NULL,
                     lease_token = gen_random_uuid()
                 WHERE id = %s AND status = %s AND dispatch_token = %s AND name = ANY(%s)
                 RETURNING *
@@ -877,6 +877,24 @@ class JobManager(models.Manager["Job"]):
             cursor.execute(sql, [ids, tokens, JobStatus.RUNNING.value])
             alive = {row[0] for row in cursor.fetchall()}
         return set(ids) - alive
+
+    def record_progress(
+        self, job_id: uuid.UUID, lease_token: uuid.UUID, progress: dict[str, Any]
+    ) -> bool:
+        """Store *progress* (plus the time) on a running job while *lease_token* is its lease.
+
+        Returns whether the row was written: ``False`` once the job was rescued or finished.
+        """
+        sql = f"""
+            UPDATE {_table(self.model)}
+            SET progress = %s::jsonb || jsonb_build_object('at', now())
+            WHERE id = %s AND lease_token = %s AND status = %s
+        """
+        with connections[self._db_alias].cursor() as cursor:
+            cursor.execute(
+                sql, [json.dumps(progress), job_id, lease_token, JobStatus.RUNNING.value]
+            )
+            return cursor.rowcount == 1
 
     # -- operators -------------------------------------------------------------------------------
 

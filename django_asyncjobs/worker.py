@@ -21,10 +21,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.db import DatabaseError, close_old_connections, connections, router
 
 from . import execution
 from .conf import get_settings
+from .context import JobContext
 from .exceptions import MalformedMessage, TransportError
 from .models import Job
 from .payload import Doorbell
@@ -281,6 +283,9 @@ class Worker:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            # Async jobs reach the ORM through sync_to_async's shared thread: close the
+            # connection they opened there, or it outlives the worker's use of the database.
+            await sync_to_async(connections.close_all)()
 
         try:
             asyncio.run_coroutine_threadsafe(cancel_abandoned(), loop).result(timeout=5)
@@ -556,7 +561,13 @@ class Worker:
         if definition.is_async:
             loop = self._event_loop()
             future = asyncio.run_coroutine_threadsafe(
-                execution.run_async(definition, job.args, job.kwargs, timeout_seconds=job.timeout),
+                execution.run_async(
+                    definition,
+                    job.args,
+                    job.kwargs,
+                    timeout_seconds=job.timeout,
+                    context=self._context(job),
+                ),
                 loop,
             )
             future.add_done_callback(lambda f: self._async_done(entry, f))
@@ -564,6 +575,18 @@ class Worker:
             threading.Thread(
                 target=self._run_sync, args=(entry,), name=f"asyncjobs-job-{job.id}", daemon=True
             ).start()
+
+    @staticmethod
+    def _context(job: Job) -> JobContext:
+        assert job.lease_token is not None
+        return JobContext(
+            id=job.id,
+            name=job.name,
+            attempt=job.attempts,
+            queue=job.queue,
+            worker=job.worker,
+            lease_token=job.lease_token,
+        )
 
     def _async_done(self, entry: _Running, future: Any) -> None:
         if future.cancelled():
@@ -576,7 +599,9 @@ class Worker:
 
     def _run_sync(self, entry: _Running) -> None:
         try:
-            outcome = execution.run_sync(entry.definition, entry.job.args, entry.job.kwargs)
+            outcome = execution.run_sync(
+                entry.definition, entry.job.args, entry.job.kwargs, context=self._context(entry.job)
+            )
         finally:
             # The job may have used the ORM; its connection belongs to this thread only.
             connections.close_all()

@@ -26,6 +26,16 @@ _JOB = {
         "started_at": {"type": ["string", "null"], "format": "date-time"},
         "finished_at": {"type": ["string", "null"], "format": "date-time"},
         "error": {"type": "string"},
+        "progress": {
+            "type": ["object", "null"],
+            "description": "What the running job last reported with report_progress().",
+            "properties": {
+                "done": {"type": "number"},
+                "total": {"type": ["number", "null"]},
+                "message": {"type": "string"},
+                "at": {"type": "string", "format": "date-time"},
+            },
+        },
     },
     "required": ["id", "name", "status"],
 }

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import re
 import signal
 import time
@@ -246,3 +247,48 @@ def test_a_duplicated_message_runs_the_job_once(processes: ProcessGroup, queue_p
     assert messages_in(client, queue_url) == 0
     row = Job.objects.get(id=enqueued.id)
     assert (row.status, row.attempts) == ("succeeded", 1)
+
+
+def test_runjobs_runs_a_scheduler_and_a_worker_and_stops_both_on_ctrl_c(
+    processes: ProcessGroup,
+) -> None:
+    runner = processes.start("runjobs", "--concurrency", "2", "--interval", "0.5")
+    runner.wait_for_output(r"scheduler started")
+    runner.wait_for_output(r"worker started")
+    job = jobs.add.delay(20, 22)
+    assert_succeeded(wait_for_final([job], processes)[job.id], 42)
+    children = _descendants(runner.pid)
+    assert len(children) >= 3  # the scheduler, the worker's supervisor and its worker process
+    # One Ctrl+C (SIGINT to the runner only: its children have their own session) stops both
+    # gracefully and the runner exits 0.
+    runner.send_signal(signal.SIGINT)
+    assert runner.wait(30) == 0, runner.describe()
+    assert "stopping gracefully" in runner.output() and "scheduler stopped" in runner.output()
+    for pid in children:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_runjobs_stops_the_worker_when_the_scheduler_dies(processes: ProcessGroup) -> None:
+    runner = processes.start("runjobs")
+    runner.wait_for_output(r"worker started")
+    scheduler = next(pid for pid in _descendants(runner.pid) if b"runscheduler" in _cmdline(pid))
+    os.kill(scheduler, signal.SIGKILL)
+    assert runner.wait(30) == 128 + signal.SIGKILL, runner.describe()
+    assert "a child process exited; stopping the other" in runner.output()
+    assert "worker stopped" in runner.output()
+
+
+def _cmdline(pid: int) -> bytes:
+    with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+        return cmdline.read()
+
+
+def _descendants(pid: int) -> list[int]:
+    """Return the pids of every process below *pid* (Linux /proc)."""
+    found: list[int] = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as children:
+            for child in map(int, children.read().split()):
+                found += [child, *_descendants(child)]
+    return found

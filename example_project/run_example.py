@@ -1,16 +1,21 @@
-"""Run the example end to end: a "say hello" job, delayed by a few seconds, printed by a worker.
+"""Run the example: a "say hello" job end to end, or (``--serve``) the demo site.
 
     python example_project/run_example.py [--name Ada] [--delay 3]
+    python example_project/run_example.py --serve [--port 8000]
 
 Starts a throwaway PostgreSQL and moto_server when DATABASE_URL / AWS_ENDPOINT_URL_SQS are not
-set, migrates, starts ``runscheduler`` and ``runworker`` as separate processes (as in
-production), enqueues the job, waits until the worker has run it, and stops everything.
+set (and stops them at the end), and migrates. Without ``--serve`` it starts ``runscheduler``
+and ``runworker`` as separate processes (as in production), enqueues the job, waits until the
+worker has run it, and stops everything. With ``--serve`` it creates an ``admin`` / ``admin``
+superuser (local use only), starts ``runjobs`` and ``runserver``, and serves the demo page
+until Ctrl+C.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -19,12 +24,15 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(HERE), str(ROOT)]
+MANAGE = [sys.executable, str(HERE / "manage.py")]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--name", default="world")
+    parser.add_argument("--name", default="world", help="who the job greets")
     parser.add_argument("--delay", type=float, default=3.0, help="seconds before the job runs")
+    parser.add_argument("--serve", action="store_true", help="serve the demo site until Ctrl+C")
+    parser.add_argument("--port", type=int, default=8000, help="port of the demo site")
     options = parser.parse_args()
 
     from tests.services import ensure_services, stop_services
@@ -33,24 +41,33 @@ def main() -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "example_project.settings")
     os.environ.setdefault("ASYNCJOBS_WAIT_TIME_SECONDS", "1")
     os.environ.setdefault("ASYNCJOBS_QUEUE_PREFIX", f"example-{os.getpid()}-")
-    processes: list[subprocess.Popen[bytes]] = []
     try:
         import django
         from django.core.management import call_command
 
         django.setup()
         call_command("migrate", verbosity=0)
-        manage = [sys.executable, str(HERE / "manage.py")]
-        processes.append(subprocess.Popen([*manage, "runscheduler"], cwd=HERE))
-        processes.append(subprocess.Popen([*manage, "runworker"], cwd=HERE))
+        if options.serve:
+            return serve(options.port)
+        return say_hello_once(options.name, options.delay)
+    finally:
+        stop_services(started)
 
-        from demo.jobs import say_hello
 
-        from django_asyncjobs.models import Job
+def say_hello_once(name: str, delay: float) -> int:
+    """Enqueue "say hello" *delay* seconds from now and wait for a worker to run it."""
+    from demo.jobs import say_hello
 
-        job = say_hello.using(run_after=options.delay).delay(options.name)
-        print(f"enqueued {job.name} id={job.id}, due in {options.delay:g} s", flush=True)
-        deadline = time.monotonic() + options.delay + 60
+    from django_asyncjobs.models import Job
+
+    processes = [
+        subprocess.Popen([*MANAGE, "runscheduler"], cwd=HERE),
+        subprocess.Popen([*MANAGE, "runworker"], cwd=HERE),
+    ]
+    try:
+        job = say_hello.using(run_after=delay).delay(name)
+        print(f"enqueued {job.name} id={job.id}, due in {delay:g} s", flush=True)
+        deadline = time.monotonic() + delay + 60
         while time.monotonic() < deadline:
             job = Job.objects.get(pk=job.pk)
             if job.is_final:
@@ -59,11 +76,54 @@ def main() -> int:
         print(f"job {job.id} is {job.status}: result={job.result!r}", flush=True)
         return 0 if job.status == "succeeded" else 1
     finally:
-        for process in processes:
+        stop(processes)
+
+
+def serve(port: int) -> int:
+    """Run the demo site and ``runjobs`` until Ctrl+C."""
+    from django.contrib.auth import get_user_model
+
+    User = get_user_model()
+    if not User.objects.filter(username="admin").exists():
+        User.objects.create_superuser("admin", "admin@example.com", "admin")
+    # Their own sessions: one Ctrl+C here becomes one graceful SIGTERM for each, not two.
+    processes = [
+        subprocess.Popen([*MANAGE, "runjobs"], cwd=HERE, start_new_session=True),
+        subprocess.Popen(
+            [*MANAGE, "runserver", "--noreload", f"127.0.0.1:{port}"],
+            cwd=HERE,
+            start_new_session=True,
+        ),
+    ]
+    print(
+        f"\n  demo page: http://127.0.0.1:{port}/   admin: http://127.0.0.1:{port}/admin/ "
+        "(admin / admin)\n  Ctrl+C stops everything.\n",
+        flush=True,
+    )
+    stopping: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: stopping.append(signum))
+    try:
+        while not stopping and all(p.poll() is None for p in processes):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        stop(processes)
+    return 0
+
+
+def stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM *processes* (a graceful stop) and wait for them."""
+    for process in processes:
+        if process.poll() is None:
             process.terminate()
-        for process in processes:
-            process.wait(30)
-        stop_services(started)
+    for process in processes:
+        try:
+            process.wait(45)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 if __name__ == "__main__":

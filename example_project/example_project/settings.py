@@ -3,7 +3,9 @@
 DATABASE_URL         postgres://postgres@127.0.0.1:5432/asyncjobs_example by default
 AWS_ENDPOINT_URL_SQS read by boto3 itself (set it to a moto_server/LocalStack URL locally)
 AWS_DEFAULT_REGION   read by boto3 itself
-DJANGO_DEBUG, DJANGO_SECRET_KEY, ASYNCJOBS_QUEUE_PREFIX
+DJANGO_DEBUG, DJANGO_SECRET_KEY, DJANGO_ALLOWED_HOSTS
+ASYNCJOBS_QUEUE_PREFIX, ASYNCJOBS_WAIT_TIME_SECONDS
+DEMO_HELLO_DELAY_SECONDS  how long the demo's "say hello" waits (the seeds say 60 s)
 """
 
 from __future__ import annotations
@@ -66,6 +68,9 @@ ASYNCJOBS = {
     "QUEUE_PREFIX": env.str("ASYNCJOBS_QUEUE_PREFIX", default="example-"),
     "WAIT_TIME_SECONDS": env.int("ASYNCJOBS_WAIT_TIME_SECONDS", default=20),
 }
+
+#: The seeds' walkthrough submits "say hello" with a 60 s delay; tests shorten it.
+DEMO_HELLO_DELAY_SECONDS = env.float("DEMO_HELLO_DELAY_SECONDS", default=60.0)
 
 LOGGING = {
     "version": 1,

@@ -1,4 +1,4 @@
-"""App configuration: system checks and autodiscovery of ``jobs.py`` modules."""
+"""App configuration: system checks and autodiscovery of ``jobs.py`` (and ``tasks.py``) modules."""
 
 from __future__ import annotations
 
@@ -18,3 +18,20 @@ class AsyncJobsConfig(AppConfig):
         from . import checks  # noqa: F401  (registers the checks)
 
         autodiscover_modules("jobs")
+        if uses_tasks_backend():
+            # Django's @task functions live in tasks.py; importing them registers them as jobs,
+            # so that workers and schedulers know them by name.
+            from . import tasks_backend  # noqa: F401  (connects Django's task signals)
+
+            autodiscover_modules("tasks")
+
+
+def uses_tasks_backend() -> bool:
+    """Return whether ``settings.TASKS`` names our backend for Django's Tasks API."""
+    from django.conf import settings
+
+    backends = getattr(settings, "TASKS", None) or {}
+    return any(
+        str(params.get("BACKEND", "")).startswith("django_asyncjobs.")
+        for params in backends.values()
+    )

@@ -38,3 +38,11 @@ class JobTimeout(AsyncJobsError):
     def __init__(self, timeout_seconds: float) -> None:
         self.timeout_seconds = timeout_seconds
         super().__init__(f"timed out after {timeout_seconds:g} s")
+
+
+class WorkerLost(AsyncJobsError):
+    """The worker running an attempt died or stopped answering; recorded as the attempt's error.
+
+    Never raised: it names the error of such an attempt (``"WorkerLost: ..."``), e.g. for the
+    ``TaskError`` of Django's Tasks API.
+    """

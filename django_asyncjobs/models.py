@@ -246,6 +246,7 @@ class JobAttempt(models.Model):
         _("outcome"), max_length=16, choices=AttemptOutcome.choices, blank=True, default=""
     )
     error = models.TextField(_("error"), blank=True, default="")
+    traceback = models.TextField(_("traceback"), blank=True, default="")
 
     class Meta:
         db_table = "asyncjobs_attempt"

@@ -88,7 +88,8 @@ class OverdueJob:
 ATTEMPT_TABLE = "asyncjobs_attempt"
 _CLOSE_ATTEMPT_SQL = f"""
     closed AS (
-        UPDATE {ATTEMPT_TABLE} AS a SET finished_at = now(), outcome = %s, error = %s
+        UPDATE {ATTEMPT_TABLE} AS a
+        SET finished_at = now(), outcome = %s, error = %s, traceback = changed.traceback
         FROM changed WHERE a.job_id = changed.id AND a.finished_at IS NULL
     )"""
 
@@ -570,8 +571,9 @@ class JobManager(models.Manager["Job"]):
                 WHERE id = %s AND status = %s AND dispatch_token = %s AND name = ANY(%s)
                 RETURNING *
             ), opened AS (
-                INSERT INTO {ATTEMPT_TABLE} (job_id, number, worker, started_at, outcome, error)
-                SELECT id, attempts, worker, started_at, '', '' FROM changed
+                INSERT INTO {ATTEMPT_TABLE}
+                    (job_id, number, worker, started_at, outcome, error, traceback)
+                SELECT id, attempts, worker, started_at, '', '', '' FROM changed
             )
             SELECT {_columns(self.model)} FROM changed
         """

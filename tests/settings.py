@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from urllib.parse import unquote, urlsplit
+
+import django
 
 _url = urlsplit(os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/asyncjobs"))
 
@@ -23,6 +26,15 @@ INSTALLED_APPS = [
     "django_asyncjobs",
     "tests.testapp",
 ]
+# Django's Tasks API: built in from Django 6.0, the django-tasks backport before.
+if django.VERSION < (6, 0) and importlib.util.find_spec("django_tasks"):
+    INSTALLED_APPS.append("django_tasks")
+TASKS = {
+    "default": {
+        "BACKEND": "django_asyncjobs.tasks_backend.AsyncJobsBackend",
+        "QUEUES": ["default", "high", "low"],
+    }
+}
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",

@@ -1,0 +1,319 @@
+"""A production backend for Django's Tasks API (``django.tasks``, or the ``django-tasks`` backport).
+
+::
+
+    TASKS = {
+        "default": {
+            "BACKEND": "django_asyncjobs.tasks_backend.AsyncJobsBackend",
+            "QUEUES": ["default", "high"],
+            "OPTIONS": {"max_retries": 3, "timeout": 60},      # defaults for every task
+        }
+    }
+
+    from django.tasks import task
+
+    @task(priority=10, max_retries=5, timeout=30)      # extra options: Django 6.1+ / backport
+    def send_welcome(user_id: int) -> None: ...
+
+    result = send_welcome.enqueue(42)      # the same Job row that delay() writes
+    result.refresh(); result.status        # READY, RUNNING, SUCCESSFUL or FAILED
+
+Each ``@task`` is registered as a job named by its module path when its module is imported (the
+app autodiscovers ``tasks.py`` modules when this backend is configured), so a worker runs only
+``Task`` objects it knows; it never imports a path read from a row.
+"""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import datetime as dt
+import functools
+import inspect
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.db import router, transaction
+from django.dispatch import Signal
+
+from . import exceptions, signals
+from .conf import queue_name_error
+from .context import current_job
+from .models import AttemptOutcome, Job, JobAttempt
+from .registry import JobDefinition, registry
+from .retry import Backoff
+from .status import JobStatus
+from .tasks_compat import (
+    BaseTaskBackend,
+    InvalidTask,
+    Task,
+    TaskContext,
+    TaskError,
+    TaskResult,
+    TaskResultDoesNotExist,
+    TaskResultStatus,
+    task_enqueued,
+    task_finished,
+    task_started,
+)
+
+_STATUS = {
+    JobStatus.SCHEDULED: TaskResultStatus.READY,
+    JobStatus.QUEUED: TaskResultStatus.READY,
+    JobStatus.RUNNING: TaskResultStatus.RUNNING,
+    JobStatus.SUCCEEDED: TaskResultStatus.SUCCESSFUL,
+    JobStatus.FAILED: TaskResultStatus.FAILED,
+    # Django has no "cancelled": the task will never run, it "was unable to start".
+    JobStatus.CANCELLED: TaskResultStatus.FAILED,
+}
+#: Attempt outcomes that are errors of the task (an interrupted attempt was handed back).
+_ERROR_OUTCOMES = {AttemptOutcome.FAILED, AttemptOutcome.TIMED_OUT, AttemptOutcome.LOST}
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class AsyncJobsTask(Task):
+    """Django's ``Task`` with the job options of ``@job``; the backend's ``task_class``.
+
+    On Django 6.1+ and the backport, ``@task(...)`` passes these through; on Django 6.0 set
+    project-wide defaults in the backend's ``OPTIONS`` instead.
+
+    >>> @task(max_retries=5, timeout=30, unique=True)
+    ... def sync_account(account_id: int) -> None: ...
+    """
+
+    max_retries: int | None = None
+    timeout: float | dt.timedelta | None = None
+    backoff: Backoff | None = None
+    unique: bool = False
+    at_most_once: bool = False
+
+    def __post_init__(self) -> None:
+        # Zero-argument super() does not work in a slots dataclass.
+        Task.__post_init__(self)
+        _register(self)
+
+
+class AsyncJobsBackend(BaseTaskBackend):
+    """Django Tasks stored as django-asyncjobs jobs: PostgreSQL rows relayed through SQS.
+
+    ``OPTIONS`` may hold defaults for tasks that do not set them: ``max_retries``, ``timeout``
+    (seconds) and ``backoff`` (a :class:`~django_asyncjobs.Backoff`).
+
+    >>> result = send_welcome.enqueue(42)
+    >>> default_task_backend.get_result(result.id).status
+    <TaskResultStatus.READY: 'READY'>
+    """
+
+    task_class = AsyncJobsTask
+    supports_defer = True
+    supports_async_task = True
+    supports_get_result = True
+    supports_priority = True
+
+    def validate_task(self, task: Task) -> None:
+        """Django's own checks (and messages), then the queue name's fitness for SQS."""
+        super().validate_task(task)
+        problem = queue_name_error(task.queue_name)
+        if problem:
+            raise InvalidTask(problem)
+
+    def enqueue(self, task: Task, args: Sequence[Any], kwargs: dict[str, Any]) -> TaskResult:
+        """Store the task as a job in the current transaction; no SQS call.
+
+        Raises ``InvalidTask`` for an invalid task, :class:`TypeError` / :class:`ValueError`
+        for arguments that do not fit the function or JSON (nothing is stored then).
+        """
+        self.validate_task(task)
+        definition = _register(task)
+        bound = definition.using(
+            run_after=task.run_after, priority=task.priority, queue=task.queue_name
+        )
+        job = bound.delay(*args, **kwargs)
+        result = self._result(job, [], task=task)
+        transaction.on_commit(
+            lambda: _send(task_enqueued, self, result), using=router.db_for_write(Job)
+        )
+        return result
+
+    def get_result(self, result_id: str) -> TaskResult:
+        """Return the task's result read from its job row and attempts.
+
+        Raises ``TaskResultDoesNotExist`` for an unknown id, or a job that is not a task.
+        """
+        try:
+            job_id = uuid.UUID(str(result_id))
+        except ValueError:
+            raise TaskResultDoesNotExist(result_id) from None
+        job = Job.objects.filter(pk=job_id).first()
+        if job is None or job.name not in _tasks:
+            raise TaskResultDoesNotExist(result_id)
+        attempts = list(JobAttempt.objects.filter(job_id=job.id).order_by("started_at", "id"))
+        return self._result(job, attempts)
+
+    def _result(self, job: Job, attempts: list[JobAttempt], task: Task | None = None) -> TaskResult:
+        if task is None:
+            task = _stored_task(job)
+        result: TaskResult = TaskResult(
+            task=task,
+            id=str(job.id),
+            status=_STATUS[JobStatus(job.status)],
+            enqueued_at=job.created_at,
+            started_at=attempts[0].started_at if attempts else None,
+            finished_at=job.finished_at if job.is_final else None,
+            last_attempted_at=attempts[-1].started_at if attempts else None,
+            args=job.args,
+            kwargs=job.kwargs,
+            backend=self.alias,
+            errors=[
+                TaskError(
+                    exception_class_path=exception_class_path(a.traceback, a.error),
+                    traceback=a.traceback or a.error,
+                )
+                for a in attempts
+                if a.outcome in _ERROR_OUTCOMES
+            ],
+            worker_ids=[a.worker for a in attempts],
+        )
+        if job.status == JobStatus.SUCCEEDED:
+            object.__setattr__(result, "_return_value", job.result)
+        return result
+
+
+def exception_class_path(traceback: str, error: str) -> str:
+    """Return the dotted path of the exception a stored traceback (or error text) ends with.
+
+    >>> exception_class_path("Traceback ...\\nValueError: bad", "ValueError: bad")
+    'builtins.ValueError'
+    >>> exception_class_path("", "WorkerLost: no heartbeat")
+    'django_asyncjobs.exceptions.WorkerLost'
+    """
+    lines = [line for line in (traceback or error).splitlines() if line.strip()]
+    name = lines[-1].split(":", 1)[0].strip() if lines else "Exception"
+    if "." in name:
+        return name  # Python prints non-builtin exceptions with their module
+    if isinstance(getattr(exceptions, name, None), type):
+        return f"{exceptions.__name__}.{name}"
+    if isinstance(getattr(builtins, name, None), type):
+        return f"builtins.{name}"
+    return "builtins.Exception"
+
+
+# -- the registry of tasks -------------------------------------------------------------------------
+
+_tasks: dict[str, Task] = {}
+_lock = threading.Lock()
+
+
+def _register(task: Task) -> JobDefinition[..., Any]:
+    """Register *task* as the job named by its module path.
+
+    Once: the copies that ``task.using()`` makes reuse the first registration.
+    """
+    name = task.module_path
+    with _lock:
+        known = _tasks.get(name)
+        if known is not None and known.func is task.func and name in registry:
+            return registry.get(name)
+        options: dict[str, Any] = dict(getattr(task.get_backend(), "options", {}) or {})
+        max_retries = getattr(task, "max_retries", None)
+        timeout = getattr(task, "timeout", None)
+        if isinstance(timeout, dt.timedelta):
+            timeout = timeout.total_seconds()
+        definition: JobDefinition[..., Any] = JobDefinition(
+            _runner(task),
+            name=name,
+            queue=None,
+            priority=0,
+            max_retries=options.get("max_retries") if max_retries is None else max_retries,
+            timeout=options.get("timeout") if timeout is None else timeout,
+            backoff=getattr(task, "backoff", None) or options.get("backoff"),
+            at_most_once=getattr(task, "at_most_once", False),
+            unique=getattr(task, "unique", False),
+        )
+        registry.register(definition)
+        _tasks[name] = task
+        return definition
+
+
+def _stored_task(job: Job) -> Task:
+    """Return the registered task of *job*, with the priority and queue it was enqueued with."""
+    task = _tasks[job.name]
+    try:
+        return task.using(priority=job.priority, queue_name=job.queue)
+    except (InvalidTask, ValueError):  # e.g. moved to a queue the backend does not list
+        return task
+
+
+def _runner(task: Task) -> Callable[..., Any]:
+    """Return what the worker calls for *task*: its function, given a ``TaskContext`` if asked."""
+    func = task.func
+    if inspect.iscoroutinefunction(func):
+
+        @functools.wraps(func)
+        async def run_async(*args: Any, **kwargs: Any) -> Any:
+            if task.takes_context:
+                context: TaskContext = TaskContext(
+                    task_result=await sync_to_async(_running_result)(task)
+                )
+                return await func(context, *args, **kwargs)
+            return await func(*args, **kwargs)
+
+        runner: Callable[..., Any] = run_async
+    else:
+
+        @functools.wraps(func)
+        def run_sync(*args: Any, **kwargs: Any) -> Any:
+            if task.takes_context:
+                return func(TaskContext(task_result=_running_result(task)), *args, **kwargs)
+            return func(*args, **kwargs)
+
+        runner = run_sync
+    if task.takes_context:
+        # Callers pass the arguments without the context: check them against that signature.
+        signature = inspect.signature(func)
+        runner.__signature__ = signature.replace(  # type: ignore[attr-defined]
+            parameters=list(signature.parameters.values())[1:]
+        )
+    return runner
+
+
+def _running_result(task: Task) -> TaskResult:
+    context = current_job()
+    if context is None:
+        raise RuntimeError(f"{task.module_path} takes a context: it must run in a worker")
+    return task.get_backend().get_result(str(context.id))
+
+
+# -- Django's task signals, sent from our job signals ----------------------------------------------
+
+
+def _send(signal: Signal, backend: BaseTaskBackend, result: TaskResult) -> None:
+    signal.send(sender=type(backend), task_result=result)
+
+
+def _bridge(django_signal: Signal) -> Callable[..., None]:
+    def receiver(sender: Any, job: Job, **kwargs: Any) -> None:
+        task = _tasks.get(job.name)
+        if task is None:
+            return
+        backend = task.get_backend()
+        if isinstance(backend, AsyncJobsBackend):
+            _send(django_signal, backend, backend.get_result(str(job.id)))
+
+    return receiver
+
+
+# Sent after the transaction of each change commits, in the process that made it: task_started
+# in the worker that claimed the job, task_finished where the attempt ended (the worker, or the
+# scheduler that rescued a lost one).
+_RECEIVERS = [
+    (signals.job_started, _bridge(task_started)),
+    (signals.job_succeeded, _bridge(task_finished)),
+    (signals.job_failed, _bridge(task_finished)),
+    (signals.job_retrying, _bridge(task_finished)),
+]
+for _signal, _receiver in _RECEIVERS:
+    _signal.connect(_receiver, weak=False, dispatch_uid=f"asyncjobs-tasks-{id(_receiver)}")

@@ -1,0 +1,277 @@
+"""Django's Tasks API on django-asyncjobs: ``django.tasks`` (Django 6.x) or the ``django-tasks``
+backport (Django 4.2 / 5.2), through ``django_asyncjobs.tasks_backend.AsyncJobsBackend``.
+
+The in-process tests use the memory transport; the last test runs the same flows with a real
+``runscheduler`` and ``runworker`` and moto_server, and checks which process sent Django's signals.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+from typing import Any
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.db import transaction
+from django.utils import timezone
+
+from django_asyncjobs.models import Job
+from django_asyncjobs.tasks_backend import AsyncJobsBackend, exception_class_path
+from django_asyncjobs.tasks_compat import (
+    ACCEPTS_TASK_OPTIONS,
+    SOURCE,
+    InvalidTask,
+    TaskContext,
+    TaskResultDoesNotExist,
+    TaskResultStatus,
+    task,
+    task_backends,
+)
+from django_asyncjobs.transports.memory import MemoryTransport
+from tests.conftest import drain, relay
+from tests.flows import start_scheduler, start_worker, wait_for_final
+from tests.processes import ProcessGroup
+from tests.testapp import jobs, tasks
+from tests.testapp.models import Execution
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+needs_task_options = pytest.mark.skipif(
+    not ACCEPTS_TASK_OPTIONS, reason="Django 6.0's @task takes no extra options"
+)
+
+
+def signals_for(result_id: str) -> list[tuple[str, int, str]]:
+    """Django's task signals recorded for *result_id*: (signal, sending pid, status)."""
+    rows = Execution.objects.filter(job__startswith="signal:", key=result_id).order_by("id")
+    return [(r.job.removeprefix("signal:"), r.payload["pid"], r.payload["status"]) for r in rows]
+
+
+def run_everything(transport: MemoryTransport) -> None:
+    relay(transport)
+    drain(transport, queues=["high", "default", "low"])
+
+
+def test_the_backend_supports_everything_django_asks_about() -> None:
+    backend = task_backends["default"]
+    assert isinstance(backend, AsyncJobsBackend)
+    assert backend.supports_defer and backend.supports_async_task
+    assert backend.supports_get_result and backend.supports_priority
+    assert ("django" if hasattr(__import__("django"), "tasks") else "backport") == SOURCE
+
+
+def test_enqueue_writes_the_job_row_and_returns_a_ready_result() -> None:
+    result = tasks.add.enqueue(2, 3)
+    job = Job.objects.get(pk=result.id)
+    assert (job.name, job.args, job.kwargs, job.status) == (
+        "tests.testapp.tasks.add",
+        [2, 3],
+        {},
+        "scheduled",
+    )
+    assert result.status == TaskResultStatus.READY and result.enqueued_at == job.created_at
+    assert (result.started_at, result.finished_at, result.last_attempted_at) == (None,) * 3
+    assert (result.args, result.backend, result.errors, result.worker_ids) == (
+        [2, 3],
+        "default",
+        [],
+        [],
+    )
+    with pytest.raises(ValueError, match="not finished"):
+        _ = result.return_value
+    assert tasks.add.get_result(result.id).status == TaskResultStatus.READY
+    assert signals_for(result.id) == [("task_enqueued", os.getpid(), "READY")]
+
+
+def test_enqueue_is_transactional() -> None:
+    with pytest.raises(RuntimeError), transaction.atomic():
+        result = tasks.add.enqueue(1, 1)
+        assert Job.objects.filter(pk=result.id).exists()
+        raise RuntimeError("roll back")
+    assert not Job.objects.filter(pk=result.id).exists()
+    assert signals_for(result.id) == []  # task_enqueued waits for the commit
+
+
+def test_bad_arguments_raise_at_once_and_store_nothing() -> None:
+    with pytest.raises(TypeError, match="missing a required argument: 'b'"):
+        tasks.add.enqueue(1)  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        tasks.add.enqueue(1, object())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="unexpected keyword argument 'context'"):
+        tasks.whoami.enqueue(context=None, key="k")  # type: ignore[call-arg]
+    assert not Job.objects.exists()
+
+
+def test_get_result_of_an_unknown_id_or_a_plain_job_does_not_exist() -> None:
+    backend = task_backends["default"]
+    plain = jobs.add.delay(1, 2)
+    for result_id in ("4a9a7f64-8f0c-4d5e-9a7e-1f1d2c3b4a59", "not-a-uuid", str(plain.id)):
+        with pytest.raises(TaskResultDoesNotExist):
+            backend.get_result(result_id)
+
+
+def test_validate_task_gives_djangos_own_messages() -> None:
+    def inner(context: TaskContext) -> None: ...
+
+    with pytest.raises(InvalidTask, match=r"Task function must be defined at a module level\."):
+        task(inner)
+    with pytest.raises(InvalidTask, match="does not have a first argument of 'context'"):
+        task(takes_context=True)(tasks.not_a_task)  # type: ignore[arg-type]
+    with pytest.raises(InvalidTask, match="priority must be a whole number between -100 and 100"):
+        tasks.add.using(priority=101)
+    with pytest.raises(InvalidTask, match=r"Queue 'elsewhere' is not valid for backend\."):
+        tasks.add.using(queue_name="elsewhere")
+    with pytest.raises(InvalidTask, match="run_after must be an aware datetime"):
+        tasks.add.using(run_after=dt.datetime(2030, 1, 1))
+
+
+def test_a_task_runs_and_its_result_maps_the_row(memory_transport: MemoryTransport) -> None:
+    result = tasks.add.enqueue(20, 22)
+    run_everything(memory_transport)
+    result.refresh()
+    assert result.status == TaskResultStatus.SUCCESSFUL and result.return_value == 42
+    assert result.worker_ids == ["test-worker"] and result.attempts == 1 and result.errors == []
+    assert result.enqueued_at and result.started_at and result.finished_at
+    assert result.enqueued_at <= result.started_at <= result.finished_at
+    assert result.started_at == result.last_attempted_at
+    assert [s for s, _, _ in signals_for(result.id)] == [
+        "task_enqueued",
+        "task_started",
+        "task_finished",
+    ]
+    assert signals_for(result.id)[1][2] == "RUNNING"
+    assert signals_for(result.id)[2][2] == "SUCCESSFUL"
+
+
+def test_takes_context_counts_attempts_from_one(memory_transport: MemoryTransport) -> None:
+    result = tasks.whoami.enqueue("k")
+    run_everything(memory_transport)
+    assert tasks.whoami.get_result(result.id).return_value == {
+        "key": "k",
+        "attempt": 1,
+        "id": result.id,
+    }
+
+
+@needs_task_options
+def test_retries_with_backoff_keep_every_error(memory_transport: MemoryTransport) -> None:
+    result = tasks.fails_once.enqueue()
+    run_everything(memory_transport)
+    result.refresh()
+    assert result.status == TaskResultStatus.READY  # retrying after its backoff
+    (error,) = result.errors
+    assert error.exception_class_path == "tests.testapp.tasks.FirstAttemptFails"
+    assert error.exception_class is tasks.FirstAttemptFails
+    assert "the first attempt fails" in error.traceback and "Traceback" in error.traceback
+    time.sleep(0.3)
+    run_everything(memory_transport)
+    result.refresh()
+    assert result.status == TaskResultStatus.SUCCESSFUL and result.return_value == 2
+    assert result.attempts == 2 and len(result.errors) == 1
+    assert result.started_at and result.last_attempted_at
+    assert result.started_at < result.last_attempted_at
+    finished = [status for s, _, status in signals_for(result.id) if s == "task_finished"]
+    assert finished == ["READY", "SUCCESSFUL"]  # one per attempt
+
+
+@needs_task_options
+def test_a_failing_task_is_failed_with_its_error(memory_transport: MemoryTransport) -> None:
+    result = tasks.boom.enqueue()  # max_retries=0
+    run_everything(memory_transport)
+    result.refresh()
+    assert result.status == TaskResultStatus.FAILED and result.is_finished
+    assert [e.exception_class_path for e in result.errors] == ["builtins.ValueError"]
+    assert result.errors[0].exception_class is ValueError
+    with pytest.raises(ValueError, match="Task failed"):
+        _ = result.return_value
+
+
+def test_an_async_task_runs_on_the_workers_loop(memory_transport: MemoryTransport) -> None:
+    result = async_to_sync(tasks.async_mul.aenqueue)(6, 7)
+    run_everything(memory_transport)
+    value: Any = async_to_sync(tasks.async_mul.aget_result)(result.id).return_value
+    assert value == 42
+
+
+def test_priorities_and_run_after_reach_the_job(memory_transport: MemoryTransport) -> None:
+    low = tasks.record_order.using(priority=-50).enqueue("low")
+    high = tasks.record_order.using(priority=50).enqueue("high")
+    later = tasks.record_order.using(run_after=timezone.now() + dt.timedelta(hours=1)).enqueue("x")
+    assert Job.objects.get(pk=high.id).priority == 50
+    assert Job.objects.get(pk=later.id).run_at > timezone.now() + dt.timedelta(minutes=59)
+    assert tasks.record_order.get_result(low.id).task.priority == -50
+    run_everything(memory_transport)
+    order = list(Execution.objects.filter(job="record_order").values_list("key", flat=True))
+    assert order == ["high", "low"]  # the deferred one has not run
+    assert tasks.record_order.get_result(later.id).status == TaskResultStatus.READY
+
+
+def test_a_job_row_naming_a_plain_function_never_runs_it(
+    memory_transport: MemoryTransport,
+) -> None:
+    job = jobs.add.delay(1, 1)
+    Job.objects.filter(pk=job.pk).update(name="tests.testapp.tasks.not_a_task")
+    relay(memory_transport)
+    memory_transport.visibility_timeout_seconds = 0
+    for _ in range(5):
+        drain(memory_transport)
+        for stored in memory_transport._queue("default").messages:
+            stored.visible_at = 0
+    row = Job.objects.get(pk=job.pk)
+    assert row.status == "failed"
+    assert "'tests.testapp.tasks.not_a_task' is not registered in this worker" in row.error
+    assert not Execution.objects.filter(job="not_a_task").exists()
+
+
+def test_tasks_appear_as_jobs_for_operators() -> None:
+    result = tasks.add.enqueue(1, 2)
+    assert Job.objects.filter(name="tests.testapp.tasks.add").get().id.hex == result.id.replace(
+        "-", ""
+    )
+
+
+def test_exception_class_paths_from_stored_errors() -> None:
+    assert exception_class_path("Traceback...\nKeyError: 'x'", "") == "builtins.KeyError"
+    assert exception_class_path("", "JobTimeout: timed out after 2 s").endswith(".JobTimeout")
+    assert exception_class_path("", "WorkerLost: gone") == "django_asyncjobs.exceptions.WorkerLost"
+    assert exception_class_path("x\nmy.mod.Oops: no", "") == "my.mod.Oops"
+    assert exception_class_path("", "") == "builtins.Exception"
+
+
+@pytest.mark.processes
+def test_tasks_run_in_real_processes_and_signals_come_from_the_right_one(
+    processes: ProcessGroup,
+) -> None:
+    start_scheduler(processes)
+    worker = start_worker(processes, "--concurrency", "2")
+    results: list[Any] = [
+        tasks.add.enqueue(2, 3),
+        tasks.whoami.enqueue("real"),
+        tasks.async_mul.enqueue(3, 4),
+    ]
+    # On Django 6.0 the retry would wait for the project's default backoff (a minute).
+    retried: Any = tasks.fails_once.enqueue() if ACCEPTS_TASK_OPTIONS else None
+    waited = [*results, retried] if retried else results
+    wait_for_final([Job.objects.get(pk=r.id) for r in waited], processes)
+    for result in waited:
+        result.refresh()
+    add, whoami, mul = results
+    assert add.return_value == 5 and mul.return_value == 12
+    assert whoami.return_value == {"key": "real", "attempt": 1, "id": whoami.id}
+    if retried is not None:
+        assert retried.return_value == 2 and len(retried.errors) == 1
+        assert len(set(retried.worker_ids)) >= 1 and retried.attempts == 2
+    worker_pids = {int(p) for p in _pids(worker.output())}
+    for result in (add, whoami, mul):
+        sent = signals_for(result.id)
+        assert [s for s, _, _ in sent] == ["task_enqueued", "task_started", "task_finished"]
+        assert sent[0][1] == os.getpid()  # enqueued here
+        assert {pid for _, pid, _ in sent[1:]} <= worker_pids  # started and finished there
+
+
+def _pids(output: str) -> list[str]:
+    import re
+
+    return re.findall(r"pid=(\d+)", output) + re.findall(r"worker_id=\S+:(\d+)", output)

@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # django-stubs describes django.tasks; the backport has the s
         TaskContext,
         TaskResult,
         TaskResultStatus,
+        default_task_backend,
         task,
         task_backends,
     )
@@ -35,6 +36,7 @@ else:
             TaskContext,
             TaskResult,
             TaskResultStatus,
+            default_task_backend,
             task,
             task_backends,
         )
@@ -47,7 +49,14 @@ else:
         SOURCE = "django"
     except ImportError:
         try:
-            from django_tasks import TaskContext, TaskResult, TaskResultStatus, task, task_backends
+            from django_tasks import (
+                TaskContext,
+                TaskResult,
+                TaskResultStatus,
+                default_task_backend,
+                task,
+                task_backends,
+            )
             from django_tasks.backends.base import BaseTaskBackend
             from django_tasks.base import TASK_MAX_PRIORITY, TASK_MIN_PRIORITY, Task, TaskError
             from django_tasks.exceptions import InvalidTaskError as InvalidTask
@@ -80,6 +89,7 @@ __all__ = [
     "TaskResult",
     "TaskResultDoesNotExist",
     "TaskResultStatus",
+    "default_task_backend",
     "task",
     "task_backends",
     "task_enqueued",

@@ -32,7 +32,7 @@ if django.VERSION < (6, 0) and importlib.util.find_spec("django_tasks"):
 TASKS = {
     "default": {
         "BACKEND": "django_asyncjobs.tasks_backend.AsyncJobsBackend",
-        "QUEUES": ["default", "high", "low"],
+        "QUEUES": ["default", "high", "low", "emails"],
     }
 }
 MIDDLEWARE = [

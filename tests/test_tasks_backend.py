@@ -8,12 +8,14 @@ The in-process tests use the memory transport; the last test runs the same flows
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import time
 from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync
+from django.core import mail
 from django.db import transaction
 from django.utils import timezone
 
@@ -26,6 +28,7 @@ from django_asyncjobs.tasks_compat import (
     TaskContext,
     TaskResultDoesNotExist,
     TaskResultStatus,
+    default_task_backend,
     task,
     task_backends,
 )
@@ -51,7 +54,7 @@ def signals_for(result_id: str) -> list[tuple[str, int, str]]:
 
 def run_everything(transport: MemoryTransport) -> None:
     relay(transport)
-    drain(transport, queues=["high", "default", "low"])
+    drain(transport, queues=["high", "default", "low", "emails"])
 
 
 def test_the_backend_supports_everything_django_asks_about() -> None:
@@ -125,6 +128,30 @@ def test_validate_task_gives_djangos_own_messages() -> None:
         tasks.add.using(queue_name="elsewhere")
     with pytest.raises(InvalidTask, match="run_after must be an aware datetime"):
         tasks.add.using(run_after=dt.datetime(2030, 1, 1))
+
+
+def test_djangos_documented_example_runs_unchanged(memory_transport: MemoryTransport) -> None:
+    # docs/topics/tasks.txt: enqueue, transactions with on_commit, results, priority, deferral.
+    with transaction.atomic():
+        transaction.on_commit(
+            functools.partial(
+                tasks.email_users.enqueue,
+                emails=["user@example.com"],
+                subject="You have a message",
+                message="Hello there!",
+            )
+        )
+    (job,) = Job.objects.filter(name="tests.testapp.tasks.email_users")
+    assert (job.queue, job.priority) == ("emails", 2)
+    later = tasks.email_users.using(
+        priority=10, run_after=timezone.now() + dt.timedelta(minutes=5)
+    ).enqueue(emails=["b@example.com"], subject="Later", message="Not yet")
+    run_everything(memory_transport)
+    result = default_task_backend.get_result(str(job.id))
+    assert result.status == TaskResultStatus.SUCCESSFUL and result.return_value == 1
+    assert [m.subject for m in mail.outbox] == ["You have a message"]
+    assert default_task_backend.get_result(later.id).status == TaskResultStatus.READY
+    assert Job.objects.get(pk=later.id).priority == 10
 
 
 def test_a_task_runs_and_its_result_maps_the_row(memory_transport: MemoryTransport) -> None:

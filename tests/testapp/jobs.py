@@ -237,3 +237,49 @@ async def async_progressing(steps: int) -> dict[str, Any]:
     context = current_job()
     written = [await areport_progress(i, steps, f"step {i}") for i in range(1, steps + 1)]
     return {"attempt": context.attempt if context else None, "written": written}
+
+
+# -- jobs of the run_jobs() tests (tests/test_testing.py) --------------------------------------
+
+
+@job(max_retries=0)
+def enqueues_next(key: str, hops: int) -> int:
+    """Enqueue itself with one hop less until *hops* is 0; return *hops*."""
+    _ledger("enqueues_next", key, hops=hops)
+    if hops > 0:
+        enqueues_next.delay(key, hops - 1)
+    return hops
+
+
+@job(max_retries=0)
+async def async_ledger(key: str) -> int:
+    """Write the ledger through the ORM from an ``async def`` job; return its rows for *key*."""
+    from asgiref.sync import sync_to_async
+
+    await sync_to_async(_ledger)("async_ledger", key)
+    return await Execution.objects.filter(key=key).acount()
+
+
+@job(max_retries=3)
+def interrupted(key: str) -> None:
+    """Stop the way Ctrl+C stops code running in the main thread."""
+    _ledger("interrupted", key)
+    raise KeyboardInterrupt
+
+
+@job(max_retries=3, at_most_once=True)
+def interrupted_once(key: str) -> None:
+    """Like ``interrupted``, for a job that must never run twice."""
+    _ledger("interrupted_once", key)
+    raise KeyboardInterrupt
+
+
+@job(max_retries=0)
+def breaks_transaction(key: str) -> None:
+    """Write the ledger, then fail with a database error (a unique token used twice)."""
+    from .models import Transition
+
+    _ledger("breaks_transaction", key)
+    token = uuid.uuid4()
+    for _ in range(2):
+        Transition.objects.create(job_id=uuid.uuid4(), new_status="x", pid=0, token=token)

@@ -438,7 +438,8 @@ def truncate_jobs() -> None:
     from django_asyncjobs.models import Job
 
     with connection.cursor() as cursor:
-        cursor.execute(f"TRUNCATE {connection.ops.quote_name(Job._meta.db_table)}")
+        # CASCADE: the attempt history references the jobs.
+        cursor.execute(f"TRUNCATE {connection.ops.quote_name(Job._meta.db_table)} CASCADE")
 
 
 def status_counts() -> dict[str, int]:

@@ -102,6 +102,8 @@ class AsyncJobsSettings:
     #: PostgreSQL, where priority order is exact, instead of piling up in SQS. Set it above what
     #: all workers of a queue take in a second or two; 0 sends every due job at once.
     max_queued_per_queue: int = 200
+    #: Messages a worker process receives ahead of its free slots (its next jobs, ready to go).
+    prefetch: int = 10
     #: How long a worker's claim waits for the scheduler's row lock before giving the message back.
     claim_lock_timeout_seconds: float = 5.0
     #: "sqs" (production) or "memory" (one process only, for tests).
@@ -150,6 +152,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "scheduler_interval_seconds": (int, float),
     "scheduler_batch_size": (int,),
     "max_queued_per_queue": (int,),
+    "prefetch": (int,),
     "retention_days": (int, float, type(None)),
     "claim_lock_timeout_seconds": (int, float),
     "transport": (str,),
@@ -233,6 +236,7 @@ def validate(raw: Mapping[str, Any]) -> list[str]:
     number("scheduler_interval_seconds", 0.01)
     number("scheduler_batch_size", 1)
     number("max_queued_per_queue", 0)
+    number("prefetch", 0, 100)
     number("retention_days", 0.0001)
     number("api_token_max_age_seconds", 1)
     number("claim_lock_timeout_seconds", 0.001)

@@ -47,6 +47,8 @@ BUSY_RETRY_SECONDS = 1
 #: Longest pause of the main loop; bounds how late timeouts and heartbeats can be noticed.
 TICK_SECONDS = 0.5
 MAX_ERROR_BACKOFF_SECONDS = 30.0
+#: Messages of claimed jobs are deleted in batches: when ten are waiting, or after this long.
+DELETE_DELAY_SECONDS = 0.2
 #: An ``async def`` job is cancelled at its timeout by the event loop; the worker gives up on
 #: it only this much later, for a coroutine that blocks the loop or swallows the cancellation.
 ASYNC_CANCEL_GRACE_SECONDS = 2.0
@@ -85,9 +87,13 @@ class _Running:
 
 @dataclass(slots=True)
 class _Inbox:
-    """Messages received by the long-poll threads, waiting for the main loop."""
+    """Messages received by the long-poll threads, waiting for the main loop.
 
-    messages: list[tuple[int, int, ReceivedMessage]] = field(default_factory=list)
+    Entries are ``(queue rank, arrival order, received at, message)``: sorted, the first
+    queue's messages come first, oldest first.
+    """
+
+    messages: list[tuple[int, int, float, ReceivedMessage]] = field(default_factory=list)
     order: itertools.count[int] = field(default_factory=itertools.count)
 
 
@@ -132,6 +138,10 @@ class Worker:
         self.wait_seconds = conf.wait_time_seconds if wait_seconds is None else wait_seconds
         self.heartbeat_interval_seconds = conf.heartbeat_interval_seconds
         self.lock_timeout_seconds = conf.claim_lock_timeout_seconds
+        #: Messages received ahead of free slots, so the next job starts without an SQS round
+        #: trip; held at most half the visibility timeout, then released for other workers.
+        self.prefetch = conf.prefetch
+        self.hold_seconds = conf.visibility_timeout_seconds / 2
         self.using = using or router.db_for_write(Job)
         self.grace_seconds = grace_seconds
         # Under a supervisor the worker never gives a job back while its thread may still run:
@@ -150,6 +160,8 @@ class Worker:
         self._running: dict[uuid.UUID, _Running] = {}
         self._inbox = _Inbox()
         self._unrecorded: list[_Running] = []
+        self._to_delete: list[ReceivedMessage] = []
+        self._to_delete_since = 0.0
         self._armed = threading.Event()
         self._pollers: list[threading.Thread] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -214,6 +226,7 @@ class Worker:
                 self._discover()
             self._collect()
             self._record_unrecorded()
+            self._flush_deletes()
             if self.max_jobs is not None and self.jobs_started >= self.max_jobs:
                 self._stopping.set()
             with self._lock:
@@ -234,7 +247,7 @@ class Worker:
                 free = min(free, self.max_jobs - self.jobs_started)
             if free <= 0:
                 self._armed.clear()
-                self._release_inbox()
+                self._release_inbox(older_than=self.hold_seconds)
                 self._wakeup.wait(self._tick())
                 continue
             # While the long-poll threads are armed they do the receiving; short-poll sweeps
@@ -255,6 +268,8 @@ class Worker:
     def _tick(self) -> float:
         now = time.monotonic()
         wait = TICK_SECONDS
+        if self._to_delete:
+            wait = min(wait, max(0.0, self._to_delete_since + DELETE_DELAY_SECONDS - now))
         with self._lock:
             for entry in self._running.values():
                 if entry.deadline is not None:
@@ -273,6 +288,7 @@ class Worker:
         for thread in self._pollers:
             thread.join(max(0.0, join_until - time.monotonic()))
         self._release_inbox()
+        self._flush_deletes(force=True)
         if self._loop is not None:
             self._stop_event_loop(self._loop)
         close_old_connections()
@@ -343,7 +359,12 @@ class Worker:
             if not self._armed.wait(1.0) or self._stopping.is_set():
                 continue
             with self._lock:
-                wanted = self.concurrency - len(self._running) - len(self._inbox.messages)
+                wanted = (
+                    self.concurrency
+                    + self.prefetch
+                    - len(self._running)
+                    - len(self._inbox.messages)
+                )
             if wanted <= 0:
                 self._armed.clear()
                 continue
@@ -361,26 +382,36 @@ class Worker:
                 self._release(received)
             elif received:
                 rank = self._rank(queue)
+                now = time.monotonic()
                 with self._lock:
                     for message in received:
-                        self._inbox.messages.append((rank, next(self._inbox.order), message))
+                        entry = (rank, next(self._inbox.order), now, message)
+                        self._inbox.messages.append(entry)
                 self._wakeup.set()
 
     def _take(self, free: int, *, sweep: bool) -> list[ReceivedMessage]:
-        """Return up to *free* messages, highest-priority queue first; hand back the rest.
+        """Return up to *free* messages, highest-priority queue first.
 
         Messages the long-poll threads brought come first; with *sweep*, the queues are also
-        short-polled in priority order when there are none.
+        short-polled in priority order when there are none. Up to ``prefetch`` of the rest stay
+        in the inbox for the next free slot; more than that go back to SQS.
         """
         with self._lock:
             pending = sorted(self._inbox.messages)
-            self._inbox.messages.clear()
-        messages = [m for _, _, m in pending]
+            take, keep = pending[:free], pending[free:]
+            self._inbox.messages[:] = keep[: self.prefetch]
+            extra = [m for _, _, _, m in keep[self.prefetch :]]
+        messages = [m for _, _, _, m in take]
         if not messages and sweep:
-            messages = self._sweep(free)
-        take, extra = messages[:free], messages[free:]
+            swept = self._sweep(free + self.prefetch)
+            messages, held = swept[:free], swept[free:]
+            ranked = [(self._rank(message.queue), message) for message in held]
+            now = time.monotonic()
+            with self._lock:
+                for rank, message in ranked:
+                    self._inbox.messages.append((rank, next(self._inbox.order), now, message))
         self._release(extra)
-        return take
+        return messages
 
     def _sweep(self, free: int) -> list[ReceivedMessage]:
         """Short-poll the queues in priority order and stop at the first that has messages.
@@ -405,11 +436,14 @@ class Worker:
         self._recovered()
         return []
 
-    def _release_inbox(self) -> None:
+    def _release_inbox(self, *, older_than: float = 0.0) -> None:
+        """Give back the held messages (those held longer than *older_than* seconds)."""
+        limit = time.monotonic() - older_than
         with self._lock:
-            pending = [m for _, _, m in self._inbox.messages]
-            self._inbox.messages.clear()
-        self._release(pending)
+            held = self._inbox.messages
+            released = [m for _, _, at, m in held if at <= limit]
+            held[:] = [entry for entry in held if entry[2] > limit]
+        self._release(released)
 
     def _release(self, messages: Sequence[ReceivedMessage]) -> None:
         # Unclaimed messages go straight back, so that another worker (or we, later, in priority
@@ -476,11 +510,27 @@ class Worker:
             else:
                 self._unregistered(message, bell, claim.reason, done)
         if done:
-            try:
-                self.transport.delete(done)
-            except TransportError as exc:
-                # Harmless: a redelivered message finds its job claimed and is dropped then.
-                logger.warning("could not delete messages count=%d error=%s", len(done), exc)
+            if not self._to_delete:
+                self._to_delete_since = time.monotonic()
+            self._to_delete.extend(done)
+            self._flush_deletes()
+
+    def _flush_deletes(self, *, force: bool = False) -> None:
+        """Delete the messages of claimed jobs, ten per request when they come fast.
+
+        A delay here is harmless: a message redelivered meanwhile finds its job claimed (its
+        dispatch token is spent) and is dropped.
+        """
+        if not self._to_delete:
+            return
+        due = time.monotonic() - self._to_delete_since >= DELETE_DELAY_SECONDS
+        if not (force or due or len(self._to_delete) >= MAX_BATCH_SIZE):
+            return
+        done, self._to_delete = self._to_delete, []
+        try:
+            self.transport.delete(done)
+        except TransportError as exc:
+            logger.warning("could not delete messages count=%d error=%s", len(done), exc)
 
     def _quarantine(self, message: ReceivedMessage, error: MalformedMessage) -> None:
         # Not a doorbell of ours: no job to fail. Set it aside for an operator (the dead-letter

@@ -14,9 +14,12 @@ import uuid
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
+
+if TYPE_CHECKING:
+    from .models import Job
 
 #: A job's progress is written at most this often; the final report (done == total) always is.
 PROGRESS_INTERVAL_SECONDS = 0.5
@@ -42,6 +45,20 @@ class JobContext:
     lease_token: uuid.UUID = field(repr=False)
     _last_progress: float = field(default=float("-inf"), repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def for_job(cls, job: Job) -> JobContext:
+        """Return the context of the attempt a worker just claimed (*job* holds its lease)."""
+        if job.lease_token is None:
+            raise ValueError(f"job {job.id} is not claimed: it has no lease")
+        return cls(
+            id=job.id,
+            name=job.name,
+            attempt=job.attempts,
+            queue=job.queue,
+            worker=job.worker,
+            lease_token=job.lease_token,
+        )
 
 
 _current: ContextVar[JobContext | None] = ContextVar("django_asyncjobs_current_job", default=None)

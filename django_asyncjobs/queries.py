@@ -23,7 +23,9 @@ from . import signals
 from .status import FINAL_STATUSES, JobStatus
 
 if TYPE_CHECKING:
+    from .execution import Outcome
     from .models import Job
+    from .retry import Backoff
 
 logger = logging.getLogger(__name__)
 
@@ -745,6 +747,33 @@ class JobManager(models.Manager["Job"]):
                 job, old_status=JobStatus.RUNNING, signal=signal, using=self._db_alias
             )
         return job
+
+    def record_outcome(
+        self, *, job: Job, lease_token: uuid.UUID, outcome: Outcome, backoff: Backoff
+    ) -> Job | None:
+        """Record how an attempt of *job* ended: ``succeeded``, ``scheduled`` again after
+        *backoff* while retries are left, or ``failed`` for good.
+
+        Fenced by *lease_token*; ``None`` when the lease was lost.
+
+        >>> Job.objects.record_outcome(job=job, lease_token=token, outcome=o, backoff=Backoff())
+        <Job: ...>
+        """
+        if outcome.ok:
+            return self.record_success(
+                job_id=job.id, lease_token=lease_token, result=outcome.result
+            )
+        from .retry import next_retry_seconds
+
+        return self.record_failure(
+            job_id=job.id,
+            lease_token=lease_token,
+            error=outcome.error,
+            traceback=outcome.traceback,
+            retry_in_seconds=next_retry_seconds(
+                attempts=job.attempts, max_retries=job.max_retries, backoff=backoff
+            ),
+        )
 
     def hand_back(
         self,

@@ -41,7 +41,6 @@ from .exceptions import AsyncJobsError, JobNotRegistered
 from .models import Job
 from .queries import ClaimOutcome, DueJob, JobQuerySet
 from .registry import JobDefinition, registry
-from .retry import next_retry_seconds
 from .status import JobStatus
 
 __all__ = ["WORKER_ID", "JobFailed", "TooManyJobs", "run_jobs"]
@@ -346,15 +345,7 @@ class _Run:
 
     @staticmethod
     def _execute(definition: JobDefinition[Any, Any], job: Job) -> execution.Outcome:
-        assert job.lease_token is not None
-        context = JobContext(
-            id=job.id,
-            name=job.name,
-            attempt=job.attempts,
-            queue=job.queue,
-            worker=job.worker,
-            lease_token=job.lease_token,
-        )
+        context = JobContext.for_job(job)
         if definition.is_async:
             # async_to_sync runs the event loop in another thread but serves the job's
             # thread-sensitive sync_to_async calls (the ORM's included) on this thread, so they
@@ -369,22 +360,12 @@ class _Run:
     ) -> Job:
         """Record *outcome* with the worker's queries and retry policy; return the stored row."""
         assert job.lease_token is not None
-        if outcome.ok:
-            stored = self.manager.record_success(
-                job_id=job.id, lease_token=job.lease_token, result=outcome.result
-            )
-        else:
-            stored = self.manager.record_failure(
-                job_id=job.id,
-                lease_token=job.lease_token,
-                error=outcome.error,
-                traceback=outcome.traceback,
-                retry_in_seconds=next_retry_seconds(
-                    attempts=job.attempts,
-                    max_retries=job.max_retries,
-                    backoff=definition.resolve_backoff(),
-                ),
-            )
+        stored = self.manager.record_outcome(
+            job=job,
+            lease_token=job.lease_token,
+            outcome=outcome,
+            backoff=definition.resolve_backoff(),
+        )
         if stored is None:
             # Only a job that changed its own row can get here; show the row as it is.
             logger.warning("lease lost; outcome discarded name=%s id=%s", job.name, job.id)

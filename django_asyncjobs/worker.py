@@ -32,7 +32,7 @@ from .models import Job
 from .payload import Doorbell
 from .queries import ClaimOutcome
 from .registry import JobDefinition, registry
-from .retry import next_retry_seconds
+from .status import JobStatus
 from .transports.base import MAX_BATCH_SIZE, ReceivedMessage, Transport
 
 logger = logging.getLogger(__name__)
@@ -616,7 +616,7 @@ class Worker:
                     job.args,
                     job.kwargs,
                     timeout_seconds=job.timeout,
-                    context=self._context(job),
+                    context=JobContext.for_job(job),
                 ),
                 loop,
             )
@@ -625,18 +625,6 @@ class Worker:
             threading.Thread(
                 target=self._run_sync, args=(entry,), name=f"asyncjobs-job-{job.id}", daemon=True
             ).start()
-
-    @staticmethod
-    def _context(job: Job) -> JobContext:
-        assert job.lease_token is not None
-        return JobContext(
-            id=job.id,
-            name=job.name,
-            attempt=job.attempts,
-            queue=job.queue,
-            worker=job.worker,
-            lease_token=job.lease_token,
-        )
 
     def _async_done(self, entry: _Running, future: Any) -> None:
         if future.cancelled():
@@ -650,7 +638,10 @@ class Worker:
     def _run_sync(self, entry: _Running) -> None:
         try:
             outcome = execution.run_sync(
-                entry.definition, entry.job.args, entry.job.kwargs, context=self._context(entry.job)
+                entry.definition,
+                entry.job.args,
+                entry.job.kwargs,
+                context=JobContext.for_job(entry.job),
             )
         finally:
             # The job may have used the ORM; its connection belongs to this thread only.
@@ -731,26 +722,12 @@ class Worker:
     def _record(self, entry: _Running) -> None:
         job, outcome = entry.job, entry.outcome
         assert outcome is not None
-        manager = Job.objects.db_manager(self.using)
-        if outcome.ok:
-            stored = manager.record_success(
-                job_id=job.id, lease_token=entry.lease_token, result=outcome.result
-            )
-            verb = "succeeded"
-        else:
-            retry_in = next_retry_seconds(
-                attempts=job.attempts,
-                max_retries=job.max_retries,
-                backoff=entry.definition.resolve_backoff(),
-            )
-            stored = manager.record_failure(
-                job_id=job.id,
-                lease_token=entry.lease_token,
-                error=outcome.error,
-                traceback=outcome.traceback,
-                retry_in_seconds=retry_in,
-            )
-            verb = "failed" if retry_in is None else "retrying"
+        stored = Job.objects.db_manager(self.using).record_outcome(
+            job=job,
+            lease_token=entry.lease_token,
+            outcome=outcome,
+            backoff=entry.definition.resolve_backoff(),
+        )
         if stored is None:
             logger.warning(
                 "lease lost; outcome discarded name=%s id=%s attempt=%d",
@@ -759,6 +736,7 @@ class Worker:
                 job.attempts,
             )
             return
+        verb = stored.status if stored.status != JobStatus.SCHEDULED else "retrying"
         if outcome.ok:
             log = logger.info
         elif verb == "retrying":

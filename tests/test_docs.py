@@ -1,8 +1,8 @@
 """The documentation site builds without a warning, and its reference pages keep up with the code.
 
 Every list checked here is derived from the code (the settings dataclass, the signatures of
-``@job`` and ``using()``, the commands' argument parsers), so a new setting, option or
-subcommand fails this test until it is documented.
+``@job``, ``using()`` and ``run_jobs()``, the commands' argument parsers), so a new setting,
+option or subcommand fails this test until it is documented.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from django.core.management.base import BaseCommand
 from django_asyncjobs import job
 from django_asyncjobs.conf import AsyncJobsSettings
 from django_asyncjobs.registry import JobDefinition
+from django_asyncjobs.testing import run_jobs
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -115,6 +116,11 @@ def test_job_options_reference_lists_every_decorator_and_using_option() -> None:
     assert {"run_after", "depends_on"} <= using
     assert decorator - documented == set(), "@job options missing from reference/job-options.md"
     assert using - documented == set(), "using() options missing from reference/job-options.md"
+
+
+def test_testing_guide_lists_every_run_jobs_option() -> None:
+    documented = table_keys(page("docs/how-to/testing.md"))
+    assert keyword_options(run_jobs) - documented == set(), "run_jobs() options missing"
 
 
 def test_commands_reference_covers_every_subcommand_and_option() -> None:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core.exceptions import PermissionDenied
@@ -41,6 +43,10 @@ else:  # generic only in django-stubs
 
 #: Counting stops here: with a million rows an exact COUNT(*) on every page is too slow.
 COUNT_LIMIT = 10_000
+#: An action reads the selected jobs this many at a time (by id), never all at once.
+ACTION_BATCH_SIZE = 500
+#: The confirmation page lists this many of the selected jobs and counts the rest.
+CONFIRMATION_SAMPLE_SIZE = 100
 STATUS_COLOURS = {
     JobStatus.SCHEDULED: "#6c757d",
     JobStatus.QUEUED: "#0d6efd",
@@ -395,14 +401,31 @@ class JobAdmin(_ModelAdmin):
         done_verb: str,
         transition: Callable[[Job], Job | None],
     ) -> HttpResponse | None:
-        """Show a confirmation page; on "yes", apply *transition* to each job and log it."""
-        jobs = list(queryset[:500])
+        """Show a confirmation page; on "yes", apply *transition* to every selected job.
+
+        Every job of the selection is handled, however many there are: they are read in
+        batches of ACTION_BATCH_SIZE and each transition is its own short statement, so no lock
+        is held across the batch (unless the project wraps requests in a transaction). The
+        message counts the jobs changed and those skipped because of their status.
+        """
+        across = _select_across(request)
         if request.POST.get("confirmed") != "yes":
+            total = queryset.count()
+            sample = list(queryset[:CONFIRMATION_SAMPLE_SIZE])
+            if across:
+                # The confirmation posts "all that match the list's filters" again, not ids:
+                # a selection of 100,000 jobs would not fit in one form.
+                ids = [str(job.pk) for job in sample]
+            else:
+                ids = [str(pk) for pk in queryset.values_list("pk", flat=True)]
             context = {
                 **self.admin_site.each_context(request),
-                "title": f"Are you sure you want to {verb} {len(jobs)} job(s)?",
+                "title": f"Are you sure you want to {verb} {total:,} job(s)?",
                 "verb": verb,
-                "jobs": jobs,
+                "jobs": sample,
+                "more": f"{total - len(sample):,}" if total > len(sample) else "",
+                "ids": ids,
+                "select_across": across,
                 "action": request.POST.get("action", ""),
                 "opts": self.model._meta,
                 "action_checkbox_name": ACTION_CHECKBOX_NAME,
@@ -410,18 +433,25 @@ class JobAdmin(_ModelAdmin):
             return TemplateResponse(
                 request, "admin/django_asyncjobs/job/action_confirmation.html", context
             )
-        changed = 0
-        for job in jobs:
-            result = transition(job)
-            if result is None:
-                continue
-            changed += 1
-            self.log_change(request, job, f"{done_verb} ({job.status} -> {result.status})")
-            if result.pk != job.pk:
-                self.log_addition(request, result, f"run again as a copy of {job.pk}")
-        level = messages.SUCCESS if changed == len(jobs) else messages.WARNING
-        skipped = f"; {len(jobs) - changed} skipped (wrong status)" if changed != len(jobs) else ""
-        self.message_user(request, f"{changed} job(s) {done_verb}{skipped}.", level)
+        selected = changed = 0
+        # A new job "run again" makes may match the selection's filters: it is not selected.
+        created: set[uuid.UUID] = set()
+        for batch in _in_batches(queryset, batch_size=ACTION_BATCH_SIZE):
+            for job in batch:
+                if job.pk in created:
+                    continue
+                selected += 1
+                result = transition(job)
+                if result is None:
+                    continue
+                changed += 1
+                self.log_change(request, job, f"{done_verb} ({job.status} -> {result.status})")
+                if result.pk != job.pk:
+                    created.add(result.pk)
+                    self.log_addition(request, result, f"run again as a copy of {job.pk}")
+        level = messages.SUCCESS if changed == selected else messages.WARNING
+        skipped = f"; {selected - changed:,} skipped (wrong status)" if changed != selected else ""
+        self.message_user(request, f"{changed:,} job(s) {done_verb}{skipped}.", level)
         return None
 
     # -- queue overview ----------------------------------------------------------------------------
@@ -448,6 +478,31 @@ class JobAdmin(_ModelAdmin):
             "statuses": JobStatus.values,
         }
         return TemplateResponse(request, "admin/django_asyncjobs/job/overview.html", context)
+
+
+def _select_across(request: HttpRequest) -> bool:
+    """Return whether the action applies to every job the list's filters match ("select all").
+
+    Parsed as Django's own action form parses its hidden ``select_across`` field.
+    """
+    return bool(forms.BooleanField(required=False).clean(request.POST.get("select_across")))
+
+
+def _in_batches(queryset: QuerySet[Job], *, batch_size: int) -> Iterator[list[Job]]:
+    """Yield the jobs of *queryset* in lists of *batch_size*, in id order.
+
+    Keyset pagination (``id > last``) keeps every read an index range scan however deep it goes,
+    and reads rows as they are now: a job another batch changed is seen in its new status.
+    """
+    ordered = queryset.order_by("pk")
+    last = None
+    while True:
+        page = ordered if last is None else ordered.filter(pk__gt=last)
+        batch = list(page[:batch_size])
+        if not batch:
+            return
+        yield batch
+        last = batch[-1].pk
 
 
 def _pre(text: str) -> SafeString:

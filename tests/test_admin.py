@@ -3,6 +3,9 @@ permission-guarded actions written to the admin log, and the queue overview."""
 
 from __future__ import annotations
 
+import re
+from urllib.parse import urlencode
+
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.test import Client
@@ -180,3 +183,44 @@ def test_queue_overview_counts_jobs_per_queue(queue_prefix: str) -> None:
     nobody = Client()
     nobody.force_login(User.objects.create_user("nobody", password="x", is_staff=True))
     assert nobody.get(f"{URL}overview/").status_code == 403
+
+
+def _select_all(client: Client, action: str, **filters: str) -> tuple[str, str]:
+    """Run *action* on "select all N jobs" of the filtered list; return both pages' text."""
+    url = f"{URL}?{urlencode(filters)}"
+    first_id = str(Job.objects.order_by("pk").values_list("pk", flat=True)[0])
+    data = {"action": action, "_selected_action": [first_id], "select_across": "1", "index": "0"}
+    confirmation = client.post(url, data)
+    assert confirmation.status_code == 200
+    page = confirmation.content.decode()
+    # Post back exactly what the confirmation page's form holds, as a browser would.
+    form = page[page.index('<form method="post">') :]
+    fields: dict[str, list[str]] = {}
+    for name, value in re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', form):
+        fields.setdefault(name, []).append(value)
+    done = client.post(url, fields, follow=True).content.decode()
+    return page, done
+
+
+def test_an_action_on_more_jobs_than_one_batch_handles_all_of_them() -> None:
+    failed = jobs.add.delay_many([((i, i), {}) for i in range(1_201)])
+    Job.objects.filter(pk__in=[j.pk for j in failed]).update(status="failed")
+    client = staff("view_job", "retry_job")
+    page, done = _select_all(client, "retry_jobs", status__exact="failed")
+    assert "Are you sure you want to retry 1,201 job(s)?" in page
+    assert "and 1,101 more" in page  # the page lists a sample, and says so
+    assert "1,201 job(s) retried." in done
+    assert Job.objects.filter(status="failed").count() == 0
+    assert Job.objects.filter(status="scheduled", attempts=0).count() == 1_201
+
+
+def test_run_again_on_a_selection_copies_each_job_once() -> None:
+    jobs.add.delay_many([((i, i), {}) for i in range(600)])
+    client = staff("view_job", "run_again_job")
+    # The copies match the filter too; they must not be copied in turn.
+    _, done = _select_all(client, "run_again", name="tests.testapp.jobs.add")
+    assert "600 job(s) enqueued again." in done
+    assert Job.objects.filter(name="tests.testapp.jobs.add").count() == 1_200
+    assert sorted(map(tuple, Job.objects.values_list("args", flat=True))) == sorted(
+        2 * [(i, i) for i in range(600)]
+    )

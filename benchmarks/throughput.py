@@ -112,6 +112,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="runworker --concurrency values to measure, one worker process each (default 1).",
     )
     parser.add_argument(
+        "--processes",
+        type=positive_int,
+        default=1,
+        help="runworker --processes: worker processes under the one runworker (default 1).",
+    )
+    parser.add_argument(
         "--bulk",
         type=concurrency_list,
         default=[10_000, 100_000],
@@ -669,7 +675,7 @@ def run_pair(
     scheduler = children.start(f"scheduler-c{concurrency}", ["runscheduler"], extra_env=extra_env)
     worker = children.start(
         f"worker-c{concurrency}",
-        ["runworker", "--concurrency", str(concurrency)],
+        ["runworker", "--concurrency", str(concurrency), "--processes", str(args.processes)],
         extra_env=extra_env,
     )
     rows: list[Row] = []
@@ -688,7 +694,7 @@ def run_pair(
         worker_cpu, scheduler_cpu = worker.cpu(), scheduler.cpu()
         services_after = service_cpu.sample()
         requests_after = service_cpu.sqs_requests()
-        label = f"drain, 1 worker --concurrency {concurrency}"
+        label = f"drain, runworker --processes {args.processes} --concurrency {concurrency}"
         done = drain.counts.get("succeeded", 0) + drain.counts.get("failed", 0)
         timing = rate(done, drain.db_seconds) if done and drain.db_seconds else "n/a"
         rows.append(Row(f"{label}: first created_at -> last finished_at", timing))

@@ -163,8 +163,12 @@ class JobManager(models.Manager["Job"]):
 
     def _returning(self, sql: str, params: Sequence[Any]) -> Job | None:
         """Run a statement ending in ``RETURNING <all columns>`` and return the row as a Job."""
-        rows = list(self.model._default_manager.raw(sql, params).using(self._db_alias))
+        rows = self._returning_many(sql, params)
         return rows[0] if rows else None
+
+    def _returning_many(self, sql: str, params: Sequence[Any]) -> list[Job]:
+        """Run a statement ending in ``RETURNING <all columns>`` and return the rows as Jobs."""
+        return list(self.model._default_manager.raw(sql, params).using(self._db_alias))
 
     # -- enqueue ---------------------------------------------------------------------------------
 
@@ -557,21 +561,47 @@ class JobManager(models.Manager["Job"]):
         registered_names: Collection[str],
         lock_timeout_seconds: float,
     ) -> ClaimResult:
-        """Take a ``queued`` job for *worker*: ``running``, attempts + 1, a new lease token.
+        """Take one ``queued`` job for *worker*; see :meth:`claim_many`."""
+        (result,) = self.claim_many(
+            [(job_id, dispatch_token)],
+            worker=worker,
+            registered_names=registered_names,
+            lock_timeout_seconds=lock_timeout_seconds,
+        )
+        return result
 
-        Succeeds only while the message's *dispatch_token* is the job's current one, so a duplicate
-        or stale message claims nothing. Waits at most *lock_timeout_seconds* for a row the
-        scheduler has locked and not committed yet (outcome ``BUSY``).
+    def claim_many(
+        self,
+        messages: Sequence[tuple[uuid.UUID, uuid.UUID]],
+        *,
+        worker: str,
+        registered_names: Collection[str],
+        lock_timeout_seconds: float,
+    ) -> list[ClaimResult]:
+        """Take ``queued`` jobs for *worker*, one statement for all: ``running``, attempts + 1, a
+        new lease token each. Returns one result per ``(job_id, dispatch_token)`` of *messages*.
+
+        A claim succeeds only while the message's dispatch token is the job's current one, so a
+        duplicate or stale message claims nothing. Waits at most *lock_timeout_seconds* for rows
+        the scheduler has locked and not committed yet (outcome ``BUSY``).
+
+        >>> [r.outcome for r in Job.objects.claim_many([(job.id, token)], worker="w1", ...)]
+        [<ClaimOutcome.CLAIMED: 'claimed'>]
         """
+        if not messages:
+            return []
         table = _table(self.model)
+        ids = [job_id for job_id, _ in messages]
         sql = f"""
             WITH changed AS (
-                UPDATE {table}
-                SET status = %s, attempts = attempts + 1, started_at = now(),
+                UPDATE {table} AS j
+                SET status = %s, attempts = j.attempts + 1, started_at = now(),
                     heartbeat_at = now(), finished_at = NULL, worker = %s, progress = NULL,
                     lease_token = gen_random_uuid()
-                WHERE id = %s AND status = %s AND dispatch_token = %s AND name = ANY(%s)
-                RETURNING *
+                FROM unnest(%s::uuid[], %s::uuid[]) AS m(id, dispatch_token)
+                WHERE j.id = m.id AND j.status = %s AND j.dispatch_token = m.dispatch_token
+                    AND j.name = ANY(%s)
+                RETURNING j.*
             ), opened AS (
                 INSERT INTO {ATTEMPT_TABLE}
                     (job_id, number, worker, started_at, outcome, error, traceback)
@@ -582,9 +612,9 @@ class JobManager(models.Manager["Job"]):
         params = [
             JobStatus.RUNNING.value,
             worker,
-            job_id,
+            ids,
+            [token for _, token in messages],
             JobStatus.QUEUED.value,
-            dispatch_token,
             list(registered_names),
         ]
         alias = self._db_alias
@@ -598,18 +628,38 @@ class JobManager(models.Manager["Job"]):
                     # Lock first, in a statement of its own: an UPDATE whose WHERE tests the
                     # status would skip a row the scheduler has locked and not committed yet
                     # (its snapshot still says "scheduled"), instead of waiting for the commit.
-                    cursor.execute(f"SELECT 1 FROM {table} WHERE id = %s FOR UPDATE", [job_id])
-                job = self._returning(sql, params)
+                    # In id order, so that two workers never wait for each other.
+                    cursor.execute(
+                        f"SELECT 1 FROM {table} WHERE id = ANY(%s) ORDER BY id FOR UPDATE", [ids]
+                    )
+                claimed = {job.id: job for job in self._returning_many(sql, params)}
         except OperationalError as exc:
-            if getattr(exc.__cause__, "sqlstate", None) == _LOCK_NOT_AVAILABLE:
-                return ClaimResult(outcome=ClaimOutcome.BUSY, reason="job row is locked")
-            raise
-        if job is not None:
+            if getattr(exc.__cause__, "sqlstate", None) != _LOCK_NOT_AVAILABLE:
+                raise
+            if len(messages) == 1:
+                return [ClaimResult(outcome=ClaimOutcome.BUSY, reason="job row is locked")]
+            # One locked row must not hold up the others: claim them one by one.
+            return [
+                result
+                for message in messages
+                for result in self.claim_many(
+                    [message],
+                    worker=worker,
+                    registered_names=registered_names,
+                    lock_timeout_seconds=lock_timeout_seconds,
+                )
+            ]
+        results = []
+        for job_id, dispatch_token in messages:
+            job = claimed.pop(job_id, None)  # pop: a duplicate in the batch is claimed once
+            if job is None:
+                results.append(self._why_not_claimed(job_id, dispatch_token, registered_names))
+                continue
             signals.send_after_commit(
                 job, old_status=JobStatus.QUEUED, signal=signals.job_started, using=alias
             )
-            return ClaimResult(outcome=ClaimOutcome.CLAIMED, job=job)
-        return self._why_not_claimed(job_id, dispatch_token, registered_names)
+            results.append(ClaimResult(outcome=ClaimOutcome.CLAIMED, job=job))
+        return results
 
     def _why_not_claimed(
         self, job_id: uuid.UUID, dispatch_token: uuid.UUID, registered_names: Collection[str]

@@ -40,7 +40,10 @@ logger = logging.getLogger(__name__)
 MAX_ERROR_BACKOFF_SECONDS = 30.0
 #: While a queue is held back by flow control, look again this often: workers starting jobs
 #: make room without waking the scheduler.
-THROTTLED_POLL_SECONDS = 0.2
+THROTTLED_POLL_SECONDS = 0.05
+#: Housekeeping (periodic jobs, dependents, rescues, pruning) runs at most this often, so the
+#: fast polls of a throttled queue cost one relay query, not a dozen.
+HOUSEKEEPING_MIN_SECONDS = 0.25
 MIN_WAIT_SECONDS = 0.02
 #: Retention pruning: one batch of this many rows, at most once a minute, so that it never
 #: competes with relaying.
@@ -80,6 +83,7 @@ class Scheduler:
         #: outside run(). Workers cannot heartbeat while the database is away, so a rescue waits
         #: until it has been reachable for a whole stale window.
         self._database_ok_since: float | None = None
+        self._housekept_at = float("-inf")
         self._names_recorded = False
         self.requeue_after_seconds = conf.requeue_after_seconds
         self._stop = threading.Event()
@@ -205,22 +209,24 @@ class Scheduler:
             )
         return count
 
-    def run_once(self) -> int:
+    def run_once(self, *, relay_only: bool = False) -> int:
         """Release or cancel dependents, recover stalled and lost jobs, then relay due jobs.
 
-        Returns how many jobs were sent.
+        Returns how many jobs were sent. *relay_only* skips the housekeeping.
 
         Raises :class:`~django_asyncjobs.exceptions.TransportError` when the transport failed
         (the jobs it did not take stay scheduled) and :class:`django.db.DatabaseError` when
         PostgreSQL did.
         """
         manager = Job.objects.db_manager(self.using)
-        periodic.enqueue_due(using=self.using)
-        manager.release_ready()
-        manager.cancel_orphans()
-        self.rescue_stalled()
-        self.resend_lost()
-        self.prune()
+        if not relay_only:
+            periodic.enqueue_due(using=self.using)
+            manager.release_ready()
+            manager.cancel_orphans()
+            self.rescue_stalled()
+            self.resend_lost()
+            self.prune()
+            self._housekept_at = time.monotonic()
         limit = self.max_queued_per_queue
         queued = manager.queued_counts() if limit else {}
         total = 0
@@ -288,7 +294,9 @@ class Scheduler:
                     # LISTEN before the pass: a job committed between the pass and the wait
                     # must find us listening, or it waits a whole interval.
                     self._listen()
-                    self.run_once()
+                    # A throttled queue is polled fast; housekeeping need not follow it.
+                    recent = time.monotonic() - self._housekept_at < HOUSEKEEPING_MIN_SECONDS
+                    self.run_once(relay_only=self.throttled and recent)
                     wait = self._seconds_to_wait()
                     if self._failing:
                         logger.warning("scheduler recovered; relaying again")

@@ -474,25 +474,25 @@ class Worker:
         """Claim each message's job and start it; delete the messages that are done with."""
         done: list[ReceivedMessage] = []
         names = registry.names()
+        bells: list[tuple[ReceivedMessage, Doorbell]] = []
         for message in messages:
             try:
-                bell = Doorbell.decode(message.body)
+                bells.append((message, Doorbell.decode(message.body)))
             except MalformedMessage as exc:
                 self._quarantine(message, exc)
-                continue
-            try:
-                claim = Job.objects.db_manager(self.using).claim(
-                    job_id=bell.job_id,
-                    dispatch_token=bell.dispatch_token,
-                    worker=self.worker_id,
-                    registered_names=names,
-                    lock_timeout_seconds=self.lock_timeout_seconds,
-                )
-            except DatabaseError as exc:
-                # Leave the message alone: it comes back after its visibility timeout.
-                logger.error("cannot claim job_id=%s error=%s", bell.job_id, exc)
-                close_old_connections()
-                continue
+        try:
+            claims = Job.objects.db_manager(self.using).claim_many(
+                [(bell.job_id, bell.dispatch_token) for _, bell in bells],
+                worker=self.worker_id,
+                registered_names=names,
+                lock_timeout_seconds=self.lock_timeout_seconds,
+            )
+        except DatabaseError as exc:
+            # Leave the messages alone: they come back after their visibility timeout.
+            logger.error("cannot claim jobs count=%d error=%s", len(bells), exc)
+            close_old_connections()
+            claims = []
+        for (message, bell), claim in zip(bells, claims, strict=False):
             if claim.outcome is ClaimOutcome.CLAIMED:
                 assert claim.job is not None
                 self._start(claim.job)

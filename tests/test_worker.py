@@ -393,3 +393,41 @@ def test_an_idle_worker_long_polls_instead_of_spinning() -> None:
     # One sweep at start and one after the job; never one per tick while idle.
     assert short_polls <= 2 * 3, transport.calls
     assert sum(1 for wait in transport.calls if wait > 0) >= 3
+
+
+def test_claims_are_batched_and_the_drain_makes_no_n_plus_one_queries(
+    memory_transport: MemoryTransport,
+) -> None:
+    from django.test.utils import CaptureQueriesContext
+
+    from django_asyncjobs.registry import registry
+
+    created = jobs.add.delay_many([((i, i), {}) for i in range(10)])
+    relay(memory_transport)
+    messages = memory_transport.receive("default", max_messages=10, wait_seconds=0)
+    bells = [Doorbell.decode(m.body) for m in messages]
+    with CaptureQueriesContext(connection) as claiming:
+        results = Job.objects.claim_many(
+            [(b.job_id, b.dispatch_token) for b in bells],
+            worker="w",
+            registered_names=registry.names(),
+            lock_timeout_seconds=1,
+        )
+    assert [r.outcome.value for r in results] == ["claimed"] * 10
+    # BEGIN, set lock_timeout, lock the rows, claim them all, COMMIT
+    assert len(ours(claiming)) <= 5, ours(claiming)
+    assert {r.job.id for r in results if r.job} == {j.id for j in created}
+
+    # A whole drain: the main loop's queries grow with the jobs, never with jobs x something.
+    more = jobs.add.delay_many([((i, 1), {}) for i in range(40)])
+    relay(memory_transport)
+    with CaptureQueriesContext(connection) as draining:
+        drain(memory_transport, concurrency=8)
+    assert all(fresh(j).status == "succeeded" for j in more)
+    # Per job one outcome statement; per received batch one claim transaction (5 statements).
+    assert len(ours(draining)) <= 3 * len(more), len(ours(draining))
+
+
+def ours(captured: Any) -> list[str]:
+    """The captured SQL minus the test app's signal ledger (its receivers write per signal)."""
+    return [q["sql"] for q in captured.captured_queries if "testapp_" not in q["sql"]]

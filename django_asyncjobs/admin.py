@@ -19,7 +19,7 @@ from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connections
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
@@ -287,14 +287,16 @@ class JobAdmin(_ModelAdmin):
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Job], search_term: str
     ) -> tuple[QuerySet[Job], bool]:
+        """Match a whole job id exactly; any other term against id prefix, name and error text.
+
+        A term of 4+ hex digits ("cafe", "2026") may be an id prefix or a word, so it matches
+        either way. A whole id (32 hex digits) is only looked up by primary key: that is what
+        an operator pasting an id means, and it stays instant on a million rows.
+        """
         term = search_term.strip()
         if not term:
             return queryset, False
-        if uuid_prefix_range(term) is not None:
-            # A primary-key range scan: instant on a million rows, unlike a text search.
-            return Job.objects.get_queryset().with_id_prefix(term) & queryset, False
-        matches = queryset.filter(name__icontains=term) | queryset.filter(error__icontains=term)
-        return matches, False
+        return queryset.filter(_search_condition(term)), False
 
     # -- detail ----------------------------------------------------------------------------------
 
@@ -478,6 +480,21 @@ class JobAdmin(_ModelAdmin):
             "statuses": JobStatus.values,
         }
         return TemplateResponse(request, "admin/django_asyncjobs/job/overview.html", context)
+
+
+def _search_condition(term: str) -> Q:
+    """Return the condition the admin search puts on jobs for *term* (see get_search_results).
+
+    The id prefix is a primary-key range (what ``JobQuerySet.with_id_prefix`` filters on), never
+    a cast of the id to text, so a whole id is an index lookup.
+    """
+    try:
+        return Q(pk=uuid.UUID(term))
+    except ValueError:
+        pass
+    text = Q(name__icontains=term) | Q(error__icontains=term)
+    bounds = uuid_prefix_range(term)
+    return text if bounds is None else Q(pk__range=bounds) | text
 
 
 def _select_across(request: HttpRequest) -> bool:

@@ -4,6 +4,7 @@ permission-guarded actions written to the admin log, and the queue overview."""
 from __future__ import annotations
 
 import re
+import uuid
 from urllib.parse import urlencode
 
 import pytest
@@ -224,3 +225,29 @@ def test_run_again_on_a_selection_copies_each_job_once() -> None:
     assert sorted(map(tuple, Job.objects.values_list("args", flat=True))) == sorted(
         2 * [(i, i) for i in range(600)]
     )
+
+
+def test_a_hex_looking_term_also_searches_names_and_errors() -> None:
+    by_error, by_name, by_id, other = (jobs.add.delay(i, i) for i in range(4))
+    Job.objects.filter(pk=by_error.pk).update(error="ValueError: the cafe closed in 2026")
+    Job.objects.filter(pk=by_name.pk).update(name="app.jobs.cafe_orders")
+    Job.objects.filter(pk=by_id.pk).update(id=uuid.UUID("cafe1234-0000-4000-8000-000000000000"))
+    Job.objects.filter(pk=other.pk).update(id=uuid.UUID("00001234-0000-4000-8000-000000000000"))
+    client = staff("view_job")
+    assert listed_ids(client, "cafe") == {
+        str(by_error.pk),
+        str(by_name.pk),
+        "cafe1234-0000-4000-8000-000000000000",
+    }
+    assert listed_ids(client, "2026") == {str(by_error.pk)}  # a year, not an id prefix
+    assert listed_ids(client, "CAFE1234") == {"cafe1234-0000-4000-8000-000000000000"}
+    # A whole id is a lookup by primary key, nothing else.
+    assert listed_ids(client, "00001234-0000-4000-8000-000000000000") == {
+        "00001234-0000-4000-8000-000000000000"
+    }
+
+
+def listed_ids(client: Client, term: str) -> set[str]:
+    response = client.get(URL, {"q": term})
+    assert response.status_code == 200
+    return {str(job.pk) for job in response.context["cl"].result_list}

@@ -74,6 +74,7 @@ def test_only_exposed_jobs_and_valid_fields_are_accepted() -> None:
         ({"name": jobs.api_add.name, "kwargs": [1]}, "kwargs", "JSON object"),
         ({"name": jobs.api_add.name, "args": [1, 2], "delay": -1}, "delay", "seconds from 0"),
         ({"name": jobs.api_add.name, "args": [1, 2], "run_at": "tomorrow"}, "run_at", "ISO 8601"),
+        ({"name": jobs.api_add.name, "run_at": "2024-01-01T12:99:00Z"}, "run_at", "ISO 8601"),
         ({"name": jobs.api_add.name, "args": [1, 2], "priority": "high"}, "priority", "integer"),
         ({"name": jobs.api_add.name, "args": [1, 2], "queue": "a b"}, "queue", "letters"),
         ({"name": jobs.api_add.name, "args": [1]}, "args", "missing a required argument"),

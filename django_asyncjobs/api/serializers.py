@@ -86,7 +86,10 @@ def check_submission(data: Any) -> tuple[dict[str, Any], dict[str, str]]:
         else:
             run_after = dt.timedelta(seconds=delay)
     elif "run_at" in data:
-        moment = parse_datetime(data["run_at"]) if isinstance(data["run_at"], str) else None
+        try:
+            moment = parse_datetime(data["run_at"]) if isinstance(data["run_at"], str) else None
+        except ValueError:  # well formed but impossible, e.g. 12:99 or an offset of +99:00
+            moment = None
         if moment is None or moment.tzinfo is None:
             errors["run_at"] = "must be an ISO 8601 date and time with a time zone"
         else:

@@ -706,36 +706,59 @@ class JobManager(models.Manager["Job"]):
         Returns ``None`` when the lease was lost (the job was rescued or changed meanwhile): the
         write is discarded so a newer attempt's outcome is never overwritten.
         """
+        (job,) = self.record_successes([(job_id, lease_token, result)])
+        return job
+
+    def record_successes(
+        self, outcomes: Sequence[tuple[uuid.UUID, uuid.UUID, Any]]
+    ) -> list[Job | None]:
+        """:meth:`record_success` for many ``(job_id, lease_token, result)``, in one statement.
+
+        Each row is fenced by its own lease; returns one entry per outcome, ``None`` where the
+        lease was lost.
+
+        >>> Job.objects.record_successes([(job.id, job.lease_token, 5)])
+        [<Job: ...>]
+        """
+        if not outcomes:
+            return []
         sql = f"""
             WITH changed AS (
-                UPDATE {_table(self.model)}
-                SET status = %s, result = %s::jsonb, finished_at = now(), error = '', traceback = ''
-                WHERE id = %s AND status = %s AND lease_token = %s
-                RETURNING *
+                UPDATE {_table(self.model)} AS j
+                SET status = %s, result = m.result, finished_at = now(), error = '',
+                    traceback = ''
+                FROM unnest(%s::uuid[], %s::uuid[], %s::jsonb[]) AS m(id, lease_token, result)
+                WHERE j.id = m.id AND j.status = %s AND j.lease_token = m.lease_token
+                RETURNING j.*
             ), {_CLOSE_ATTEMPT_SQL}
             SELECT {_columns(self.model)}, {self._wake_dependents_sql()} FROM changed
         """
-        job = self._returning(
-            sql,
-            [
-                JobStatus.SUCCEEDED.value,
-                json.dumps(result),
-                job_id,
-                JobStatus.RUNNING.value,
-                lease_token,
-                "succeeded",
-                "",
-                NOTIFY_CHANNEL,
-            ],
-        )
-        if job is not None:
-            signals.send_after_commit(
-                job,
-                old_status=JobStatus.RUNNING,
-                signal=signals.job_succeeded,
-                using=self._db_alias,
+        stored = {
+            job.id: job
+            for job in self._returning_many(
+                sql,
+                [
+                    JobStatus.SUCCEEDED.value,
+                    [job_id for job_id, _, _ in outcomes],
+                    [lease for _, lease, _ in outcomes],
+                    [json.dumps(result) for _, _, result in outcomes],
+                    JobStatus.RUNNING.value,
+                    "succeeded",
+                    "",
+                    NOTIFY_CHANNEL,
+                ],
             )
-        return job
+        }
+        jobs = [stored.get(job_id) for job_id, _, _ in outcomes]
+        for job in jobs:
+            if job is not None:
+                signals.send_after_commit(
+                    job,
+                    old_status=JobStatus.RUNNING,
+                    signal=signals.job_succeeded,
+                    using=self._db_alias,
+                )
+        return jobs
 
     def record_failure(
         self,

@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from queue import SimpleQueue
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -161,6 +162,9 @@ class Worker:
         self._inbox = _Inbox()
         self._unrecorded: list[_Running] = []
         self._to_delete: list[ReceivedMessage] = []
+        #: Sync jobs for idle job threads; ``None`` tells a thread to end.
+        self._sync_inbox: SimpleQueue[_Running | None] = SimpleQueue()
+        self._idle_sync_threads = 0
         self._to_delete_since = 0.0
         self._armed = threading.Event()
         self._pollers: list[threading.Thread] = []
@@ -289,6 +293,10 @@ class Worker:
             thread.join(max(0.0, join_until - time.monotonic()))
         self._release_inbox()
         self._flush_deletes(force=True)
+        with self._lock:
+            idle, self._idle_sync_threads = self._idle_sync_threads, 0
+        for _ in range(idle):
+            self._sync_inbox.put(None)
         if self._loop is not None:
             self._stop_event_loop(self._loop)
         close_old_connections()
@@ -622,9 +630,7 @@ class Worker:
             )
             future.add_done_callback(lambda f: self._async_done(entry, f))
         else:
-            threading.Thread(
-                target=self._run_sync, args=(entry,), name=f"asyncjobs-job-{job.id}", daemon=True
-            ).start()
+            self._submit_sync(entry)
 
     def _async_done(self, entry: _Running, future: Any) -> None:
         if future.cancelled():
@@ -635,6 +641,32 @@ class Worker:
         else:
             self._completed(entry, future.result())
 
+    def _submit_sync(self, entry: _Running) -> None:
+        """Run a sync job on an idle job thread, or on a new one when none is idle.
+
+        Threads are reused (starting one per job cost more than a no-op job), and never capped:
+        a thread stuck past its job's timeout is abandoned, and the next job gets a fresh one.
+        """
+        with self._lock:
+            idle = self._idle_sync_threads > 0
+            if idle:
+                self._idle_sync_threads -= 1
+        if idle:
+            self._sync_inbox.put(entry)
+        else:
+            threading.Thread(
+                target=self._sync_thread, args=(entry,), name="asyncjobs-job", daemon=True
+            ).start()
+
+    def _sync_thread(self, first: _Running) -> None:
+        entry: _Running | None = first
+        while entry is not None:
+            self._run_sync(entry)
+            with self._lock:
+                self._idle_sync_threads += 1
+            entry = self._sync_inbox.get()
+        connections.close_all()  # this thread's own connections, kept between its jobs
+
     def _run_sync(self, entry: _Running) -> None:
         try:
             outcome = execution.run_sync(
@@ -644,8 +676,9 @@ class Worker:
                 context=JobContext.for_job(entry.job),
             )
         finally:
-            # The job may have used the ORM; its connection belongs to this thread only.
-            connections.close_all()
+            # The job may have used the ORM: like a request, leave no broken or expired
+            # connection behind for the next job of this thread (CONN_MAX_AGE applies).
+            close_old_connections()
         self._completed(entry, outcome)
 
     def _event_loop(self) -> asyncio.AbstractEventLoop:
@@ -703,55 +736,66 @@ class Worker:
                     self._unrecorded.append(entry)
 
     def _record_unrecorded(self) -> None:
-        while True:
-            with self._lock:
-                if not self._unrecorded:
-                    return
-                entry = self._unrecorded[0]
-            try:
-                self._record(entry)
-            except DatabaseError as exc:
-                # Kept in memory (and heartbeated) until the database takes it.
-                logger.error("cannot record outcome id=%s error=%s", entry.job.id, exc)
-                close_old_connections()
-                self._stopping.wait(1.0)
-                return
-            with self._lock:
-                self._unrecorded.pop(0)
-
-    def _record(self, entry: _Running) -> None:
-        job, outcome = entry.job, entry.outcome
-        assert outcome is not None
-        stored = Job.objects.db_manager(self.using).record_outcome(
-            job=job,
-            lease_token=entry.lease_token,
-            outcome=outcome,
-            backoff=entry.definition.resolve_backoff(),
-        )
-        if stored is None:
-            logger.warning(
-                "lease lost; outcome discarded name=%s id=%s attempt=%d",
-                job.name,
-                job.id,
-                job.attempts,
-            )
+        """Write the outcomes of finished jobs: every success in one statement, then failures."""
+        with self._lock:
+            pending = list(self._unrecorded)
+        if not pending:
             return
-        verb = stored.status if stored.status != JobStatus.SCHEDULED else "retrying"
-        if outcome.ok:
-            log = logger.info
-        elif verb == "retrying":
-            log = logger.warning
-        else:
-            log = logger.error
-        log(
-            "job %s name=%s id=%s attempt=%d duration=%.3fs%s",
-            verb,
-            job.name,
-            job.id,
-            job.attempts,
-            outcome.duration_seconds,
-            "" if outcome.ok else f" error={outcome.error}",
-        )
+        manager = Job.objects.db_manager(self.using)
+        successes = [entry for entry in pending if entry.outcome and entry.outcome.ok]
+        try:
+            if successes:
+                stored = manager.record_successes(
+                    [(e.job.id, e.lease_token, e.outcome.result) for e in successes if e.outcome]
+                )
+                self._recorded(successes, stored)
+            for entry in pending:
+                if entry.outcome and not entry.outcome.ok:
+                    job = manager.record_outcome(
+                        job=entry.job,
+                        lease_token=entry.lease_token,
+                        outcome=entry.outcome,
+                        backoff=entry.definition.resolve_backoff(),
+                    )
+                    self._recorded([entry], [job])
+        except DatabaseError as exc:
+            # Kept in memory (and heartbeated) until the database takes them.
+            logger.error("cannot record outcomes count=%d error=%s", len(pending), exc)
+            close_old_connections()
+            self._stopping.wait(1.0)
+
+    def _recorded(self, entries: list[_Running], stored: Sequence[Job | None]) -> None:
+        """Forget *entries* (their outcomes are written) and log one line each."""
+        with self._lock:
+            done = {id(entry) for entry in entries}
+            self._unrecorded[:] = [e for e in self._unrecorded if id(e) not in done]
+        for entry, job in zip(entries, stored, strict=True):
+            outcome = entry.outcome
+            assert outcome is not None
+            if job is None:
+                logger.warning(
+                    "lease lost; outcome discarded name=%s id=%s attempt=%d",
+                    entry.job.name,
+                    entry.job.id,
+                    entry.job.attempts,
+                )
+                continue
+            verb = job.status if job.status != JobStatus.SCHEDULED else "retrying"
+            if outcome.ok:
+                log = logger.info
+            elif verb == "retrying":
+                log = logger.warning
+            else:
+                log = logger.error
+            log(
+                "job %s name=%s id=%s attempt=%d duration=%.3fs%s",
+                verb,
+                entry.job.name,
+                entry.job.id,
+                entry.job.attempts,
+                outcome.duration_seconds,
+                "" if outcome.ok else f" error={outcome.error}",
+            )
 
     def _hand_back_running(self) -> None:
         """The grace period is over: give back every job that is still running."""

@@ -14,7 +14,7 @@ from django.core.management import call_command
 from django.test import Client
 from django.urls import URLPattern
 
-from django_asyncjobs.api import urls
+from django_asyncjobs.api import urls, views
 from django_asyncjobs.api.openapi import document
 from django_asyncjobs.models import Job
 from django_asyncjobs.transports.memory import MemoryTransport
@@ -63,6 +63,52 @@ def test_a_script_creates_a_job_and_reads_its_result() -> None:
     drain(transport)
     done = client.get(f"{API}/jobs/{body['id']}/result", headers=auth)
     assert done.status_code == 200 and done.json()["result"] == 5
+
+
+def test_a_unique_job_that_is_already_active_is_answered_with_200() -> None:
+    auth = bearer(user_with("add_job", "view_job"))
+    client = Client()
+    body = {"name": jobs.api_sync_account.name, "args": [7]}
+    first = post(client, "/jobs", body, headers=auth)
+    assert first.status_code == 201, first.content
+    again = post(client, "/jobs", body, headers=auth)
+    assert again.status_code == 200, again.content  # nothing was created
+    assert again.json()["id"] == first.json()["id"]
+    assert again["Location"] == first["Location"] == f"{API}/jobs/{first.json()['id']}"
+    other = post(client, "/jobs", {**body, "args": [8]}, headers=auth)
+    assert other.status_code == 201 and other.json()["id"] != first.json()["id"]
+    Job.objects.filter(id=first.json()["id"]).update(status="succeeded")
+    # Once the first one has finished, the same arguments create a new job.
+    after = post(client, "/jobs", body, headers=auth)
+    assert after.status_code == 201 and after.json()["id"] != first.json()["id"]
+    assert Job.objects.filter(name=jobs.api_sync_account.name).count() == 3
+    documented = document()["paths"]["/jobs"]["post"]["responses"]
+    assert {"200", "201"} <= set(documented)
+
+
+def test_a_twin_stored_by_a_concurrent_request_is_answered_with_200(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    auth = bearer(user_with("add_job"))
+    client = Client()
+    body = {"name": jobs.api_sync_account.name, "args": [7]}
+    first = post(client, "/jobs", body, headers=auth)
+    # As if the first request committed its job after the second one looked for a twin.
+    monkeypatch.setattr(views, "unique_key_for", lambda name, args, kwargs: "not-stored-yet")
+    again = post(client, "/jobs", body, headers=auth)
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json()["id"] == first.json()["id"]
+
+
+@pytest.mark.django_db  # one transaction for the whole test, as in Django's TestCase
+def test_a_twin_stored_earlier_in_the_same_transaction_is_answered_with_200() -> None:
+    auth = bearer(user_with("add_job"))
+    client = Client()
+    body = {"name": jobs.api_sync_account.name, "args": [7]}
+    first = post(client, "/jobs", body, headers=auth)
+    again = post(client, "/jobs", body, headers=auth)
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json()["id"] == first.json()["id"]
 
 
 def test_only_exposed_jobs_and_valid_fields_are_accepted() -> None:

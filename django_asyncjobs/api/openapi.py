@@ -84,6 +84,12 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+def _located(response: dict[str, Any]) -> dict[str, Any]:
+    """Return *response* with its ``Location`` header: the URL of the job it describes."""
+    location = {"description": "The job's URL", "schema": {"type": "string"}}
+    return {**response, "headers": {"Location": location}}
+
+
 def _errors(*codes: int) -> dict[str, Any]:
     texts = {400: "Invalid input", 401: "Not authenticated", 403: "Not allowed",
              404: "No such job", 409: "Wrong status for this"}  # fmt: skip
@@ -127,7 +133,18 @@ def document(*, base_path: str = "") -> dict[str, Any]:
                     "required": True,
                     "content": {"application/json": {"schema": _SUBMIT}},
                 },
-                "responses": {"201": _json(_JOB, "The stored job"), **_errors(400, 401, 403)},
+                "responses": {
+                    "201": _located(_json(_JOB, "The stored job")),
+                    "200": _located(
+                        _json(
+                            _JOB,
+                            "Nothing was stored: the job is @job(unique=True) and an active "
+                            "(scheduled, queued or running) job with the same arguments exists; "
+                            "this is that job",
+                        )
+                    ),
+                    **_errors(400, 401, 403),
+                },
             },
         },
         "/jobs/{job_id}": {

@@ -12,20 +12,26 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from django.db.models import Q
+from django.db import router, transaction
+from django.db.models import DateTimeField, Func, Q
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.urls import reverse
 from django.utils.dateparse import parse_datetime
 from django.views.decorators.csrf import csrf_exempt
 
+from ..enqueue import BoundJob, unique_key_for
 from ..models import Job
+from ..queries import ACTIVE_STATUSES
+from ..registry import JobDefinition
 from ..status import JobStatus
 from .auth import token_user
 from .openapi import document
 from .serializers import check_submission, job_json
 
 MAX_LIMIT = 200
+#: PostgreSQL's now(): when the current transaction started.
+_TRANSACTION_START = Func(function="transaction_timestamp", output_field=DateTimeField())
 View = Callable[..., HttpResponse]
 
 
@@ -86,18 +92,47 @@ def _create(request: HttpRequest) -> HttpResponse:
     cleaned, problems = check_submission(data)
     if problems:
         return error(400, "invalid job", fields=problems)
-    bound = cleaned["definition"].using(
+    definition = cleaned["definition"]
+    bound = definition.using(
         run_after=cleaned["run_after"], priority=cleaned["priority"], queue=cleaned["queue"]
     )
     try:
-        job = bound.delay(*cleaned["args"], **cleaned["kwargs"])
+        job, created = _store(definition, bound, cleaned["args"], cleaned["kwargs"])
     except TypeError as exc:
         return error(400, "invalid job", fields={"args": str(exc)})
     except ValueError as exc:
         return error(400, "invalid job", fields={"args": str(exc)})
-    response = JsonResponse(job_json(job), status=201)
+    # 200, not 201, when a unique job's active twin came back: nothing was created.
+    response = JsonResponse(job_json(job), status=201 if created else 200)
     response["Location"] = reverse("asyncjobs_api:job", args=[job.id])
     return response
+
+
+def _store(
+    definition: JobDefinition[..., Any],
+    bound: BoundJob[..., Any],
+    args: list[Any],
+    kwargs: dict[str, Any],
+) -> tuple[Job, bool]:
+    """Store the job; return it and whether this call created its row.
+
+    ``delay()`` of a ``@job(unique=True)`` job returns the active job with the same arguments
+    instead of storing one. Raises what ``delay()`` raises, having stored nothing.
+    """
+    if not definition.unique:
+        return bound.delay(*args, **kwargs), True
+    with transaction.atomic(using=router.db_for_write(Job)):
+        # The key delay() gives the job; API submissions never set one of their own.
+        key = unique_key_for(definition.name, args, kwargs)
+        twin = Job.objects.filter(unique_key=key, status__in=ACTIVE_STATUSES).first()
+        job = bound.delay(*args, **kwargs)
+        if twin is not None and twin.pk == job.pk:
+            return job, False
+        # A twin another request stored after the look-up above: the INSERT stamps created_at
+        # with now(), the start of the transaction it runs in, so a row stored by another
+        # transaction carries a different time. (Django's Now() is the statement's time.)
+        created = Job.objects.filter(pk=job.pk, created_at=_TRANSACTION_START).exists()
+    return job, created
 
 
 def _list(request: HttpRequest) -> HttpResponse:

@@ -219,6 +219,12 @@ def api_add(a: int, b: int) -> int:
     return a + b
 
 
+@job(api=True, unique=True)
+def api_sync_account(account: int) -> int:
+    """A unique job the HTTP jobs API may create: one per account while one is active."""
+    return account
+
+
 @job(max_retries=0)
 def progressing(steps: int) -> dict[str, Any]:
     """Report progress on every step; return what ``current_job()`` said and what was written."""

@@ -30,12 +30,15 @@ import dataclasses
 import datetime as dt
 import functools
 import inspect
+import logging
+import re
 import threading
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.core.exceptions import ImproperlyConfigured
 from django.db import router, transaction
 from django.dispatch import Signal
 
@@ -43,7 +46,7 @@ from . import exceptions, signals
 from .conf import queue_name_error
 from .context import current_job
 from .models import AttemptOutcome, Job, JobAttempt
-from .registry import JobDefinition, registry
+from .registry import JobDefinition, job, registry
 from .retry import Backoff
 from .status import JobStatus
 from .tasks_compat import (
@@ -108,10 +111,21 @@ class AsyncJobsBackend(BaseTaskBackend):
     """
 
     task_class = AsyncJobsTask
+    #: The OPTIONS this backend reads: defaults for tasks that do not set them.
+    OPTION_NAMES = frozenset({"max_retries", "timeout", "backoff"})
     supports_defer = True
     supports_async_task = True
     supports_get_result = True
     supports_priority = True
+
+    def __init__(self, alias: str, params: dict[str, Any]) -> None:
+        super().__init__(alias, params)
+        unknown = set(self.options) - self.OPTION_NAMES
+        if unknown:
+            raise ImproperlyConfigured(
+                f"TASKS[{alias!r}]['OPTIONS'] has unknown keys {sorted(unknown)}; "
+                f"this backend reads {sorted(self.OPTION_NAMES)}"
+            )
 
     def validate_task(self, task: Task) -> None:
         """Django's own checks (and messages), then the queue name's fitness for SQS."""
@@ -183,15 +197,29 @@ class AsyncJobsBackend(BaseTaskBackend):
 
 
 def exception_class_path(traceback: str, error: str) -> str:
-    """Return the dotted path of the exception a stored traceback (or error text) ends with.
+    """Return the dotted path of the exception a stored traceback (or error text) reports.
+
+    Python prints the exception after the last frame, as ``module.Class: message`` (bare
+    ``Class`` for builtins); messages can span lines and notes follow, so the first line after
+    the frames is the one to read.
 
     >>> exception_class_path("Traceback ...\\nValueError: bad", "ValueError: bad")
     'builtins.ValueError'
     >>> exception_class_path("", "WorkerLost: no heartbeat")
     'django_asyncjobs.exceptions.WorkerLost'
     """
-    lines = [line for line in (traceback or error).splitlines() if line.strip()]
-    name = lines[-1].split(":", 1)[0].strip() if lines else "Exception"
+    lines = traceback.splitlines()
+    frames = [i for i, line in enumerate(lines) if line.startswith("  File ")]
+    if frames:
+        after = lines[frames[-1] + 1 :]
+        header = next((line for line in after if line and not line[0].isspace()), "")
+    elif error:
+        header = error.splitlines()[0]
+    else:
+        header = next((line for line in reversed(lines) if line.strip()), "")
+    name = header.split(":", 1)[0].strip()
+    if not _DOTTED_NAME.fullmatch(name):
+        return "builtins.Exception"
     if "." in name:
         return name  # Python prints non-builtin exceptions with their module
     if isinstance(getattr(exceptions, name, None), type):
@@ -201,8 +229,12 @@ def exception_class_path(traceback: str, error: str) -> str:
     return "builtins.Exception"
 
 
+_DOTTED_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+
+
 # -- the registry of tasks -------------------------------------------------------------------------
 
+logger = logging.getLogger(__name__)
 _tasks: dict[str, Task] = {}
 _lock = threading.Lock()
 
@@ -220,20 +252,18 @@ def _register(task: Task) -> JobDefinition[..., Any]:
         options: dict[str, Any] = dict(getattr(task.get_backend(), "options", {}) or {})
         max_retries = getattr(task, "max_retries", None)
         timeout = getattr(task, "timeout", None)
-        if isinstance(timeout, dt.timedelta):
-            timeout = timeout.total_seconds()
-        definition: JobDefinition[..., Any] = JobDefinition(
-            _runner(task),
-            name=name,
-            queue=None,
-            priority=0,
-            max_retries=options.get("max_retries") if max_retries is None else max_retries,
-            timeout=options.get("timeout") if timeout is None else timeout,
-            backoff=getattr(task, "backoff", None) or options.get("backoff"),
-            at_most_once=getattr(task, "at_most_once", False),
-            unique=getattr(task, "unique", False),
-        )
-        registry.register(definition)
+        try:
+            # @job checks the options (and registers) exactly as it does for its own jobs.
+            definition: JobDefinition[..., Any] = job(
+                name=name,
+                max_retries=options.get("max_retries") if max_retries is None else max_retries,
+                timeout=options.get("timeout") if timeout is None else timeout,
+                backoff=getattr(task, "backoff", None) or options.get("backoff"),
+                at_most_once=getattr(task, "at_most_once", False),
+                unique=getattr(task, "unique", False),
+            )(_runner(task))
+        except (TypeError, ValueError) as exc:
+            raise InvalidTask(f"{name}: {exc}") from exc
         _tasks[name] = task
         return definition
 
@@ -291,7 +321,16 @@ def _running_result(task: Task) -> TaskResult:
 
 
 def _send(signal: Signal, backend: BaseTaskBackend, result: TaskResult) -> None:
-    signal.send(sender=type(backend), task_result=result)
+    # Robust, like our own signals: a failing receiver is logged and never breaks the caller
+    # (whose job row is already committed) nor the worker.
+    for receiver, response in signal.send_robust(sender=type(backend), task_result=result):
+        if isinstance(response, Exception):
+            logger.error(
+                "task signal receiver failed receiver=%r task_id=%s",
+                receiver,
+                result.id,
+                exc_info=response,
+            )
 
 
 def _bridge(django_signal: Signal) -> Callable[..., None]:

@@ -31,6 +31,7 @@ from django_asyncjobs.tasks_compat import (
     default_task_backend,
     task,
     task_backends,
+    task_enqueued,
 )
 from django_asyncjobs.transports.memory import MemoryTransport
 from tests.conftest import drain, relay
@@ -257,6 +258,54 @@ def test_tasks_appear_as_jobs_for_operators() -> None:
     assert Job.objects.filter(name="tests.testapp.tasks.add").get().id.hex == result.id.replace(
         "-", ""
     )
+
+
+class ConfigError(Exception):
+    """An exception whose message looks like an exception line."""
+
+
+def test_exception_class_paths_from_real_tracebacks() -> None:
+    import traceback
+
+    def formatted(exc: BaseException) -> str:
+        try:
+            raise exc
+        except BaseException as caught:
+            return "".join(traceback.format_exception(caught))
+
+    noted = ValueError("first line")
+    noted.add_note("a note: with a colon")
+    assert exception_class_path(formatted(noted), "") == "builtins.ValueError"
+    tricky = formatted(ConfigError("config.yaml: missing key\nsecond line: also"))
+    assert exception_class_path(tricky, "") == "tests.test_tasks_backend.ConfigError"
+
+
+@needs_task_options
+def test_invalid_task_options_are_refused_when_the_task_is_defined() -> None:
+    with pytest.raises(InvalidTask, match="max_retries must be an int of 0 or more"):
+        task(max_retries=-1)(tasks.not_a_task)  # type: ignore[call-overload]
+    with pytest.raises(InvalidTask, match="unique must be True or False"):
+        task(unique="yes")(tasks.not_a_task)  # type: ignore[call-overload]
+
+
+def test_unknown_backend_options_are_a_configuration_error() -> None:
+    from django.core.exceptions import ImproperlyConfigured
+
+    with pytest.raises(ImproperlyConfigured, match=r"unknown keys \['max_retry'\]"):
+        AsyncJobsBackend("x", {"OPTIONS": {"max_retry": 3}})
+
+
+def test_a_failing_task_enqueued_receiver_never_breaks_enqueue() -> None:
+    def broken(**kwargs: object) -> None:
+        raise RuntimeError("receiver bug")
+
+    task_enqueued.connect(broken, dispatch_uid="broken-receiver")
+    try:
+        result = tasks.add.enqueue(1, 2)
+    finally:
+        task_enqueued.disconnect(dispatch_uid="broken-receiver")
+    assert Job.objects.filter(pk=result.id).exists()
+    assert signals_for(result.id) == [("task_enqueued", os.getpid(), "READY")]
 
 
 def test_exception_class_paths_from_stored_errors() -> None:

@@ -10,9 +10,9 @@ Usage (from the repository root, with the project's venv)::
    process runs the scheduler's passes (``Scheduler.run_once()``, flow control off) until every
    job is relayed, into a transport that counts and drops the messages (so the figure is the
    scheduler's memory, not a queue's). Peak RSS (``VmHWM``) and RSS after each 10% are printed.
-2. **Worker.** ``--worker-jobs`` jobs are written, then a fresh process runs them through the scheduler's relay and a
-   ``Worker`` (``--concurrency 8``) over the in-memory transport, in rounds of the scheduler's
-   flow-control size; RSS is sampled every 10% of the jobs. A worker whose RSS keeps climbing
+2. **Worker.** ``--worker-jobs`` jobs are written, then a fresh process runs them through the
+   scheduler's relay and a ``Worker`` (``--concurrency 8``) over the in-memory transport, in
+   rounds of the scheduler's flow-control size; RSS is sampled every 10% of the jobs. A worker whose RSS keeps climbing
    after warm-up leaks.
 
 PostgreSQL comes from ``tests.services`` unless ``DATABASE_URL`` is set; the database

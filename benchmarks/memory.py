@@ -12,8 +12,8 @@ Usage (from the repository root, with the project's venv)::
    scheduler's memory, not a queue's). Peak RSS (``VmHWM``) and RSS after each 10% are printed.
 2. **Worker.** ``--worker-jobs`` jobs are written, then a fresh process runs them through the
    scheduler's relay and a ``Worker`` (``--concurrency 8``) over the in-memory transport, in
-   rounds of the scheduler's flow-control size; RSS is sampled every 10% of the jobs. A worker whose RSS keeps climbing
-   after warm-up leaks.
+   rounds of the scheduler's flow-control size; RSS is sampled every 10% of the jobs. A worker
+   whose RSS keeps climbing after warm-up leaks.
 
 PostgreSQL comes from ``tests.services`` unless ``DATABASE_URL`` is set; the database
 ``bench_memory`` is dropped and recreated. SQS is not involved (see throughput.py for that): the

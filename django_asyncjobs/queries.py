@@ -322,7 +322,10 @@ class JobManager(models.Manager["Job"]):
                 ON CONFLICT (unique_key) WHERE status IN ({_ACTIVE_SQL}) DO NOTHING
                 RETURNING id, created_at, run_at, blocked
             )
-            SELECT id, created_at, run_at, blocked, (SELECT pg_notify(%s, '')) FROM inserted
+            -- One row: created_at, run_at and blocked are the same for every row (now() is the
+            -- transaction's time), and a large batch should not parse them a million times.
+            SELECT array_agg(id), max(created_at), max(run_at), bool_or(blocked),
+                (SELECT pg_notify(%s, '')) FROM inserted
         """
         params = [
             name,
@@ -342,38 +345,44 @@ class JobManager(models.Manager["Job"]):
         ]
         with connections[self._db_alias].cursor() as cursor:
             cursor.execute(sql, params)
-            stored = {row[0]: row[1:4] for row in cursor.fetchall()}
+            inserted_ids, created_at, run_at, blocked, _ = cursor.fetchone()
+        stored = set(inserted_ids or ())
+        # Model.from_db with every field in order takes Django's fast positional path.
+        fields = self._field_names()
+        common = {
+            "name": name,
+            "queue": queue,
+            "priority": priority,
+            "status": JobStatus.SCHEDULED.value,
+            "run_at": run_at,
+            "attempts": 0,
+            "interruptions": 0,
+            "max_retries": max_retries,
+            "timeout": timeout_seconds,
+            "created_at": created_at,
+            "depends_on": depends_on,
+            "blocked": bool(blocked),
+            "error": "",
+            "traceback": "",
+            "worker": "",
+        }
         jobs: list[Job | None] = []
         for job_id, (args, kwargs, key) in zip(ids, rows, strict=True):
             if job_id not in stored:
                 jobs.append(None)
                 continue
-            created_at, run_at, blocked = stored[job_id]
-            job = self.model(
-                id=job_id,
-                name=name,
-                args=args,
-                kwargs=kwargs,
-                queue=queue,
-                priority=priority,
-                status=JobStatus.SCHEDULED,
-                run_at=run_at,
-                attempts=0,
-                interruptions=0,
-                max_retries=max_retries,
-                timeout=timeout_seconds,
-                created_at=created_at,
-                unique_key=key,
-                depends_on=depends_on,
-                blocked=blocked,
-            )
-            job._state.adding = False
-            job._state.db = self._db_alias
-            signals.send_after_commit(
-                job, old_status=None, signal=signals.job_enqueued, using=self._db_alias
-            )
-            jobs.append(job)
+            values = {**common, "id": job_id, "args": args, "kwargs": kwargs, "unique_key": key}
+            jobs.append(self.model.from_db(self._db_alias, fields, [values.get(f) for f in fields]))
+        signals.send_many_after_commit(
+            [job for job in jobs if job is not None],
+            old_status=None,
+            signal=signals.job_enqueued,
+            using=self._db_alias,
+        )
         return jobs
+
+    def _field_names(self) -> list[str]:
+        return [field.attname for field in self.model._meta.concrete_fields]
 
     # -- dependencies ----------------------------------------------------------------------------
 

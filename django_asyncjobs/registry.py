@@ -83,6 +83,7 @@ class JobDefinition(Generic[P, R]):
             raise TypeError(f"job class {target.__qualname__} needs a handle(self) method")
         self.is_async = inspect.iscoroutinefunction(handler)
         self._signature = inspect.signature(target)
+        self._fitting_shapes: set[tuple[int, tuple[str, ...]]] = set()
         if not self.is_class:
             functools.update_wrapper(self, target)
 
@@ -136,10 +137,17 @@ class JobDefinition(Generic[P, R]):
 
     def bind_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Raise :class:`TypeError` when *args* and *kwargs* do not fit the job's signature."""
+        # Whether a call binds depends only on how many positional arguments there are and
+        # which keywords: remember the shapes that fit (a bulk enqueue repeats one shape).
+        shape = (len(args), tuple(kwargs))
+        if shape in self._fitting_shapes:
+            return
         try:
             self._signature.bind(*args, **kwargs)
         except TypeError as exc:
             raise TypeError(f"{self.name}: {exc}") from None
+        if len(self._fitting_shapes) < 64:
+            self._fitting_shapes.add(shape)
 
     def resolve_max_retries(self) -> int:
         """Return the job's retry count, or the project default."""

@@ -15,6 +15,7 @@ breaks the worker, the scheduler or the code that enqueued the job::
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
@@ -63,6 +64,29 @@ def send_after_commit(
         if signal is not None:
             _send(signal, job)
         _send(job_status_changed, job, old_status=old_status, new_status=new_status)
+
+    transaction.on_commit(send, using=using)
+
+
+def send_many_after_commit(
+    jobs: Sequence[Job],
+    *,
+    old_status: str | None,
+    signal: Signal | None = None,
+    using: str | None = None,
+) -> None:
+    """:func:`send_after_commit` for many jobs: one check for receivers, one commit hook.
+
+    What a bulk enqueue of 100,000 jobs needs instead of 100,000 of each.
+    """
+    if not jobs or not has_listeners(*([signal] if signal else [])):
+        return
+
+    def send() -> None:
+        for job in jobs:
+            if signal is not None:
+                _send(signal, job)
+            _send(job_status_changed, job, old_status=old_status, new_status=job.status)
 
     transaction.on_commit(send, using=using)
 

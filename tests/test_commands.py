@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 from typing import Any
 
 import pytest
-from django.core.management import CommandError, call_command
+from django.core.management import (
+    CommandError,
+    ManagementUtility,
+    call_command,
+    load_command_class,
+)
 from django.db import connection
 
 from django_asyncjobs.models import Job, JobAttempt
@@ -132,3 +138,29 @@ def test_the_scheduler_prunes_finished_jobs_past_the_retention(queue_prefix: str
     with override_settings(ASYNCJOBS={**_current_asyncjobs(), "RETENTION_DAYS": 7}):
         assert Scheduler(transport=MemoryTransport()).prune() == 1
     assert list(Job.objects.values_list("id", flat=True)) == [kept.id]
+
+
+@pytest.mark.parametrize("name", ["runworker", "runscheduler", "runjobs", "asyncjobs"])
+def test_help_keeps_the_examples_on_their_own_lines(
+    name: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    with pytest.raises(SystemExit):
+        ManagementUtility(["manage.py", name, "--help"]).execute()
+    text = capsys.readouterr().out
+    command = load_command_class("django_asyncjobs", name)
+    prose, examples = command.help.split("\n\nExamples:\n")
+    # Each example exactly as written, one a line, ready to copy...
+    assert "\n\nExamples:\n" + examples + "\n" in text
+    # ...while the prose is still wrapped to the terminal's width.
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert " ".join(text.split("\n\nExamples:\n")[0].split()).endswith(" ".join(prose.split()))
+
+
+def test_asyncjobs_subcommands_keep_line_breaks_too() -> None:
+    command = load_command_class("django_asyncjobs", "asyncjobs")
+    parser = command.create_parser("manage.py", "asyncjobs")
+    (subcommands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    retry = subcommands.choices["retry"]
+    retry.description = "Retry jobs.\n\nExamples:\n  manage.py asyncjobs retry 3f2a9c1e"
+    assert "Examples:\n  manage.py asyncjobs retry 3f2a9c1e\n" in retry.format_help()

@@ -1,11 +1,59 @@
-"""argparse validators shared by the management commands."""
+"""What the management commands share: their base class, help formatter and argparse validators."""
 
 from __future__ import annotations
 
 import argparse
 import re
+import textwrap
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser, DjangoHelpFormatter
 
 from ...conf import queue_name_error
+
+
+class HelpFormatter(DjangoHelpFormatter):
+    """Django's help layout, with the description's line breaks kept.
+
+    argparse reflows a description into one paragraph, which runs the examples at the end of
+    our ``help`` texts together. Here each line is wrapped on its own: prose still fits the
+    terminal, blank lines stay, and an indented line (an example) is printed as written, so
+    that it can be copied.
+    """
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        # The hook argparse.RawDescriptionHelpFormatter overrides, for the same reason.
+        lines = []
+        for line in text.splitlines():
+            if not line.strip() or line[:1].isspace():
+                lines.append(indent + line if line.strip() else "")
+            else:
+                lines.append(
+                    textwrap.fill(line, width, initial_indent=indent, subsequent_indent=indent)
+                )
+        return "\n".join(lines)
+
+
+class AsyncJobsCommand(BaseCommand):
+    """The base of our commands: ``--help`` keeps the line breaks of ``help``.
+
+    Subcommands (``add_subparsers``) get the same formatter as their command.
+    """
+
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        parser = super().create_parser(prog_name, subcommand, **kwargs)
+        _share_formatter(parser)
+        return parser
+
+
+def _share_formatter(parser: argparse.ArgumentParser) -> None:
+    """Give every subcommand parser below *parser* (add_arguments made them) its formatter."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                sub.formatter_class = parser.formatter_class
+                _share_formatter(sub)
 
 
 def positive_int(value: str) -> int:

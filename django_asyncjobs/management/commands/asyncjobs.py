@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.db.models import Count, Min
 from django.db.models.functions import Now
 from django.utils import timezone
@@ -20,7 +20,7 @@ from ...models import Job
 from ...status import FINAL_STATUSES, JobStatus
 from ...transports import get_transport
 from ...transports.sqs import SQSTransport
-from ._options import positive_int, queue_list
+from ._options import AsyncJobsCommand, positive_int, queue_list
 
 #: Dead-letter bodies are shown up to this many characters: they may be anything.
 BODY_PREVIEW_CHARS = 200
@@ -48,7 +48,7 @@ def status_list(value: str) -> list[str]:
     return statuses
 
 
-class Command(BaseCommand):
+class Command(AsyncJobsCommand):
     help = (
         "Operator tools for django-asyncjobs: list, retry, cancel and purge jobs, queue "
         "statistics, and the SQS queues.\n\n"

@@ -10,15 +10,21 @@ import time
 from types import FrameType
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import CommandParser
 
-from ._options import non_negative_float, positive_float, positive_int, queue_specs
+from ._options import (
+    AsyncJobsCommand,
+    non_negative_float,
+    positive_float,
+    positive_int,
+    queue_specs,
+)
 
 #: How often the parent looks at its two children.
 _POLL_SECONDS = 0.2
 
 
-class Command(BaseCommand):
+class Command(AsyncJobsCommand):
     help = (
         "Development: run `runscheduler` and `runworker` together, as two child processes with "
         "their output interleaved. Ctrl+C (or SIGTERM) stops both gracefully; a second one stops "

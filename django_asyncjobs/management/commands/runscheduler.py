@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from ...exceptions import TransportError
 from ...scheduler import Scheduler
 from ...transports import get_transport
-from ._options import positive_float, positive_int
+from ._options import AsyncJobsCommand, positive_float, positive_int
 from ._signals import graceful_stop
 
 
-class Command(BaseCommand):
+class Command(AsyncJobsCommand):
     help = (
         "Relay due jobs (new, delayed and retried) to their SQS queues, highest priority first. "
         "Woken by NOTIFY when a job is enqueued; polls every --interval seconds as a fallback. "

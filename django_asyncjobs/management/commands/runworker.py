@@ -5,15 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import CommandParser
 
 from ...supervisor import Supervisor, supervisor_signals
 from ...transports import get_transport
 from ...worker import Worker
-from ._options import non_negative_float, positive_int, queue_specs
+from ._options import AsyncJobsCommand, non_negative_float, positive_int, queue_specs
 
 
-class Command(BaseCommand):
+class Command(AsyncJobsCommand):
     help = (
         "Receive jobs from SQS and run them in supervised worker processes. Queues are drained "
         "in the order given. SIGTERM or SIGINT stops receiving and lets running jobs finish "

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from django.db import OperationalError, connections, models, router, transaction
+from django.db import DatabaseError, OperationalError, connections, models, router, transaction
 from django.db.models.functions import Now
 
 from . import signals
@@ -325,7 +325,7 @@ class JobManager(models.Manager["Job"]):
             -- One row: created_at, run_at and blocked are the same for every row (now() is the
             -- transaction's time), and a large batch should not parse them a million times.
             SELECT array_agg(id), max(created_at), max(run_at), bool_or(blocked),
-                (SELECT pg_notify(%s, '')) FROM inserted
+                (SELECT pg_notify(%s, '') FROM inserted LIMIT 1) FROM inserted
         """
         params = [
             name,
@@ -642,27 +642,29 @@ class JobManager(models.Manager["Job"]):
                         f"SELECT 1 FROM {table} WHERE id = ANY(%s) ORDER BY id FOR UPDATE", [ids]
                     )
                 claimed = {job.id: job for job in self._returning_many(sql, params)}
+                # Inside the transaction: once it commits, nothing may raise (a claimed job
+                # whose result is lost would stay running, run by nobody, until rescued).
+                unclaimed = [(i, t) for i, t in messages if i not in claimed]
+                reasons = self._why_not_claimed(unclaimed, registered_names)
         except OperationalError as exc:
             if getattr(exc.__cause__, "sqlstate", None) != _LOCK_NOT_AVAILABLE:
                 raise
             if len(messages) == 1:
                 return [ClaimResult(outcome=ClaimOutcome.BUSY, reason="job row is locked")]
-            # One locked row must not hold up the others: claim them one by one.
-            return [
-                result
-                for message in messages
-                for result in self.claim_many(
-                    [message],
-                    worker=worker,
-                    registered_names=registered_names,
-                    lock_timeout_seconds=lock_timeout_seconds,
-                )
-            ]
+            return self._claim_one_by_one(
+                messages,
+                worker=worker,
+                registered_names=registered_names,
+                lock_timeout_seconds=lock_timeout_seconds,
+            )
         results = []
         for job_id, dispatch_token in messages:
             job = claimed.pop(job_id, None)  # pop: a duplicate in the batch is claimed once
             if job is None:
-                results.append(self._why_not_claimed(job_id, dispatch_token, registered_names))
+                results.append(
+                    reasons.get((job_id, dispatch_token))
+                    or ClaimResult(outcome=ClaimOutcome.NOT_CLAIMABLE, reason="duplicate message")
+                )
                 continue
             signals.send_after_commit(
                 job, old_status=JobStatus.QUEUED, signal=signals.job_started, using=alias
@@ -670,23 +672,69 @@ class JobManager(models.Manager["Job"]):
             results.append(ClaimResult(outcome=ClaimOutcome.CLAIMED, job=job))
         return results
 
+    def _claim_one_by_one(
+        self,
+        messages: Sequence[tuple[uuid.UUID, uuid.UUID]],
+        *,
+        worker: str,
+        registered_names: Collection[str],
+        lock_timeout_seconds: float,
+    ) -> list[ClaimResult]:
+        """One locked row must not hold up the others of a batch: claim them one by one.
+
+        Each claim commits on its own, so an error part-way must not lose the ones made: the
+        rest are reported ``BUSY`` (their messages come back shortly) instead of raising.
+        """
+        results: list[ClaimResult] = []
+        for message in messages:
+            try:
+                results += self.claim_many(
+                    [message],
+                    worker=worker,
+                    registered_names=registered_names,
+                    lock_timeout_seconds=lock_timeout_seconds,
+                )
+            except DatabaseError as exc:
+                logger.error("cannot claim job_id=%s error=%s", message[0], exc)
+                results.append(ClaimResult(outcome=ClaimOutcome.BUSY, reason=str(exc)))
+        return results
+
     def _why_not_claimed(
-        self, job_id: uuid.UUID, dispatch_token: uuid.UUID, registered_names: Collection[str]
-    ) -> ClaimResult:
-        row = self.filter(pk=job_id).values_list("status", "dispatch_token", "name").first()
-        if row is None:
-            return ClaimResult(outcome=ClaimOutcome.NOT_CLAIMABLE, reason="no such job")
-        status, token, name = row
-        if status != JobStatus.QUEUED:
-            return ClaimResult(outcome=ClaimOutcome.NOT_CLAIMABLE, reason=f"job is {status}")
-        if token != dispatch_token:
-            return ClaimResult(outcome=ClaimOutcome.NOT_CLAIMABLE, reason="stale dispatch token")
-        if name not in registered_names:
-            return ClaimResult(
-                outcome=ClaimOutcome.NOT_REGISTERED,
-                reason=f"job name {name!r} is not registered in this worker",
-            )
-        return ClaimResult(outcome=ClaimOutcome.NOT_CLAIMABLE, reason="job changed meanwhile")
+        self,
+        messages: Sequence[tuple[uuid.UUID, uuid.UUID]],
+        registered_names: Collection[str],
+    ) -> dict[tuple[uuid.UUID, uuid.UUID], ClaimResult]:
+        """Say, in one query, why each ``(job_id, dispatch_token)`` claimed nothing."""
+        if not messages:
+            return {}
+        rows = {
+            job_id: (status, token, name)
+            for job_id, status, token, name in self.filter(
+                pk__in=[job_id for job_id, _ in messages]
+            ).values_list("id", "status", "dispatch_token", "name")
+        }
+        reasons = {}
+        for job_id, dispatch_token in messages:
+            row = rows.get(job_id)
+            if row is None:
+                result = ClaimResult(outcome=ClaimOutcome.NOT_CLAIMABLE, reason="no such job")
+            elif row[0] != JobStatus.QUEUED:
+                result = ClaimResult(outcome=ClaimOutcome.NOT_CLAIMABLE, reason=f"job is {row[0]}")
+            elif row[1] != dispatch_token:
+                result = ClaimResult(
+                    outcome=ClaimOutcome.NOT_CLAIMABLE, reason="stale dispatch token"
+                )
+            elif row[2] not in registered_names:
+                result = ClaimResult(
+                    outcome=ClaimOutcome.NOT_REGISTERED,
+                    reason=f"job name {row[2]!r} is not registered in this worker",
+                )
+            else:
+                result = ClaimResult(
+                    outcome=ClaimOutcome.NOT_CLAIMABLE, reason="job changed meanwhile"
+                )
+            reasons[(job_id, dispatch_token)] = result
+        return reasons
 
     def fail_unregistered(
         self, *, job_id: uuid.UUID, dispatch_token: uuid.UUID, error: str

@@ -9,6 +9,8 @@ heartbeat and its lease carry the job, so job length is not bounded by SQS visib
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextvars
 import fnmatch
 import itertools
 import logging
@@ -50,6 +52,9 @@ TICK_SECONDS = 0.5
 MAX_ERROR_BACKOFF_SECONDS = 30.0
 #: Messages of claimed jobs are deleted in batches: when ten are waiting, or after this long.
 DELETE_DELAY_SECONDS = 0.2
+#: A prefetched message not started within this long goes back to SQS: it bounds how long a
+#: held lower-priority job can go ahead of a newly arrived higher-priority one.
+HOLD_SECONDS = 2.0
 #: An ``async def`` job is cancelled at its timeout by the event loop; the worker gives up on
 #: it only this much later, for a coroutine that blocks the loop or swallows the cancellation.
 ASYNC_CANCEL_GRACE_SECONDS = 2.0
@@ -140,9 +145,11 @@ class Worker:
         self.heartbeat_interval_seconds = conf.heartbeat_interval_seconds
         self.lock_timeout_seconds = conf.claim_lock_timeout_seconds
         #: Messages received ahead of free slots, so the next job starts without an SQS round
-        #: trip; held at most half the visibility timeout, then released for other workers.
+        #: trip: at most PREFETCH, and no more than this worker started in the last second (so
+        #: workers of long jobs hold nothing). Unused ones go back after HOLD_SECONDS.
         self.prefetch = conf.prefetch
-        self.hold_seconds = conf.visibility_timeout_seconds / 2
+        self.hold_seconds = min(HOLD_SECONDS, conf.visibility_timeout_seconds / 2)
+        self._recent_starts: collections.deque[float] = collections.deque()
         self.using = using or router.db_for_write(Job)
         self.grace_seconds = grace_seconds
         # Under a supervisor the worker never gives a job back while its thread may still run:
@@ -165,6 +172,7 @@ class Worker:
         #: Sync jobs for idle job threads; ``None`` tells a thread to end.
         self._sync_inbox: SimpleQueue[_Running | None] = SimpleQueue()
         self._idle_sync_threads = 0
+        self._threads_closed = False
         self._to_delete_since = 0.0
         self._armed = threading.Event()
         self._pollers: list[threading.Thread] = []
@@ -236,6 +244,8 @@ class Worker:
             with self._lock:
                 running = len(self._running)
             if self._stopping.is_set():
+                # Held messages go back at once, for other workers: not after the grace period.
+                self._release_inbox()
                 with self._lock:
                     unrecorded = len(self._unrecorded)
                 if not running and not unrecorded:
@@ -295,6 +305,7 @@ class Worker:
         self._flush_deletes(force=True)
         with self._lock:
             idle, self._idle_sync_threads = self._idle_sync_threads, 0
+            self._threads_closed = True  # threads busy now end after their job
         for _ in range(idle):
             self._sync_inbox.put(None)
         if self._loop is not None:
@@ -369,7 +380,7 @@ class Worker:
             with self._lock:
                 wanted = (
                     self.concurrency
-                    + self.prefetch
+                    + self._prefetch_now()
                     - len(self._running)
                     - len(self._inbox.messages)
                 )
@@ -404,14 +415,18 @@ class Worker:
         short-polled in priority order when there are none. Up to ``prefetch`` of the rest stay
         in the inbox for the next free slot; more than that go back to SQS.
         """
+        limit = time.monotonic() - self.hold_seconds
         with self._lock:
+            prefetch = self._prefetch_now()
             pending = sorted(self._inbox.messages)
-            take, keep = pending[:free], pending[free:]
-            self._inbox.messages[:] = keep[: self.prefetch]
-            extra = [m for _, _, _, m in keep[self.prefetch :]]
+            fresh = [entry for entry in pending if entry[2] > limit]
+            stale = [m for _, _, at, m in pending if at <= limit]
+            take, keep = fresh[:free], fresh[free:]
+            self._inbox.messages[:] = keep[:prefetch]
+            extra = stale + [m for _, _, _, m in keep[prefetch:]]
         messages = [m for _, _, _, m in take]
         if not messages and sweep:
-            swept = self._sweep(free + self.prefetch)
+            swept = self._sweep(free + prefetch)
             messages, held = swept[:free], swept[free:]
             ranked = [(self._rank(message.queue), message) for message in held]
             now = time.monotonic()
@@ -420,6 +435,16 @@ class Worker:
                     self._inbox.messages.append((rank, next(self._inbox.order), now, message))
         self._release(extra)
         return messages
+
+    def _prefetch_now(self) -> int:
+        """How many messages to hold ahead: PREFETCH, capped by the starts of the last second.
+
+        Called with the lock held.
+        """
+        horizon = time.monotonic() - 1.0
+        while self._recent_starts and self._recent_starts[0] < horizon:
+            self._recent_starts.popleft()
+        return min(self.prefetch, len(self._recent_starts))
 
     def _sweep(self, free: int) -> list[ReceivedMessage]:
         """Short-poll the queues in priority order and stop at the first that has messages.
@@ -608,6 +633,7 @@ class Worker:
         )
         with self._lock:
             self._running[job.id] = entry
+            self._recent_starts.append(now)
         self.jobs_started += 1
         logger.info(
             "job started name=%s id=%s attempt=%d queue=%s",
@@ -661,13 +687,17 @@ class Worker:
     def _sync_thread(self, first: _Running) -> None:
         entry: _Running | None = first
         while entry is not None:
-            self._run_sync(entry)
+            # A fresh context per job: what one job activates (a translation, a time zone, a
+            # context variable) must not leak into the next job on this thread.
+            reusable = contextvars.Context().run(self._run_sync, entry)
             with self._lock:
+                if self._threads_closed or not reusable:
+                    return
                 self._idle_sync_threads += 1
             entry = self._sync_inbox.get()
-        connections.close_all()  # this thread's own connections, kept between its jobs
 
-    def _run_sync(self, entry: _Running) -> None:
+    def _run_sync(self, entry: _Running) -> bool:
+        """Run one sync job; return whether its thread can run another."""
         try:
             outcome = execution.run_sync(
                 entry.definition,
@@ -676,10 +706,12 @@ class Worker:
                 context=JobContext.for_job(entry.job),
             )
         finally:
-            # The job may have used the ORM: like a request, leave no broken or expired
-            # connection behind for the next job of this thread (CONN_MAX_AGE applies).
-            close_old_connections()
+            # A job that left an atomic block open spoils this thread's connection handlers
+            # for good: such a thread runs nothing more. Others start the next job afresh.
+            reusable = not any(c.in_atomic_block for c in connections.all(initialized_only=True))
+            connections.close_all()
         self._completed(entry, outcome)
+        return reusable
 
     def _event_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:

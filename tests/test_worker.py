@@ -431,3 +431,57 @@ def test_claims_are_batched_and_the_drain_makes_no_n_plus_one_queries(
 def ours(captured: Any) -> list[str]:
     """The captured SQL minus the test app's signal ledger (its receivers write per signal)."""
     return [q["sql"] for q in captured.captured_queries if "testapp_" not in q["sql"]]
+
+
+def test_a_job_thread_starts_each_job_clean(memory_transport: MemoryTransport) -> None:
+    """Job threads are reused: one job's translation or open transaction must not leak."""
+    from django.conf import settings
+
+    first = jobs.leaves_state_behind.delay("de")
+    second = jobs.reports_state.delay()
+    relay(memory_transport)
+    drain(memory_transport, concurrency=1)  # one thread runs both, in this order
+    first_started, second_started = fresh(first).started_at, fresh(second).started_at
+    assert first_started is not None and second_started is not None
+    assert first_started < second_started
+    row = fresh(second)
+    assert row.status == "succeeded", row.error
+    # The first job's transaction was never committed: rolled back when its thread's
+    # connections were closed, so only the second job's ledger row exists.
+    assert row.result == {"language": settings.LANGUAGE_CODE, "ledger": 1}
+
+
+def test_prefetched_low_jobs_do_not_hold_up_a_new_high_one_for_long(
+    memory_transport: MemoryTransport,
+) -> None:
+    """Messages held ahead of free slots go back after HOLD_SECONDS: a high-priority job that
+    arrives meanwhile waits for at most the few held ones, never for the whole backlog."""
+    import threading
+    import time
+
+    from django_asyncjobs.worker import Worker
+
+    lows = [jobs.slow_low.delay(f"low{i}", 0.2) for i in range(12)]
+    relay(memory_transport)
+    worker = Worker(
+        transport=memory_transport, queues=["high", "low"], concurrency=1, wait_seconds=0
+    )
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        time.sleep(1.0)  # a few lows ran: the worker now prefetches
+        high = jobs.high_echo.delay("high")
+        relay(memory_transport)
+        deadline = time.monotonic() + 30
+        while fresh(high).status != "succeeded" and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        worker.stop(force=False)
+        thread.join(30)
+    high_started = fresh(high).started_at
+    assert high_started is not None
+    low_starts = [fresh(j).started_at for j in lows]
+    before = sum(1 for at in low_starts if at is not None and at < high_started)
+    # At most the ~5 that ran in the first second, plus what was held (<= starts per second).
+    assert before <= 11, before
+    assert before < len(lows), "the high job waited for the whole low backlog"

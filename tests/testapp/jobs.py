@@ -289,3 +289,31 @@ def breaks_transaction(key: str) -> None:
     token = uuid.uuid4()
     for _ in range(2):
         Transition.objects.create(job_id=uuid.uuid4(), new_status="x", pid=0, token=token)
+
+
+@job(max_retries=0)
+def leaves_state_behind(language: str) -> None:
+    """Activate a translation and leave a transaction open: state a next job must not inherit."""
+    from django.db import transaction
+    from django.utils import translation
+
+    translation.activate(language)
+    transaction.atomic().__enter__()  # never exited, as a buggy job might
+    _ledger("leaves_state_behind", language)
+
+
+@job(max_retries=0)
+def reports_state() -> dict[str, Any]:
+    """Return the active language and whether the ORM works here."""
+    from django.utils import translation
+
+    _ledger("reports_state", "")
+    return {"language": translation.get_language(), "ledger": Execution.objects.count()}
+
+
+@job(queue="low")
+def slow_low(key: str, seconds: float) -> str:
+    """A low-priority job that takes *seconds*."""
+    time.sleep(seconds)
+    _ledger("slow_low", key)
+    return key

@@ -301,11 +301,19 @@ class Children:
         self.py_spy = py_spy
         self.running: list[Child] = []
 
-    def start(self, name: str, args: list[str], *, extra_env: dict[str, str]) -> Child:
+    def start(
+        self,
+        name: str,
+        args: list[str],
+        *,
+        extra_env: dict[str, str],
+        program: Sequence[str] = (sys.executable, "-m", "django"),
+    ) -> Child:
+        """Start ``program *args`` (a management command by default) from the repository root."""
         logfile = self.logdir / f"{name}.log"
         with open(logfile, "ab") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "django", *args],
+                [*program, *args],
                 cwd=REPO_ROOT,
                 env={**self.env, **extra_env},
                 stdin=subprocess.DEVNULL,
@@ -471,29 +479,33 @@ def rate(count: int, seconds: float) -> str:
     return f"{count / seconds:,.0f} jobs/s ({seconds * 1000 / count:.2f} ms/job, {seconds:.2f} s)"
 
 
-def measure_delay(n: int) -> list[Row]:
+def time_delay(n: int, *, atomic: bool = False) -> float:
+    """Return the seconds N ``noop.delay(i)`` calls take, in autocommit or in one atomic() block.
+
+    The jobs are deleted afterwards; no scheduler should be running.
+    """
     from django.db import transaction
 
+    from benchmarks.benchjobs.jobs import noop
+
+    log(f"delay(): {n} calls in " + ("one atomic() block" if atomic else "autocommit"))
+    started = time.perf_counter()
+    with transaction.atomic() if atomic else contextlib.nullcontext():
+        for i in range(n):
+            noop.delay(i)
+    elapsed = time.perf_counter() - started
+    truncate_jobs()
+    return elapsed
+
+
+def measure_delay(n: int) -> list[Row]:
     from benchmarks.benchjobs.jobs import noop
 
     for i in range(20):  # warm up the connection and code paths
         noop.delay(i)
     truncate_jobs()
-
-    log(f"delay(): {n} calls in autocommit")
-    started = time.perf_counter()
-    for i in range(n):
-        noop.delay(i)
-    autocommit = time.perf_counter() - started
-    truncate_jobs()
-
-    log(f"delay(): {n} calls in one atomic() block")
-    started = time.perf_counter()
-    with transaction.atomic():
-        for i in range(n):
-            noop.delay(i)
-    atomic = time.perf_counter() - started
-    truncate_jobs()
+    autocommit = time_delay(n)
+    atomic = time_delay(n, atomic=True)
     return [
         Row("delay() in autocommit (one transaction each)", rate(n, autocommit)),
         Row("delay() in one atomic() block", rate(n, atomic)),
@@ -528,6 +540,29 @@ class DrainResult:
     peak_queued: int
 
 
+def wait_for_jobs(n: int, *, stall_timeout: float) -> tuple[bool, dict[str, int], int]:
+    """Poll until N jobs are final; return whether they all are, the status counts, and the
+    most jobs seen ``queued`` at once. Gives up when none finished for ``stall_timeout`` s."""
+    peak_queued = 0
+    last_done, last_progress, last_report = -1, time.monotonic(), time.monotonic()
+    while True:
+        counts = status_counts()
+        done = counts.get("succeeded", 0) + counts.get("failed", 0)
+        if done >= n:
+            return True, counts, peak_queued
+        peak_queued = max(peak_queued, counts.get("queued", 0))
+        now = time.monotonic()
+        if done != last_done:
+            last_done, last_progress = done, now
+        elif now - last_progress > stall_timeout:
+            log(f"  no progress for {stall_timeout:.0f} s; giving up: {counts}")
+            return False, counts, peak_queued
+        if now - last_report >= 5:
+            last_report = now
+            log(f"  {done}/{n} done: {counts}")
+        time.sleep(0.2)
+
+
 def measure_drain(n: int, *, stall_timeout: float) -> DrainResult:
     from django.db import connection
 
@@ -539,28 +574,7 @@ def measure_drain(n: int, *, stall_timeout: float) -> DrainResult:
         noop.delay(i)
     enqueue_seconds = time.perf_counter() - started
     log(f"  enqueued {n} jobs in {enqueue_seconds:.2f} s; waiting for the worker")
-
-    peak_queued = 0
-    last_done, last_progress, last_report = -1, time.monotonic(), time.monotonic()
-    finished = False
-    counts: dict[str, int] = {}
-    while True:
-        counts = status_counts()
-        done = counts.get("succeeded", 0) + counts.get("failed", 0)
-        if done >= n:
-            finished = True
-            break
-        peak_queued = max(peak_queued, counts.get("queued", 0))
-        now = time.monotonic()
-        if done != last_done:
-            last_done, last_progress = done, now
-        elif now - last_progress > stall_timeout:
-            log(f"  no progress for {stall_timeout:.0f} s; giving up: {counts}")
-            break
-        if now - last_report >= 5:
-            last_report = now
-            log(f"  {done}/{n} done: {counts}")
-        time.sleep(0.2)
+    finished, counts, peak_queued = wait_for_jobs(n, stall_timeout=stall_timeout)
     wall = time.perf_counter() - started
 
     with connection.cursor() as cursor:
@@ -597,9 +611,15 @@ def summary_ms(values: list[float]) -> str:
     )
 
 
-def measure_latency(
+def trickle_latencies(
     count: int, *, pause_ms: tuple[float, float], seed: int, stall_timeout: float
-) -> list[Row]:
+) -> list[tuple[float, float, float, float]]:
+    """Trickle COUNT jobs, wait for them, and return four spans in ms per started job.
+
+    The spans, from database times: ``started_at - created_at``, the relay (``enqueued_at -
+    created_at``), SQS + claim (``started_at - enqueued_at``), run + record (``finished_at -
+    started_at``).
+    """
     from django.db import connection
 
     from benchmarks.benchjobs.jobs import noop
@@ -633,7 +653,16 @@ def measure_latency(
             f"EXTRACT(EPOCH FROM finished_at - started_at) * 1000 "
             f"FROM {table} WHERE started_at IS NOT NULL"
         )
-        rows = [tuple(float(v) for v in row) for row in cursor.fetchall()]
+        return [
+            (float(total), float(relay), float(pickup), float(run))
+            for total, relay, pickup, run in cursor.fetchall()
+        ]
+
+
+def measure_latency(
+    count: int, *, pause_ms: tuple[float, float], seed: int, stall_timeout: float
+) -> list[Row]:
+    rows = trickle_latencies(count, pause_ms=pause_ms, seed=seed, stall_timeout=stall_timeout)
     if not rows:
         return [Row("enqueue-to-start latency", "no job started")]
     total, relay, pickup, run = (list(column) for column in zip(*rows, strict=True))

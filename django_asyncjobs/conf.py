@@ -99,9 +99,10 @@ class AsyncJobsSettings:
     #: ``None`` (the default) keeps them until ``manage.py asyncjobs purge``.
     retention_days: float | None = None
     #: Flow control: most jobs of one queue that are sent and not yet started. The rest wait in
-    #: PostgreSQL, where priority order is exact, instead of piling up in SQS. Set it above what
-    #: all workers of a queue take in a second or two; 0 sends every due job at once.
-    max_queued_per_queue: int = 200
+    #: PostgreSQL, where priority order is exact, instead of piling up in SQS. The scheduler
+    #: tops it up every 50 ms while a queue is held back, so 50 feeds about 1,000 starts a
+    #: second; raise it for larger fleets. 0 sends every due job at once.
+    max_queued_per_queue: int = 50
     #: Messages a worker process receives ahead of its free slots (its next jobs, ready to go).
     prefetch: int = 10
     #: How long a worker's claim waits for the scheduler's row lock before giving the message back.

@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--db-name", default="bench_admin")
     args = parser.parse_args(argv)
-    started = ensure_services()
+    started = ensure_services(durable=True)
     admin_url = os.environ["DATABASE_URL"]
     try:
         recreate_database(admin_url, args.db_name)

@@ -183,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--db-name", default="bench_memory")
     args = parser.parse_args(argv)
 
-    started = ensure_services()
+    started = ensure_services(durable=True)
     admin_url = os.environ["DATABASE_URL"]
     env = {
         **os.environ,

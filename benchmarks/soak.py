@@ -202,7 +202,7 @@ def _main(args: argparse.Namespace) -> int:
     seed = args.seed if args.seed is not None else random.randrange(1_000_000)
     rng = random.Random(seed)
     log(f"seed {seed}")
-    started = ensure_services()
+    started = ensure_services(durable=True)
     admin_url = os.environ["DATABASE_URL"]
     try:
         recreate_database(admin_url, args.db_name)

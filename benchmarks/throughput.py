@@ -869,7 +869,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     interrupted = False
     with sigterm_as_interrupt():
         try:
-            ensure_services(started)
+            ensure_services(started, durable=True)
             for server in started:
                 log(f"started {server!r}")
             admin_url = os.environ["DATABASE_URL"]

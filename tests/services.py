@@ -654,10 +654,19 @@ class MotoServer:
         self._paused = False
 
 
+#: What benchmarks ask for with ``durable=True``: a server that writes to disk like a real one.
+DURABLE_PG_SETTINGS = {"fsync": "on", "full_page_writes": "on"}
+
+
 def ensure_services(
     started: list[PostgresServer | MotoServer] | None = None,
+    *,
+    durable: bool = False,
 ) -> list[PostgresServer | MotoServer]:
     """Start the services the environment lacks and export their URLs.
+
+    A PostgreSQL started here runs with fsync off (a throwaway test cluster) unless *durable*:
+    benchmarks pass it, so that their figures are those of a server that syncs to disk.
 
     Sets ``DATABASE_URL`` and ``AWS_ENDPOINT_URL_SQS`` in ``os.environ`` plus
     dummy AWS region/credentials when unset. Appends the servers it starts to
@@ -678,7 +687,7 @@ def ensure_services(
         started = []
     try:
         if not os.environ.get("DATABASE_URL"):
-            pg = PostgresServer()
+            pg = PostgresServer(settings=DURABLE_PG_SETTINGS if durable else None)
             started.append(pg)
             pg.start()
             os.environ["DATABASE_URL"] = pg.url

@@ -290,12 +290,21 @@ class JobAdmin(_ModelAdmin):
         """Match a whole job id exactly; any other term against id prefix, name and error text.
 
         A term of 4+ hex digits ("cafe", "2026") may be an id prefix or a word, so it matches
-        either way. A whole id (32 hex digits) is only looked up by primary key: that is what
-        an operator pasting an id means, and it stays instant on a million rows.
+        either way; from 8 digits on, jobs whose id starts so are shown alone when there are
+        any. A whole id (32 hex digits) is only looked up by primary key: that is what an
+        operator pasting an id means, and it stays instant on a million rows.
         """
         term = search_term.strip()
         if not term:
             return queryset, False
+        bounds = uuid_prefix_range(term)
+        if bounds is not None and len(term.replace("-", "")) >= ID_PREFIX_DIGITS:
+            # Eight or more hex digits are almost always a copied id: an index range answers
+            # at once, where matching names and errors too scans the table (0.5 s at 1M rows).
+            # Only when no id starts so are they searched as words.
+            by_id = queryset.filter(pk__range=bounds)
+            if by_id.exists():
+                return by_id, False
         return queryset.filter(_search_condition(term)), False
 
     # -- detail ----------------------------------------------------------------------------------
@@ -480,6 +489,10 @@ class JobAdmin(_ModelAdmin):
             "statuses": JobStatus.values,
         }
         return TemplateResponse(request, "admin/django_asyncjobs/job/overview.html", context)
+
+
+#: A hex term this long is tried as an id prefix alone first (see get_search_results).
+ID_PREFIX_DIGITS = 8
 
 
 def _search_condition(term: str) -> Q:

@@ -241,6 +241,9 @@ def test_a_hex_looking_term_also_searches_names_and_errors() -> None:
     }
     assert listed_ids(client, "2026") == {str(by_error.pk)}  # a year, not an id prefix
     assert listed_ids(client, "CAFE1234") == {"cafe1234-0000-4000-8000-000000000000"}
+    # Eight hex digits no id starts with are searched as a word.
+    Job.objects.filter(pk=by_name.pk).update(name="app.jobs.deadbeef_sync")
+    assert listed_ids(client, "deadbeef") == {str(by_name.pk)}
     # A whole id is a lookup by primary key, nothing else.
     assert listed_ids(client, "00001234-0000-4000-8000-000000000000") == {
         "00001234-0000-4000-8000-000000000000"

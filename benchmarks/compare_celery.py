@@ -61,9 +61,9 @@ from benchmarks.throughput import (  # noqa: E402  (needs the repository root on
     Child,
     Children,
     ServiceCpu,
+    add_measurement_options,
     drop_database,
     find_pid,
-    interval_ms,
     log,
     machine_line,
     measure_drain,
@@ -171,26 +171,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=DEFAULT_CELERY_VENV,
         help=f"Virtual environment for Celery, made if missing (default {DEFAULT_CELERY_VENV}).",
     )
-    parser.add_argument(
-        "--latency-jobs",
-        type=int,
-        default=200,
-        help="Jobs in the trickle of the latency measurement (default 200; 0 skips it).",
-    )
-    parser.add_argument(
-        "--latency-interval-ms",
-        type=interval_ms,
-        default=(20.0, 50.0),
-        metavar="MIN-MAX",
-        help="Random pause between trickled jobs (default 20-50).",
-    )
-    parser.add_argument(
-        "--stall-timeout",
-        type=float,
-        default=30.0,
-        metavar="SECONDS",
-        help="Give up on a drain when no job finished for this long (default 30).",
-    )
+    add_measurement_options(parser)
     parser.add_argument(
         "--only", choices=SYSTEMS, default=None, help="Measure one system (to try configurations)."
     )

@@ -98,6 +98,30 @@ def interval_ms(value: str) -> tuple[float, float]:
     return bounds
 
 
+def add_measurement_options(parser: argparse.ArgumentParser) -> None:
+    """Add the latency-trickle and drain options shared by throughput.py and compare_celery.py."""
+    parser.add_argument(
+        "--latency-jobs",
+        type=int,
+        default=200,
+        help="Jobs in the trickle of the latency measurement (default 200; 0 skips it).",
+    )
+    parser.add_argument(
+        "--latency-interval-ms",
+        type=interval_ms,
+        default=(20.0, 50.0),
+        metavar="MIN-MAX",
+        help="Random pause between trickled jobs (default 20-50).",
+    )
+    parser.add_argument(
+        "--stall-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="Give up on a drain when no job finished for this long (default 30).",
+    )
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python benchmarks/throughput.py",
@@ -124,19 +148,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="N[,N...]",
         help="delay_many() sizes to time (default 10000,100000).",
     )
-    parser.add_argument(
-        "--latency-jobs",
-        type=int,
-        default=200,
-        help="Jobs in the trickle of the latency measurement (default 200; 0 skips it).",
-    )
-    parser.add_argument(
-        "--latency-interval-ms",
-        type=interval_ms,
-        default=(20.0, 50.0),
-        metavar="MIN-MAX",
-        help="Random pause between trickled jobs (default 20-50).",
-    )
+    add_measurement_options(parser)
     parser.add_argument(
         "--wait",
         type=int,
@@ -145,13 +157,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="SECONDS",
         help="ASYNCJOBS['WAIT_TIME_SECONDS'], the workers' long-poll wait (default 20, the "
         "library default). Stopping a worker takes up to this long.",
-    )
-    parser.add_argument(
-        "--stall-timeout",
-        type=float,
-        default=30.0,
-        metavar="SECONDS",
-        help="Give up on a drain when no job finished for this long (default 30).",
     )
     parser.add_argument("--db-name", default="bench_asyncjobs", help="Database to (re)create.")
     parser.add_argument(

@@ -400,12 +400,7 @@ class Worker:
             if received and self._stopping.is_set():
                 self._release(received)
             elif received:
-                rank = self._rank(queue)
-                now = time.monotonic()
-                with self._lock:
-                    for message in received:
-                        entry = (rank, next(self._inbox.order), now, message)
-                        self._inbox.messages.append(entry)
+                self._hold(received)
                 self._wakeup.set()
 
     def _take(self, free: int, *, sweep: bool) -> list[ReceivedMessage]:
@@ -415,26 +410,28 @@ class Worker:
         short-polled in priority order when there are none. Up to ``prefetch`` of the rest stay
         in the inbox for the next free slot; more than that go back to SQS.
         """
-        limit = time.monotonic() - self.hold_seconds
+        self._release_inbox(older_than=self.hold_seconds)
         with self._lock:
             prefetch = self._prefetch_now()
             pending = sorted(self._inbox.messages)
-            fresh = [entry for entry in pending if entry[2] > limit]
-            stale = [m for _, _, at, m in pending if at <= limit]
-            take, keep = fresh[:free], fresh[free:]
+            take, keep = pending[:free], pending[free:]
             self._inbox.messages[:] = keep[:prefetch]
-            extra = stale + [m for _, _, _, m in keep[prefetch:]]
+            extra = [m for _, _, _, m in keep[prefetch:]]
         messages = [m for _, _, _, m in take]
         if not messages and sweep:
             swept = self._sweep(free + prefetch)
-            messages, held = swept[:free], swept[free:]
-            ranked = [(self._rank(message.queue), message) for message in held]
-            now = time.monotonic()
-            with self._lock:
-                for rank, message in ranked:
-                    self._inbox.messages.append((rank, next(self._inbox.order), now, message))
+            messages = swept[:free]
+            self._hold(swept[free:])
         self._release(extra)
         return messages
+
+    def _hold(self, messages: Sequence[ReceivedMessage]) -> None:
+        """Put received *messages* in the inbox, ranked by their queue, stamped with the time."""
+        ranked = [(self._rank(message.queue), message) for message in messages]
+        now = time.monotonic()
+        with self._lock:
+            for rank, message in ranked:
+                self._inbox.messages.append((rank, next(self._inbox.order), now, message))
 
     def _prefetch_now(self) -> int:
         """How many messages to hold ahead: PREFETCH, capped by the starts of the last second.

@@ -215,4 +215,5 @@ class BoundJob(Generic[P, R]):
             timeout_seconds=definition.resolve_timeout_seconds(),
             run_after=options.run_after,
             depends_on=options.depends_on,
+            at_most_once=definition.at_most_once,
         )

@@ -36,3 +36,23 @@ class UUIDArrayField(models.Field):
         if value is None or isinstance(value, list):
             return value
         return list(value)
+
+
+class BoundedDateTimeField(models.DateTimeField):
+    """A NOT NULL ``timestamptz`` read back clamped to what Python's ``datetime`` can hold.
+
+    The CHECK constraint on ``run_at`` keeps new rows in range; this keeps a row written before it
+    (or by hand, with the constraint dropped) from making every list of jobs fail to load: psycopg
+    cannot build a ``datetime`` for the year 10000, and would raise for the whole page.
+
+    >>> run_at = BoundedDateTimeField("run at")
+    """
+
+    def select_format(self, compiler: Any, sql: str, params: Any) -> tuple[str, Any]:
+        from .timebounds import EARLIEST_SQL, LATEST_SQL
+
+        sql, params = super().select_format(compiler, sql, params)
+        if compiler.connection.vendor != "postgresql":
+            return sql, params
+        # GREATEST and LEAST skip NULLs, which is why this field is for NOT NULL columns only.
+        return f"LEAST(GREATEST({sql}, {EARLIEST_SQL}), {LATEST_SQL})", params

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import uuid
 
+import django
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
-from .fields import UUIDArrayField
+from .fields import BoundedDateTimeField, UUIDArrayField
 from .queries import JobManager
 from .status import FINAL_STATUSES, JobStatus
+from .timebounds import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP
 
 __all__ = [
     "FINAL_STATUSES",
@@ -44,7 +46,7 @@ class Job(models.Model):
     status = models.CharField(
         _("status"), max_length=16, choices=JobStatus.choices, default=JobStatus.SCHEDULED
     )
-    run_at = models.DateTimeField(_("run at"), help_text=_("Not sent to a worker before this."))
+    run_at = BoundedDateTimeField(_("run at"), help_text=_("Not sent to a worker before this."))
     attempts = models.PositiveIntegerField(_("attempts"), default=0)
     interruptions = models.PositiveIntegerField(
         _("interruptions"),
@@ -52,6 +54,18 @@ class Job(models.Model):
         help_text=_("Times a worker's graceful shutdown handed the running job back."),
     )
     max_retries = models.PositiveIntegerField(_("max retries"), default=3)
+    # On the row, not only on the job definition: a scheduler that does not know the job's name
+    # (a rolling deploy) must still never run an at-most-once job twice.
+    at_most_once = models.BooleanField(
+        _("at most once"),
+        default=False,
+        help_text=_("Never run again after an attempt that may have partly run."),
+    )
+    refused_deliveries = models.PositiveIntegerField(
+        _("refused deliveries"),
+        default=0,
+        help_text=_("Times a worker received the job but could not run it (name not registered)."),
+    )
     timeout = models.FloatField(
         _("timeout"), null=True, blank=True, help_text=_("Seconds an attempt may run.")
     )
@@ -70,6 +84,13 @@ class Job(models.Model):
     finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
     heartbeat_at = models.DateTimeField(_("heartbeat at"), null=True, blank=True)
     worker = models.CharField(_("worker"), max_length=255, blank=True, default="")
+    task_backend = models.CharField(
+        _("task backend"),
+        max_length=100,
+        blank=True,
+        default="",
+        help_text=_("Alias of the Django Tasks backend that enqueued it (empty for @job)."),
+    )
     # NULL, not "": jobs without a key must never conflict with each other.
     unique_key = models.CharField(  # noqa: DJ001
         _("unique key"),
@@ -106,6 +127,15 @@ class Job(models.Model):
                 fields=["unique_key"],
                 condition=models.Q(status__in=["scheduled", "queued", "running"]),
                 name="asyncjobs_unique_active",
+            ),
+            # What Python can read back in any time zone; raw SQL and asyncjobs_enqueue() too.
+            models.CheckConstraint(
+                name="asyncjobs_run_at_in_range",
+                **{  # type: ignore[arg-type]
+                    "condition" if django.VERSION >= (5, 1) else "check": models.Q(
+                        run_at__gte=EARLIEST_TIMESTAMP, run_at__lte=LATEST_TIMESTAMP
+                    )
+                },
             ),
         ]
         permissions = [

@@ -185,6 +185,8 @@ class JobManager(models.Manager["Job"]):
         run_after: dt.timedelta | dt.datetime | None = None,
         unique_key: str | None = None,
         depends_on: Sequence[uuid.UUID] = (),
+        at_most_once: bool = False,
+        task_backend: str = "",
     ) -> Job:
         """Insert one ``scheduled`` job and NOTIFY the scheduler, in one statement.
 
@@ -201,6 +203,8 @@ class JobManager(models.Manager["Job"]):
             timeout_seconds=timeout_seconds,
             run_after=run_after,
             depends_on=depends_on,
+            at_most_once=at_most_once,
+            task_backend=task_backend,
         )
         return job
 
@@ -216,6 +220,8 @@ class JobManager(models.Manager["Job"]):
         run_after: dt.timedelta | dt.datetime | None = None,
         unique_keys: Sequence[str | None] | None = None,
         depends_on: Sequence[uuid.UUID] = (),
+        at_most_once: bool = False,
+        task_backend: str = "",
     ) -> list[Job]:
         """Insert ``scheduled`` jobs, one per ``(args, kwargs)``, with one statement and one NOTIFY.
 
@@ -224,7 +230,8 @@ class JobManager(models.Manager["Job"]):
         (see :func:`django_asyncjobs.payload.check_arguments`). A job whose unique key an active
         (scheduled, queued or running) job holds is not inserted: that job is returned in its
         place. Jobs with *depends_on* stay ``scheduled`` and blocked until every dependency has
-        succeeded; a dependency that does not exist raises :class:`ValueError`.
+        succeeded; a dependency that does not exist raises :class:`ValueError`. *at_most_once* is
+        stored on the rows, so that every rescue path reads the policy without the job's code.
         """
         keys = list(unique_keys) if unique_keys is not None else [None] * len(arguments)
         if len(keys) != len(arguments):
@@ -244,6 +251,8 @@ class JobManager(models.Manager["Job"]):
                 timeout_seconds=timeout_seconds,
                 run_after=run_after,
                 depends_on=dependencies,
+                at_most_once=at_most_once,
+                task_backend=task_backend,
             )
             for position, job in zip(pending, inserted, strict=True):
                 if job is not None:
@@ -287,6 +296,8 @@ class JobManager(models.Manager["Job"]):
         timeout_seconds: float | None,
         run_after: dt.timedelta | dt.datetime | None,
         depends_on: list[uuid.UUID],
+        at_most_once: bool,
+        task_backend: str,
     ) -> list[Job | None]:
         """Insert *rows*; return the new jobs in order, ``None`` where a unique key was taken."""
         run_at_params: list[Any]
@@ -310,11 +321,11 @@ class JobManager(models.Manager["Job"]):
             WITH inserted AS (
                 INSERT INTO {table} (
                     id, name, args, kwargs, queue, priority, status, run_at, attempts,
-                    interruptions, max_retries, timeout, error, traceback, created_at, worker,
-                    unique_key, depends_on, blocked
+                    interruptions, max_retries, at_most_once, refused_deliveries, timeout, error,
+                    traceback, created_at, worker, task_backend, unique_key, depends_on, blocked
                 )
                 SELECT r.id, %s, r.a::jsonb, r.k::jsonb, %s, %s, %s, {run_at_sql}, 0,
-                    0, %s, %s, '', '', now(), '',
+                    0, %s, %s, 0, %s, '', '', now(), '', %s,
                     r.unique_key, %s::uuid[], {blocked_sql}
                 FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::text[])
                     WITH ORDINALITY AS r(id, a, k, unique_key, n)
@@ -334,7 +345,9 @@ class JobManager(models.Manager["Job"]):
             JobStatus.SCHEDULED.value,
             *run_at_params,
             max_retries,
+            at_most_once,
             timeout_seconds,
+            task_backend,
             depends_on,
             *blocked_params,
             ids,
@@ -358,7 +371,10 @@ class JobManager(models.Manager["Job"]):
             "attempts": 0,
             "interruptions": 0,
             "max_retries": max_retries,
+            "at_most_once": at_most_once,
+            "refused_deliveries": 0,
             "timeout": timeout_seconds,
+            "task_backend": task_backend,
             "created_at": created_at,
             "depends_on": depends_on,
             "blocked": bool(blocked),
@@ -1151,6 +1167,8 @@ class JobManager(models.Manager["Job"]):
             priority=job.priority,
             max_retries=job.max_retries,
             timeout_seconds=job.timeout,
+            at_most_once=job.at_most_once,
+            task_backend=job.task_backend,
         )
 
     def retry_failed(self, *, name: str | None = None, batch_size: int = 1000) -> Iterator[int]:

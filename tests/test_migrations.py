@@ -70,7 +70,10 @@ def test_migration_0013_moves_unreadable_run_at_into_range_and_marks_at_most_onc
 def test_after_migration_0013_the_database_refuses_an_unreadable_run_at(
     transactional_db: None,
 ) -> None:
-    with pytest.raises(IntegrityError, match="asyncjobs_run_at_in_range"):
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(_INSERT, [uuid.uuid4(), "tests.echo", "scheduled", "10000-01-01+00"])
+    with (
+        pytest.raises(IntegrityError, match="asyncjobs_run_at_in_range"),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute(_INSERT, [uuid.uuid4(), "tests.echo", "scheduled", "10000-01-01+00"])
     assert not Job.objects.exists()

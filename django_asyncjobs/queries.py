@@ -842,23 +842,22 @@ class JobManager(models.Manager["Job"]):
         traceback: str,
         retry_in_seconds: float | None,
         stale_after_seconds: float | None = None,
+        lost: bool = False,
     ) -> Job | None:
         """Record a failed attempt: ``scheduled`` again after *retry_in_seconds*, or ``failed``.
 
-        ``retry_in_seconds=None`` means no retry is left. Fenced by the lease like
-        :meth:`record_success`; returns ``None`` when the lease was lost. With
-        *stale_after_seconds* (the scheduler's rescue of a lost worker) it also requires the
-        heartbeat to be that old, so a worker that came back in time keeps its job.
+        ``retry_in_seconds=None`` means no retry is left. With *lost* (the worker died or went
+        silent, so the attempt may have partly run) a job whose row is ``at_most_once`` is failed
+        whatever *retry_in_seconds* says: the statement reads the policy from the row, so a
+        scheduler or supervisor that does not know the job's name still never runs it twice.
+        Fenced by the lease like :meth:`record_success`; returns ``None`` when the lease was
+        lost. With *stale_after_seconds* (the scheduler's rescue of a lost worker) it also
+        requires the heartbeat to be that old, so a worker that came back in time keeps its job.
         """
         table = _table(self.model)
-        if retry_in_seconds is None:
-            status, signal = JobStatus.FAILED, signals.job_failed
-            sets = "finished_at = now()"
-            params: list[Any] = []
-        else:
-            status, signal = JobStatus.SCHEDULED, signals.job_retrying
-            sets = "run_at = now() + %s * interval '1 second', dispatch_token = NULL"
-            params = [retry_in_seconds]
+        # Evaluated against the row as it was before the update (SET sees the old values).
+        give_up = "(%s::float8 IS NULL OR (%s AND at_most_once))"
+        give_up_params: list[Any] = [retry_in_seconds, lost]
         stale_sql, stale_params = "", []
         if stale_after_seconds is not None:
             stale_sql = "AND heartbeat_at < now() - %s * interval '1 second'"
@@ -866,7 +865,11 @@ class JobManager(models.Manager["Job"]):
         sql = f"""
             WITH changed AS (
                 UPDATE {table}
-                SET status = %s, {sets}, error = %s, traceback = %s, lease_token = NULL
+                SET status = CASE WHEN {give_up} THEN %s ELSE %s END,
+                    run_at = CASE WHEN {give_up} THEN run_at
+                        ELSE now() + %s::float8 * interval '1 second' END,
+                    finished_at = CASE WHEN {give_up} THEN now() END,
+                    dispatch_token = NULL, error = %s, traceback = %s, lease_token = NULL
                 WHERE id = %s AND status = %s AND lease_token = %s {stale_sql}
                 RETURNING *
             ), {_CLOSE_ATTEMPT_SQL}
@@ -875,8 +878,12 @@ class JobManager(models.Manager["Job"]):
         job = self._returning(
             sql,
             [
-                status.value,
-                *params,
+                *give_up_params,
+                JobStatus.FAILED.value,
+                JobStatus.SCHEDULED.value,
+                *give_up_params,
+                retry_in_seconds,
+                *give_up_params,
                 error,
                 traceback,
                 job_id,
@@ -889,6 +896,7 @@ class JobManager(models.Manager["Job"]):
             ],
         )
         if job is not None:
+            signal = signals.job_failed if job.status == JobStatus.FAILED else signals.job_retrying
             signals.send_after_commit(
                 job, old_status=JobStatus.RUNNING, signal=signal, using=self._db_alias
             )
@@ -928,27 +936,27 @@ class JobManager(models.Manager["Job"]):
         lease_token: uuid.UUID,
         reason: str,
         free_interruptions: int,
-        at_most_once: bool = False,
     ) -> Job | None:
         """Give a running job back because its worker is shutting down: due again at once.
 
         The interruption is counted on the row; the first *free_interruptions* of a job do not
-        use up an attempt, later ones do (so a job that outlives every deploy still ends). An
-        ``at_most_once`` job, or one whose attempts are used up, is failed instead. Fenced by
-        the lease; returns ``None`` when the lease was lost.
+        use up an attempt, later ones do (so a job that outlives every deploy still ends). A job
+        whose row is ``at_most_once``, or one whose attempts are used up, is failed instead: the
+        policy is read from the row, never from the caller's registry. Fenced by the lease;
+        returns ``None`` when the lease was lost.
         """
         sql = f"""
             WITH changed AS (
                 UPDATE {_table(self.model)}
                 SET status = CASE
-                        WHEN %s OR (attempts > max_retries AND interruptions >= %s) THEN %s
-                        ELSE %s END,
+                        WHEN at_most_once OR (attempts > max_retries AND interruptions >= %s)
+                        THEN %s ELSE %s END,
                     attempts = CASE WHEN interruptions < %s THEN attempts - 1 ELSE attempts END,
                     interruptions = interruptions + 1,
                     run_at = now(), dispatch_token = NULL, lease_token = NULL,
                     finished_at = CASE
-                        WHEN %s OR (attempts > max_retries AND interruptions >= %s) THEN now()
-                        END,
+                        WHEN at_most_once OR (attempts > max_retries AND interruptions >= %s)
+                        THEN now() END,
                     error = %s, traceback = ''
                 WHERE id = %s AND status = %s AND lease_token = %s
                 RETURNING *
@@ -958,12 +966,10 @@ class JobManager(models.Manager["Job"]):
         job = self._returning(
             sql,
             [
-                at_most_once,
                 free_interruptions,
                 JobStatus.FAILED.value,
                 JobStatus.SCHEDULED.value,
                 free_interruptions,
-                at_most_once,
                 free_interruptions,
                 reason,
                 job_id,

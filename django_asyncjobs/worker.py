@@ -851,7 +851,6 @@ class Worker:
                     lease_token=entry.lease_token,
                     reason=reason,
                     free_interruptions=self.free_interruptions,
-                    at_most_once=entry.definition.at_most_once,
                 )
             except DatabaseError as exc:
                 # The scheduler rescues it once its heartbeat is stale.

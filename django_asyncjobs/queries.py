@@ -96,6 +96,14 @@ _CLOSE_ATTEMPT_SQL = f"""
     )"""
 
 
+#: True while one of the job ids in ``{depends_on}`` has not succeeded, or has no row at all (it
+#: was deleted): a missing dependency must never count as a succeeded one. One parameter: the
+#: succeeded status.
+_UNMET_DEPENDENCY_SQL = """EXISTS (
+    SELECT 1 FROM unnest({depends_on}) AS dep(id) WHERE NOT EXISTS (
+        SELECT 1 FROM {table} AS d WHERE d.id = dep.id AND d.status = %s))"""
+
+
 def attempt_outcome(error: str) -> str:
     """Return the attempt outcome an error text records: timed out, lost, or failed."""
     if error.startswith("JobTimeout"):
@@ -310,9 +318,9 @@ class JobManager(models.Manager["Job"]):
             run_at_sql, run_at_params = "now()", []
         table = _table(self.model)
         if depends_on:
-            blocked_sql = (
-                f"EXISTS (SELECT 1 FROM {table} AS d WHERE d.id = ANY(%s) AND d.status <> %s)"
-            )
+            # A dependency deleted since _check_dependencies() keeps the job blocked (and
+            # cancel_orphans() then cancels it); it never counts as succeeded.
+            blocked_sql = _UNMET_DEPENDENCY_SQL.format(table=table, depends_on="%s::uuid[]")
             blocked_params: list[Any] = [depends_on, JobStatus.SUCCEEDED.value]
         else:
             blocked_sql, blocked_params = "false", []
@@ -411,30 +419,39 @@ class JobManager(models.Manager["Job"]):
             WHERE dependent.blocked AND dependent.depends_on @> ARRAY[changed.id]))"""
 
     def release_ready(self) -> int:
-        """Unblock scheduled jobs whose dependencies have all succeeded; return how many."""
+        """Unblock scheduled jobs whose dependencies all exist and have succeeded; return how many.
+
+        A dependency whose row was deleted is not a success: its dependents stay blocked, and
+        :meth:`cancel_orphans` cancels them.
+        """
         table = _table(self.model)
+        unmet = _UNMET_DEPENDENCY_SQL.format(table=table, depends_on="j.depends_on")
         sql = f"""
             UPDATE {table} AS j SET blocked = false, run_at = greatest(j.run_at, now())
-            WHERE j.blocked AND j.status = %s AND NOT EXISTS (
-                SELECT 1 FROM {table} AS d WHERE d.id = ANY(j.depends_on) AND d.status <> %s
-            )
+            WHERE j.blocked AND j.status = %s AND NOT {unmet}
         """
         with connections[self._db_alias].cursor() as cursor:
             cursor.execute(sql, [JobStatus.SCHEDULED.value, JobStatus.SUCCEEDED.value])
             return int(cursor.rowcount)
 
     def cancel_orphans(self) -> int:
-        """Cancel blocked jobs one of whose dependencies failed or was cancelled; return how many.
+        """Cancel blocked jobs one of whose dependencies failed, was cancelled or was deleted;
+        return how many.
 
+        The error names the dependency: ``Cancelled: dependency <id> (<name>) failed``, or
+        ``Cancelled: dependency <id> was deleted``. Each cancelled job sends ``job_cancelled``.
         Repeats until no more change, so a chain a -> b -> c is cancelled to its end.
         """
         table = _table(self.model)
         sql = f"""
             WITH doomed AS (
-                SELECT j.id, (
+                SELECT j.id, coalesce((
                     SELECT d.id::text || ' (' || d.name || ') ' || d.status FROM {table} AS d
                     WHERE d.id = ANY(j.depends_on) AND d.status IN (%s, %s) LIMIT 1
-                ) AS reason
+                ), (
+                    SELECT dep.id::text || ' was deleted' FROM unnest(j.depends_on) AS dep(id)
+                    WHERE NOT EXISTS (SELECT 1 FROM {table} AS d WHERE d.id = dep.id) LIMIT 1
+                )) AS reason
                 FROM {table} AS j
                 WHERE j.blocked AND j.status = %s
                 FOR UPDATE OF j SKIP LOCKED
@@ -468,6 +485,22 @@ class JobManager(models.Manager["Job"]):
             total += len(jobs)
             if not jobs:
                 return total
+
+    def waiting_for(self, ids: Collection[uuid.UUID], *, limit: int = 100) -> list[Job]:
+        """Return blocked jobs, not themselves in *ids*, that wait for one of *ids* to succeed.
+
+        Oldest first, at most *limit*. Deleting one of *ids* would cancel these jobs (see
+        :meth:`cancel_orphans`); the admin refuses such a delete and names them.
+        """
+        if not ids:
+            return []
+        sql = f"""
+            SELECT {_columns(self.model)} FROM {_table(self.model)}
+            WHERE blocked AND status = %s AND depends_on && %s::uuid[] AND NOT id = ANY(%s)
+            ORDER BY created_at LIMIT %s
+        """
+        wanted = list(ids)
+        return self._returning_many(sql, [JobStatus.SCHEDULED.value, wanted, wanted, limit])
 
     # -- scheduler -------------------------------------------------------------------------------
 
@@ -1240,16 +1273,22 @@ class JobManager(models.Manager["Job"]):
     ) -> Iterator[int]:
         """Delete finished jobs (and their attempts) that finished longer ago than given.
 
+        A job that blocked jobs still wait for (a succeeded dependency of a job whose other
+        dependencies are not done yet) is kept: its dependents would otherwise be cancelled.
         Deletes *batch_size* rows per statement and yields each batch's count, so that a purge
         of millions of rows shows progress and never holds locks for long.
         """
         table = _table(self.model)
         sql = f"""
-            WITH doomed AS (
-                SELECT id FROM {table}
-                WHERE status = ANY(%s) AND finished_at < now() - %s * interval '1 second'
+            WITH needed AS (
+                SELECT DISTINCT unnest(depends_on) AS id FROM {table}
+                WHERE blocked AND status = %s
+            ), doomed AS (
+                SELECT j.id FROM {table} AS j
+                WHERE j.status = ANY(%s) AND j.finished_at < now() - %s * interval '1 second'
+                    AND NOT EXISTS (SELECT 1 FROM needed WHERE needed.id = j.id)
                 LIMIT %s
-                FOR UPDATE SKIP LOCKED
+                FOR UPDATE OF j SKIP LOCKED
             ), attempts AS (
                 DELETE FROM {ATTEMPT_TABLE} WHERE job_id IN (SELECT id FROM doomed)
             )
@@ -1260,7 +1299,12 @@ class JobManager(models.Manager["Job"]):
             with connections[self._db_alias].cursor() as cursor:
                 cursor.execute(
                     sql,
-                    [[getattr(s, "value", s) for s in statuses], older_than_seconds, batch_size],
+                    [
+                        JobStatus.SCHEDULED.value,
+                        [getattr(s, "value", s) for s in statuses],
+                        older_than_seconds,
+                        batch_size,
+                    ],
                 )
                 deleted = int(cursor.rowcount)
             if not deleted:

@@ -35,6 +35,9 @@ NOTIFY_CHANNEL = "asyncjobs"
 ACTIVE_STATUSES = (JobStatus.SCHEDULED.value, JobStatus.QUEUED.value, JobStatus.RUNNING.value)
 _ACTIVE_SQL = ", ".join(f"'{status}'" for status in ACTIVE_STATUSES)
 _LOCK_NOT_AVAILABLE = "55P03"
+#: How the error of a job waiting for a worker that knows its name begins; the claim that
+#: finally starts the job clears such a note (and only such a note).
+WAITING_NOTE_PREFIX = "Waiting: "
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -655,7 +658,8 @@ class JobManager(models.Manager["Job"]):
                 UPDATE {table} AS j
                 SET status = %s, attempts = j.attempts + 1, started_at = now(),
                     heartbeat_at = now(), finished_at = NULL, worker = %s, progress = NULL,
-                    lease_token = gen_random_uuid()
+                    lease_token = gen_random_uuid(),
+                    error = CASE WHEN starts_with(j.error, %s) THEN '' ELSE j.error END
                 FROM unnest(%s::uuid[], %s::uuid[]) AS m(id, dispatch_token)
                 WHERE j.id = m.id AND j.status = %s AND j.dispatch_token = m.dispatch_token
                     AND j.name = ANY(%s)
@@ -670,6 +674,7 @@ class JobManager(models.Manager["Job"]):
         params = [
             JobStatus.RUNNING.value,
             worker,
+            WAITING_NOTE_PREFIX,
             ids,
             [token for _, token in messages],
             JobStatus.QUEUED.value,
@@ -785,10 +790,63 @@ class JobManager(models.Manager["Job"]):
             reasons[(job_id, dispatch_token)] = result
         return reasons
 
+    def refuse_unregistered(
+        self, *, job_id: uuid.UUID, dispatch_token: uuid.UUID, reason: str, max_deliveries: int
+    ) -> Job | None:
+        """Count a delivery of a ``queued`` job that a worker could not run (its name is not
+        registered there); fail the job at the *max_deliveries*-th.
+
+        The count is the row's ``refused_deliveries``, so it survives the scheduler sending the
+        job again in a new message (which restarts SQS's receive count). Until the limit the job
+        stays ``queued`` and its error says why it waits (``Waiting: <reason>; refused 2 of 5
+        deliveries...``, cleared when a worker starts it); at the limit it is ``failed`` with
+        ``<reason>; gave up after 5 deliveries`` and ``job_failed`` is sent. Fenced by
+        *dispatch_token*: returns ``None`` (and counts nothing) when the message is stale.
+        """
+        table = _table(self.model)
+        give_up = "refused_deliveries + 1 >= %s"
+        sql = f"""
+            UPDATE {table}
+            SET refused_deliveries = refused_deliveries + 1,
+                status = CASE WHEN {give_up} THEN %s ELSE status END,
+                finished_at = CASE WHEN {give_up} THEN now() ELSE finished_at END,
+                error = CASE WHEN {give_up}
+                    THEN %s || '; gave up after ' || (refused_deliveries + 1)::text
+                        || ' deliveries'
+                    ELSE %s || %s || '; refused ' || (refused_deliveries + 1)::text || ' of '
+                        || %s::text || ' deliveries, waiting for a worker that knows it'
+                    END,
+                traceback = ''
+            WHERE id = %s AND status = %s AND dispatch_token = %s
+            RETURNING {_columns(self.model)}
+        """
+        job = self._returning(
+            sql,
+            [
+                max_deliveries,
+                JobStatus.FAILED.value,
+                max_deliveries,
+                max_deliveries,
+                reason,
+                WAITING_NOTE_PREFIX,
+                reason,
+                max_deliveries,
+                job_id,
+                JobStatus.QUEUED.value,
+                dispatch_token,
+            ],
+        )
+        if job is not None and job.status == JobStatus.FAILED:
+            signals.send_after_commit(
+                job, old_status=JobStatus.QUEUED, signal=signals.job_failed, using=self._db_alias
+            )
+        return job
+
     def fail_unregistered(
         self, *, job_id: uuid.UUID, dispatch_token: uuid.UUID, error: str
     ) -> Job | None:
-        """Fail a ``queued`` job whose name no worker knows, if *dispatch_token* is current."""
+        """Fail a ``queued`` job whose name is not registered at once, if *dispatch_token* is
+        current (``run_jobs()`` in tests, where no other worker can know the name)."""
         sql = f"""
             UPDATE {_table(self.model)}
             SET status = %s, finished_at = now(), error = %s, traceback = ''
@@ -1240,7 +1298,8 @@ class JobManager(models.Manager["Job"]):
             )
             UPDATE {table} AS j
             SET status = %s, run_at = now(), attempts = 0, interruptions = 0,
-                finished_at = NULL, dispatch_token = NULL, lease_token = NULL, blocked = false
+                refused_deliveries = 0, finished_at = NULL, dispatch_token = NULL,
+                lease_token = NULL, blocked = false
             FROM old WHERE j.id = old.id
             RETURNING {_columns(self.model, prefix="j.")},
                 old.status AS old_status, pg_notify(%s, '')

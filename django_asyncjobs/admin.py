@@ -47,6 +47,8 @@ COUNT_LIMIT = 10_000
 ACTION_BATCH_SIZE = 500
 #: The confirmation page lists this many of the selected jobs and counts the rest.
 CONFIRMATION_SAMPLE_SIZE = 100
+#: A refused delete names at most this many of the jobs that wait for the ones selected.
+WAITING_SHOWN = 20
 STATUS_COLOURS = {
     JobStatus.SCHEDULED: "#6c757d",
     JobStatus.QUEUED: "#0d6efd",
@@ -360,6 +362,33 @@ class JobAdmin(_ModelAdmin):
         if obj is not None and obj.status == JobStatus.RUNNING:
             return False
         return super().has_delete_permission(request, obj)
+
+    def get_deleted_objects(
+        self, objs: Sequence[Job] | QuerySet[Job], request: HttpRequest
+    ) -> tuple[list[Any], dict[str, int], set[str], list[Any]]:
+        """Refuse to delete a job that blocked jobs still wait for, naming them.
+
+        Deleting a dependency cancels its dependents (the scheduler's next pass), which an
+        operator cleaning up old rows rarely means to do: they are listed as protected instead,
+        which makes the delete page and the "delete selected" action refuse, also on a POST
+        that skipped the confirmation. The operator cancels them first, or lets the job run.
+        """
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        ids = [obj.pk for obj in objs]
+        waiting = Job.objects.waiting_for(ids, limit=WAITING_SHOWN + 1)
+        if waiting:
+            selected = {str(pk) for pk in ids}
+            protected = [
+                *protected,
+                *(
+                    f"{job.name} {job.pk} (scheduled) waits for "
+                    + ", ".join(str(d) for d in job.depends_on if str(d) in selected)
+                    for job in waiting[:WAITING_SHOWN]
+                ),
+            ]
+            if len(waiting) > WAITING_SHOWN:
+                protected.append("... and more")
+        return deleted, counts, perms_needed, protected
 
     # -- actions ---------------------------------------------------------------------------------
 

@@ -35,6 +35,9 @@ NOTIFY_CHANNEL = "asyncjobs"
 ACTIVE_STATUSES = (JobStatus.SCHEDULED.value, JobStatus.QUEUED.value, JobStatus.RUNNING.value)
 _ACTIVE_SQL = ", ".join(f"'{status}'" for status in ACTIVE_STATUSES)
 _LOCK_NOT_AVAILABLE = "55P03"
+#: How the error of a job waiting for a worker that knows its name begins; the claim that
+#: finally starts the job clears such a note (and only such a note).
+WAITING_NOTE_PREFIX = "Waiting: "
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -94,6 +97,14 @@ _CLOSE_ATTEMPT_SQL = f"""
         SET finished_at = now(), outcome = %s, error = %s, traceback = changed.traceback
         FROM changed WHERE a.job_id = changed.id AND a.finished_at IS NULL
     )"""
+
+
+#: True while one of the job ids in ``{depends_on}`` has not succeeded, or has no row at all (it
+#: was deleted): a missing dependency must never count as a succeeded one. One parameter: the
+#: succeeded status.
+_UNMET_DEPENDENCY_SQL = """EXISTS (
+    SELECT 1 FROM unnest({depends_on}) AS dep(id) WHERE NOT EXISTS (
+        SELECT 1 FROM {table} AS d WHERE d.id = dep.id AND d.status = %s))"""
 
 
 def attempt_outcome(error: str) -> str:
@@ -310,9 +321,9 @@ class JobManager(models.Manager["Job"]):
             run_at_sql, run_at_params = "now()", []
         table = _table(self.model)
         if depends_on:
-            blocked_sql = (
-                f"EXISTS (SELECT 1 FROM {table} AS d WHERE d.id = ANY(%s) AND d.status <> %s)"
-            )
+            # A dependency deleted since _check_dependencies() keeps the job blocked (and
+            # cancel_orphans() then cancels it); it never counts as succeeded.
+            blocked_sql = _UNMET_DEPENDENCY_SQL.format(table=table, depends_on="%s::uuid[]")
             blocked_params: list[Any] = [depends_on, JobStatus.SUCCEEDED.value]
         else:
             blocked_sql, blocked_params = "false", []
@@ -411,30 +422,39 @@ class JobManager(models.Manager["Job"]):
             WHERE dependent.blocked AND dependent.depends_on @> ARRAY[changed.id]))"""
 
     def release_ready(self) -> int:
-        """Unblock scheduled jobs whose dependencies have all succeeded; return how many."""
+        """Unblock scheduled jobs whose dependencies all exist and have succeeded; return how many.
+
+        A dependency whose row was deleted is not a success: its dependents stay blocked, and
+        :meth:`cancel_orphans` cancels them.
+        """
         table = _table(self.model)
+        unmet = _UNMET_DEPENDENCY_SQL.format(table=table, depends_on="j.depends_on")
         sql = f"""
             UPDATE {table} AS j SET blocked = false, run_at = greatest(j.run_at, now())
-            WHERE j.blocked AND j.status = %s AND NOT EXISTS (
-                SELECT 1 FROM {table} AS d WHERE d.id = ANY(j.depends_on) AND d.status <> %s
-            )
+            WHERE j.blocked AND j.status = %s AND NOT {unmet}
         """
         with connections[self._db_alias].cursor() as cursor:
             cursor.execute(sql, [JobStatus.SCHEDULED.value, JobStatus.SUCCEEDED.value])
             return int(cursor.rowcount)
 
     def cancel_orphans(self) -> int:
-        """Cancel blocked jobs one of whose dependencies failed or was cancelled; return how many.
+        """Cancel blocked jobs one of whose dependencies failed, was cancelled or was deleted;
+        return how many.
 
+        The error names the dependency: ``Cancelled: dependency <id> (<name>) failed``, or
+        ``Cancelled: dependency <id> was deleted``. Each cancelled job sends ``job_cancelled``.
         Repeats until no more change, so a chain a -> b -> c is cancelled to its end.
         """
         table = _table(self.model)
         sql = f"""
             WITH doomed AS (
-                SELECT j.id, (
+                SELECT j.id, coalesce((
                     SELECT d.id::text || ' (' || d.name || ') ' || d.status FROM {table} AS d
                     WHERE d.id = ANY(j.depends_on) AND d.status IN (%s, %s) LIMIT 1
-                ) AS reason
+                ), (
+                    SELECT dep.id::text || ' was deleted' FROM unnest(j.depends_on) AS dep(id)
+                    WHERE NOT EXISTS (SELECT 1 FROM {table} AS d WHERE d.id = dep.id) LIMIT 1
+                )) AS reason
                 FROM {table} AS j
                 WHERE j.blocked AND j.status = %s
                 FOR UPDATE OF j SKIP LOCKED
@@ -468,6 +488,22 @@ class JobManager(models.Manager["Job"]):
             total += len(jobs)
             if not jobs:
                 return total
+
+    def waiting_for(self, ids: Collection[uuid.UUID], *, limit: int = 100) -> list[Job]:
+        """Return blocked jobs, not themselves in *ids*, that wait for one of *ids* to succeed.
+
+        Oldest first, at most *limit*. Deleting one of *ids* would cancel these jobs (see
+        :meth:`cancel_orphans`); the admin refuses such a delete and names them.
+        """
+        if not ids:
+            return []
+        sql = f"""
+            SELECT {_columns(self.model)} FROM {_table(self.model)}
+            WHERE blocked AND status = %s AND depends_on && %s::uuid[] AND NOT id = ANY(%s)
+            ORDER BY created_at LIMIT %s
+        """
+        wanted = list(ids)
+        return self._returning_many(sql, [JobStatus.SCHEDULED.value, wanted, wanted, limit])
 
     # -- scheduler -------------------------------------------------------------------------------
 
@@ -622,7 +658,8 @@ class JobManager(models.Manager["Job"]):
                 UPDATE {table} AS j
                 SET status = %s, attempts = j.attempts + 1, started_at = now(),
                     heartbeat_at = now(), finished_at = NULL, worker = %s, progress = NULL,
-                    lease_token = gen_random_uuid()
+                    lease_token = gen_random_uuid(),
+                    error = CASE WHEN starts_with(j.error, %s) THEN '' ELSE j.error END
                 FROM unnest(%s::uuid[], %s::uuid[]) AS m(id, dispatch_token)
                 WHERE j.id = m.id AND j.status = %s AND j.dispatch_token = m.dispatch_token
                     AND j.name = ANY(%s)
@@ -637,6 +674,7 @@ class JobManager(models.Manager["Job"]):
         params = [
             JobStatus.RUNNING.value,
             worker,
+            WAITING_NOTE_PREFIX,
             ids,
             [token for _, token in messages],
             JobStatus.QUEUED.value,
@@ -752,10 +790,63 @@ class JobManager(models.Manager["Job"]):
             reasons[(job_id, dispatch_token)] = result
         return reasons
 
+    def refuse_unregistered(
+        self, *, job_id: uuid.UUID, dispatch_token: uuid.UUID, reason: str, max_deliveries: int
+    ) -> Job | None:
+        """Count a delivery of a ``queued`` job that a worker could not run (its name is not
+        registered there); fail the job at the *max_deliveries*-th.
+
+        The count is the row's ``refused_deliveries``, so it survives the scheduler sending the
+        job again in a new message (which restarts SQS's receive count). Until the limit the job
+        stays ``queued`` and its error says why it waits (``Waiting: <reason>; refused 2 of 5
+        deliveries...``, cleared when a worker starts it); at the limit it is ``failed`` with
+        ``<reason>; gave up after 5 deliveries`` and ``job_failed`` is sent. Fenced by
+        *dispatch_token*: returns ``None`` (and counts nothing) when the message is stale.
+        """
+        table = _table(self.model)
+        give_up = "refused_deliveries + 1 >= %s"
+        sql = f"""
+            UPDATE {table}
+            SET refused_deliveries = refused_deliveries + 1,
+                status = CASE WHEN {give_up} THEN %s ELSE status END,
+                finished_at = CASE WHEN {give_up} THEN now() ELSE finished_at END,
+                error = CASE WHEN {give_up}
+                    THEN %s || '; gave up after ' || (refused_deliveries + 1)::text
+                        || ' deliveries'
+                    ELSE %s || %s || '; refused ' || (refused_deliveries + 1)::text || ' of '
+                        || %s::text || ' deliveries, waiting for a worker that knows it'
+                    END,
+                traceback = ''
+            WHERE id = %s AND status = %s AND dispatch_token = %s
+            RETURNING {_columns(self.model)}
+        """
+        job = self._returning(
+            sql,
+            [
+                max_deliveries,
+                JobStatus.FAILED.value,
+                max_deliveries,
+                max_deliveries,
+                reason,
+                WAITING_NOTE_PREFIX,
+                reason,
+                max_deliveries,
+                job_id,
+                JobStatus.QUEUED.value,
+                dispatch_token,
+            ],
+        )
+        if job is not None and job.status == JobStatus.FAILED:
+            signals.send_after_commit(
+                job, old_status=JobStatus.QUEUED, signal=signals.job_failed, using=self._db_alias
+            )
+        return job
+
     def fail_unregistered(
         self, *, job_id: uuid.UUID, dispatch_token: uuid.UUID, error: str
     ) -> Job | None:
-        """Fail a ``queued`` job whose name no worker knows, if *dispatch_token* is current."""
+        """Fail a ``queued`` job whose name is not registered at once, if *dispatch_token* is
+        current (``run_jobs()`` in tests, where no other worker can know the name)."""
         sql = f"""
             UPDATE {_table(self.model)}
             SET status = %s, finished_at = now(), error = %s, traceback = ''
@@ -842,23 +933,22 @@ class JobManager(models.Manager["Job"]):
         traceback: str,
         retry_in_seconds: float | None,
         stale_after_seconds: float | None = None,
+        lost: bool = False,
     ) -> Job | None:
         """Record a failed attempt: ``scheduled`` again after *retry_in_seconds*, or ``failed``.
 
-        ``retry_in_seconds=None`` means no retry is left. Fenced by the lease like
-        :meth:`record_success`; returns ``None`` when the lease was lost. With
-        *stale_after_seconds* (the scheduler's rescue of a lost worker) it also requires the
-        heartbeat to be that old, so a worker that came back in time keeps its job.
+        ``retry_in_seconds=None`` means no retry is left. With *lost* (the worker died or went
+        silent, so the attempt may have partly run) a job whose row is ``at_most_once`` is failed
+        whatever *retry_in_seconds* says: the statement reads the policy from the row, so a
+        scheduler or supervisor that does not know the job's name still never runs it twice.
+        Fenced by the lease like :meth:`record_success`; returns ``None`` when the lease was
+        lost. With *stale_after_seconds* (the scheduler's rescue of a lost worker) it also
+        requires the heartbeat to be that old, so a worker that came back in time keeps its job.
         """
         table = _table(self.model)
-        if retry_in_seconds is None:
-            status, signal = JobStatus.FAILED, signals.job_failed
-            sets = "finished_at = now()"
-            params: list[Any] = []
-        else:
-            status, signal = JobStatus.SCHEDULED, signals.job_retrying
-            sets = "run_at = now() + %s * interval '1 second', dispatch_token = NULL"
-            params = [retry_in_seconds]
+        # Evaluated against the row as it was before the update (SET sees the old values).
+        give_up = "(%s::float8 IS NULL OR (%s AND at_most_once))"
+        give_up_params: list[Any] = [retry_in_seconds, lost]
         stale_sql, stale_params = "", []
         if stale_after_seconds is not None:
             stale_sql = "AND heartbeat_at < now() - %s * interval '1 second'"
@@ -866,7 +956,11 @@ class JobManager(models.Manager["Job"]):
         sql = f"""
             WITH changed AS (
                 UPDATE {table}
-                SET status = %s, {sets}, error = %s, traceback = %s, lease_token = NULL
+                SET status = CASE WHEN {give_up} THEN %s ELSE %s END,
+                    run_at = CASE WHEN {give_up} THEN run_at
+                        ELSE now() + %s::float8 * interval '1 second' END,
+                    finished_at = CASE WHEN {give_up} THEN now() END,
+                    dispatch_token = NULL, error = %s, traceback = %s, lease_token = NULL
                 WHERE id = %s AND status = %s AND lease_token = %s {stale_sql}
                 RETURNING *
             ), {_CLOSE_ATTEMPT_SQL}
@@ -875,8 +969,12 @@ class JobManager(models.Manager["Job"]):
         job = self._returning(
             sql,
             [
-                status.value,
-                *params,
+                *give_up_params,
+                JobStatus.FAILED.value,
+                JobStatus.SCHEDULED.value,
+                *give_up_params,
+                retry_in_seconds,
+                *give_up_params,
                 error,
                 traceback,
                 job_id,
@@ -889,6 +987,7 @@ class JobManager(models.Manager["Job"]):
             ],
         )
         if job is not None:
+            signal = signals.job_failed if job.status == JobStatus.FAILED else signals.job_retrying
             signals.send_after_commit(
                 job, old_status=JobStatus.RUNNING, signal=signal, using=self._db_alias
             )
@@ -928,27 +1027,27 @@ class JobManager(models.Manager["Job"]):
         lease_token: uuid.UUID,
         reason: str,
         free_interruptions: int,
-        at_most_once: bool = False,
     ) -> Job | None:
         """Give a running job back because its worker is shutting down: due again at once.
 
         The interruption is counted on the row; the first *free_interruptions* of a job do not
-        use up an attempt, later ones do (so a job that outlives every deploy still ends). An
-        ``at_most_once`` job, or one whose attempts are used up, is failed instead. Fenced by
-        the lease; returns ``None`` when the lease was lost.
+        use up an attempt, later ones do (so a job that outlives every deploy still ends). A job
+        whose row is ``at_most_once``, or one whose attempts are used up, is failed instead: the
+        policy is read from the row, never from the caller's registry. Fenced by the lease;
+        returns ``None`` when the lease was lost.
         """
         sql = f"""
             WITH changed AS (
                 UPDATE {_table(self.model)}
                 SET status = CASE
-                        WHEN %s OR (attempts > max_retries AND interruptions >= %s) THEN %s
-                        ELSE %s END,
+                        WHEN at_most_once OR (attempts > max_retries AND interruptions >= %s)
+                        THEN %s ELSE %s END,
                     attempts = CASE WHEN interruptions < %s THEN attempts - 1 ELSE attempts END,
                     interruptions = interruptions + 1,
                     run_at = now(), dispatch_token = NULL, lease_token = NULL,
                     finished_at = CASE
-                        WHEN %s OR (attempts > max_retries AND interruptions >= %s) THEN now()
-                        END,
+                        WHEN at_most_once OR (attempts > max_retries AND interruptions >= %s)
+                        THEN now() END,
                     error = %s, traceback = ''
                 WHERE id = %s AND status = %s AND lease_token = %s
                 RETURNING *
@@ -958,12 +1057,10 @@ class JobManager(models.Manager["Job"]):
         job = self._returning(
             sql,
             [
-                at_most_once,
                 free_interruptions,
                 JobStatus.FAILED.value,
                 JobStatus.SCHEDULED.value,
                 free_interruptions,
-                at_most_once,
                 free_interruptions,
                 reason,
                 job_id,
@@ -1201,7 +1298,8 @@ class JobManager(models.Manager["Job"]):
             )
             UPDATE {table} AS j
             SET status = %s, run_at = now(), attempts = 0, interruptions = 0,
-                finished_at = NULL, dispatch_token = NULL, lease_token = NULL, blocked = false
+                refused_deliveries = 0, finished_at = NULL, dispatch_token = NULL,
+                lease_token = NULL, blocked = false
             FROM old WHERE j.id = old.id
             RETURNING {_columns(self.model, prefix="j.")},
                 old.status AS old_status, pg_notify(%s, '')
@@ -1234,16 +1332,22 @@ class JobManager(models.Manager["Job"]):
     ) -> Iterator[int]:
         """Delete finished jobs (and their attempts) that finished longer ago than given.
 
+        A job that blocked jobs still wait for (a succeeded dependency of a job whose other
+        dependencies are not done yet) is kept: its dependents would otherwise be cancelled.
         Deletes *batch_size* rows per statement and yields each batch's count, so that a purge
         of millions of rows shows progress and never holds locks for long.
         """
         table = _table(self.model)
         sql = f"""
-            WITH doomed AS (
-                SELECT id FROM {table}
-                WHERE status = ANY(%s) AND finished_at < now() - %s * interval '1 second'
+            WITH needed AS (
+                SELECT DISTINCT unnest(depends_on) AS id FROM {table}
+                WHERE blocked AND status = %s
+            ), doomed AS (
+                SELECT j.id FROM {table} AS j
+                WHERE j.status = ANY(%s) AND j.finished_at < now() - %s * interval '1 second'
+                    AND NOT EXISTS (SELECT 1 FROM needed WHERE needed.id = j.id)
                 LIMIT %s
-                FOR UPDATE SKIP LOCKED
+                FOR UPDATE OF j SKIP LOCKED
             ), attempts AS (
                 DELETE FROM {ATTEMPT_TABLE} WHERE job_id IN (SELECT id FROM doomed)
             )
@@ -1254,7 +1358,12 @@ class JobManager(models.Manager["Job"]):
             with connections[self._db_alias].cursor() as cursor:
                 cursor.execute(
                     sql,
-                    [[getattr(s, "value", s) for s in statuses], older_than_seconds, batch_size],
+                    [
+                        JobStatus.SCHEDULED.value,
+                        [getattr(s, "value", s) for s in statuses],
+                        older_than_seconds,
+                        batch_size,
+                    ],
                 )
                 deleted = int(cursor.rowcount)
             if not deleted:

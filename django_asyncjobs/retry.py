@@ -47,17 +47,17 @@ class Backoff:
         return max(0.0, delay)
 
 
-def next_retry_seconds(
-    *, attempts: int, max_retries: int, backoff: Backoff | None, at_most_once: bool = False
-) -> float | None:
+def next_retry_seconds(*, attempts: int, max_retries: int, backoff: Backoff | None) -> float | None:
     """Return the wait before the job's next attempt, or ``None`` when it must fail for good.
 
-    *attempts* counts the attempt that just failed. ``at_most_once`` is for attempts that may have
-    partly run (the worker died or was stopped): such a job is never run again.
+    *attempts* counts the attempt that just failed. The ``at_most_once`` policy is not decided
+    here: it lives on the job's row, and the statements that record a lost or interrupted
+    attempt read it there (``JobManager.record_failure(lost=True)``, ``JobManager.hand_back``),
+    so that a process that does not know the job's name still honours it.
 
     >>> next_retry_seconds(attempts=4, max_retries=3, backoff=None) is None
     True
     """
-    if at_most_once or attempts > max_retries:
+    if attempts > max_retries:
         return None
     return (backoff or Backoff.from_settings()).delay_seconds(max(1, attempts))

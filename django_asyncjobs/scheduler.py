@@ -136,9 +136,11 @@ class Scheduler:
     def rescue_stalled(self) -> int:
         """Record the attempts of workers that went silent; return how many jobs were rescued.
 
-        Each job is retried per its policy, or failed when its attempts are used up or it is
-        ``at_most_once``. The write is fenced by the lease and re-checks the heartbeat, so a
-        worker that came back in time keeps its job and two schedulers never both rescue one.
+        Each job is retried per its policy, or failed when its attempts are used up or its row is
+        ``at_most_once`` (read from the row, so a scheduler of a rolling deploy that does not
+        know the job's name still never runs it twice). The write is fenced by the lease and
+        re-checks the heartbeat, so a worker that came back in time keeps its job and two
+        schedulers never both rescue one.
         """
         since = self._database_ok_since
         if since is not None and time.monotonic() - since < self.stale_after_seconds:
@@ -147,13 +149,13 @@ class Scheduler:
         rescued = 0
         for job in manager.stalled(stale_after_seconds=self.stale_after_seconds):
             assert job.lease_token is not None
-            known = job.name in registry.names()
-            definition = registry.get(job.name) if known else None
+            # Only the backoff comes from the code, when this process knows it; the rest of
+            # the policy (max_retries, at_most_once) is on the row.
+            definition = registry.get(job.name) if job.name in registry.names() else None
             retry_in = next_retry_seconds(
                 attempts=job.attempts,
                 max_retries=job.max_retries,
                 backoff=definition.resolve_backoff() if definition else None,
-                at_most_once=definition is not None and definition.at_most_once,
             )
             error = (
                 f"WorkerLost: no heartbeat from worker {job.worker} for over "
@@ -166,6 +168,7 @@ class Scheduler:
                 traceback="",
                 retry_in_seconds=retry_in,
                 stale_after_seconds=self.stale_after_seconds,
+                lost=True,
             )
             if stored is not None:
                 rescued += 1

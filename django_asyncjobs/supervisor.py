@@ -275,8 +275,9 @@ class Supervisor:
         self, child: _Child, job: Job, *, how: str, interrupted: bool, timed_out: bool
     ) -> None:
         assert job.lease_token is not None
+        # The row carries the policy (max_retries, at_most_once); only the backoff comes from
+        # the code, when this process knows the job's name.
         definition = registry.get(job.name) if job.name in registry.names() else None
-        at_most_once = definition is not None and definition.at_most_once
         if interrupted and not timed_out and not child.kill_reasons:
             back = Job.objects.hand_back(
                 job_id=job.id,
@@ -284,7 +285,6 @@ class Supervisor:
                 reason=f"interrupted: worker {child.worker_id} stopped ({how}) "
                 f"during attempt {job.attempts}",
                 free_interruptions=self.free_interruptions,
-                at_most_once=at_most_once,
             )
             if back is not None:
                 logger.warning(
@@ -297,18 +297,18 @@ class Supervisor:
             return
         if timed_out:
             # A timeout follows the retry policy, as when the worker records it itself.
-            error, at_most_once = f"JobTimeout: timed out after {job.timeout:g} s", False
+            error, lost = f"JobTimeout: timed out after {job.timeout:g} s", False
         else:
             reason = child.kill_reasons.get(job.id) or next(iter(child.kill_reasons.values()), how)
             error = (
                 f"WorkerLost: worker process {child.worker_id} {reason} "
                 f"during attempt {job.attempts}"
             )
+            lost = True
         retry_in = next_retry_seconds(
             attempts=job.attempts,
             max_retries=job.max_retries,
             backoff=definition.resolve_backoff() if definition else None,
-            at_most_once=at_most_once,
         )
         stored = Job.objects.record_failure(
             job_id=job.id,
@@ -316,6 +316,7 @@ class Supervisor:
             error=error,
             traceback="",
             retry_in_seconds=retry_in,
+            lost=lost,
         )
         if stored is not None:
             logger.warning(

@@ -327,7 +327,7 @@ class _Run:
             if caught and isinstance(caught[0], KeyboardInterrupt):
                 raise caught[0]
         except BaseException:
-            self._hand_back(job, definition)
+            self._hand_back(job)
             raise
         stored = self._record(job, definition, outcome)
         self.ran.append(stored)
@@ -381,7 +381,7 @@ class _Run:
         )
         return stored
 
-    def _hand_back(self, job: Job, definition: JobDefinition[Any, Any]) -> None:
+    def _hand_back(self, job: Job) -> None:
         """Give back a job whose run was cut short, as a worker does when it is stopped."""
         assert job.lease_token is not None
         try:
@@ -390,7 +390,6 @@ class _Run:
                 lease_token=job.lease_token,
                 reason=f"interrupted: run_jobs() was stopped during attempt {job.attempts}",
                 free_interruptions=get_settings().free_interruptions,
-                at_most_once=definition.at_most_once,
             )
         except DatabaseError as exc:
             # The exception on its way out matters more; the row stays running.

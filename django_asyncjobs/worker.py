@@ -40,11 +40,11 @@ from .transports.base import MAX_BATCH_SIZE, ReceivedMessage, Transport
 
 logger = logging.getLogger(__name__)
 
-#: A message for a job name this worker does not know comes back after this long (a newer
-#: worker of a rolling deploy may know it) ...
-UNREGISTERED_RETRY_SECONDS = 30
-#: ... and after this many deliveries the job is failed with a clear error.
-UNREGISTERED_MAX_RECEIVES = 5
+#: A job whose name this worker does not know is handed back (a newer worker of a rolling
+#: deploy may know it) until this many deliveries of it were refused, counted on the job's row
+#: whatever message brought them; then it is failed with a clear error. Each hand-back hides
+#: the message for VISIBILITY_TIMEOUT_SECONDS, or until the scheduler sends the job again.
+UNREGISTERED_MAX_DELIVERIES = 5
 #: A message whose row is still locked by an uncommitted relay comes back after this long.
 BUSY_RETRY_SECONDS = 1
 #: Longest pause of the main loop; bounds how late timeouts and heartbeats can be noticed.
@@ -149,6 +149,10 @@ class Worker:
         #: workers of long jobs hold nothing). Unused ones go back after HOLD_SECONDS.
         self.prefetch = conf.prefetch
         self.hold_seconds = min(HOLD_SECONDS, conf.visibility_timeout_seconds / 2)
+        #: A refused delivery (job name not registered here) hides its message this long, as
+        #: SQS does for a message nobody deletes; the scheduler's resend after
+        #: REQUEUE_AFTER_SECONDS may bring the job back sooner, in a new message.
+        self.unregistered_retry_seconds = conf.visibility_timeout_seconds
         self._recent_starts: collections.deque[float] = collections.deque()
         self.using = using or router.db_for_write(Job)
         self.grace_seconds = grace_seconds
@@ -581,29 +585,44 @@ class Worker:
     def _unregistered(
         self, message: ReceivedMessage, bell: Doorbell, reason: str, done: list[ReceivedMessage]
     ) -> None:
-        if message.receive_count < UNREGISTERED_MAX_RECEIVES:
-            logger.warning(
-                "job not registered here; handing the message back job_id=%s reason=%s "
-                "receive_count=%d",
-                bell.job_id,
-                reason,
-                message.receive_count,
-            )
-            self._change_visibility(message, UNREGISTERED_RETRY_SECONDS)
-            return
-        error = (
-            f"{reason} (worker {self.worker_id}); gave up after {message.receive_count} deliveries"
-        )
+        """Refuse a job whose name is not registered here: hand it back, or fail it at the limit.
+
+        The deliveries are counted on the row, not by SQS: the scheduler's resend of a job
+        whose message seems lost replaces the message, and its receive count with it.
+        """
         try:
-            Job.objects.db_manager(self.using).fail_unregistered(
-                job_id=bell.job_id, dispatch_token=bell.dispatch_token, error=error
+            job = Job.objects.db_manager(self.using).refuse_unregistered(
+                job_id=bell.job_id,
+                dispatch_token=bell.dispatch_token,
+                reason=f"{reason} (worker {self.worker_id})",
+                max_deliveries=UNREGISTERED_MAX_DELIVERIES,
             )
         except DatabaseError as exc:
-            logger.error("cannot fail job_id=%s error=%s", bell.job_id, exc)
+            logger.error("cannot record a refused delivery job_id=%s error=%s", bell.job_id, exc)
             close_old_connections()
             return  # the message comes back after its visibility timeout
-        logger.error("job failed job_id=%s error=%s", bell.job_id, error)
-        done.append(message)
+        if job is None:
+            # Sent again meanwhile (a new dispatch token), cancelled or gone: a stale message.
+            logger.info(
+                "dropping message job_id=%s queue=%s reason=job changed meanwhile",
+                bell.job_id,
+                message.queue,
+            )
+            done.append(message)
+        elif job.status == JobStatus.FAILED:
+            logger.error("job failed job_id=%s error=%s", bell.job_id, job.error)
+            done.append(message)
+        else:
+            logger.warning(
+                "job not registered here; handing the message back job_id=%s reason=%s "
+                "refused=%d/%d back_in=%ds",
+                bell.job_id,
+                reason,
+                job.refused_deliveries,
+                UNREGISTERED_MAX_DELIVERIES,
+                self.unregistered_retry_seconds,
+            )
+            self._change_visibility(message, self.unregistered_retry_seconds)
 
     def _change_visibility(self, message: ReceivedMessage, seconds: int) -> None:
         try:
@@ -851,7 +870,6 @@ class Worker:
                     lease_token=entry.lease_token,
                     reason=reason,
                     free_interruptions=self.free_interruptions,
-                    at_most_once=entry.definition.at_most_once,
                 )
             except DatabaseError as exc:
                 # The scheduler rescues it once its heartbeat is stale.

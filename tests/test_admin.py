@@ -108,6 +108,56 @@ def test_running_jobs_cannot_be_deleted() -> None:
     assert client.get(f"{URL}{job.pk}/delete/").status_code == 403
 
 
+def superuser() -> Client:
+    client = Client()
+    client.force_login(User.objects.create_superuser("root", password="x"))
+    return client
+
+
+def test_deleting_a_job_that_blocked_jobs_wait_for_is_refused_naming_them() -> None:
+    dependency = jobs.add.using(run_after=3600).delay(1, 2)
+    waiting = jobs.add.using(depends_on=[dependency]).delay(3, 4)
+    client = superuser()
+
+    page = client.get(f"{URL}{dependency.pk}/delete/").content.decode()
+    posted = client.post(f"{URL}{dependency.pk}/delete/", {"post": "yes"})
+
+    assert "This job cannot be deleted: the scheduled jobs below wait for" in page
+    assert f"tests.testapp.jobs.add {waiting.pk} (scheduled) waits for {dependency.pk}" in page
+    assert 'name="post"' not in page  # no confirmation button
+    assert posted.status_code == 200 and "cannot be deleted" in posted.content.decode()
+    assert Job.objects.filter(pk=dependency.pk).exists()
+    # The dependent itself may go: nothing waits for it.
+    client.post(f"{URL}{waiting.pk}/delete/", {"post": "yes"})
+    assert not Job.objects.filter(pk=waiting.pk).exists()
+
+
+def test_deleting_selected_jobs_refuses_those_that_blocked_jobs_wait_for() -> None:
+    dependency = jobs.add.using(run_after=3600).delay(1, 2)
+    waiting = jobs.add.using(depends_on=[dependency]).delay(3, 4)
+    other = jobs.add.delay(5, 6)
+    client = superuser()
+    action = {"action": "delete_selected", "index": "0"}
+
+    page = client.post(
+        URL, {**action, "_selected_action": [str(dependency.pk), str(other.pk)]}
+    ).content.decode()
+    confirmed = client.post(
+        URL,
+        {**action, "_selected_action": [str(dependency.pk), str(other.pk)], "post": "yes"},
+    ).content.decode()
+
+    assert "The selected jobs cannot be deleted" in page
+    assert f"{waiting.pk} (scheduled) waits for {dependency.pk}" in page
+    assert "cannot be deleted" in confirmed
+    assert Job.objects.filter(pk__in=[dependency.pk, other.pk]).count() == 2
+    # A selection holding the dependency and everything that waits for it may go.
+    client.post(
+        URL, {**action, "_selected_action": [str(dependency.pk), str(waiting.pk)], "post": "yes"}
+    )
+    assert not Job.objects.filter(pk__in=[dependency.pk, waiting.pk]).exists()
+
+
 def test_an_action_asks_for_confirmation_first() -> None:
     job = jobs.add.delay(1, 2)
     Job.objects.filter(pk=job.pk).update(status="failed")

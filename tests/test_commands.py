@@ -108,6 +108,34 @@ def test_purge_deletes_old_finished_jobs_in_batches_with_their_attempts() -> Non
         run("purge", "--older-than", "1d", "--status", "nope")
 
 
+def test_purge_and_pruning_keep_a_finished_job_that_blocked_jobs_still_wait_for(
+    queue_prefix: str,
+) -> None:
+    from django.test import override_settings
+
+    from django_asyncjobs.scheduler import Scheduler
+    from tests.conftest import _current_asyncjobs
+
+    transport = MemoryTransport()
+    needed = jobs.echo.delay("needed", key="needed")
+    unrelated = jobs.echo.delay("unrelated", key="unrelated")
+    relay(transport)
+    drain(transport)
+    later = jobs.echo.using(run_after=3600).delay("later", key="later")
+    waiting = jobs.echo.using(depends_on=[needed, later]).delay("waiting", key="waiting")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE asyncjobs_job SET finished_at = now() - interval '40 days' WHERE id = ANY(%s)",
+            [[needed.id, unrelated.id]],
+        )
+
+    assert "1 job(s) deleted" in run("purge", "--older-than", "30d")
+    with override_settings(ASYNCJOBS={**_current_asyncjobs(), "RETENTION_DAYS": 7}):
+        assert Scheduler(transport=transport).prune() == 0
+    assert set(Job.objects.values_list("id", flat=True)) == {needed.id, later.id, waiting.id}
+    assert Job.objects.get(id=waiting.id).status == "scheduled"
+
+
 def test_stats_counts_jobs_per_queue_and_status(queue_prefix: str) -> None:
     failed_job("stats")
     jobs.add.delay(1, 1)

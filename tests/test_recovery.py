@@ -75,6 +75,7 @@ def test_a_hand_back_with_a_lost_lease_changes_nothing() -> None:
 
 def test_an_at_most_once_job_handed_back_is_failed() -> None:
     job = jobs.ledgered_once.delay(key="amo")
+    assert Job.objects.get(id=job.id).at_most_once  # delay() stores the policy on the row
     running = claimed(job)
     assert running.lease_token is not None
     back = Job.objects.hand_back(
@@ -82,9 +83,70 @@ def test_an_at_most_once_job_handed_back_is_failed() -> None:
         lease_token=running.lease_token,
         reason="interrupted: worker w1 shut down during attempt 1",
         free_interruptions=3,
-        at_most_once=True,
     )
     assert back is not None and back.status == "failed" and back.finished_at is not None
+
+
+def enqueue_row(name: str, *, at_most_once: bool, key: str = "") -> Job:
+    """Insert a job row by name, as a process whose code has other job definitions would."""
+    return Job.objects.enqueue(
+        name=name,
+        args=[],
+        kwargs={"key": key} if key else {},
+        queue="default",
+        priority=0,
+        max_retries=3,
+        timeout_seconds=None,
+        at_most_once=at_most_once,
+    )
+
+
+def test_a_scheduler_not_knowing_the_name_never_retries_an_at_most_once_job() -> None:
+    # A rolling deploy: the job was enqueued by new code; this scheduler runs the old code.
+    once = enqueue_row("billing.charge_card", at_most_once=True)
+    again = enqueue_row("billing.refresh_cache", at_most_once=False)
+    for job in (once, again):
+        claimed(job)
+        age_heartbeat(job, 600)
+
+    Scheduler(transport=MemoryTransport()).run_once()
+
+    failed = Job.objects.get(id=once.id)
+    assert failed.status == "failed" and failed.finished_at is not None
+    assert failed.error.startswith("WorkerLost: no heartbeat from worker w1")
+    assert Job.objects.get(id=again.id).status == "scheduled"
+
+
+def test_the_row_policy_wins_over_the_code_when_a_cut_off_attempt_is_recorded() -> None:
+    # The code of tests.ledgered says nothing of at_most_once; the row it was enqueued with does.
+    handed = claimed(enqueue_row(jobs.ledgered.name, at_most_once=True, key="row-1"))
+    lost = claimed(enqueue_row(jobs.ledgered.name, at_most_once=True, key="row-2"))
+    raised = claimed(enqueue_row(jobs.ledgered.name, at_most_once=True, key="row-3"))
+    assert handed.lease_token and lost.lease_token and raised.lease_token
+
+    back = Job.objects.hand_back(
+        job_id=handed.id, lease_token=handed.lease_token, reason="interrupted", free_interruptions=3
+    )
+    gone = Job.objects.record_failure(
+        job_id=lost.id,
+        lease_token=lost.lease_token,
+        error="WorkerLost: worker process w1 was killed by SIGKILL during attempt 1",
+        traceback="",
+        retry_in_seconds=0.5,
+        lost=True,
+    )
+    # An exception the job raised is an outcome, not a cut-off attempt: the retry policy holds.
+    retried = Job.objects.record_failure(
+        job_id=raised.id,
+        lease_token=raised.lease_token,
+        error="RuntimeError: boom",
+        traceback="",
+        retry_in_seconds=0.5,
+    )
+
+    assert back is not None and back.status == "failed"
+    assert gone is not None and gone.status == "failed" and gone.finished_at is not None
+    assert retried is not None and retried.status == "scheduled"
 
 
 def test_the_scheduler_rescues_only_jobs_whose_heartbeat_is_stale() -> None:

@@ -10,12 +10,20 @@ import pytest
 from django.db import connection, connections, transaction
 from django.test.utils import CaptureQueriesContext
 
+from django_asyncjobs import signals
 from django_asyncjobs.models import Job
+from django_asyncjobs.queries import JobManager
 from django_asyncjobs.transports.memory import MemoryTransport
 from tests.conftest import drain, relay
 from tests.testapp import jobs
+from tests.testapp.models import Execution
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def runs(key: str) -> int:
+    """Return how often the body of ``jobs.echo`` ran with *key*."""
+    return Execution.objects.filter(job="echo", key=key).count()
 
 
 def statuses(*enqueued: Job) -> list[str]:
@@ -149,6 +157,59 @@ def test_cancelling_a_dependency_cancels_its_dependents() -> None:
     Job.objects.cancel(a.id)
     relay(MemoryTransport())
     assert statuses(a, b) == ["cancelled", "cancelled"]
+
+
+def test_a_deleted_dependency_cancels_its_dependents_which_never_run() -> None:
+    transport = MemoryTransport()
+    done = jobs.echo.delay("done", key="done")
+    relay(transport)
+    drain(transport)
+    later = jobs.echo.using(run_after=3600).delay("later", key="later")
+    b = jobs.echo.using(depends_on=[done, later]).delay("b", key="b")
+    c = jobs.echo.using(depends_on=[b]).delay("c", key="c")
+    cancelled: list[uuid.UUID] = []
+
+    def receiver(sender: object, job: Job, **kwargs: object) -> None:
+        cancelled.append(job.id)
+
+    signals.job_cancelled.connect(receiver, weak=False)
+    try:
+        # Not through the admin (which refuses): a shell, a script or SQL deletes the row.
+        Job.objects.filter(pk=later.id).delete()
+        relay(transport)
+        drain(transport)
+        relay(transport)
+        drain(transport)
+    finally:
+        signals.job_cancelled.disconnect(receiver)
+
+    assert statuses(b, c) == ["cancelled", "cancelled"]
+    assert Job.objects.get(id=b.id).error == f"Cancelled: dependency {later.id} was deleted"
+    assert Job.objects.get(id=c.id).error == f"Cancelled: dependency {b.id} ({b.name}) cancelled"
+    assert sorted(cancelled) == sorted([b.id, c.id])
+    assert runs("b") == runs("c") == 0
+
+
+def test_a_dependency_deleted_while_delay_runs_never_counts_as_succeeded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    gone = jobs.echo.delay("gone", key="gone")
+    Job.objects.filter(pk=gone.id).update(status="succeeded")
+    check = JobManager._check_dependencies
+
+    def check_then_lose(manager: JobManager, dependencies: list[uuid.UUID]) -> None:
+        # Another session deletes the row just after delay() saw it.
+        check(manager, dependencies)
+        Job.objects.filter(pk__in=dependencies).delete()
+
+    monkeypatch.setattr(JobManager, "_check_dependencies", check_then_lose)
+    dependent = jobs.echo.using(depends_on=[gone]).delay("x", key="x")
+
+    relay(MemoryTransport())
+    row = Job.objects.get(id=dependent.id)
+    assert row.status == "cancelled"
+    assert row.error == f"Cancelled: dependency {gone.id} was deleted"
+    assert runs("x") == 0
 
 
 def test_a_dependency_on_a_missing_job_is_an_error_at_delay() -> None:

@@ -216,6 +216,15 @@ def test_a_failing_task_is_failed_with_its_error(memory_transport: MemoryTranspo
         _ = result.return_value
 
 
+@needs_task_options
+def test_an_at_most_once_task_stores_the_policy_on_its_job_row() -> None:
+    # Every rescue path reads the row, so the policy must reach it through enqueue().
+    once = tasks.charge_once.enqueue(5)
+    plain = tasks.add.enqueue(1, 2)
+    assert Job.objects.get(pk=once.id).at_most_once is True
+    assert Job.objects.get(pk=plain.id).at_most_once is False
+
+
 def test_an_async_task_runs_on_the_workers_loop(memory_transport: MemoryTransport) -> None:
     result = async_to_sync(tasks.async_mul.aenqueue)(6, 7)
     run_everything(memory_transport)

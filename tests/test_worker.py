@@ -18,6 +18,7 @@ from django.dispatch import Signal
 from django_asyncjobs import signals
 from django_asyncjobs.models import Job
 from django_asyncjobs.payload import Doorbell
+from django_asyncjobs.scheduler import Scheduler
 from django_asyncjobs.transports.base import OutgoingMessage
 from django_asyncjobs.transports.memory import MemoryTransport
 from django_asyncjobs.transports.sqs import SQSTransport
@@ -261,6 +262,73 @@ def test_unregistered_job_name_is_handed_back_then_failed(
     row = fresh(job)
     assert row.status == "failed"
     assert "job name 'billing.not_deployed_yet' is not registered in this worker" in row.error
+
+
+def _show_messages_again(transport: MemoryTransport) -> None:
+    for stored in transport._queue("default").messages:
+        stored.visible_at = 0
+
+
+def test_refused_deliveries_are_counted_on_the_row_across_resent_messages(
+    memory_transport: MemoryTransport,
+) -> None:
+    # REQUEUE_AFTER_SECONDS shorter than the hand-back: every delivery comes in a new message
+    # (SQS's receive count is 1 each time), yet the job still fails after five.
+    job = jobs.add.delay(1, 1)
+    Job.objects.filter(pk=job.pk).update(name="billing.not_deployed_yet")
+    scheduler = Scheduler(transport=memory_transport)
+    for refused in range(1, 5):
+        scheduler.run_once()
+        drain(memory_transport)
+        row = fresh(job)
+        assert (row.status, row.refused_deliveries, row.attempts) == ("queued", refused, 0)
+        assert row.error == (
+            "Waiting: job name 'billing.not_deployed_yet' is not registered in this worker "
+            f"(worker test-worker); refused {refused} of 5 deliveries, waiting for a worker "
+            "that knows it"
+        )
+        assert Job.objects.resend_lost(requeue_after_seconds=0) == 1  # a new message
+    scheduler.run_once()
+    drain(memory_transport)
+    row = fresh(job)
+    assert (row.status, row.refused_deliveries) == ("failed", 5)
+    assert row.error == (
+        "job name 'billing.not_deployed_yet' is not registered in this worker "
+        "(worker test-worker); gave up after 5 deliveries"
+    )
+    _show_messages_again(memory_transport)
+    drain(memory_transport)  # the stale messages are dropped, and count nothing
+    assert fresh(job).refused_deliveries == 5 and memory_transport.depth("default") == 0
+    # An operator's retry (once the code is deployed) starts a fresh count.
+    retried = Job.objects.retry(job.pk)
+    assert retried is not None and retried.refused_deliveries == 0
+
+
+def test_a_worker_that_knows_the_name_starts_a_refused_job_and_clears_the_note(
+    memory_transport: MemoryTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django_asyncjobs.registry import registry
+
+    job = jobs.add.delay(2, 2)
+    relay(memory_transport)
+    # An old worker of a rolling deploy, which does not know the job yet.
+    known = registry.names()
+    monkeypatch.setattr(registry, "names", lambda: known - {job.name})
+    drain(memory_transport)
+    waiting = fresh(job)
+    assert waiting.status == "queued" and waiting.error.startswith("Waiting: job name ")
+    token = waiting.dispatch_token
+    assert token is not None
+
+    claim = Job.objects.claim(
+        job_id=job.id,
+        dispatch_token=token,
+        worker="new-worker",
+        registered_names=known,
+        lock_timeout_seconds=1,
+    )
+    assert claim.job is not None and claim.job.status == "running"
+    assert claim.job.error == "" and claim.job.refused_deliveries == 1
 
 
 @pytest.fixture

@@ -158,9 +158,48 @@ def test_a_job_name_no_worker_knows_is_handed_back_not_run(processes: ProcessGro
     wait_for_final([known], processes)
     unknown.refresh_from_db()
     # A newer worker of a rolling deploy may know it; after 5 deliveries it is failed
-    # (tests/test_worker.py covers that part with a fast clock).
+    # (below, and tests/test_worker.py with a fast clock). Meanwhile the row says why it waits.
     assert unknown.status == "queued" and unknown.attempts == 0
+    assert unknown.refused_deliveries >= 1
+    assert unknown.error.startswith(
+        "Waiting: job name 'billing.new_job' is not registered in this worker"
+    )
     assert worker.returncode is None
+
+
+def test_a_job_name_no_worker_knows_fails_after_five_deliveries_though_resent_often(
+    processes: ProcessGroup,
+) -> None:
+    # REQUEUE_AFTER_SECONDS well below the hand-back: the scheduler keeps replacing the message
+    # (each new one received once), so only a count on the row can reach the limit.
+    processes.env["ASYNCJOBS_TEST_REQUEUE_AFTER"] = "3"
+    scheduler = start_scheduler(processes)
+    start_worker(processes)
+    unknown = Job.objects.enqueue(
+        name="billing.new_job",
+        args=[],
+        kwargs={},
+        queue="default",
+        priority=0,
+        max_retries=0,
+        timeout_seconds=None,
+    )
+
+    def waiting() -> Job | None:
+        row = Job.objects.get(id=unknown.id)
+        return row if row.error.startswith("Waiting: ") else None
+
+    row = wait_until(waiting, timeout=30, message=processes.report)
+    assert row.status in ("queued", "scheduled") and row.attempts == 0
+    assert "job name 'billing.new_job' is not registered in this worker" in row.error
+    assert "of 5 deliveries" in row.error
+
+    row = wait_for_final([unknown], processes, timeout=90)[unknown.id]
+    assert row.status == "failed", (row.status, row.error, processes.report())
+    assert row.error.startswith("job name 'billing.new_job' is not registered in this worker")
+    assert row.error.endswith("gave up after 5 deliveries")
+    assert (row.refused_deliveries, row.attempts) == (5, 0)
+    assert "sending again queued jobs no worker started" in scheduler.output()
 
 
 def test_two_schedulers_send_each_job_once(processes: ProcessGroup) -> None:

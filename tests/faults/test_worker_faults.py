@@ -12,6 +12,7 @@ import signal
 import time
 
 import pytest
+from django.db import connection
 
 from django_asyncjobs.models import Job
 from tests.faults.invariants import check_invariants, phases
@@ -119,6 +120,66 @@ def test_an_at_most_once_job_whose_worker_died_is_failed_not_run_again(
     assert row.error.startswith("WorkerLost: worker process")
     assert phases(job, "start") == 1
     check_invariants([job])
+
+
+def test_a_job_enqueued_at_most_once_fails_when_its_worker_dies_whatever_the_code_says_now(
+    faulty: ProcessGroup,
+) -> None:
+    # The row was written as at_most_once (say, before a deploy dropped the flag from the code,
+    # or by code the supervisor does not run): the supervisor must read the row.
+    start_scheduler(faulty)
+    worker = start_worker(faulty)
+    job = Job.objects.enqueue(
+        name=jobs.ledgered.name,
+        args=[],
+        kwargs={"key": "k3-row", "seconds": 3},
+        queue="default",
+        priority=0,
+        max_retries=3,
+        timeout_seconds=120,
+        at_most_once=True,
+    )
+    wait_for_start(job, faulty)
+
+    os.kill(child_pids(worker)[0], signal.SIGKILL)
+
+    row = wait_for_final([job], faulty)[job.id]
+    assert row.status == "failed", (row.status, row.error, faulty.report())
+    assert row.error.startswith("WorkerLost: worker process")
+    assert phases(job, "start") == 1
+    check_invariants([job])
+
+
+def test_runscheduler_never_retries_an_at_most_once_job_whose_name_it_does_not_know(
+    faulty: ProcessGroup,
+) -> None:
+    # A rolling deploy: new code enqueued and started the job, its worker vanished, and the
+    # scheduler still runs the old code, which has never heard of the job.
+    job = Job.objects.enqueue(
+        name="billing.charge_card",
+        args=[],
+        kwargs={},
+        queue="default",
+        priority=0,
+        max_retries=3,
+        timeout_seconds=None,
+        at_most_once=True,
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE asyncjobs_job SET status = 'running', attempts = 1, worker = 'gone:1', "
+            "lease_token = gen_random_uuid(), started_at = now() - interval '1 hour', "
+            "heartbeat_at = now() - interval '1 hour' WHERE id = %s",
+            [job.id],
+        )
+
+    scheduler = faulty.run("runscheduler", "--once")
+
+    assert scheduler.returncode == 0, scheduler.describe()
+    row = Job.objects.get(id=job.id)
+    assert row.status == "failed", (row.status, row.error, scheduler.describe())
+    assert row.error.startswith("WorkerLost: no heartbeat from worker gone:1")
+    assert "rescued job of a lost worker name=billing.charge_card" in scheduler.output()
 
 
 def test_sigterm_lets_a_job_finish_within_the_grace_period(faulty: ProcessGroup) -> None:

@@ -76,6 +76,15 @@ def boom() -> None:
     raise ValueError("boom")
 
 
+AT_MOST_ONCE: dict[str, Any] = {"at_most_once": True} if ACCEPTS_TASK_OPTIONS else {}
+
+
+@task(**AT_MOST_ONCE)
+def charge_once(amount: int) -> int:
+    """A task that must never run twice."""
+    return amount
+
+
 @task
 async def async_mul(a: int, b: int) -> int:
     await asyncio.sleep(0.01)

@@ -193,7 +193,13 @@ class BoundJob(Generic[P, R]):
                     args, kwargs, max_bytes=conf.max_payload_bytes
                 )
             except (TypeError, ValueError) as exc:
-                raise type(exc)(f"{where}{exc}") from None
+                if not where:
+                    raise
+                # A new TypeError or ValueError, never type(exc)(...): a subclass such as
+                # UnicodeEncodeError cannot be built from a message, and the caller catches these
+                # two. A plain one is all in the new message; a subclass stays as the cause.
+                error: type[Exception] = TypeError if isinstance(exc, TypeError) else ValueError
+                raise error(f"{where}{exc}") from (None if type(exc) is error else exc)
             checked.append((json_args, json_kwargs))
             if unique_keys is not None:
                 keys.append(unique_keys[index])

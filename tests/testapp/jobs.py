@@ -85,6 +85,16 @@ def returns_set() -> Any:
     return {1, 2}
 
 
+@job(max_retries=0)
+def returns_lone_surrogate() -> Any:
+    return {"text": "half of a pair: \ud800"}
+
+
+@job(max_retries=0)
+def raises_lone_surrogate() -> None:
+    raise RuntimeError("half of a pair: \ud800, and a NUL: \x00")
+
+
 @job
 class SayHello:
     """A class-based job like the seed documents' ``BaseJob`` subclasses."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -38,6 +39,9 @@ SQS_MAX_VISIBILITY_TIMEOUT_SECONDS = 12 * 60 * 60
 TRANSPORTS = ("sqs", "memory")
 #: The dead-letter queue of SQS queue "x" is "x-dlq"; queue names leave room for the suffix.
 DEAD_LETTER_SUFFIX = "-dlq"
+#: The longest wait before a retry a setting may ask for (ten years): a longer one is a mistake.
+#: (A job's own Backoff may say more; its retry is then due at the latest storable time.)
+MAX_RETRY_BACKOFF_SECONDS = 10 * 365 * 24 * 3600
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -211,11 +215,15 @@ def validate(raw: Mapping[str, Any]) -> list[str]:
         value = values.get(name)
         if value is None:
             return
+        if isinstance(value, float) and not math.isfinite(value):  # NaN passes every check below
+            errors.append(f'ASYNCJOBS["{name.upper()}"] must be a finite number, not {value!r}')
+            return
         if value < minimum or (maximum is not None and value > maximum):
+            # .15g: 315360000, not 3.1536e+08.
             bound = (
-                f"between {minimum:g} and {maximum:g}"
+                f"between {minimum:.15g} and {maximum:.15g}"
                 if maximum is not None
-                else (f"{minimum:g} or more")
+                else (f"{minimum:.15g} or more")
             )
             errors.append(f'ASYNCJOBS["{name.upper()}"] must be {bound}, not {value!r}')
 
@@ -224,9 +232,9 @@ def validate(raw: Mapping[str, Any]) -> list[str]:
     number("dead_letter_max_receives", 0, 1000)
     number("queue_discovery_interval_seconds", 0.1)
     number("max_retries", 0)
-    number("retry_backoff_seconds", 0)
+    number("retry_backoff_seconds", 0, MAX_RETRY_BACKOFF_SECONDS)
     number("retry_backoff_factor", 1)
-    number("retry_backoff_max_seconds", 0)
+    number("retry_backoff_max_seconds", 0, MAX_RETRY_BACKOFF_SECONDS)
     number("retry_jitter", 0, 1)
     number("timeout_seconds", 0.001)
     number("max_payload_bytes", 1)

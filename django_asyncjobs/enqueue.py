@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from .conf import get_settings, queue_name_error
 from .payload import check_arguments
+from .timebounds import check_delay_seconds, check_timestamp
 
 if TYPE_CHECKING:
     from .models import Job
@@ -29,6 +30,16 @@ RunAfter = float | int | dt.timedelta | dt.datetime
 
 
 def check_run_after(run_after: RunAfter | None) -> dt.timedelta | dt.datetime | None:
+    """Return *run_after* as an aware datetime or a timedelta a job row can hold.
+
+    Raises :class:`TypeError` for anything but seconds, a timedelta or an aware datetime, and
+    :class:`ValueError` naming ``run_after`` for a naive datetime, negative seconds, and a time
+    (or a delay from now) outside :mod:`~django_asyncjobs.timebounds`: such a ``run_at`` could
+    not be read back by Python, and would break every list of jobs.
+
+    >>> check_run_after(60)
+    datetime.timedelta(seconds=60)
+    """
     if run_after is None:
         return None
     if isinstance(run_after, dt.datetime):
@@ -37,12 +48,15 @@ def check_run_after(run_after: RunAfter | None) -> dt.timedelta | dt.datetime | 
                 f"run_after={run_after!r} is a naive datetime; pass an aware one "
                 "(django.utils.timezone.now() + timedelta(...))"
             )
-        return run_after
+        return check_timestamp(run_after, field="run_after")
     if isinstance(run_after, dt.timedelta):
+        check_delay_seconds(run_after.total_seconds(), field="run_after")
         return run_after
     if isinstance(run_after, int | float) and not isinstance(run_after, bool):
-        if run_after < 0:
+        if not run_after >= 0:  # also refuses NaN
             raise ValueError(f"run_after must be 0 or more seconds, not {run_after!r}")
+        # Before timedelta(), which overflows (or fails on inf) with a message naming no field.
+        check_delay_seconds(run_after, field="run_after")
         return dt.timedelta(seconds=run_after)
     raise TypeError(
         f"run_after must be seconds, a timedelta or an aware datetime, not {run_after!r}"
@@ -193,7 +207,13 @@ class BoundJob(Generic[P, R]):
                     args, kwargs, max_bytes=conf.max_payload_bytes
                 )
             except (TypeError, ValueError) as exc:
-                raise type(exc)(f"{where}{exc}") from None
+                if not where:
+                    raise
+                # A new TypeError or ValueError, never type(exc)(...): a subclass such as
+                # UnicodeEncodeError cannot be built from a message, and the caller catches these
+                # two. A plain one is all in the new message; a subclass stays as the cause.
+                error: type[Exception] = TypeError if isinstance(exc, TypeError) else ValueError
+                raise error(f"{where}{exc}") from (None if type(exc) is error else exc)
             checked.append((json_args, json_kwargs))
             if unique_keys is not None:
                 keys.append(unique_keys[index])

@@ -16,7 +16,7 @@ from typing import Any, cast
 from .conf import get_settings
 from .context import JobContext, running
 from .exceptions import JobTimeout
-from .payload import check_result
+from .payload import check_result, storable_text
 from .registry import JobDefinition
 
 #: Stored tracebacks and error texts are cut to this many characters (the end is kept).
@@ -50,6 +50,9 @@ def failure(exc: BaseException, *, started: float) -> Outcome:
     """Return the failed :class:`Outcome` for *exc*, with its formatted traceback."""
     message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     formatted = "".join(traceback_module.format_exception(exc))
+    # RuntimeError(f"bad row {text!r}") may quote a lone surrogate or a NUL: the worker could
+    # not record the failure at all, and the job would stay running until rescued.
+    message, formatted = storable_text(message), storable_text(formatted)
     return Outcome(
         ok=False,
         duration_seconds=time.monotonic() - started,

@@ -49,10 +49,10 @@ class BoundedDateTimeField(models.DateTimeField):
     """
 
     def select_format(self, compiler: Any, sql: str, params: Any) -> tuple[str, Any]:
-        from .timebounds import EARLIEST_SQL, LATEST_SQL
+        from .timebounds import clamp_sql
 
         sql, params = super().select_format(compiler, sql, params)
         if compiler.connection.vendor != "postgresql":
             return sql, params
         # GREATEST and LEAST skip NULLs, which is why this field is for NOT NULL columns only.
-        return f"LEAST(GREATEST({sql}, {EARLIEST_SQL}), {LATEST_SQL})", params
+        return clamp_sql(sql), params

@@ -25,6 +25,43 @@ MAX_MESSAGE_BODY_BYTES = 1024
 JSONValue = None | bool | int | float | str | list["JSONValue"] | dict[str, "JSONValue"]
 
 
+def text_error(text: str) -> str:
+    r"""Return why PostgreSQL cannot store *text* in a JSON document, or ``""`` when it can.
+
+    >>> text_error("caf\u00e9"), text_error("\ud800")
+    ('', "contains a lone surrogate ('\\ud800'), which is not valid UTF-8")
+    """
+    if "\x00" in text:
+        return "contains a NUL character, which PostgreSQL cannot store"
+    if text.isascii():  # the common case, and never a surrogate: no need to encode
+        return ""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        # Python strings may hold half of a UTF-16 pair (json.loads("\"\\ud800\"") makes one);
+        # UTF-8, and so PostgreSQL, cannot.
+        return (
+            f"contains a lone surrogate ({exc.object[exc.start : exc.end]!r}), "
+            "which is not valid UTF-8"
+        )
+    return ""
+
+
+def storable_text(text: str) -> str:
+    r"""Return *text* with what PostgreSQL cannot store escaped: NUL and lone surrogates.
+
+    For text that is shown, never parsed back, such as a failed job's error and traceback (an
+    exception message may quote anything the job read).
+
+    >>> storable_text("bad \ud800 and \x00")
+    'bad \\ud800 and \\x00'
+    """
+    if text.isascii() and "\x00" not in text:
+        return text
+    escaped = text.replace("\x00", "\\x00")
+    return escaped.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _check(value: Any, path: str, depth: int) -> None:
     if depth > MAX_DEPTH:
         raise TypeError(f"{path} is nested deeper than {MAX_DEPTH} levels")
@@ -35,8 +72,9 @@ def _check(value: Any, path: str, depth: int) -> None:
             raise TypeError(f"{path} is {value!r}, which JSON cannot represent")
         return
     if isinstance(value, str):
-        if "\x00" in value:
-            raise TypeError(f"{path} contains a NUL character, which PostgreSQL cannot store")
+        problem = text_error(value)
+        if problem:
+            raise TypeError(f"{path} {problem}")
         return
     if isinstance(value, list):
         for index, item in enumerate(value):
@@ -44,8 +82,7 @@ def _check(value: Any, path: str, depth: int) -> None:
         return
     if isinstance(value, dict):
         for key, item in value.items():
-            if not isinstance(key, str):
-                raise TypeError(f"{path} has the key {key!r}; JSON object keys must be strings")
+            _check_key(key, path)
             _check(item, f"{path}[{key!r}]", depth + 1)
         return
     hint = "; pass a list instead" if isinstance(value, tuple) else ""
@@ -53,6 +90,14 @@ def _check(value: Any, path: str, depth: int) -> None:
         f"{path} is a {type(value).__name__} ({value!r:.80}), which does not survive a JSON "
         f"round trip{hint}"
     )
+
+
+def _check_key(key: object, path: str) -> None:
+    if not isinstance(key, str):
+        raise TypeError(f"{path} has the key {key!r}; JSON object keys must be strings")
+    problem = text_error(key)
+    if problem:
+        raise TypeError(f"{path} has the key {key!r}, which {problem}")
 
 
 def check_arguments(
@@ -70,6 +115,7 @@ def check_arguments(
     for index, value in enumerate(args):
         _check(value, f"args[{index}]", 1)
     for key, value in kwargs.items():
+        _check_key(key, "kwargs")
         _check(value, f"kwargs[{key!r}]", 1)
     size = json_size_bytes([list(args), dict(kwargs)])
     if size > max_bytes:

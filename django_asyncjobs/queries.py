@@ -20,7 +20,9 @@ from django.db import DatabaseError, OperationalError, connections, models, rout
 from django.db.models.functions import Now
 
 from . import signals
+from .fields import BoundedDateTimeField
 from .status import FINAL_STATUSES, JobStatus
+from .timebounds import EARLIEST_TIMESTAMP, LATEST_SQL, LATEST_TIMESTAMP, clamp_sql
 
 if TYPE_CHECKING:
     from .execution import Outcome
@@ -135,7 +137,36 @@ def _table(model: type[models.Model]) -> str:
 
 
 def _columns(model: type[models.Model], *, prefix: str = "") -> str:
-    return ", ".join(f"{prefix}{f.column}" for f in model._meta.concrete_fields)
+    """Return the select list of every column of *model*, for raw() statements.
+
+    ``run_at`` is clamped as :class:`~django_asyncjobs.fields.BoundedDateTimeField` clamps it
+    for the ORM, so cancelling or retrying a row stored outside the range still works.
+    """
+    return ", ".join(
+        f"{clamp_sql(f'{prefix}{f.column}')} AS {f.column}"
+        if isinstance(f, BoundedDateTimeField)
+        else f"{prefix}{f.column}"
+        for f in model._meta.concrete_fields
+    )
+
+
+#: No delay is longer than this: from any storable time it ends past the latest one.
+_LONGEST_DELAY_SECONDS = (LATEST_TIMESTAMP - EARLIEST_TIMESTAMP).total_seconds()
+
+
+def storable_delay_seconds(seconds: float) -> float:
+    """Return *seconds* as a delay PostgreSQL can add to ``now()``: NaN and negatives are 0,
+    and anything longer than the whole storable range is cut to that range.
+
+    Multiplying an interval by 1e300 fails ("interval out of range") before a ``LEAST()``
+    around the sum could cap it, so the cap is applied here as well.
+
+    >>> storable_delay_seconds(float("inf")) == _LONGEST_DELAY_SECONDS
+    True
+    """
+    if not seconds > 0:  # also NaN
+        return 0.0
+    return min(float(seconds), _LONGEST_DELAY_SECONDS)
 
 
 class JobQuerySet(models.QuerySet["Job"]):
@@ -567,7 +598,7 @@ class JobManager(models.Manager["Job"]):
             UPDATE {table} AS j
             SET status = %s, dispatch_token = gen_random_uuid(), enqueued_at = now()
             FROM due WHERE j.id = due.id
-            RETURNING j.id, j.name, j.queue, j.priority, j.run_at, j.dispatch_token
+            RETURNING j.id, j.name, j.queue, j.priority, {clamp_sql("j.run_at")}, j.dispatch_token
         """
         alias = self._db_alias
         with transaction.atomic(using=alias):
@@ -958,7 +989,9 @@ class JobManager(models.Manager["Job"]):
                 UPDATE {table}
                 SET status = CASE WHEN {give_up} THEN %s ELSE %s END,
                     run_at = CASE WHEN {give_up} THEN run_at
-                        ELSE now() + %s::float8 * interval '1 second' END,
+                        -- However long a backoff says to wait, the retry is due by the latest
+                        -- time a row may hold (the CHECK constraint would refuse a later one).
+                        ELSE LEAST(now() + %s::float8 * interval '1 second', {LATEST_SQL}) END,
                     finished_at = CASE WHEN {give_up} THEN now() END,
                     dispatch_token = NULL, error = %s, traceback = %s, lease_token = NULL
                 WHERE id = %s AND status = %s AND lease_token = %s {stale_sql}
@@ -973,7 +1006,7 @@ class JobManager(models.Manager["Job"]):
                 JobStatus.FAILED.value,
                 JobStatus.SCHEDULED.value,
                 *give_up_params,
-                retry_in_seconds,
+                None if retry_in_seconds is None else storable_delay_seconds(retry_in_seconds),
                 *give_up_params,
                 error,
                 traceback,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 
@@ -41,7 +42,13 @@ class Backoff:
         if retry < 1:
             raise ValueError(f"retry numbers start at 1, not {retry}")
         exponent = min(retry - 1, 64)  # keeps the power finite; max_seconds caps it anyway
-        delay = min(self.max_seconds, self.base_seconds * self.factor**exponent)
+        try:
+            grown = self.base_seconds * self.factor**exponent
+        except OverflowError:  # a factor so large that even 64 steps leave float's range
+            grown = math.inf
+        # No cap on the result here: the statement that stores the retry caps it at the latest
+        # time a job may be scheduled for (queries.storable_delay_seconds).
+        delay = min(self.max_seconds, grown)
         if self.jitter:
             delay *= (rng or random).uniform(1 - self.jitter, 1 + self.jitter)
         return max(0.0, delay)

@@ -62,6 +62,7 @@ from .tasks_compat import (
     task_finished,
     task_started,
 )
+from .timebounds import timestamp_error
 
 _STATUS = {
     JobStatus.SCHEDULED: TaskResultStatus.READY,
@@ -128,17 +129,29 @@ class AsyncJobsBackend(BaseTaskBackend):
             )
 
     def validate_task(self, task: Task) -> None:
-        """Django's own checks (and messages), then the queue name's fitness for SQS."""
+        """Django's own checks (and messages), then the queue name's fitness for SQS and a
+        ``run_after`` a job row can hold (see :mod:`~django_asyncjobs.timebounds`).
+
+        >>> send_welcome.using(run_after=datetime.datetime.max.replace(tzinfo=datetime.UTC))
+        Traceback (most recent call last):
+        ...
+        InvalidTask: run_after=9999-12-31T23:59:59.999999+00:00 is outside the supported range ...
+        """
         super().validate_task(task)
         problem = queue_name_error(task.queue_name)
         if problem:
             raise InvalidTask(problem)
+        if isinstance(task.run_after, dt.datetime):  # Django has checked that it is aware
+            problem = timestamp_error(task.run_after, field="run_after")
+            if problem:
+                raise InvalidTask(problem)
 
     def enqueue(self, task: Task, args: Sequence[Any], kwargs: dict[str, Any]) -> TaskResult:
         """Store the task as a job in the current transaction; no SQS call.
 
-        Raises ``InvalidTask`` for an invalid task, :class:`TypeError` / :class:`ValueError`
-        for arguments that do not fit the function or JSON (nothing is stored then).
+        Raises ``InvalidTask`` for an invalid task (a ``run_after`` outside the range a job row
+        can hold included), :class:`TypeError` / :class:`ValueError` for arguments that do not
+        fit the function or JSON (nothing is stored then).
         """
         self.validate_task(task)
         definition = _register(task)

@@ -20,6 +20,17 @@ EARLIEST_SQL = "'0001-01-02 00:00:00+00'::timestamptz"
 LATEST_SQL = "'9999-12-30 00:00:00+00'::timestamptz"
 
 
+def clamp_sql(expression: str) -> str:
+    """Return SQL for the ``timestamptz`` *expression* moved into the range, for reading back.
+
+    For NOT NULL values: ``GREATEST`` and ``LEAST`` skip NULLs, so NULL would become a bound.
+
+    >>> clamp_sql("run_at")
+    "LEAST(GREATEST(run_at, '0001-01-02 00:00:00+00'::timestamptz), '9999-12-30 ...'::timestamptz)"
+    """
+    return f"LEAST(GREATEST({expression}, {EARLIEST_SQL}), {LATEST_SQL})"
+
+
 def timestamp_error(value: dt.datetime, *, field: str) -> str:
     """Return why *value* cannot be stored in *field*, or ``""`` when it can.
 
@@ -57,6 +68,8 @@ def check_timestamp(value: dt.datetime, *, field: str) -> dt.datetime:
 def check_delay_seconds(seconds: float, *, field: str, now: dt.datetime | None = None) -> float:
     """Return *seconds* when ``now + seconds`` is a storable time, else raise ``ValueError``.
 
+    NaN and infinities are refused too.
+
     >>> check_delay_seconds(60, field="run_after")
     60
     """
@@ -66,5 +79,12 @@ def check_delay_seconds(seconds: float, *, field: str, now: dt.datetime | None =
         raise ValueError(
             f"{field}={seconds!r} seconds from now is past {LATEST_TIMESTAMP.isoformat()}, "
             "the latest time a job may be scheduled for"
+        )
+    # A negative delay (a timedelta into the past) only makes the job due at once; one that
+    # reaches back before the earliest time is refused all the same.
+    if seconds < (EARLIEST_TIMESTAMP - start).total_seconds():
+        raise ValueError(
+            f"{field}={seconds!r} seconds from now is before {EARLIEST_TIMESTAMP.isoformat()}, "
+            "the earliest time a job may be scheduled for"
         )
     return seconds

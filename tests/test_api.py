@@ -3,6 +3,7 @@ permissions, CSRF, validation errors that name the field, 404s, and the OpenAPI 
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import uuid
@@ -208,3 +209,100 @@ def test_the_openapi_document_describes_every_route() -> None:
         if isinstance(p, URLPattern)
     }
     assert routes == set(served["paths"])
+
+
+def test_a_run_at_outside_the_range_is_a_400_naming_run_at_and_stores_nothing() -> None:
+    auth = bearer(user_with("add_job", "view_job"))
+    client = Client()
+    for run_at in ("9999-12-31T23:59:59-05:00", "0001-01-01T00:00:00+01:00", "9999-12-30T00:01Z"):
+        response = post(
+            client,
+            "/jobs",
+            {"name": jobs.api_add.name, "args": [1, 2], "run_at": run_at},
+            headers=auth,
+        )
+        assert response.status_code == 400, response.content
+        assert response["Content-Type"] == "application/json"
+        assert response.json()["fields"] == {
+            "run_at": f"run_at={dt.datetime.fromisoformat(run_at).isoformat()} is outside the "
+            "supported range 0001-01-02T00:00:00+00:00 to 9999-12-30T00:00:00+00:00 (UTC)"
+        }
+    assert not Job.objects.exists()
+    # The edges are accepted, and every read of the job serves them.
+    for run_at in ("9999-12-30T00:00:00Z", "0001-01-02T01:00:00+01:00"):
+        created = post(
+            client,
+            "/jobs",
+            {"name": jobs.api_add.name, "args": [1, 2], "run_at": run_at},
+            headers=auth,
+        )
+        assert created.status_code == 201, created.content
+        read = client.get(created["Location"], headers=auth)
+        assert read.status_code == 200 and read.json()["run_at"] == created.json()["run_at"]
+    listed = client.get(f"{API}/jobs", headers=auth).json()["results"]
+    assert sorted(j["run_at"] for j in listed) == [
+        "0001-01-02T00:00:00+00:00",
+        "9999-12-30T00:00:00+00:00",
+    ]
+
+
+def test_deep_nesting_huge_bodies_and_lone_surrogates_are_json_errors() -> None:
+    auth = bearer(user_with("add_job"))
+    client = Client()
+    api_add = jobs.api_add.name
+    deep = "[" * 100_000 + "]" * 100_000
+    cases = [
+        ("[" * 100_000, 400, "the body is nested too deeply"),
+        (f'{{"name": "{api_add}", "args": {deep}}}', 400, "the body is nested too deeply"),
+        (
+            json.dumps({"name": api_add, "args": [json.loads("[" * 200 + "]" * 200), 1]}),
+            400,
+            "] is nested deeper than 64 levels",
+        ),
+        (" " * 20_000_000, 413, "the body is 20,000,000 bytes; the limit is 2,621,440 bytes"),
+        # json.dumps escapes the surrogate: the body is valid JSON, and valid UTF-8.
+        (
+            json.dumps({"name": api_add, "args": ["\ud800", 1]}),
+            400,
+            "args[0] contains a lone surrogate ('\\ud800'), which is not valid UTF-8",
+        ),
+        (
+            json.dumps({"name": api_add, "args": [1], "kwargs": {"b": {"\udfff": 0}}}),
+            400,
+            "kwargs['b'] has the key '\\udfff', which contains a lone surrogate",
+        ),
+    ]
+    for body, status, message in cases:
+        response = client.post(f"{API}/jobs", body, content_type="application/json", headers=auth)
+        assert response.status_code == status, (body[:80], response.content[:300])
+        assert response["Content-Type"] == "application/json"
+        answer = response.json()
+        assert any(
+            message in text for text in [answer["error"], *answer.get("fields", {}).values()]
+        ), answer
+    assert not Job.objects.exists()
+
+
+def test_an_unexpected_error_is_a_logged_json_500_that_stores_nothing(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    auth = bearer(user_with("add_job", "view_job"))
+    # As a server does: Django's test client would raise the exception in the test instead.
+    client = Client(raise_request_exception=False)
+
+    def broken(job: Job) -> dict[str, Any]:
+        raise RuntimeError("a bug in the serializer")
+
+    monkeypatch.setattr(views, "job_json", broken)
+    jobs.add.delay(1, 2)
+    for response in (
+        post(client, "/jobs", {"name": jobs.api_add.name, "args": [1, 2]}, headers=auth),
+        client.get(f"{API}/jobs", headers=auth),
+    ):
+        assert response.status_code == 500
+        assert response["Content-Type"] == "application/json"
+        assert "internal error" in response.json()["error"]
+    assert "RuntimeError: a bug in the serializer" in caplog.text
+    assert "API request failed method=POST path=/api/jobs" in caplog.text
+    # The job the POST stored before the answer failed was rolled back with it.
+    assert list(Job.objects.values_list("name", flat=True)) == [jobs.add.name]

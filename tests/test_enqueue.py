@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -115,3 +116,25 @@ def test_a_failing_signal_receiver_does_not_break_delay(caplog: pytest.LogCaptur
         job_enqueued.disconnect(broken)
     assert Job.objects.filter(pk=job.pk).exists()
     assert f"signal receiver failed receiver={broken!r} job_id={job.id}" in caplog.text
+
+
+def test_a_lone_surrogate_is_a_type_error_that_says_where_it_is() -> None:
+    not_utf8 = "contains a lone surrogate ('\\ud800'), which is not valid UTF-8"
+    with pytest.raises(TypeError, match=re.escape(f"args[0][1] {not_utf8}")):
+        jobs.echo.delay(["ok", "\ud800"])
+    with pytest.raises(TypeError, match=re.escape(f"kwargs['key'] {not_utf8}")):
+        jobs.echo.delay(key="a\ud800b")
+    with pytest.raises(
+        TypeError, match=re.escape(f"args[0] has the key 'x\\ud800', which {not_utf8}")
+    ):
+        jobs.echo.delay({"x\ud800": 1})
+    with pytest.raises(
+        TypeError, match=re.escape("args[0] has the key 'a\\x00', which contains a NUL")
+    ):
+        jobs.echo.delay({"a\x00": 1})
+    with pytest.raises(TypeError, match=re.escape(f"job 1: args[0] {not_utf8}")):
+        jobs.echo.delay_many([(["fine"], {}), (["\ud800"], {})])
+    with pytest.raises(TypeError, match=re.escape(f"job 0: args[0] {not_utf8}")):
+        jobs.echo.using(run_after=60).delay_many([(["\ud800"], {}), ([1], {})])
+    assert not Job.objects.exists()
+    assert jobs.echo.delay("caf\u00e9 \U0001f600").args == ["caf\u00e9 \U0001f600"]  # a real pair

@@ -46,6 +46,11 @@ def test_backoff_grows_and_is_capped() -> None:
     assert all(80 <= jittered.delay_seconds(1) <= 120 for _ in range(100))
 
 
+def test_a_backoff_too_steep_for_floats_waits_its_maximum() -> None:
+    # 1e300 ** 2 overflows: the retry waits max_seconds instead of crashing the worker.
+    assert Backoff(base_seconds=1, factor=1e300, max_seconds=600, jitter=0).delay_seconds(3) == 600
+
+
 def test_default_settings() -> None:
     with override_settings(ASYNCJOBS={}):
         conf = get_settings()
@@ -67,6 +72,15 @@ def test_default_settings() -> None:
         ({"MAX_RETRY": 3}, "unknown key 'MAX_RETRY'; did you mean 'MAX_RETRIES'?"),
         ({"TRANSPORT": "redis"}, "must be one of"),
         ({"CREATE_MISSING_QUEUES": 1}, "must be bool"),
+        (
+            {"RETRY_BACKOFF_MAX_SECONDS": float("inf")},
+            'ASYNCJOBS["RETRY_BACKOFF_MAX_SECONDS"] must be a finite number, not inf',
+        ),
+        ({"RETRY_JITTER": float("nan")}, 'ASYNCJOBS["RETRY_JITTER"] must be a finite number'),
+        (
+            {"RETRY_BACKOFF_MAX_SECONDS": 10**12},
+            'ASYNCJOBS["RETRY_BACKOFF_MAX_SECONDS"] must be between 0 and 315360000, not 1',
+        ),
     ],
 )
 def test_invalid_settings_are_reported(raw: dict[str, object], message: str) -> None:

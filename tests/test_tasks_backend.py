@@ -131,6 +131,24 @@ def test_validate_task_gives_djangos_own_messages() -> None:
         tasks.add.using(run_after=dt.datetime(2030, 1, 1))
 
 
+def test_a_run_after_no_job_row_can_hold_or_a_lone_surrogate_is_refused() -> None:
+    west = dt.timezone(dt.timedelta(hours=-5))
+    with pytest.raises(
+        InvalidTask,
+        match=r"run_after=9999-12-31T23:59:59-05:00 is outside the supported range "
+        r"0001-01-02T00:00:00\+00:00 to 9999-12-30T00:00:00\+00:00 \(UTC\)",
+    ):
+        tasks.add.using(run_after=dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=west))
+    with pytest.raises(InvalidTask, match=r"run_after=0001-01-01T00:00:00\+01:00 is outside"):
+        tasks.add.using(run_after=dt.datetime(1, 1, 1, tzinfo=dt.timezone(dt.timedelta(hours=1))))
+    not_utf8 = r"contains a lone surrogate \('\\ud800'\), which is not valid UTF-8"
+    with pytest.raises(TypeError, match=rf"args\[0\] {not_utf8}"):
+        tasks.record_order.enqueue("\ud800")
+    with pytest.raises(TypeError, match=rf"kwargs\['key'\] {not_utf8}"):
+        tasks.record_order.enqueue(key="x\ud800")
+    assert not Job.objects.exists()
+
+
 def test_djangos_documented_example_runs_unchanged(memory_transport: MemoryTransport) -> None:
     # docs/topics/tasks.txt: enqueue, transactions with on_commit, results, priority, deferral.
     with transaction.atomic():

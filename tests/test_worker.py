@@ -220,6 +220,36 @@ def test_result_that_is_not_json_fails_the_attempt(memory_transport: MemoryTrans
     assert "the job's return value is a set" in row.error
 
 
+def test_a_result_with_a_lone_surrogate_fails_the_attempt_saying_so(
+    memory_transport: MemoryTransport,
+) -> None:
+    job = jobs.returns_lone_surrogate.delay()
+    relay(memory_transport)
+    drain(memory_transport)
+    row = fresh(job)
+    assert row.status == "failed"
+    assert (
+        "the job's return value['text'] contains a lone surrogate ('\\ud800'), which is not "
+        "valid UTF-8" in row.error
+    )
+
+
+def test_an_error_text_with_a_lone_surrogate_or_a_nul_is_stored_escaped(
+    memory_transport: MemoryTransport,
+) -> None:
+    failing = jobs.raises_lone_surrogate.delay()
+    after = jobs.add.delay(1, 2)
+    relay(memory_transport)
+    drain(memory_transport)
+    row = fresh(failing)
+    assert (row.status, row.error) == (
+        "failed",
+        "RuntimeError: half of a pair: \\ud800, and a NUL: \\x00",
+    )
+    assert "raise RuntimeError" in row.traceback
+    assert fresh(after).status == "succeeded"  # the worker carried on
+
+
 def test_a_stale_worker_cannot_overwrite_a_newer_outcome() -> None:
     job = jobs.add.delay(1, 1)
     with connection.cursor() as cursor:

@@ -91,9 +91,12 @@ def _located(response: dict[str, Any]) -> dict[str, Any]:
 
 
 def _errors(*codes: int) -> dict[str, Any]:
+    """Return the error answers *codes*, and the 500 every operation may answer (JSON too)."""
     texts = {400: "Invalid input", 401: "Not authenticated", 403: "Not allowed",
-             404: "No such job", 409: "Wrong status for this"}  # fmt: skip
-    return {str(code): _json(_ERROR, texts[code]) for code in codes}
+             404: "No such job", 409: "Wrong status for this",
+             413: "Body larger than DATA_UPLOAD_MAX_MEMORY_SIZE",
+             500: "Internal error; nothing was changed"}  # fmt: skip
+    return {str(code): _json(_ERROR, texts[code]) for code in (*codes, 500)}
 
 
 def document(*, base_path: str = "") -> dict[str, Any]:
@@ -143,7 +146,7 @@ def document(*, base_path: str = "") -> dict[str, Any]:
                             "this is that job",
                         )
                     ),
-                    **_errors(400, 401, 403),
+                    **_errors(400, 401, 403, 413),
                 },
             },
         },
@@ -183,7 +186,7 @@ def document(*, base_path: str = "") -> dict[str, Any]:
             "get": {
                 "operationId": "openapi",
                 "security": [],
-                "responses": {"200": {"description": "This document"}},
+                "responses": {"200": {"description": "This document"}, **_errors()},
             }
         },
     }

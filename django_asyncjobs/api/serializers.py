@@ -10,6 +10,7 @@ from django.utils.dateparse import parse_datetime
 from ..conf import get_settings, queue_name_error
 from ..models import Job
 from ..registry import JobDefinition, registry
+from ..timebounds import timestamp_error
 
 SUBMIT_FIELDS = {"name", "args", "kwargs", "delay", "run_at", "priority", "queue"}
 #: The longest delay the API accepts (ten years): a larger one is a mistake, and would not fit
@@ -92,6 +93,9 @@ def check_submission(data: Any) -> tuple[dict[str, Any], dict[str, str]]:
             moment = None
         if moment is None or moment.tzinfo is None:
             errors["run_at"] = "must be an ISO 8601 date and time with a time zone"
+        elif out_of_range := timestamp_error(moment, field="run_at"):
+            # 9999-12-31T23:59:59-05:00 is the year 10000 in UTC: no row may hold it.
+            errors["run_at"] = out_of_range
         else:
             run_after = moment
     priority = data.get("priority")

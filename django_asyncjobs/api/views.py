@@ -1,5 +1,9 @@
 """JSON views of the HTTP jobs API. Every view needs an authenticated user with the matching
-Django permission; a session user also needs a CSRF token to POST, a bearer token does not."""
+Django permission; a session user also needs a CSRF token to POST, a bearer token does not.
+
+Every answer is JSON, errors included: a body larger than Django's
+``DATA_UPLOAD_MAX_MEMORY_SIZE`` is a 413, and an unexpected exception a logged 500 that rolls
+back what the request wrote; never Django's HTML error page."""
 
 from __future__ import annotations
 
@@ -8,11 +12,15 @@ import binascii
 import datetime as dt
 import functools
 import json
+import logging
 import uuid
 from collections.abc import Callable
 from typing import Any
 
-from django.db import router, transaction
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
+from django.core.signals import got_request_exception
+from django.db import connections, router, transaction
 from django.db.models import DateTimeField, Func, Q
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
@@ -29,6 +37,8 @@ from .auth import token_user
 from .openapi import document
 from .serializers import check_submission, job_json
 
+logger = logging.getLogger(__name__)
+
 MAX_LIMIT = 200
 #: PostgreSQL's now(): when the current transaction started.
 _TRANSACTION_START = Func(function="transaction_timestamp", output_field=DateTimeField())
@@ -40,11 +50,61 @@ def error(http_status: int, message: str, **fields: Any) -> JsonResponse:
     return JsonResponse({"error": message, **fields}, status=http_status)
 
 
+def json_errors(view: View) -> View:
+    """Answer whatever *view* raises with a JSON error instead of Django's HTML page.
+
+    A body over ``DATA_UPLOAD_MAX_MEMORY_SIZE`` is a 413, another request Django finds suspicious
+    a 400; any other exception is logged, reported as Django reports one
+    (``got_request_exception``), and answered with a 500. Either way, whatever the request wrote
+    in an open transaction (``ATOMIC_REQUESTS``) is rolled back.
+    """
+
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        try:
+            return view(request, *args, **kwargs)
+        except RequestDataTooBig:
+            _roll_back()
+            limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+            return error(
+                413,
+                f"the body is {_content_length(request)} bytes; the limit is {limit:,} bytes "
+                "(DATA_UPLOAD_MAX_MEMORY_SIZE)",
+            )
+        except SuspiciousOperation as exc:
+            _roll_back()
+            return error(400, f"refused: {exc}")
+        except Exception:
+            _roll_back()
+            logger.exception("API request failed method=%s path=%s", request.method, request.path)
+            got_request_exception.send(sender=None, request=request)
+            return error(
+                500, "internal error: the request failed and changed nothing; it is logged"
+            )
+
+    return wrapper
+
+
+def _roll_back() -> None:
+    """Mark every open transaction for rollback: an error answer must leave nothing stored."""
+    for connection in connections.all(initialized_only=True):
+        if connection.in_atomic_block:
+            transaction.set_rollback(True, using=connection.alias)
+
+
+def _content_length(request: HttpRequest) -> str:
+    try:
+        return f"{int(request.META.get('CONTENT_LENGTH') or 0):,}"
+    except ValueError:
+        return "more than that"
+
+
 def api_view(*, methods: tuple[str, ...], permission: str | None = None) -> Callable[[View], View]:
     """Authenticate (session + CSRF, or bearer token), check *permission*, answer JSON errors."""
 
     def decorate(view: View) -> View:
         @csrf_exempt  # checked below, only for session users
+        @json_errors
         @functools.wraps(view)
         def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             if request.method not in methods:
@@ -87,6 +147,9 @@ def _create(request: HttpRequest) -> HttpResponse:
         return error(403, "permission 'django_asyncjobs.add_job' required")
     try:
         data = json.loads(request.body or b"null")
+    except RecursionError:
+        # json.loads recurses once per [ or {: 100,000 of them exhaust the stack.
+        return error(400, "the body is nested too deeply", fields={"body": "must be a JSON object"})
     except (ValueError, UnicodeDecodeError):
         return error(400, "the body is not JSON", fields={"body": "must be a JSON object"})
     cleaned, problems = check_submission(data)
@@ -96,15 +159,18 @@ def _create(request: HttpRequest) -> HttpResponse:
     bound = definition.using(
         run_after=cleaned["run_after"], priority=cleaned["priority"], queue=cleaned["queue"]
     )
-    try:
-        job, created = _store(definition, bound, cleaned["args"], cleaned["kwargs"])
-    except TypeError as exc:
-        return error(400, "invalid job", fields={"args": str(exc)})
-    except ValueError as exc:
-        return error(400, "invalid job", fields={"args": str(exc)})
-    # 200, not 201, when a unique job's active twin came back: nothing was created.
-    response = JsonResponse(job_json(job), status=201 if created else 200)
-    response["Location"] = reverse("asyncjobs_api:job", args=[job.id])
+    # One transaction for the job and its answer: if building the answer fails, the job is not
+    # stored either (json_errors answers a 500 that says so).
+    with transaction.atomic(using=router.db_for_write(Job)):
+        try:
+            job, created = _store(definition, bound, cleaned["args"], cleaned["kwargs"])
+        except (TypeError, ValueError) as exc:
+            # delay()'s messages start with the path of the bad value: args[0]..., kwargs['x']...
+            field = "kwargs" if str(exc).startswith("kwargs") else "args"
+            return error(400, "invalid job", fields={field: str(exc)})
+        # 200, not 201, when a unique job's active twin came back: nothing was created.
+        response = JsonResponse(job_json(job), status=201 if created else 200)
+        response["Location"] = reverse("asyncjobs_api:job", args=[job.id])
     return response
 
 
@@ -248,13 +314,16 @@ def _transition(
     found = _get(job_id)
     if found is None:
         return error(404, f"no job {job_id}")
-    changed = change(found.id)
-    if changed is None:
-        return error(409, f"the job is {found.status}; {refusal}")
-    return JsonResponse(job_json(changed))
+    # As in _create: a change whose answer cannot be built is rolled back with it.
+    with transaction.atomic(using=router.db_for_write(Job)):
+        changed = change(found.id)
+        if changed is None:
+            return error(409, f"the job is {found.status}; {refusal}")
+        return JsonResponse(job_json(changed))
 
 
 @csrf_exempt  # read-only; every other method gets a JSON 405, not the CSRF page
+@json_errors
 def openapi(request: HttpRequest) -> HttpResponse:
     """``GET /openapi.json``: the OpenAPI 3.1 document of this API (public, like any schema)."""
     if request.method not in ("GET", "HEAD"):

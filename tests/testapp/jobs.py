@@ -13,7 +13,7 @@ import time
 import uuid
 from typing import Any
 
-from django_asyncjobs import areport_progress, current_job, job, report_progress
+from django_asyncjobs import Backoff, areport_progress, current_job, job, report_progress
 
 from .durable import retry_through_restart
 from .models import Execution
@@ -83,6 +83,16 @@ def sync_sleeper(seconds: float) -> str:
 @job
 def returns_set() -> Any:
     return {1, 2}
+
+
+@job(max_retries=0)
+def returns_lone_surrogate() -> Any:
+    return {"text": "half of a pair: \ud800"}
+
+
+@job(max_retries=0)
+def raises_lone_surrogate() -> None:
+    raise RuntimeError("half of a pair: \ud800, and a NUL: \x00")
 
 
 @job
@@ -317,3 +327,10 @@ def slow_low(key: str, seconds: float) -> str:
     time.sleep(seconds)
     _ledger("slow_low", key)
     return key
+
+
+@job(max_retries=1, backoff=Backoff(base_seconds=1e300, factor=1e300, max_seconds=1e300, jitter=0))
+def fails_with_endless_backoff(key: str) -> None:
+    """Fail with a retry left, under a backoff that waits longer than any row can hold."""
+    _ledger("fails_with_endless_backoff", key)
+    raise RuntimeError(f"{key} fails")

@@ -240,6 +240,8 @@ class RegisteredJob(models.Model):
 
     name = models.CharField(_("name"), max_length=255, primary_key=True)
     seen_at = models.DateTimeField(_("last seen at"))
+    # What asyncjobs_enqueue() copies onto the rows it inserts, as delay() does from the code.
+    at_most_once = models.BooleanField(_("at most once"), default=False)
 
     class Meta:
         db_table = "asyncjobs_registered"

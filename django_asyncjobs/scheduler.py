@@ -126,10 +126,18 @@ class Scheduler:
         return failed
 
     def record_registered_names(self) -> None:
-        """Record this process's job names, which ``asyncjobs_enqueue()`` (SQL) checks against."""
-        rows = [RegisteredJob(name=name, seen_at=timezone.now()) for name in registry.names()]
+        """Record this process's job names and their at-most-once policy, which
+        ``asyncjobs_enqueue()`` (SQL) checks names against and copies onto the rows it inserts."""
+        now = timezone.now()
+        rows = [
+            RegisteredJob(name=definition.name, seen_at=now, at_most_once=definition.at_most_once)
+            for definition in registry
+        ]
         RegisteredJob.objects.using(self.using).bulk_create(
-            rows, update_conflicts=True, unique_fields=["name"], update_fields=["seen_at"]
+            rows,
+            update_conflicts=True,
+            unique_fields=["name"],
+            update_fields=["seen_at", "at_most_once"],
         )
         self._names_recorded = True
 

@@ -219,3 +219,22 @@ def test_a_dependency_on_a_missing_job_is_an_error_at_delay() -> None:
     with pytest.raises(TypeError, match="depends_on takes jobs or job ids"):
         jobs.echo.using(depends_on=[42]).delay("x")  # type: ignore[list-item]
     assert not Job.objects.exists()
+
+
+# -- enqueue from SQL ----------------------------------------------------------------------------
+
+
+def test_asyncjobs_enqueue_stores_the_at_most_once_policy_runscheduler_recorded(
+    memory_transport: MemoryTransport,
+) -> None:
+    """A row inserted by SQL carries the policy of its code, as one from delay() does."""
+    from django_asyncjobs.scheduler import Scheduler
+
+    Scheduler(transport=memory_transport).record_registered_names()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT asyncjobs_enqueue('tests.ledgered_once', '[\"k\"]')")
+        (once_id,) = cursor.fetchone()
+        cursor.execute("SELECT asyncjobs_enqueue('tests.echo')")
+        (plain_id,) = cursor.fetchone()
+    assert Job.objects.get(pk=once_id).at_most_once is True
+    assert Job.objects.get(pk=plain_id).at_most_once is False

@@ -1,14 +1,15 @@
-"""``asyncjobs_enqueue()`` refuses a run_at outside the range a job row may hold, by name.
+"""``asyncjobs_enqueue()`` refuses a run_at outside the range a job row may hold, by name, and
+stores the at-most-once policy that runscheduler recorded for the job's name.
 
 Hand-written: the CHECK constraint of 0013 already refuses such a row, but its message names a
-constraint, not the argument. The body is 0006's with that one check added (same signature, so
-CREATE OR REPLACE keeps every grant and caller); its INSERT names no column added since 0006,
-which get their database defaults (0013).
+constraint, not the argument. The body is 0006's with that check added and ``at_most_once``
+read from ``asyncjobs_registered`` (same signature, so CREATE OR REPLACE keeps every grant and
+caller); the other columns added since 0006 get their database defaults (0013).
 """
 
 from importlib import import_module
 
-from django.db import migrations
+from django.db import migrations, models
 
 ENQUEUE_FUNCTION = r"""
 CREATE OR REPLACE FUNCTION asyncjobs_enqueue(
@@ -56,11 +57,14 @@ BEGIN
     INSERT INTO asyncjobs_job (
         id, name, args, kwargs, queue, priority, status, run_at, attempts, interruptions,
         max_retries, timeout, error, traceback, created_at, worker, unique_key, depends_on,
-        blocked
+        blocked, at_most_once
     ) VALUES (
         new_id, p_name, p_args, p_kwargs, p_queue, coalesce(p_priority, 0), 'scheduled',
         coalesce(p_run_at, now()), 0, 0, p_max_retries, nullif(p_timeout, 0), '', '', now(), '',
-        NULL, '{}', false
+        NULL, '{}', false,
+        -- The policy of the code, as delay() stores it: a rescue must never run such a job twice.
+        coalesce((SELECT r.at_most_once FROM asyncjobs_registered AS r WHERE r.name = p_name),
+            false)
     );
     PERFORM pg_notify('asyncjobs', '');
     RETURN new_id;
@@ -75,6 +79,16 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        migrations.AddField(
+            model_name="registeredjob",
+            name="at_most_once",
+            field=models.BooleanField(default=False, verbose_name="at most once"),
+        ),
+        # Set in the database too: a runscheduler of the previous version inserts without it.
+        migrations.RunSQL(
+            "ALTER TABLE asyncjobs_registered ALTER COLUMN at_most_once SET DEFAULT false",
+            reverse_sql=migrations.RunSQL.noop,
+        ),
         migrations.RunSQL(
             ENQUEUE_FUNCTION,
             # Back to 0006's body: the CHECK constraint (until 0013 is reversed) still refuses.

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from django.apps import AppConfig
-from django.core.checks import CheckMessage, Error, Tags, register
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.db import connections, router
 
 from . import conf
@@ -64,4 +64,25 @@ def check_periodic_jobs(
             id="asyncjobs.E003",
         )
         for message in problems()
+    ]
+
+
+@register(Tags.compatibility)
+def check_idle_schedules(
+    *, app_configs: Sequence[AppConfig] | None, databases: Sequence[str] | None, **kwargs: Any
+) -> list[CheckMessage]:
+    """Warn about valid schedules that never fire (asyncjobs.W002): ``0 0 30 2 *``, a past year.
+
+    A warning, not an error: a schedule whose last year has passed must not stop the scheduler.
+    """
+    from .periodic import idle_schedules
+
+    return [
+        Warning(
+            message,
+            hint="Fix or remove the schedule; the scheduler leaves it waiting for ever.",
+            obj="django_asyncjobs.periodic",
+            id="asyncjobs.W002",
+        )
+        for message in idle_schedules()
     ]

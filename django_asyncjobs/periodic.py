@@ -16,11 +16,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import KW_ONLY, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 from django.db import connections, router, transaction
 
 from .conf import raw_settings
 from .exceptions import JobNotRegistered
+from .timebounds import LATEST_TIMESTAMP
 
 if TYPE_CHECKING:
     from .registry import JobDefinition
@@ -69,18 +70,39 @@ class Cron:
     def occurrences(self, after: dt.datetime, until: dt.datetime) -> Iterator[dt.datetime]:
         """Yield occurrences in ``(after, until]``, as aware datetimes."""
         zone = zoneinfo.ZoneInfo(self.timezone)
-        for occurrence in croniter(self.expression, after.astimezone(zone)).all_next(dt.datetime):
+        found = croniter(self.expression, after.astimezone(zone)).all_next(dt.datetime)
+        while True:
+            try:
+                occurrence = next(found)
+            except (StopIteration, CroniterBadDateError):  # the schedule has no more
+                return
             if occurrence > until:
                 return
             yield occurrence
 
     def next_after(self, moment: dt.datetime) -> dt.datetime:
-        """Return the first occurrence after *moment*."""
+        """Return the first occurrence after *moment*; ``LATEST_TIMESTAMP`` when there is none.
+
+        A valid expression can have no occurrence (``0 0 30 2 *``, or a year field that has
+        passed): its schedule then waits for ever instead of failing every scheduler pass, and
+        the system check warns about it (asyncjobs.W002).
+        """
         zone = zoneinfo.ZoneInfo(self.timezone)
-        occurrence: dt.datetime = croniter(self.expression, moment.astimezone(zone)).get_next(
-            dt.datetime
-        )
-        return occurrence
+        try:
+            occurrence: dt.datetime = croniter(self.expression, moment.astimezone(zone)).get_next(
+                dt.datetime
+            )
+        except CroniterBadDateError:
+            return LATEST_TIMESTAMP
+        return min(occurrence, LATEST_TIMESTAMP)
+
+    def fires_after(self, moment: dt.datetime) -> bool:
+        """Return whether the schedule has an occurrence after *moment*.
+
+        >>> Cron("0 0 30 2 *").fires_after(dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+        False
+        """
+        return self.next_after(moment) < LATEST_TIMESTAMP
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -149,6 +171,17 @@ def problems() -> list[str]:
         if problem:
             found.append(f"periodic job {schedule.key!r}: {problem}")
     return found
+
+
+def idle_schedules(now: dt.datetime | None = None) -> list[str]:
+    """Return one message per valid schedule that has no occurrence after *now*."""
+    moment = now or dt.datetime.now(dt.UTC)
+    return [
+        f"periodic job {schedule.key!r}: {schedule.cron.expression!r} never fires after "
+        f"{moment:%Y-%m-%d %H:%M} UTC"
+        for schedule in schedules()
+        if schedule.cron.problem() is None and not schedule.cron.fires_after(moment)
+    ]
 
 
 def _definition(schedule: Schedule) -> JobDefinition[Any, Any]:

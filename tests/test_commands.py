@@ -102,6 +102,10 @@ def test_purge_deletes_old_finished_jobs_in_batches_with_their_attempts() -> Non
     assert not JobAttempt.objects.filter(job_id__in=[j.id for j in old]).exists()
     with pytest.raises(CommandError, match="not a duration"):
         run("purge", "--older-than", "a month")
+    # Longer than PostgreSQL's interval can hold: a clear error, not a traceback.
+    with pytest.raises(CommandError, match="longer than the years 1 to 9999"):
+        run("purge", "--older-than", "99999999999999d")
+    assert Job.objects.filter(id=recent.id).exists()
     with pytest.raises(CommandError, match="finished jobs only, not queued"):
         run("purge", "--older-than", "1d", "--status", "queued")
     with pytest.raises(CommandError, match="unknown status 'nope'"):

@@ -16,6 +16,7 @@ from django.test import override_settings
 from django_asyncjobs import Cron, job, registry
 from django_asyncjobs.models import Job, PeriodicSchedule
 from django_asyncjobs.periodic import enqueue_due
+from django_asyncjobs.timebounds import LATEST_TIMESTAMP
 from tests.conftest import _current_asyncjobs
 from tests.flows import start_scheduler, start_worker, wait_for_final
 from tests.processes import ProcessGroup, wait_until
@@ -126,3 +127,27 @@ def test_two_schedulers_enqueue_each_occurrence_once(processes: ProcessGroup) ->
     assert set(seconds) == {1.0}, f"occurrences skipped: {occurrences}"
     rows = wait_for_final(ticks, processes)
     assert {row.status for row in rows.values()} == {"succeeded"}
+
+
+def test_a_schedule_that_never_fires_waits_with_a_warning_and_breaks_no_pass() -> None:
+    """``0 0 30 2 *`` (30 February) and a year that has passed are valid cron and never fire."""
+
+    @job(name="tests.never", cron=["0 0 30 2 *", Cron("0 0 1 1 * 0 2020", kwargs={"n": 2})])
+    def never(n: int = 1) -> int:
+        return n
+
+    try:
+        warnings = [m for m in run_checks() if m.id == "asyncjobs.W002"]
+        assert len(warnings) == 2
+        assert "'0 0 30 2 *' never fires after" in warnings[0].msg
+        assert enqueue_due() == 0  # creates the rows without raising
+        rows = PeriodicSchedule.objects.filter(name="tests.never")
+        assert rows.count() == 2
+        assert {row.next_run_at for row in rows} == {LATEST_TIMESTAMP}
+        # A schedule whose last occurrence is due runs it once, then waits for ever.
+        rows.update(next_run_at=dt.datetime(2020, 1, 1, tzinfo=dt.UTC))
+        assert enqueue_due() == 2
+        assert enqueue_due() == 0
+        assert {row.next_run_at for row in rows.all()} == {LATEST_TIMESTAMP}
+    finally:
+        registry.unregister("tests.never")

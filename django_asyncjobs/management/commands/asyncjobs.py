@@ -18,6 +18,7 @@ from ...conf import get_settings
 from ...exceptions import TransportError
 from ...models import Job
 from ...status import FINAL_STATUSES, JobStatus
+from ...timebounds import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP
 from ...transports import get_transport
 from ...transports.sqs import SQSTransport
 from ._options import AsyncJobsCommand, positive_int, queue_list
@@ -33,7 +34,13 @@ def duration_seconds(value: str) -> float:
     match = _DURATION.match(value.strip())
     if not match:
         raise argparse.ArgumentTypeError(f"{value!r} is not a duration like 90s, 15m, 12h or 30d")
-    return float(match[1]) * _UNIT_SECONDS[match[2]]
+    seconds = float(match[1]) * _UNIT_SECONDS[match[2]]
+    # Longer than every storable timestamp is apart: PostgreSQL's interval would overflow.
+    if seconds > (LATEST_TIMESTAMP - EARLIEST_TIMESTAMP).total_seconds():
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is longer than the years 1 to 9999 that job timestamps span"
+        )
+    return seconds
 
 
 def status_list(value: str) -> list[str]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import os
-import time
 from typing import Any
 
 import pytest
@@ -36,7 +35,7 @@ from django_asyncjobs.tasks_compat import (
 from django_asyncjobs.transports.memory import MemoryTransport
 from tests.conftest import drain, relay
 from tests.flows import start_scheduler, start_worker, wait_for_final
-from tests.processes import ProcessGroup
+from tests.processes import ProcessGroup, wait_until
 from tests.testapp import jobs, tasks
 from tests.testapp.models import Execution
 
@@ -193,7 +192,11 @@ def test_retries_with_backoff_keep_every_error(memory_transport: MemoryTransport
     assert error.exception_class_path == "tests.testapp.tasks.FirstAttemptFails"
     assert error.exception_class is tasks.FirstAttemptFails
     assert "the first attempt fails" in error.traceback and "Traceback" in error.traceback
-    time.sleep(0.3)
+    wait_until(
+        lambda: Job.objects.due().filter(pk=result.id).exists(),
+        timeout=10,
+        message="the retry never became due",
+    )
     run_everything(memory_transport)
     result.refresh()
     assert result.status == TaskResultStatus.SUCCESSFUL and result.return_value == 2

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -172,12 +173,11 @@ def test_retries_exhausted_fails_with_traceback(memory_transport: MemoryTranspor
 
 
 def _wait_until_due(job: Job, timeout: float = 10.0) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not Job.objects.due().filter(pk=job.pk).exists():
-        assert time.monotonic() < deadline, f"job not due: {fresh(job).status} {fresh(job).run_at}"
-        time.sleep(0.05)
+    wait_until(
+        lambda: Job.objects.due().filter(pk=job.pk).exists(),
+        timeout=timeout,
+        message=lambda: f"job not due: {fresh(job).status} {fresh(job).run_at}",
+    )
 
 
 def test_async_job_past_its_timeout_is_cancelled(memory_transport: MemoryTransport) -> None:
@@ -194,8 +194,7 @@ def test_async_job_past_its_timeout_is_cancelled(memory_transport: MemoryTranspo
 def test_sync_job_past_its_timeout_is_failed_and_the_worker_goes_on(
     memory_transport: MemoryTransport,
 ) -> None:
-    import time
-
+    threads_before = set(threading.enumerate())
     slow = jobs.sync_sleeper.delay(3)
     relay(memory_transport)
     started = time.monotonic()
@@ -208,7 +207,16 @@ def test_sync_job_past_its_timeout_is_failed_and_the_worker_goes_on(
     relay(memory_transport)
     drain(memory_transport)
     assert fresh(after).status == "succeeded"
-    time.sleep(2)  # the abandoned thread finishes; its write is fenced by the lease
+    # The abandoned thread finishes its sleep a moment later: what it returns must change nothing.
+    job_threads = [
+        t for t in threading.enumerate() if t.name == "asyncjobs-job" and t not in threads_before
+    ]
+    assert job_threads, "no job thread ran the sleeper"
+    wait_until(
+        lambda: not any(t.is_alive() for t in job_threads),
+        timeout=10,
+        message="the abandoned job thread never finished",
+    )
     assert fresh(slow).status == "failed"
 
 
@@ -364,9 +372,6 @@ def test_worker_logs_one_line_per_start_and_end(
 
 
 def test_an_idle_worker_long_polls_instead_of_spinning() -> None:
-    import threading
-    import time
-
     class Counting(MemoryTransport):
         def __init__(self) -> None:
             super().__init__()
@@ -382,15 +387,18 @@ def test_an_idle_worker_long_polls_instead_of_spinning() -> None:
     worker = Worker(transport=transport, queues=["high", "default", "low"], wait_seconds=1)
     thread = threading.Thread(target=worker.run)
     thread.start()
-    time.sleep(3)
-    job = jobs.add.delay(1, 1)
-    relay(transport)
-    deadline = time.monotonic() + 10
-    while fresh(job).status != "succeeded" and time.monotonic() < deadline:
-        time.sleep(0.05)
-    worker.stop()
-    thread.join(10)
-    assert fresh(job).status == "succeeded"
+    try:
+        time.sleep(3)  # the behaviour under test: three seconds of idling, counted below
+        job = jobs.add.delay(1, 1)
+        relay(transport)
+        wait_until(
+            lambda: fresh(job).status == "succeeded",
+            timeout=10,
+            message=lambda: f"job {fresh(job).status}",
+        )
+    finally:
+        worker.stop()
+        thread.join(10)
     short_polls = sum(1 for wait in transport.calls if wait == 0)
     # One sweep at start and one after the job; never one per tick while idle.
     assert short_polls <= 2 * 3, transport.calls

@@ -339,10 +339,12 @@ def test_tasks_run_in_real_processes_and_signals_come_from_the_right_one(
     add, whoami, mul = results
     assert add.return_value == 5 and mul.return_value == 12
     assert whoami.return_value == {"key": "real", "attempt": 1, "id": whoami.id}
+    worker_pids = {int(p) for p in _pids(worker.output())}
     if retried is not None:
         assert retried.return_value == 2 and len(retried.errors) == 1
-        assert len(set(retried.worker_ids)) >= 1 and retried.attempts == 2
-    worker_pids = {int(p) for p in _pids(worker.output())}
+        # One worker id per attempt, each naming a worker process of this runworker.
+        assert len(retried.worker_ids) == retried.attempts == 2, retried.worker_ids
+        assert {int(w.rsplit(":", 1)[1]) for w in retried.worker_ids} <= worker_pids
     for result in (add, whoami, mul):
         sent = signals_for(result.id)
         assert [s for s, _, _ in sent] == ["task_enqueued", "task_started", "task_finished"]

@@ -18,8 +18,16 @@ from tests.processes import ProcessGroup, subprocess_env
 
 
 @pytest.fixture
-def processes(transactional_db: None, queue_prefix: str, tmp_path: Path) -> Iterator[ProcessGroup]:
+def processes(
+    request: pytest.FixtureRequest, transactional_db: None, queue_prefix: str, tmp_path: Path
+) -> Iterator[ProcessGroup]:
     """Start management commands for one test; stop them all afterwards, even if it failed."""
+    # A test that restarts or pauses a service may get a private one (tests/plugin.py), which
+    # repoints this test's database connection or SQS endpoint: set it up first, so that the
+    # processes are pointed there too (and are stopped before it is).
+    for service in ("postgres_server", "moto_server"):
+        if service in request.fixturenames:
+            request.getfixturevalue(service)
     group = ProcessGroup(env=subprocess_env(queue_prefix=queue_prefix), log_dir=tmp_path)
     try:
         yield group

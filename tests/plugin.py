@@ -3,15 +3,25 @@
 Services missing from the environment are started before pytest-django loads
 the Django settings, which read ``DATABASE_URL`` and the SQS endpoint from
 ``os.environ``, and are stopped when pytest exits.
+
+Services named by the environment (a team's own servers, CI service containers, tox passing
+the variables on) are used as they are, except by the fault tests that restart PostgreSQL or
+pause SQS: the ``postgres_server`` and ``moto_server`` fixtures give those tests private
+throwaway servers, or fail them when none can be started.
 """
 
 from __future__ import annotations
 
-from typing import TypeVar
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, TypeVar
 
 import pytest
 
 from tests.services import MotoServer, PostgresServer, ensure_services, stop_services
+
+if TYPE_CHECKING:
+    from pytest_django import DjangoDbBlocker
 
 _started_key = pytest.StashKey[list[PostgresServer | MotoServer]]()
 _T = TypeVar("_T", PostgresServer, MotoServer)
@@ -48,22 +58,97 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     config.stash[_started_key] = []
 
 
-@pytest.fixture(scope="session")
-def postgres_server(request: pytest.FixtureRequest) -> PostgresServer:
-    """Return the PostgreSQL server of this run; skip if supplied via env."""
+@pytest.fixture
+def postgres_server(
+    request: pytest.FixtureRequest,
+    django_db_setup: None,
+    django_db_blocker: DjangoDbBlocker,
+) -> Iterator[PostgresServer]:
+    """Return a PostgreSQL server this test may restart, holding the test database.
+
+    That is the run's own server when it started one. A server named by ``DATABASE_URL`` is
+    not ours to restart: the test then gets a private throwaway server with a migrated test
+    database, and this test's database connection points at it until the test ends (the
+    ``processes`` fixture points the processes it starts there too). A private server that
+    cannot be started fails the test: a skipped fault test would prove nothing.
+    """
     server = _owned(request.config, PostgresServer)
-    if server is None:
-        pytest.skip("PostgreSQL supplied externally via DATABASE_URL")
-    return server
+    if server is not None:
+        yield server
+        return
+    with (
+        _private(PostgresServer(), what="PostgreSQL", variable="DATABASE_URL") as private,
+        _test_database_on(private, django_db_blocker),
+    ):
+        yield private
 
 
-@pytest.fixture(scope="session")
-def moto_server(request: pytest.FixtureRequest) -> MotoServer:
-    """Return the moto_server of this run; skip if supplied via env."""
+@pytest.fixture
+def moto_server(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[MotoServer]:
+    """Return a moto_server this test may reset or pause.
+
+    That is the run's own server when it started one. An endpoint named by
+    ``AWS_ENDPOINT_URL(_SQS)`` is not ours to pause: the test then gets a private moto_server,
+    and ``AWS_ENDPOINT_URL_SQS`` names it until the test ends (boto3 reads it for every client
+    it makes, and the ``processes`` fixture passes it on). A private server that cannot be
+    started fails the test.
+    """
     server = _owned(request.config, MotoServer)
-    if server is None:
-        pytest.skip("SQS endpoint supplied externally via AWS_ENDPOINT_URL(_SQS)")
-    return server
+    if server is not None:
+        yield server
+        return
+    with _private(
+        MotoServer(), what="SQS (moto_server)", variable="AWS_ENDPOINT_URL(_SQS)"
+    ) as private:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", private.url)
+        yield private
+
+
+@contextlib.contextmanager
+def _private(server: _T, *, what: str, variable: str) -> Iterator[_T]:
+    """Start *server* for one test and stop it afterwards; fail the test if it cannot start."""
+    try:
+        server.start()
+    except Exception as exc:
+        error: Exception | None = exc
+    else:
+        error = None
+    if error is not None:
+        pytest.fail(
+            f"this test restarts or pauses {what}; the one {variable} names is not this run's "
+            f"to disturb, and a private one could not be started: {error}",
+            pytrace=False,
+        )
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def _test_database_on(server: PostgresServer, blocker: DjangoDbBlocker) -> Iterator[None]:
+    """Point the default connection at a migrated copy of the test database on *server*."""
+    from django.core.management import call_command
+    from django.db import connection
+
+    settings_dict = connection.settings_dict
+    saved = dict(settings_dict)
+    # The test database's name (test_...), which subprocess_env() hands to the processes.
+    name = str(saved["NAME"]).replace('"', '""')
+    server.psql(f'CREATE DATABASE "{name}"')
+    connection.close()
+    # The same dict as settings.DATABASES["default"], so connections of other threads follow.
+    settings_dict.update(HOST="127.0.0.1", PORT=str(server.port), USER="postgres", PASSWORD="")
+    try:
+        with blocker.unblock():
+            call_command("migrate", interactive=False, verbosity=0)
+        yield
+    finally:
+        connection.close()
+        settings_dict.clear()
+        settings_dict.update(saved)
 
 
 @pytest.fixture

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from django.core.checks import run_checks
+from django.db.models.functions import Now
 from django.test import override_settings
 
 from django_asyncjobs import Cron, job, registry
@@ -48,7 +48,11 @@ def test_each_occurrence_is_enqueued_once(every_second: Any) -> None:
     assert enqueue_due() == 0  # creates the row; the first occurrence is the next second
     row = PeriodicSchedule.objects.get(key="tests.tick")
     assert row.cron == "* * * * * *" and row.last_run_at is None
-    time.sleep(1.1)
+    wait_until(
+        lambda: PeriodicSchedule.objects.filter(pk=row.pk, next_run_at__lte=Now()).exists(),
+        timeout=5,
+        message=f"the occurrence at {row.next_run_at} never became due",
+    )
     assert enqueue_due() == 1
     assert enqueue_due() == 0  # the same occurrence never twice
     (enqueued,) = Job.objects.filter(name="tests.tick")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import os
-import time
 from typing import Any
 
 import pytest
@@ -36,7 +35,7 @@ from django_asyncjobs.tasks_compat import (
 from django_asyncjobs.transports.memory import MemoryTransport
 from tests.conftest import drain, relay
 from tests.flows import start_scheduler, start_worker, wait_for_final
-from tests.processes import ProcessGroup
+from tests.processes import ProcessGroup, wait_until
 from tests.testapp import jobs, tasks
 from tests.testapp.models import Execution
 
@@ -211,7 +210,11 @@ def test_retries_with_backoff_keep_every_error(memory_transport: MemoryTransport
     assert error.exception_class_path == "tests.testapp.tasks.FirstAttemptFails"
     assert error.exception_class is tasks.FirstAttemptFails
     assert "the first attempt fails" in error.traceback and "Traceback" in error.traceback
-    time.sleep(0.3)
+    wait_until(
+        lambda: Job.objects.due().filter(pk=result.id).exists(),
+        timeout=10,
+        message="the retry never became due",
+    )
     run_everything(memory_transport)
     result.refresh()
     assert result.status == TaskResultStatus.SUCCESSFUL and result.return_value == 2
@@ -363,10 +366,12 @@ def test_tasks_run_in_real_processes_and_signals_come_from_the_right_one(
     add, whoami, mul = results
     assert add.return_value == 5 and mul.return_value == 12
     assert whoami.return_value == {"key": "real", "attempt": 1, "id": whoami.id}
+    worker_pids = {int(p) for p in _pids(worker.output())}
     if retried is not None:
         assert retried.return_value == 2 and len(retried.errors) == 1
-        assert len(set(retried.worker_ids)) >= 1 and retried.attempts == 2
-    worker_pids = {int(p) for p in _pids(worker.output())}
+        # One worker id per attempt, each naming a worker process of this runworker.
+        assert len(retried.worker_ids) == retried.attempts == 2, retried.worker_ids
+        assert {int(w.rsplit(":", 1)[1]) for w in retried.worker_ids} <= worker_pids
     for result in (add, whoami, mul):
         sent = signals_for(result.id)
         assert [s for s, _, _ in sent] == ["task_enqueued", "task_started", "task_finished"]

@@ -7,6 +7,8 @@ SQS itself. tests/test_processes.py proves the same flows with real processes.
 from __future__ import annotations
 
 import json
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -23,6 +25,7 @@ from django_asyncjobs.transports.base import OutgoingMessage
 from django_asyncjobs.transports.memory import MemoryTransport
 from django_asyncjobs.transports.sqs import SQSTransport
 from tests.conftest import drain, relay
+from tests.processes import wait_until
 from tests.testapp import jobs
 from tests.testapp.models import Execution
 
@@ -171,12 +174,11 @@ def test_retries_exhausted_fails_with_traceback(memory_transport: MemoryTranspor
 
 
 def _wait_until_due(job: Job, timeout: float = 10.0) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not Job.objects.due().filter(pk=job.pk).exists():
-        assert time.monotonic() < deadline, f"job not due: {fresh(job).status} {fresh(job).run_at}"
-        time.sleep(0.05)
+    wait_until(
+        lambda: Job.objects.due().filter(pk=job.pk).exists(),
+        timeout=timeout,
+        message=lambda: f"job not due: {fresh(job).status} {fresh(job).run_at}",
+    )
 
 
 def test_async_job_past_its_timeout_is_cancelled(memory_transport: MemoryTransport) -> None:
@@ -193,8 +195,7 @@ def test_async_job_past_its_timeout_is_cancelled(memory_transport: MemoryTranspo
 def test_sync_job_past_its_timeout_is_failed_and_the_worker_goes_on(
     memory_transport: MemoryTransport,
 ) -> None:
-    import time
-
+    threads_before = set(threading.enumerate())
     slow = jobs.sync_sleeper.delay(3)
     relay(memory_transport)
     started = time.monotonic()
@@ -207,7 +208,16 @@ def test_sync_job_past_its_timeout_is_failed_and_the_worker_goes_on(
     relay(memory_transport)
     drain(memory_transport)
     assert fresh(after).status == "succeeded"
-    time.sleep(2)  # the abandoned thread finishes; its write is fenced by the lease
+    # The abandoned thread finishes its sleep a moment later: what it returns must change nothing.
+    job_threads = [
+        t for t in threading.enumerate() if t.name == "asyncjobs-job" and t not in threads_before
+    ]
+    assert job_threads, "no job thread ran the sleeper"
+    wait_until(
+        lambda: not any(t.is_alive() for t in job_threads),
+        timeout=10,
+        message="the abandoned job thread never finished",
+    )
     assert fresh(slow).status == "failed"
 
 
@@ -460,9 +470,6 @@ def test_worker_logs_one_line_per_start_and_end(
 
 
 def test_an_idle_worker_long_polls_instead_of_spinning() -> None:
-    import threading
-    import time
-
     class Counting(MemoryTransport):
         def __init__(self) -> None:
             super().__init__()
@@ -478,15 +485,18 @@ def test_an_idle_worker_long_polls_instead_of_spinning() -> None:
     worker = Worker(transport=transport, queues=["high", "default", "low"], wait_seconds=1)
     thread = threading.Thread(target=worker.run)
     thread.start()
-    time.sleep(3)
-    job = jobs.add.delay(1, 1)
-    relay(transport)
-    deadline = time.monotonic() + 10
-    while fresh(job).status != "succeeded" and time.monotonic() < deadline:
-        time.sleep(0.05)
-    worker.stop()
-    thread.join(10)
-    assert fresh(job).status == "succeeded"
+    try:
+        time.sleep(3)  # the behaviour under test: three seconds of idling, counted below
+        job = jobs.add.delay(1, 1)
+        relay(transport)
+        wait_until(
+            lambda: fresh(job).status == "succeeded",
+            timeout=10,
+            message=lambda: f"job {fresh(job).status}",
+        )
+    finally:
+        worker.stop()
+        thread.join(10)
     short_polls = sum(1 for wait in transport.calls if wait == 0)
     # One sweep at start and one after the job; never one per tick while idle.
     assert short_polls <= 2 * 3, transport.calls
@@ -552,14 +562,11 @@ def test_a_job_thread_starts_each_job_clean(memory_transport: MemoryTransport) -
 def test_prefetched_low_jobs_do_not_hold_up_a_new_high_one_for_long(
     memory_transport: MemoryTransport,
 ) -> None:
-    """Messages held ahead of free slots go back after HOLD_SECONDS: a high-priority job that
-    arrives meanwhile waits for at most the few held ones, never for the whole backlog."""
-    import threading
-    import time
-
+    """A high-priority job that arrives while the worker holds prefetched low ones waits for at
+    most those few, never for the whole backlog."""
     from django_asyncjobs.worker import Worker
 
-    lows = [jobs.slow_low.delay(f"low{i}", 0.2) for i in range(12)]
+    lows = [jobs.slow_low.delay(f"low{i}", 0.2) for i in range(30)]
     relay(memory_transport)
     worker = Worker(
         transport=memory_transport, queues=["high", "low"], concurrency=1, wait_seconds=0
@@ -567,19 +574,28 @@ def test_prefetched_low_jobs_do_not_hold_up_a_new_high_one_for_long(
     thread = threading.Thread(target=worker.run)
     thread.start()
     try:
-        time.sleep(1.0)  # a few lows ran: the worker now prefetches
+        # Once a few lows ran, the worker holds as many messages as it started in the last second.
+        wait_until(lambda: runs("slow_low") >= 5, timeout=30, message="the low jobs never ran")
         high = jobs.high_echo.delay("high")
         relay(memory_transport)
-        deadline = time.monotonic() + 30
-        while fresh(high).status != "succeeded" and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(
+            lambda: fresh(high).status == "succeeded",
+            timeout=30,
+            message=lambda: f"the high job is {fresh(high).status}",
+        )
     finally:
         worker.stop(force=False)
         thread.join(30)
-    high_started = fresh(high).started_at
-    assert high_started is not None
-    low_starts = [fresh(j).started_at for j in lows]
-    before = sum(1 for at in low_starts if at is not None and at < high_started)
-    # At most the ~5 that ran in the first second, plus what was held (<= starts per second).
-    assert before <= 11, before
-    assert before < len(lows), "the high job waited for the whole low backlog"
+    row = fresh(high)
+    assert row.enqueued_at is not None and row.started_at is not None
+    low_ids = [j.id for j in lows]
+    waiting = Job.objects.filter(id__in=low_ids).exclude(started_at__lte=row.enqueued_at).count()
+    overtaking = Job.objects.filter(
+        id__in=low_ids, started_at__gt=row.enqueued_at, started_at__lt=row.started_at
+    ).count()
+    # Without this margin the held few and the whole backlog would look alike.
+    assert waiting >= 15, f"only {waiting} low jobs were left when the high one arrived"
+    # One slot and 0.2 s jobs: at most 5 starts in any second (6 on its edges), so at most that
+    # many messages were held (PREFETCH, capped by the last second's starts), and only held ones
+    # may start between the high job's arrival and its start. Waiting for the backlog: ~24.
+    assert overtaking <= 6, f"{overtaking} of {waiting} waiting low jobs started first"

@@ -7,7 +7,6 @@ receiver writes in whichever process sent the signal.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -65,17 +64,23 @@ def check_invariants(
     - the SQS queues are drained (waits for stale messages to come back and be dropped).
     """
     ids = [job.id for job in jobs]
+    last: dict[str, Any] = {}
+
+    def settled() -> bool:
+        last["rows"], last["problems"] = _problems(ids)
+        return not last["problems"]
+
     # Signals are sent after the commit that changed a row, by the process that made it: the
     # ledger can trail the rows by a moment (longer on a loaded machine). Look again until it
     # settles, and fail only on what stays wrong.
-    deadline = time.monotonic() + SETTLE_SECONDS
-    while True:
-        rows, problems = _problems(ids)
-        if not problems or time.monotonic() >= deadline:
-            break
-        time.sleep(0.2)
-    assert not problems, "invariants violated:\n" + "\n".join(problems)
+    wait_until(
+        settled,
+        timeout=SETTLE_SECONDS,
+        message=lambda: "invariants violated:\n" + "\n".join(last["problems"]),
+        interval=0.2,
+    )
     _wait_for_drained_queues(queues)
+    rows: dict[uuid.UUID, Job] = last["rows"]
     return rows
 
 

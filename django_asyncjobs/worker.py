@@ -12,6 +12,7 @@ import asyncio
 import collections
 import contextvars
 import fnmatch
+import functools
 import itertools
 import logging
 import os
@@ -25,11 +26,12 @@ from queue import SimpleQueue
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from django.db import DatabaseError, close_old_connections, connections, router
+from django.db import DatabaseError, connections, router
 
 from . import execution
 from .conf import get_settings
 from .context import JobContext
+from .db import close_if_unusable, retry_on_lost_connection
 from .exceptions import MalformedMessage, TransportError
 from .models import Job
 from .payload import Doorbell
@@ -310,7 +312,7 @@ class Worker:
             self._sync_inbox.put(None)
         if self._loop is not None:
             self._stop_event_loop(self._loop)
-        close_old_connections()
+        connections.close_all()
 
     def _stop_event_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         async def cancel_abandoned() -> None:
@@ -510,22 +512,31 @@ class Worker:
                 bells.append((message, Doorbell.decode(message.body)))
             except MalformedMessage as exc:
                 self._quarantine(message, exc)
+        manager = Job.objects.db_manager(self.using)
         try:
-            claims = Job.objects.db_manager(self.using).claim_many(
-                [(bell.job_id, bell.dispatch_token) for _, bell in bells],
-                worker=self.worker_id,
-                registered_names=names,
-                lock_timeout_seconds=self.lock_timeout_seconds,
+            # After a PostgreSQL restart the first claim of an idle worker meets its dead
+            # connection: retried at once on a new one, so the delivery is not wasted (a wasted
+            # one comes back a visibility timeout later and counts toward the dead-letter limit).
+            claims = retry_on_lost_connection(
+                lambda: manager.claim_many(
+                    [(bell.job_id, bell.dispatch_token) for _, bell in bells],
+                    worker=self.worker_id,
+                    registered_names=names,
+                    lock_timeout_seconds=self.lock_timeout_seconds,
+                ),
+                using=self.using,
             )
         except DatabaseError as exc:
-            # Leave the messages alone: they come back after their visibility timeout.
+            # The database cannot be reached. Leave the messages alone: they come back after
+            # their visibility timeout. Handing them back at once would spin receive and claim
+            # while it is down, and send every message to the dead-letter queue in seconds.
             logger.error("cannot claim jobs count=%d error=%s", len(bells), exc)
-            close_old_connections()
+            close_if_unusable(self.using, after_error=True)
             claims = []
         for (message, bell), claim in zip(bells, claims, strict=False):
             if claim.outcome is ClaimOutcome.CLAIMED:
                 assert claim.job is not None
-                self._start(claim.job)
+                self._start(claim.job, receives=message.receive_count)
                 done.append(message)
             elif claim.outcome is ClaimOutcome.NOT_CLAIMABLE:
                 logger.info(
@@ -594,13 +605,17 @@ class Worker:
         error = (
             f"{reason} (worker {self.worker_id}); gave up after {message.receive_count} deliveries"
         )
+        manager = Job.objects.db_manager(self.using)
         try:
-            Job.objects.db_manager(self.using).fail_unregistered(
-                job_id=bell.job_id, dispatch_token=bell.dispatch_token, error=error
+            retry_on_lost_connection(
+                lambda: manager.fail_unregistered(
+                    job_id=bell.job_id, dispatch_token=bell.dispatch_token, error=error
+                ),
+                using=self.using,
             )
         except DatabaseError as exc:
             logger.error("cannot fail job_id=%s error=%s", bell.job_id, exc)
-            close_old_connections()
+            close_if_unusable(self.using, after_error=True)
             return  # the message comes back after its visibility timeout
         logger.error("job failed job_id=%s error=%s", bell.job_id, error)
         done.append(message)
@@ -613,7 +628,7 @@ class Worker:
 
     # -- running ---------------------------------------------------------------------------------
 
-    def _start(self, job: Job) -> None:
+    def _start(self, job: Job, *, receives: int) -> None:
         definition = registry.get(job.name)
         assert job.lease_token is not None
         now = time.monotonic()
@@ -632,12 +647,16 @@ class Worker:
             self._running[job.id] = entry
             self._recent_starts.append(now)
         self.jobs_started += 1
+        # receives: how often SQS delivered this message; an earlier delivery was handed back
+        # (held too long, row busy) or wasted (a claim that failed), and counts toward the
+        # queue's dead-letter limit.
         logger.info(
-            "job started name=%s id=%s attempt=%d queue=%s",
+            "job started name=%s id=%s attempt=%d queue=%s receives=%d",
             job.name,
             job.id,
             job.attempts,
             job.queue,
+            receives,
         )
         if definition.is_async:
             loop = self._event_loop()
@@ -774,23 +793,26 @@ class Worker:
         successes = [entry for entry in pending if entry.outcome and entry.outcome.ok]
         try:
             if successes:
-                stored = manager.record_successes(
-                    [(e.job.id, e.lease_token, e.outcome.result) for e in successes if e.outcome]
+                rows = [(e.job.id, e.lease_token, e.outcome.result) for e in successes if e.outcome]
+                stored = retry_on_lost_connection(
+                    functools.partial(manager.record_successes, rows), using=self.using
                 )
                 self._recorded(successes, stored)
             for entry in pending:
                 if entry.outcome and not entry.outcome.ok:
-                    job = manager.record_outcome(
+                    record = functools.partial(
+                        manager.record_outcome,
                         job=entry.job,
                         lease_token=entry.lease_token,
                         outcome=entry.outcome,
                         backoff=entry.definition.resolve_backoff(),
                     )
+                    job = retry_on_lost_connection(record, using=self.using)
                     self._recorded([entry], [job])
         except DatabaseError as exc:
             # Kept in memory (and heartbeated) until the database takes them.
             logger.error("cannot record outcomes count=%d error=%s", len(pending), exc)
-            close_old_connections()
+            close_if_unusable(self.using, after_error=True)
             self._stopping.wait(1.0)
 
     def _recorded(self, entries: list[_Running], stored: Sequence[Job | None]) -> None:
@@ -846,17 +868,19 @@ class Worker:
             job = entry.job
             reason = f"interrupted: worker {self.worker_id} shut down during attempt {job.attempts}"
             try:
-                stored = manager.hand_back(
+                hand_back = functools.partial(
+                    manager.hand_back,
                     job_id=job.id,
                     lease_token=entry.lease_token,
                     reason=reason,
                     free_interruptions=self.free_interruptions,
                     at_most_once=entry.definition.at_most_once,
                 )
+                stored = retry_on_lost_connection(hand_back, using=self.using)
             except DatabaseError as exc:
                 # The scheduler rescues it once its heartbeat is stale.
                 logger.error("cannot hand back id=%s error=%s", job.id, exc)
-                close_old_connections()
+                close_if_unusable(self.using, after_error=True)
                 continue
             if stored is None:
                 logger.warning("lease lost; nothing to hand back id=%s", job.id)
@@ -898,11 +922,12 @@ class Worker:
         if not leases:
             self._last_heartbeat = time.monotonic()
             return
+        manager = Job.objects.db_manager(self.using)
         try:
-            lost = Job.objects.db_manager(self.using).heartbeat(leases)
+            lost = retry_on_lost_connection(lambda: manager.heartbeat(leases), using=self.using)
         except DatabaseError as exc:
             logger.error("heartbeat failed error=%s", exc)
-            close_old_connections()
+            close_if_unusable(self.using, after_error=True)
             return
         self._last_heartbeat = time.monotonic()
         for job_id in lost:

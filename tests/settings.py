@@ -69,9 +69,9 @@ DATABASES = {
 ASYNCJOBS = {
     "QUEUE_PREFIX": os.environ.get("ASYNCJOBS_QUEUE_PREFIX", "test-"),
     "WAIT_TIME_SECONDS": 1,
-    "VISIBILITY_TIMEOUT_SECONDS": 5,
+    # Process tests change these through the environment of the processes they start.
+    "VISIBILITY_TIMEOUT_SECONDS": int(os.environ.get("ASYNCJOBS_TEST_VISIBILITY_TIMEOUT", "5")),
     "HEARTBEAT_INTERVAL_SECONDS": 0.5,
-    # Fault tests shorten these through the environment of the processes they start.
     "STALE_AFTER_SECONDS": float(os.environ.get("ASYNCJOBS_TEST_STALE_AFTER", "5")),
     "REQUEUE_AFTER_SECONDS": float(os.environ.get("ASYNCJOBS_TEST_REQUEUE_AFTER", "60")),
     "SCHEDULER_INTERVAL_SECONDS": 0.5,

@@ -352,7 +352,10 @@ def test_worker_logs_one_line_per_start_and_end(
     relay(memory_transport)
     drain(memory_transport)
     lines = [r.getMessage() for r in caplog.records if r.name == "django_asyncjobs.worker"]
-    assert f"job started name=tests.testapp.jobs.add id={job.id} attempt=1 queue=default" in lines
+    assert (
+        f"job started name=tests.testapp.jobs.add id={job.id} attempt=1 queue=default receives=1"
+        in lines
+    )
     assert any(
         line.startswith(
             f"job succeeded name=tests.testapp.jobs.add id={job.id} attempt=1 duration="

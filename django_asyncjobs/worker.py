@@ -26,7 +26,7 @@ from queue import SimpleQueue
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from django.db import DatabaseError, connections, router
+from django.db import DatabaseError, close_old_connections, connections, router
 
 from . import execution
 from .conf import get_settings
@@ -702,18 +702,29 @@ class Worker:
 
     def _sync_thread(self, first: _Running) -> None:
         entry: _Running | None = first
-        while entry is not None:
-            # A fresh context per job: what one job activates (a translation, a time zone, a
-            # context variable) must not leak into the next job on this thread.
-            reusable = contextvars.Context().run(self._run_sync, entry)
-            with self._lock:
-                if self._threads_closed or not reusable:
-                    return
-                self._idle_sync_threads += 1
-            entry = self._sync_inbox.get()
+        try:
+            while entry is not None:
+                # A fresh context per job: what one job activates (a translation, a time zone, a
+                # context variable) must not leak into the next job on this thread.
+                reusable = contextvars.Context().run(self._run_sync, entry)
+                with self._lock:
+                    if self._threads_closed or not reusable:
+                        return
+                    self._idle_sync_threads += 1
+                entry = self._sync_inbox.get()
+        finally:
+            # Connections CONN_MAX_AGE kept open between jobs end with their thread.
+            connections.close_all()
 
     def _run_sync(self, entry: _Running) -> bool:
-        """Run one sync job; return whether its thread can run another."""
+        """Run one sync job; return whether its thread can run another.
+
+        The job's own database connections are handled as Django handles a request's: they are
+        checked before and after it with ``close_old_connections()``, so ``CONN_MAX_AGE`` and
+        ``CONN_HEALTH_CHECKS`` mean for job code what they mean for views. With the default
+        ``CONN_MAX_AGE = 0`` a job's connection is closed when it ends; a broken one always is.
+        """
+        close_old_connections()
         try:
             outcome = execution.run_sync(
                 entry.definition,
@@ -725,7 +736,10 @@ class Worker:
             # A job that left an atomic block open spoils this thread's connection handlers
             # for good: such a thread runs nothing more. Others start the next job afresh.
             reusable = not any(c.in_atomic_block for c in connections.all(initialized_only=True))
-            connections.close_all()
+            if reusable:
+                close_old_connections()
+            else:
+                connections.close_all()
         self._completed(entry, outcome)
         return reusable
 

@@ -317,3 +317,20 @@ def slow_low(key: str, seconds: float) -> str:
     time.sleep(seconds)
     _ledger("slow_low", key)
     return key
+
+
+# -- jobs of the connection tests (tests/test_worker.py) ----------------------------------------
+
+
+@job(max_retries=0)
+def session(leave_autocommit_off: bool = False) -> dict[str, Any]:
+    """Return this job's database session (backend pid) and whether it found autocommit on."""
+    from django.db import connection, transaction
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    autocommit = transaction.get_autocommit()
+    if leave_autocommit_off:
+        transaction.set_autocommit(False)  # a bug of the job's: the worker must not reuse this
+    return {"pid": pid, "autocommit": autocommit}

@@ -41,10 +41,12 @@ from asgiref.sync import sync_to_async
 from django.core.exceptions import ImproperlyConfigured
 from django.db import router, transaction
 from django.dispatch import Signal
+from django.utils import timezone
 
 from . import exceptions, signals
 from .conf import queue_name_error
 from .context import current_job
+from .enqueue import BoundJob
 from .models import AttemptOutcome, Job, JobAttempt
 from .registry import JobDefinition, job, registry
 from .retry import Backoff
@@ -145,6 +147,8 @@ class AsyncJobsBackend(BaseTaskBackend):
         bound = definition.using(
             run_after=task.run_after, priority=task.priority, queue=task.queue_name
         )
+        # The row names this backend's alias, so that get_result() rebuilds the task with it.
+        bound = BoundJob(definition, dataclasses.replace(bound.options, task_backend=self.alias))
         job = bound.delay(*args, **kwargs)
         result = self._result(job, [], task=task)
         transaction.on_commit(
@@ -180,7 +184,7 @@ class AsyncJobsBackend(BaseTaskBackend):
             last_attempted_at=attempts[-1].started_at if attempts else None,
             args=job.args,
             kwargs=job.kwargs,
-            backend=self.alias,
+            backend=task.backend,
             errors=[
                 TaskError(
                     exception_class_path=exception_class_path(a.traceback, a.error),
@@ -269,12 +273,26 @@ def _register(task: Task) -> JobDefinition[..., Any]:
 
 
 def _stored_task(job: Job) -> Task:
-    """Return the registered task of *job*, with the priority and queue it was enqueued with."""
+    """Return the registered task of *job* as it was enqueued: its backend alias, queue,
+    priority and ``run_after``.
+
+    ``run_after`` is the row's ``run_at`` when that is not its creation time (both are the
+    enqueueing transaction's ``now()`` unless the task was deferred); after a retry, it is when
+    the retry was due. What no longer validates (a backend alias since removed from ``TASKS``,
+    a queue its backend no longer lists) is left as the registered task has it.
+    """
     task = _tasks[job.name]
-    try:
-        return task.using(priority=job.priority, queue_name=job.queue)
-    except (InvalidTask, ValueError):  # e.g. moved to a queue the backend does not list
-        return task
+    changes: dict[str, Any] = {"priority": job.priority, "queue_name": job.queue}
+    if job.run_at != job.created_at and timezone.is_aware(job.run_at):
+        changes["run_after"] = job.run_at
+    if job.task_backend:
+        changes["backend"] = job.task_backend
+    for attempt in (changes, {k: v for k, v in changes.items() if k != "backend"}, {}):
+        try:
+            return task.using(**attempt)
+        except (InvalidTask, ImproperlyConfigured, ValueError):
+            continue
+    return task
 
 
 def _runner(task: Task) -> Callable[..., Any]:

@@ -33,7 +33,12 @@ TASKS = {
     "default": {
         "BACKEND": "django_asyncjobs.tasks_backend.AsyncJobsBackend",
         "QUEUES": ["default", "high", "low", "emails"],
-    }
+    },
+    # A second alias of the same backend.
+    "secondary": {
+        "BACKEND": "django_asyncjobs.tasks_backend.AsyncJobsBackend",
+        "QUEUES": ["default", "low"],
+    },
 }
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",

@@ -104,8 +104,9 @@ class AsyncJobsTask(Task):
 class AsyncJobsBackend(BaseTaskBackend):
     """Django Tasks stored as django-asyncjobs jobs: PostgreSQL rows relayed through SQS.
 
-    ``OPTIONS`` may hold defaults for tasks that do not set them: ``max_retries``, ``timeout``
-    (seconds) and ``backoff`` (a :class:`~django_asyncjobs.Backoff`).
+    ``OPTIONS`` may hold defaults for tasks that do not set them: ``max_retries`` (else 0: a
+    failing task is failed, as with Django's own backends), ``timeout`` (seconds) and
+    ``backoff`` (a :class:`~django_asyncjobs.Backoff`).
 
     >>> result = send_welcome.enqueue(42)
     >>> default_task_backend.get_result(result.id).status
@@ -239,6 +240,8 @@ _DOTTED_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 # -- the registry of tasks -------------------------------------------------------------------------
 
 logger = logging.getLogger(__name__)
+#: Retries of a task that sets none, in ``@task`` or the backend's ``OPTIONS``.
+DEFAULT_TASK_MAX_RETRIES = 0
 _tasks: dict[str, Task] = {}
 _lock = threading.Lock()
 
@@ -256,11 +259,15 @@ def _register(task: Task) -> JobDefinition[..., Any]:
         options: dict[str, Any] = dict(getattr(task.get_backend(), "options", {}) or {})
         max_retries = getattr(task, "max_retries", None)
         timeout = getattr(task, "timeout", None)
+        if max_retries is None:
+            # Django's own backends fail a task whose function raises; a task retries only
+            # when it (or the backend's OPTIONS) asks for retries, not by ASYNCJOBS's default.
+            max_retries = options.get("max_retries", DEFAULT_TASK_MAX_RETRIES)
         try:
             # @job checks the options (and registers) exactly as it does for its own jobs.
             definition: JobDefinition[..., Any] = job(
                 name=name,
-                max_retries=options.get("max_retries") if max_retries is None else max_retries,
+                max_retries=max_retries,
                 timeout=options.get("timeout") if timeout is None else timeout,
                 backoff=getattr(task, "backoff", None) or options.get("backoff"),
                 at_most_once=getattr(task, "at_most_once", False),

@@ -34,10 +34,11 @@ TASKS = {
         "BACKEND": "django_asyncjobs.tasks_backend.AsyncJobsBackend",
         "QUEUES": ["default", "high", "low", "emails"],
     },
-    # A second alias of the same backend.
+    # A second alias of the same backend, with a retry for the tasks declared on it.
     "secondary": {
         "BACKEND": "django_asyncjobs.tasks_backend.AsyncJobsBackend",
         "QUEUES": ["default", "low"],
+        "OPTIONS": {"max_retries": 1},
     },
 }
 MIDDLEWARE = [

@@ -285,6 +285,24 @@ def test_get_result_rebuilds_the_task_it_was_enqueued_as() -> None:
     )
 
 
+def test_a_failing_task_fails_unless_retries_were_asked_for(
+    memory_transport: MemoryTransport,
+) -> None:
+    plain = tasks.fails_plainly.enqueue()
+    optioned = tasks.fails_on_secondary.enqueue()  # its backend's OPTIONS: max_retries 1
+    run_everything(memory_transport)
+    plain.refresh()
+    optioned.refresh()
+    # As with Django's own backends: one attempt, then FAILED, not retries for minutes.
+    assert plain.status == TaskResultStatus.FAILED and plain.attempts == 1
+    assert [e.exception_class for e in plain.errors] == [ValueError]
+    assert optioned.status == TaskResultStatus.READY and len(optioned.errors) == 1
+    time.sleep(0.3)  # the retry's backoff in the test settings
+    run_everything(memory_transport)
+    retried = tasks.fails_on_secondary.get_result(optioned.id)
+    assert retried.status == TaskResultStatus.FAILED and retried.attempts == 2
+
+
 class ConfigError(Exception):
     """An exception whose message looks like an exception line."""
 

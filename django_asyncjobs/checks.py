@@ -1,8 +1,9 @@
-"""System checks: bad ``ASYNCJOBS`` settings and unsupported databases fail ``manage.py check``."""
+"""System checks: bad ``ASYNCJOBS`` settings and unsupported databases fail ``manage.py check``;
+``check --deploy`` also warns about settings that only suit tests."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from django.apps import AppConfig
@@ -85,4 +86,29 @@ def check_idle_schedules(
             id="asyncjobs.W002",
         )
         for message in idle_schedules()
+    ]
+
+
+@register(Tags.compatibility, deploy=True)
+def check_transport(
+    *, app_configs: Sequence[AppConfig] | None, databases: Sequence[str] | None, **kwargs: Any
+) -> list[CheckMessage]:
+    """Warn that the memory transport delivers nothing between processes (asyncjobs.W001).
+
+    A deployment check (``manage.py check --deploy``): tests legitimately use the memory
+    transport, and ``runscheduler``, ``runworker`` and ``runjobs`` refuse it themselves.
+    """
+    raw = conf.raw_settings()
+    if not isinstance(raw, Mapping) or raw.get("TRANSPORT") != "memory":
+        return []
+    return [
+        Warning(
+            'ASYNCJOBS["TRANSPORT"] is "memory": messages stay in the process that sent them, '
+            "so no runworker process ever receives a job, and runscheduler, runworker and "
+            "runjobs refuse to start.",
+            hint='Set ASYNCJOBS["TRANSPORT"] = "sqs" outside tests that run a Scheduler and a '
+            "Worker in one process.",
+            obj="settings.ASYNCJOBS",
+            id="asyncjobs.W001",
+        )
     ]

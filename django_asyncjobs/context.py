@@ -8,6 +8,8 @@ job function behaves the same as before.
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 import threading
 import time
 import uuid
@@ -17,9 +19,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
+from django.db import DatabaseError, connections, router, transaction
 
 if TYPE_CHECKING:
     from .models import Job
+
+logger = logging.getLogger(__name__)
 
 #: A job's progress is written at most this often; the final report (done == total) always is.
 PROGRESS_INTERVAL_SECONDS = 0.5
@@ -43,12 +48,21 @@ class JobContext:
     queue: str
     worker: str
     lease_token: uuid.UUID = field(repr=False)
+    #: Atomic blocks open when the attempt started (``run_jobs()`` runs inside a test's): more
+    #: than that, and the job is in a transaction of its own.
+    _atomic_depth: int = field(default=0, repr=False)
     _last_progress: float = field(default=float("-inf"), repr=False)
+    #: The latest report made inside the job's own transaction, written once it commits.
+    _pending_progress: dict[str, Any] | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def for_job(cls, job: Job) -> JobContext:
-        """Return the context of the attempt a worker just claimed (*job* holds its lease)."""
+        """Return the context of the attempt a worker just claimed (*job* holds its lease).
+
+        Called in the thread that runs the attempt (for ``async def`` jobs, the one that starts
+        it), whose open atomic blocks are not the job's.
+        """
         if job.lease_token is None:
             raise ValueError(f"job {job.id} is not claimed: it has no lease")
         return cls(
@@ -58,6 +72,7 @@ class JobContext:
             queue=job.queue,
             worker=job.worker,
             lease_token=job.lease_token,
+            _atomic_depth=len(connections[_alias()].atomic_blocks),
         )
 
 
@@ -92,6 +107,14 @@ def report_progress(done: float, total: float | None = None, message: str = "") 
     that lost its job changes nothing. Outside a worker it does nothing and returns ``False``.
     From an ``async def`` job, use :func:`areport_progress`.
 
+    Best effort: it never raises a database error. A write that fails (the connection dropped,
+    the row is locked) is logged as a warning and returns ``False``, and the job goes on; a
+    connection that died is replaced first and the write tried once more. Inside a transaction
+    of the job's own, the report is written when that transaction commits (and dropped if it
+    rolls back), not within it, and ``False`` is returned: written within it, it would hold
+    the job row's lock until the commit, and the worker's heartbeats, which stamp that row,
+    would wait as long.
+
     >>> for i, row in enumerate(rows, 1):        # doctest: +SKIP
     ...     import_row(row)
     ...     report_progress(i, len(rows), f"row {row.pk}")
@@ -105,10 +128,52 @@ def report_progress(done: float, total: float | None = None, message: str = "") 
         if not final and now - context._last_progress < PROGRESS_INTERVAL_SECONDS:
             return False
         context._last_progress = now
+    progress: dict[str, Any] = {"done": done, "total": total, "message": str(message)}
+    alias = _alias()
+    if len(connections[alias].atomic_blocks) > context._atomic_depth:
+        with context._lock:
+            context._pending_progress = progress
+        # One callback per report; the first to run writes the latest and the others nothing.
+        transaction.on_commit(functools.partial(_write_pending, context, alias), using=alias)
+        return False
+    return _write(context, alias, progress)
+
+
+def _alias() -> str:
     from .models import Job
 
-    progress: dict[str, Any] = {"done": done, "total": total, "message": str(message)}
-    return Job.objects.record_progress(context.id, context.lease_token, progress)
+    return router.db_for_write(Job)
+
+
+def _write(context: JobContext, alias: str, progress: dict[str, Any]) -> bool:
+    """Write *progress* now; log a failure and return ``False`` instead of raising it."""
+    from .db import close_if_unusable, retry_on_lost_connection
+    from .models import Job
+
+    manager = Job.objects.db_manager(alias)
+
+    def write() -> bool:
+        return manager.record_progress(context.id, context.lease_token, progress)
+
+    try:
+        if connections[alias].in_atomic_block:
+            # A test's transaction (run_jobs()): a savepoint keeps a failed write from aborting
+            # it under the job's next query.
+            with transaction.atomic(using=alias):
+                return write()
+        return retry_on_lost_connection(write, using=alias)
+    except DatabaseError as exc:
+        logger.warning("progress not recorded job_id=%s error=%s", context.id, exc)
+        # The job's next query must not meet a dead connection: close it, a new one is opened.
+        close_if_unusable(alias, after_error=True)
+        return False
+
+
+def _write_pending(context: JobContext, alias: str) -> None:
+    with context._lock:
+        progress, context._pending_progress = context._pending_progress, None
+    if progress is not None:
+        _write(context, alias, progress)
 
 
 async def areport_progress(done: float, total: float | None = None, message: str = "") -> bool:

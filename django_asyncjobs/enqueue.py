@@ -117,6 +117,9 @@ class EnqueueOptions:
     queue: str | None = None
     unique_key: str | None = None
     depends_on: tuple[uuid.UUID, ...] = ()
+    #: Alias of the Django Tasks backend that enqueues the job, stored on the row so that its
+    #: result names it again; set by that backend (``tasks_backend.py``), not by ``using()``.
+    task_backend: str = ""
 
 
 class BoundJob(Generic[P, R]):
@@ -169,6 +172,7 @@ class BoundJob(Generic[P, R]):
                 depends_on=tuple(_job_id(d) for d in depends_on)
                 if depends_on is not None
                 else current.depends_on,
+                task_backend=current.task_backend,
             ),
         )
 
@@ -236,4 +240,5 @@ class BoundJob(Generic[P, R]):
             run_after=options.run_after,
             depends_on=options.depends_on,
             at_most_once=definition.at_most_once,
+            task_backend=options.task_backend,
         )

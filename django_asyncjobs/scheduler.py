@@ -21,11 +21,12 @@ from collections import defaultdict
 from typing import Any
 
 import psycopg
-from django.db import DatabaseError, close_old_connections, connections, router
+from django.db import DatabaseError, connections, router
 from django.utils import timezone
 
 from . import periodic
 from .conf import get_settings
+from .db import close_if_unusable, retry_on_lost_connection
 from .exceptions import TransportError
 from .models import Job, RegisteredJob
 from .payload import Doorbell
@@ -288,7 +289,8 @@ class Scheduler:
         """Relay due jobs until :meth:`stop`, woken by NOTIFY and polling every interval.
 
         SQS or PostgreSQL being unreachable is logged once and retried with a growing pause; it
-        never ends the loop.
+        never ends the loop. The loop keeps its database connection from pass to pass, whatever
+        ``CONN_MAX_AGE`` says, and replaces it only when it stops working (see ``db.py``).
         """
         logger.info(
             "scheduler started batch_size=%d interval=%.1fs", self.batch_size, self.interval_seconds
@@ -296,19 +298,20 @@ class Scheduler:
         backoff = 0.0
         try:
             while not self._stop.is_set():
-                close_old_connections()
+                # Not close_old_connections(): with CONN_MAX_AGE = 0 that opened a new session
+                # for nearly every pass (up to twenty a second while a queue is throttled).
+                close_if_unusable(self.using)
                 if self._database_ok_since is None:
                     self._database_ok_since = time.monotonic()
                 try:
-                    if not self._names_recorded:
-                        self.record_registered_names()
                     # LISTEN before the pass: a job committed between the pass and the wait
                     # must find us listening, or it waits a whole interval.
                     self._listen()
-                    # A throttled queue is polled fast; housekeeping need not follow it.
-                    recent = time.monotonic() - self._housekept_at < HOUSEKEEPING_MIN_SECONDS
-                    self.run_once(relay_only=self.throttled and recent)
-                    wait = self._seconds_to_wait()
+                    # A connection found dead (PostgreSQL restarted while we waited) is replaced
+                    # at once, and the pass run again, without the error pause.
+                    wait = retry_on_lost_connection(
+                        self._pass, using=self.using, on_lost=self._database_was_lost
+                    )
                     if self._failing:
                         logger.warning("scheduler recovered; relaying again")
                         self._failing = False
@@ -325,6 +328,20 @@ class Scheduler:
         finally:
             self._close_listener()
             logger.info("scheduler stopped")
+
+    def _pass(self) -> float:
+        """Run one pass of :meth:`run`; return how long to wait for the next one."""
+        if not self._names_recorded:
+            self.record_registered_names()
+        # A throttled queue is polled fast; housekeeping need not follow it.
+        recent = time.monotonic() - self._housekept_at < HOUSEKEEPING_MIN_SECONDS
+        self.run_once(relay_only=self.throttled and recent)
+        return self._seconds_to_wait()
+
+    def _database_was_lost(self) -> None:
+        # The database went away since the last pass: workers could not heartbeat meanwhile,
+        # so rescues wait a whole stale window again.
+        self._database_ok_since = time.monotonic()
 
     def _report_failure(self, exc: Exception, backoff: float) -> None:
         # One line when trouble starts, then quiet debug lines: an outage must not flood the log.

@@ -27,9 +27,10 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, NoReturn
 
-from django.db import DatabaseError, close_old_connections, connections
+from django.db import DatabaseError, connections
 
 from .conf import get_settings
+from .db import close_if_unusable, retry_on_lost_connection
 from .models import Job
 from .registry import registry
 from .retry import next_retry_seconds
@@ -251,7 +252,10 @@ class Supervisor:
         that retired) the others are handed back; otherwise their worker was lost.
         """
         try:
-            jobs = list(Job.objects.filter(status="running", worker=child.worker_id))
+            jobs = retry_on_lost_connection(
+                lambda: list(Job.objects.filter(status="running", worker=child.worker_id)),
+                using=Job.objects.db,
+            )
             if not jobs:
                 return
             with connections[Job.objects.db].cursor() as cursor:
@@ -269,7 +273,7 @@ class Supervisor:
         except DatabaseError as exc:
             # The scheduler rescues these jobs once their heartbeat is stale.
             logger.error("cannot record the jobs of worker_id=%s error=%s", child.worker_id, exc)
-            close_old_connections()
+            close_if_unusable(Job.objects.db, after_error=True)
 
     def _record_leftover(
         self, child: _Child, job: Job, *, how: str, interrupted: bool, timed_out: bool
@@ -346,12 +350,15 @@ class Supervisor:
                 self._kill(child, key=None, reason=f"stopped responding for {silent:.0f} s")
         by_worker = {c.worker_id: c for c in self._children.values()}
         try:
-            overdue = Job.objects.overdue(
-                workers=list(by_worker), timeout_slack_seconds=HARD_TIMEOUT_SLACK_SECONDS
+            overdue = retry_on_lost_connection(
+                lambda: Job.objects.overdue(
+                    workers=list(by_worker), timeout_slack_seconds=HARD_TIMEOUT_SLACK_SECONDS
+                ),
+                using=Job.objects.db,
             )
         except DatabaseError as exc:
             logger.error("supervisor cannot read its workers' jobs error=%s", exc)
-            close_old_connections()
+            close_if_unusable(Job.objects.db, after_error=True)
             return
         for problem in overdue:
             child = by_worker[problem.worker]

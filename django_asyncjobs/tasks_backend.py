@@ -41,10 +41,12 @@ from asgiref.sync import sync_to_async
 from django.core.exceptions import ImproperlyConfigured
 from django.db import router, transaction
 from django.dispatch import Signal
+from django.utils import timezone
 
 from . import exceptions, signals
 from .conf import queue_name_error
 from .context import current_job
+from .enqueue import BoundJob
 from .models import AttemptOutcome, Job, JobAttempt
 from .registry import JobDefinition, job, registry
 from .retry import Backoff
@@ -103,8 +105,9 @@ class AsyncJobsTask(Task):
 class AsyncJobsBackend(BaseTaskBackend):
     """Django Tasks stored as django-asyncjobs jobs: PostgreSQL rows relayed through SQS.
 
-    ``OPTIONS`` may hold defaults for tasks that do not set them: ``max_retries``, ``timeout``
-    (seconds) and ``backoff`` (a :class:`~django_asyncjobs.Backoff`).
+    ``OPTIONS`` may hold defaults for tasks that do not set them: ``max_retries`` (else 0: a
+    failing task is failed, as with Django's own backends), ``timeout`` (seconds) and
+    ``backoff`` (a :class:`~django_asyncjobs.Backoff`).
 
     >>> result = send_welcome.enqueue(42)
     >>> default_task_backend.get_result(result.id).status
@@ -158,6 +161,8 @@ class AsyncJobsBackend(BaseTaskBackend):
         bound = definition.using(
             run_after=task.run_after, priority=task.priority, queue=task.queue_name
         )
+        # The row names this backend's alias, so that get_result() rebuilds the task with it.
+        bound = BoundJob(definition, dataclasses.replace(bound.options, task_backend=self.alias))
         job = bound.delay(*args, **kwargs)
         result = self._result(job, [], task=task)
         transaction.on_commit(
@@ -193,7 +198,7 @@ class AsyncJobsBackend(BaseTaskBackend):
             last_attempted_at=attempts[-1].started_at if attempts else None,
             args=job.args,
             kwargs=job.kwargs,
-            backend=self.alias,
+            backend=task.backend,
             errors=[
                 TaskError(
                     exception_class_path=exception_class_path(a.traceback, a.error),
@@ -248,6 +253,8 @@ _DOTTED_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 # -- the registry of tasks -------------------------------------------------------------------------
 
 logger = logging.getLogger(__name__)
+#: Retries of a task that sets none, in ``@task`` or the backend's ``OPTIONS``.
+DEFAULT_TASK_MAX_RETRIES = 0
 _tasks: dict[str, Task] = {}
 _lock = threading.Lock()
 
@@ -265,11 +272,15 @@ def _register(task: Task) -> JobDefinition[..., Any]:
         options: dict[str, Any] = dict(getattr(task.get_backend(), "options", {}) or {})
         max_retries = getattr(task, "max_retries", None)
         timeout = getattr(task, "timeout", None)
+        if max_retries is None:
+            # Django's own backends fail a task whose function raises; a task retries only
+            # when it (or the backend's OPTIONS) asks for retries, not by ASYNCJOBS's default.
+            max_retries = options.get("max_retries", DEFAULT_TASK_MAX_RETRIES)
         try:
             # @job checks the options (and registers) exactly as it does for its own jobs.
             definition: JobDefinition[..., Any] = job(
                 name=name,
-                max_retries=options.get("max_retries") if max_retries is None else max_retries,
+                max_retries=max_retries,
                 timeout=options.get("timeout") if timeout is None else timeout,
                 backoff=getattr(task, "backoff", None) or options.get("backoff"),
                 at_most_once=getattr(task, "at_most_once", False),
@@ -282,12 +293,26 @@ def _register(task: Task) -> JobDefinition[..., Any]:
 
 
 def _stored_task(job: Job) -> Task:
-    """Return the registered task of *job*, with the priority and queue it was enqueued with."""
+    """Return the registered task of *job* as it was enqueued: its backend alias, queue,
+    priority and ``run_after``.
+
+    ``run_after`` is the row's ``run_at`` when that is not its creation time (both are the
+    enqueueing transaction's ``now()`` unless the task was deferred); after a retry, it is when
+    the retry was due. What no longer validates (a backend alias since removed from ``TASKS``,
+    a queue its backend no longer lists) is left as the registered task has it.
+    """
     task = _tasks[job.name]
-    try:
-        return task.using(priority=job.priority, queue_name=job.queue)
-    except (InvalidTask, ValueError):  # e.g. moved to a queue the backend does not list
-        return task
+    changes: dict[str, Any] = {"priority": job.priority, "queue_name": job.queue}
+    if job.run_at != job.created_at and timezone.is_aware(job.run_at):
+        changes["run_after"] = job.run_at
+    if job.task_backend:
+        changes["backend"] = job.task_backend
+    for attempt in (changes, {k: v for k, v in changes.items() if k != "backend"}, {}):
+        try:
+            return task.using(**attempt)
+        except (InvalidTask, ImproperlyConfigured, ValueError):
+            continue
+    return task
 
 
 def _runner(task: Task) -> Callable[..., Any]:

@@ -12,6 +12,7 @@ import asyncio
 import collections
 import contextvars
 import fnmatch
+import functools
 import itertools
 import logging
 import os
@@ -30,6 +31,7 @@ from django.db import DatabaseError, close_old_connections, connections, router
 from . import execution
 from .conf import get_settings
 from .context import JobContext
+from .db import close_if_unusable, retry_on_lost_connection
 from .exceptions import MalformedMessage, TransportError
 from .models import Job
 from .payload import Doorbell
@@ -314,7 +316,7 @@ class Worker:
             self._sync_inbox.put(None)
         if self._loop is not None:
             self._stop_event_loop(self._loop)
-        close_old_connections()
+        connections.close_all()
 
     def _stop_event_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         async def cancel_abandoned() -> None:
@@ -514,22 +516,31 @@ class Worker:
                 bells.append((message, Doorbell.decode(message.body)))
             except MalformedMessage as exc:
                 self._quarantine(message, exc)
+        manager = Job.objects.db_manager(self.using)
         try:
-            claims = Job.objects.db_manager(self.using).claim_many(
-                [(bell.job_id, bell.dispatch_token) for _, bell in bells],
-                worker=self.worker_id,
-                registered_names=names,
-                lock_timeout_seconds=self.lock_timeout_seconds,
+            # After a PostgreSQL restart the first claim of an idle worker meets its dead
+            # connection: retried at once on a new one, so the delivery is not wasted (a wasted
+            # one comes back a visibility timeout later and counts toward the dead-letter limit).
+            claims = retry_on_lost_connection(
+                lambda: manager.claim_many(
+                    [(bell.job_id, bell.dispatch_token) for _, bell in bells],
+                    worker=self.worker_id,
+                    registered_names=names,
+                    lock_timeout_seconds=self.lock_timeout_seconds,
+                ),
+                using=self.using,
             )
         except DatabaseError as exc:
-            # Leave the messages alone: they come back after their visibility timeout.
+            # The database cannot be reached. Leave the messages alone: they come back after
+            # their visibility timeout. Handing them back at once would spin receive and claim
+            # while it is down, and send every message to the dead-letter queue in seconds.
             logger.error("cannot claim jobs count=%d error=%s", len(bells), exc)
-            close_old_connections()
+            close_if_unusable(self.using, after_error=True)
             claims = []
         for (message, bell), claim in zip(bells, claims, strict=False):
             if claim.outcome is ClaimOutcome.CLAIMED:
                 assert claim.job is not None
-                self._start(claim.job)
+                self._start(claim.job, receives=message.receive_count)
                 done.append(message)
             elif claim.outcome is ClaimOutcome.NOT_CLAIMABLE:
                 logger.info(
@@ -590,16 +601,20 @@ class Worker:
         The deliveries are counted on the row, not by SQS: the scheduler's resend of a job
         whose message seems lost replaces the message, and its receive count with it.
         """
+        manager = Job.objects.db_manager(self.using)
         try:
-            job = Job.objects.db_manager(self.using).refuse_unregistered(
-                job_id=bell.job_id,
-                dispatch_token=bell.dispatch_token,
-                reason=f"{reason} (worker {self.worker_id})",
-                max_deliveries=UNREGISTERED_MAX_DELIVERIES,
+            job = retry_on_lost_connection(
+                lambda: manager.refuse_unregistered(
+                    job_id=bell.job_id,
+                    dispatch_token=bell.dispatch_token,
+                    reason=f"{reason} (worker {self.worker_id})",
+                    max_deliveries=UNREGISTERED_MAX_DELIVERIES,
+                ),
+                using=self.using,
             )
         except DatabaseError as exc:
             logger.error("cannot record a refused delivery job_id=%s error=%s", bell.job_id, exc)
-            close_old_connections()
+            close_if_unusable(self.using, after_error=True)
             return  # the message comes back after its visibility timeout
         if job is None:
             # Sent again meanwhile (a new dispatch token), cancelled or gone: a stale message.
@@ -632,7 +647,7 @@ class Worker:
 
     # -- running ---------------------------------------------------------------------------------
 
-    def _start(self, job: Job) -> None:
+    def _start(self, job: Job, *, receives: int) -> None:
         definition = registry.get(job.name)
         assert job.lease_token is not None
         now = time.monotonic()
@@ -651,12 +666,16 @@ class Worker:
             self._running[job.id] = entry
             self._recent_starts.append(now)
         self.jobs_started += 1
+        # receives: how often SQS delivered this message; an earlier delivery was handed back
+        # (held too long, row busy) or wasted (a claim that failed), and counts toward the
+        # queue's dead-letter limit.
         logger.info(
-            "job started name=%s id=%s attempt=%d queue=%s",
+            "job started name=%s id=%s attempt=%d queue=%s receives=%d",
             job.name,
             job.id,
             job.attempts,
             job.queue,
+            receives,
         )
         if definition.is_async:
             loop = self._event_loop()
@@ -702,18 +721,29 @@ class Worker:
 
     def _sync_thread(self, first: _Running) -> None:
         entry: _Running | None = first
-        while entry is not None:
-            # A fresh context per job: what one job activates (a translation, a time zone, a
-            # context variable) must not leak into the next job on this thread.
-            reusable = contextvars.Context().run(self._run_sync, entry)
-            with self._lock:
-                if self._threads_closed or not reusable:
-                    return
-                self._idle_sync_threads += 1
-            entry = self._sync_inbox.get()
+        try:
+            while entry is not None:
+                # A fresh context per job: what one job activates (a translation, a time zone, a
+                # context variable) must not leak into the next job on this thread.
+                reusable = contextvars.Context().run(self._run_sync, entry)
+                with self._lock:
+                    if self._threads_closed or not reusable:
+                        return
+                    self._idle_sync_threads += 1
+                entry = self._sync_inbox.get()
+        finally:
+            # Connections CONN_MAX_AGE kept open between jobs end with their thread.
+            connections.close_all()
 
     def _run_sync(self, entry: _Running) -> bool:
-        """Run one sync job; return whether its thread can run another."""
+        """Run one sync job; return whether its thread can run another.
+
+        The job's own database connections are handled as Django handles a request's: they are
+        checked before and after it with ``close_old_connections()``, so ``CONN_MAX_AGE`` and
+        ``CONN_HEALTH_CHECKS`` mean for job code what they mean for views. With the default
+        ``CONN_MAX_AGE = 0`` a job's connection is closed when it ends; a broken one always is.
+        """
+        close_old_connections()
         try:
             outcome = execution.run_sync(
                 entry.definition,
@@ -725,7 +755,10 @@ class Worker:
             # A job that left an atomic block open spoils this thread's connection handlers
             # for good: such a thread runs nothing more. Others start the next job afresh.
             reusable = not any(c.in_atomic_block for c in connections.all(initialized_only=True))
-            connections.close_all()
+            if reusable:
+                close_old_connections()
+            else:
+                connections.close_all()
         self._completed(entry, outcome)
         return reusable
 
@@ -793,23 +826,26 @@ class Worker:
         successes = [entry for entry in pending if entry.outcome and entry.outcome.ok]
         try:
             if successes:
-                stored = manager.record_successes(
-                    [(e.job.id, e.lease_token, e.outcome.result) for e in successes if e.outcome]
+                rows = [(e.job.id, e.lease_token, e.outcome.result) for e in successes if e.outcome]
+                stored = retry_on_lost_connection(
+                    functools.partial(manager.record_successes, rows), using=self.using
                 )
                 self._recorded(successes, stored)
             for entry in pending:
                 if entry.outcome and not entry.outcome.ok:
-                    job = manager.record_outcome(
+                    record = functools.partial(
+                        manager.record_outcome,
                         job=entry.job,
                         lease_token=entry.lease_token,
                         outcome=entry.outcome,
                         backoff=entry.definition.resolve_backoff(),
                     )
+                    job = retry_on_lost_connection(record, using=self.using)
                     self._recorded([entry], [job])
         except DatabaseError as exc:
             # Kept in memory (and heartbeated) until the database takes them.
             logger.error("cannot record outcomes count=%d error=%s", len(pending), exc)
-            close_old_connections()
+            close_if_unusable(self.using, after_error=True)
             self._stopping.wait(1.0)
 
     def _recorded(self, entries: list[_Running], stored: Sequence[Job | None]) -> None:
@@ -865,16 +901,18 @@ class Worker:
             job = entry.job
             reason = f"interrupted: worker {self.worker_id} shut down during attempt {job.attempts}"
             try:
-                stored = manager.hand_back(
+                hand_back = functools.partial(
+                    manager.hand_back,
                     job_id=job.id,
                     lease_token=entry.lease_token,
                     reason=reason,
                     free_interruptions=self.free_interruptions,
                 )
+                stored = retry_on_lost_connection(hand_back, using=self.using)
             except DatabaseError as exc:
                 # The scheduler rescues it once its heartbeat is stale.
                 logger.error("cannot hand back id=%s error=%s", job.id, exc)
-                close_old_connections()
+                close_if_unusable(self.using, after_error=True)
                 continue
             if stored is None:
                 logger.warning("lease lost; nothing to hand back id=%s", job.id)
@@ -916,11 +954,12 @@ class Worker:
         if not leases:
             self._last_heartbeat = time.monotonic()
             return
+        manager = Job.objects.db_manager(self.using)
         try:
-            lost = Job.objects.db_manager(self.using).heartbeat(leases)
+            lost = retry_on_lost_connection(lambda: manager.heartbeat(leases), using=self.using)
         except DatabaseError as exc:
             logger.error("heartbeat failed error=%s", exc)
-            close_old_connections()
+            close_if_unusable(self.using, after_error=True)
             return
         self._last_heartbeat = time.monotonic()
         for job_id in lost:

@@ -33,7 +33,13 @@ TASKS = {
     "default": {
         "BACKEND": "django_asyncjobs.tasks_backend.AsyncJobsBackend",
         "QUEUES": ["default", "high", "low", "emails"],
-    }
+    },
+    # A second alias of the same backend, with a retry for the tasks declared on it.
+    "secondary": {
+        "BACKEND": "django_asyncjobs.tasks_backend.AsyncJobsBackend",
+        "QUEUES": ["default", "low"],
+        "OPTIONS": {"max_retries": 1},
+    },
 }
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -69,11 +75,13 @@ DATABASES = {
 ASYNCJOBS = {
     "QUEUE_PREFIX": os.environ.get("ASYNCJOBS_QUEUE_PREFIX", "test-"),
     "WAIT_TIME_SECONDS": 1,
-    "VISIBILITY_TIMEOUT_SECONDS": 5,
+    # Process tests change these through the environment of the processes they start.
+    "VISIBILITY_TIMEOUT_SECONDS": int(os.environ.get("ASYNCJOBS_TEST_VISIBILITY_TIMEOUT", "5")),
     "HEARTBEAT_INTERVAL_SECONDS": 0.5,
-    # Fault tests shorten these through the environment of the processes they start.
     "STALE_AFTER_SECONDS": float(os.environ.get("ASYNCJOBS_TEST_STALE_AFTER", "5")),
     "REQUEUE_AFTER_SECONDS": float(os.environ.get("ASYNCJOBS_TEST_REQUEUE_AFTER", "60")),
+    "MAX_QUEUED_PER_QUEUE": int(os.environ.get("ASYNCJOBS_TEST_MAX_QUEUED", "50")),
+    "TRANSPORT": os.environ.get("ASYNCJOBS_TEST_TRANSPORT", "sqs"),
     "SCHEDULER_INTERVAL_SECONDS": 0.5,
     "QUEUE_DISCOVERY_INTERVAL_SECONDS": 1,
     "RETRY_BACKOFF_SECONDS": 0.2,

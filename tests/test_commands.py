@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -19,6 +21,7 @@ from django.db import connection
 from django_asyncjobs.models import Job, JobAttempt
 from django_asyncjobs.transports.memory import MemoryTransport
 from tests.conftest import drain, relay
+from tests.processes import REPO_ROOT, subprocess_env
 from tests.testapp import jobs
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -196,3 +199,22 @@ def test_asyncjobs_subcommands_keep_line_breaks_too() -> None:
     retry = subcommands.choices["retry"]
     retry.description = "Retry jobs.\n\nExamples:\n  manage.py asyncjobs retry 3f2a9c1e"
     assert "Examples:\n  manage.py asyncjobs retry 3f2a9c1e\n" in retry.format_help()
+
+
+@pytest.mark.parametrize("command", ["runworker", "runscheduler", "runjobs"])
+def test_long_running_commands_refuse_the_memory_transport(command: str, queue_prefix: str) -> None:
+    env = subprocess_env(queue_prefix=queue_prefix)
+    env["ASYNCJOBS_TEST_TRANSPORT"] = "memory"
+    done = subprocess.run(
+        [sys.executable, "-m", "django", command],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,  # without the refusal it would run, deliver nothing, and never exit
+        check=False,
+    )
+    assert done.returncode == 1, done
+    assert f'CommandError: {command} cannot use ASYNCJOBS["TRANSPORT"] = "memory"' in done.stderr
+    assert 'Set ASYNCJOBS["TRANSPORT"] = "sqs".' in done.stderr
+    assert "worker started" not in done.stderr and "scheduler started" not in done.stderr

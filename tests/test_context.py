@@ -13,6 +13,7 @@ from django_asyncjobs.models import Job
 from django_asyncjobs.transports.memory import MemoryTransport
 from tests.conftest import drain, relay
 from tests.testapp import jobs
+from tests.testapp.models import Execution
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -64,3 +65,46 @@ def test_a_new_attempt_starts_without_the_previous_progress(
     relay(memory_transport)
     drain(memory_transport)
     assert Job.objects.get(pk=job.pk).progress is None
+
+
+def run_one(transport: MemoryTransport, job: Job) -> Job:
+    relay(transport)
+    drain(transport)
+    return Job.objects.get(pk=job.pk)
+
+
+def test_a_report_meeting_a_dropped_connection_is_written_on_a_new_one(
+    memory_transport: MemoryTransport, caplog: pytest.LogCaptureFixture
+) -> None:
+    job = jobs.progress_after_losing_the_connection.delay("dropped")
+    row = run_one(memory_transport, job)
+    assert row.status == "succeeded", row.error
+    assert row.result is True
+    assert row.progress is not None and row.progress["message"] == "after the connection dropped"
+    assert Execution.objects.filter(job="progress_after_losing_the_connection").count() == 1
+    assert "database connection lost; retrying on a new connection" in caplog.text
+
+
+def test_a_report_that_fails_is_logged_and_the_job_goes_on(
+    memory_transport: MemoryTransport, caplog: pytest.LogCaptureFixture
+) -> None:
+    job = jobs.progress_on_a_locked_row.delay("locked")
+    row = run_one(memory_transport, job)
+    assert row.status == "succeeded", row.error
+    assert row.result is False and row.progress is None
+    assert Execution.objects.filter(job="progress_on_a_locked_row").count() == 1
+    assert f"progress not recorded job_id={job.id} error=" in caplog.text
+
+
+def test_a_report_inside_the_jobs_transaction_waits_for_its_commit(
+    memory_transport: MemoryTransport,
+) -> None:
+    # Written inside the transaction, the report would hold the job's row until the commit:
+    # the worker's heartbeat (every 0.5 s in the test settings) would wait for it that long.
+    job = jobs.progress_in_a_transaction.delay("inside", 2.0)
+    row = run_one(memory_transport, job)
+    assert row.status == "succeeded", row.error
+    assert row.result is not None
+    assert row.result["heartbeat_moved"] >= 1.0, row.result
+    assert row.result["written"] is False and row.result["progress_seen"] is None
+    assert row.progress is not None and row.progress["message"] == "inside"  # at the commit

@@ -95,3 +95,16 @@ def test_invalid_settings_fail_the_system_check_and_access() -> None:
         with pytest.raises(ImproperlyConfigured, match="WAIT_TIME_SECONDS"):
             get_settings()
     assert get_settings().wait_time_seconds == 1  # back to the test settings
+
+
+def test_the_memory_transport_is_a_deployment_warning_only() -> None:
+    def warnings(*, deploy: bool) -> list[str]:
+        found = run_checks(include_deployment_checks=deploy)
+        return [m.msg for m in found if m.id == "asyncjobs.W001"]
+
+    assert warnings(deploy=True) == []  # the test settings use SQS
+    with override_settings(ASYNCJOBS={"TRANSPORT": "memory"}):
+        (message,) = warnings(deploy=True)
+        assert 'ASYNCJOBS["TRANSPORT"] is "memory"' in message
+        # Tests that run a Scheduler and a Worker in one process are what it is for.
+        assert warnings(deploy=False) == []

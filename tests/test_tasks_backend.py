@@ -290,6 +290,53 @@ def test_tasks_appear_as_jobs_for_operators() -> None:
     )
 
 
+def test_get_result_rebuilds_the_task_it_was_enqueued_as() -> None:
+    run_after = timezone.now() + dt.timedelta(hours=1)
+    moved = tasks.add.using(backend="secondary", queue_name="low", priority=7, run_after=run_after)
+    result = moved.enqueue(1, 2)
+    assert Job.objects.get(pk=result.id).task_backend == "secondary"
+    assert result.backend == "secondary" and result.task == moved
+    for read in (
+        default_task_backend.get_result(result.id),
+        task_backends["secondary"].get_result(result.id),
+        tasks.add.get_result(result.id),
+    ):
+        assert read.backend == "secondary"
+        assert read.task == moved  # backend, queue, priority, run_after and the function
+    result.refresh()  # through the task's own backend
+    assert result.status == TaskResultStatus.READY
+
+    plain = default_task_backend.get_result(tasks.add.enqueue(3, 4).id)
+    assert plain.task == tasks.add and plain.backend == "default"
+    assert (plain.task.queue_name, plain.task.priority, plain.task.run_after) == (
+        "default",
+        0,
+        None,
+    )
+
+
+def test_a_failing_task_fails_unless_retries_were_asked_for(
+    memory_transport: MemoryTransport,
+) -> None:
+    plain = tasks.fails_plainly.enqueue()
+    optioned = tasks.fails_on_secondary.enqueue()  # its backend's OPTIONS: max_retries 1
+    run_everything(memory_transport)
+    plain.refresh()
+    optioned.refresh()
+    # As with Django's own backends: one attempt, then FAILED, not retries for minutes.
+    assert plain.status == TaskResultStatus.FAILED and plain.attempts == 1
+    assert [e.exception_class for e in plain.errors] == [ValueError]
+    assert optioned.status == TaskResultStatus.READY and len(optioned.errors) == 1
+    wait_until(
+        lambda: Job.objects.due().filter(pk=optioned.id).exists(),
+        timeout=10,
+        message="the retry never became due",
+    )
+    run_everything(memory_transport)
+    retried = tasks.fails_on_secondary.get_result(optioned.id)
+    assert retried.status == TaskResultStatus.FAILED and retried.attempts == 2
+
+
 class ConfigError(Exception):
     """An exception whose message looks like an exception line."""
 

@@ -460,7 +460,10 @@ def test_worker_logs_one_line_per_start_and_end(
     relay(memory_transport)
     drain(memory_transport)
     lines = [r.getMessage() for r in caplog.records if r.name == "django_asyncjobs.worker"]
-    assert f"job started name=tests.testapp.jobs.add id={job.id} attempt=1 queue=default" in lines
+    assert (
+        f"job started name=tests.testapp.jobs.add id={job.id} attempt=1 queue=default receives=1"
+        in lines
+    )
     assert any(
         line.startswith(
             f"job succeeded name=tests.testapp.jobs.add id={job.id} attempt=1 duration="
@@ -599,3 +602,34 @@ def test_prefetched_low_jobs_do_not_hold_up_a_new_high_one_for_long(
     # many messages were held (PREFETCH, capped by the last second's starts), and only held ones
     # may start between the high job's arrival and its start. Waiting for the backlog: ~24.
     assert overtaking <= 6, f"{overtaking} of {waiting} waiting low jobs started first"
+
+
+@pytest.mark.parametrize("conn_max_age", [0, 60])
+def test_job_code_gets_djangos_request_handling_of_connections(
+    memory_transport: MemoryTransport, conn_max_age: int
+) -> None:
+    from django.db import connections
+
+    # Read by each new connection of the job threads, as CONN_MAX_AGE in DATABASES would be.
+    settings_dict = connections.settings["default"]
+    previous = settings_dict["CONN_MAX_AGE"]
+    settings_dict["CONN_MAX_AGE"] = conn_max_age
+    try:
+        batch = [
+            jobs.session.using(priority=3).delay(),
+            jobs.session.using(priority=2).delay(leave_autocommit_off=True),
+            jobs.session.using(priority=1).delay(),
+            jobs.session.using(priority=0).delay(),
+        ]
+        relay(memory_transport)
+        drain(memory_transport, concurrency=1)  # one job thread runs them in turn
+    finally:
+        settings_dict["CONN_MAX_AGE"] = previous
+    first, careless, after, last = (fresh(job).result for job in batch)
+    assert all(r is not None and r["autocommit"] for r in (first, careless, after, last))
+    assert first is not None and careless is not None and after is not None and last is not None
+    # As for views: CONN_MAX_AGE = 0 closes a job's connection when it ends; a longer one keeps
+    # it for the next job. A connection a job left in a bad state is closed either way.
+    assert (first["pid"] == careless["pid"]) is (conn_max_age > 0)
+    assert after["pid"] != careless["pid"]
+    assert (after["pid"] == last["pid"]) is (conn_max_age > 0)

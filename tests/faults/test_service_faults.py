@@ -86,6 +86,36 @@ def test_postgres_restarting_under_a_running_worker_loses_no_job(
     check_invariants(batch)
 
 
+def test_an_idle_worker_starts_the_first_job_after_a_postgres_restart_at_once(
+    processes: ProcessGroup, postgres_server: PostgresServer
+) -> None:
+    # A visibility timeout far above the wait below: a delivery wasted on the worker's dead
+    # connection would show as a start about 30 s late.
+    processes.env["ASYNCJOBS_TEST_VISIBILITY_TIMEOUT"] = "30"
+    start_scheduler(processes)
+    worker = start_worker(processes)
+    before = jobs.ledgered.delay(key="before-restart")
+    wait_for_final([before], processes)  # the worker's connection is open, and now idle
+
+    postgres_server.restart(mode="fast")
+    connection.close()  # this test's own session died with the server
+    after = jobs.ledgered.delay(key="after-restart")
+
+    row = wait_for_final([after], processes, timeout=60)[after.id]
+    assert row.status == "succeeded"
+    assert row.started_at is not None
+    waited = (row.started_at - row.created_at).total_seconds()
+    assert waited < 10, f"started {waited:.1f} s after enqueue\n{processes.report()}"
+    # One delivery: the claim that met the dead connection was retried on a new one.
+    assert re.search(
+        rf"job started name=tests.ledgered id={after.id} attempt=1 queue=default receives=1\b",
+        worker.output(),
+    ), worker.describe()
+    assert "cannot claim jobs" not in worker.output()
+    assert "database connection lost; retrying on a new connection" in worker.output()
+    check_invariants([before, after])
+
+
 def test_hostile_messages_are_set_aside_and_valid_jobs_still_run(
     processes: ProcessGroup,
 ) -> None:

@@ -334,3 +334,90 @@ def fails_with_endless_backoff(key: str) -> None:
     """Fail with a retry left, under a backoff that waits longer than any row can hold."""
     _ledger("fails_with_endless_backoff", key)
     raise RuntimeError(f"{key} fails")
+
+
+# -- jobs of the connection tests (tests/test_worker.py) ----------------------------------------
+
+
+@job(max_retries=0)
+def session(leave_autocommit_off: bool = False) -> dict[str, Any]:
+    """Return this job's database session (backend pid) and whether it found autocommit on."""
+    from django.db import connection, transaction
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    autocommit = transaction.get_autocommit()
+    if leave_autocommit_off:
+        transaction.set_autocommit(False)  # a bug of the job's: the worker must not reuse this
+    return {"pid": pid, "autocommit": autocommit}
+
+
+# -- jobs of the progress tests (tests/test_context.py) -----------------------------------------
+
+
+def _side_connection() -> Any:
+    """Open a psycopg connection of its own to the job's database (autocommit)."""
+    import psycopg
+    from django.db import connection
+
+    params = connection.get_connection_params()
+    for key in ("cursor_factory", "context", "prepare_threshold"):
+        params.pop(key, None)
+    return psycopg.connect(**params, autocommit=True)
+
+
+@job(max_retries=0)
+def progress_after_losing_the_connection(key: str) -> bool:
+    """Report progress on a connection the server has just ended; then use the database."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    with _side_connection() as side:
+        side.execute("SELECT pg_terminate_backend(%s)", [pid])
+    written = report_progress(1, 2, "after the connection dropped")
+    _ledger("progress_after_losing_the_connection", key)  # the job's next query works
+    return written
+
+
+@job(max_retries=0)
+def progress_on_a_locked_row(key: str) -> bool:
+    """Report progress while another session holds the job's row; then use the database."""
+    from django.db import connection
+
+    context = current_job()
+    assert context is not None
+    with _side_connection() as side, side.transaction():
+        side.execute("SELECT 1 FROM asyncjobs_job WHERE id = %s FOR UPDATE", [context.id])
+        with connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = '100ms'")
+        try:
+            written = report_progress(1, 2, "the row is locked")
+        finally:
+            with connection.cursor() as cursor:
+                cursor.execute("RESET lock_timeout")
+    _ledger("progress_on_a_locked_row", key)
+    return written
+
+
+@job(max_retries=0)
+def progress_in_a_transaction(key: str, seconds: float) -> dict[str, Any]:
+    """Report progress inside a transaction of its own that lasts *seconds*; return how far the
+    worker's heartbeat moved meanwhile, as another session sees the row."""
+    from django.db import transaction
+
+    context = current_job()
+    assert context is not None
+    with transaction.atomic():
+        _ledger("progress_in_a_transaction", key)
+        written = report_progress(1, 2, "inside")
+        time.sleep(seconds)
+        with _side_connection() as side:
+            row = side.execute(
+                "SELECT extract(epoch FROM heartbeat_at - started_at), progress "
+                "FROM asyncjobs_job WHERE id = %s",
+                [context.id],
+            ).fetchone()
+    return {"written": written, "heartbeat_moved": float(row[0]), "progress_seen": row[1]}

@@ -98,6 +98,18 @@ def record_order(key: str) -> str:
     return key
 
 
+@task
+def fails_plainly() -> None:
+    """Fail, with no retries asked for."""
+    raise ValueError("no retries were asked for")
+
+
+@task(backend="secondary")
+def fails_on_secondary() -> None:
+    """Fail; the secondary backend's OPTIONS ask for one retry."""
+    raise ValueError("one retry was asked for")
+
+
 def not_a_task() -> str:
     """A plain function: a job row naming it must never make a worker run it."""
     Execution.objects.create(job="not_a_task")

@@ -1,4 +1,5 @@
-"""What the management commands share: their base class, help formatter and argparse validators."""
+"""What the management commands share: their base class, help formatter, argparse validators
+and the refusal of the memory transport by the long-running commands."""
 
 from __future__ import annotations
 
@@ -7,9 +8,14 @@ import re
 import textwrap
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser, DjangoHelpFormatter
+from django.core.management.base import (
+    BaseCommand,
+    CommandError,
+    CommandParser,
+    DjangoHelpFormatter,
+)
 
-from ...conf import queue_name_error
+from ...conf import get_settings, queue_name_error
 
 
 class HelpFormatter(DjangoHelpFormatter):
@@ -45,6 +51,22 @@ class AsyncJobsCommand(BaseCommand):
         parser = super().create_parser(prog_name, subcommand, **kwargs)
         _share_formatter(parser)
         return parser
+
+
+def refuse_memory_transport(command: str) -> None:
+    """Raise :class:`CommandError` when ``ASYNCJOBS["TRANSPORT"]`` is ``"memory"``.
+
+    The memory transport keeps messages in the memory of one process. ``runscheduler`` and
+    ``runworker`` are separate processes: the scheduler's messages would never reach a worker,
+    and every job would stay ``queued`` without a word.
+    """
+    if get_settings().transport == "memory":
+        raise CommandError(
+            f'{command} cannot use ASYNCJOBS["TRANSPORT"] = "memory": the memory transport '
+            "only carries messages inside one process (a test that runs a Scheduler and a "
+            "Worker itself), so the scheduler's messages would never reach a worker process. "
+            'Set ASYNCJOBS["TRANSPORT"] = "sqs".'
+        )
 
 
 def _share_formatter(parser: argparse.ArgumentParser) -> None:

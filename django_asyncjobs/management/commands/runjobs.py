@@ -18,6 +18,7 @@ from ._options import (
     positive_float,
     positive_int,
     queue_specs,
+    refuse_memory_transport,
 )
 
 #: How often the parent looks at its two children.
@@ -61,6 +62,8 @@ class Command(AsyncJobsCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        # Refused here too: one clear error, not one from each child process.
+        refuse_memory_transport("runjobs")
         worker_args = ["runworker"]
         for option in ("concurrency", "processes", "grace"):
             if options[option] is not None:

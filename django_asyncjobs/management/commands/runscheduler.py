@@ -9,7 +9,7 @@ from django.core.management.base import CommandError, CommandParser
 from ...exceptions import TransportError
 from ...scheduler import Scheduler
 from ...transports import get_transport
-from ._options import AsyncJobsCommand, positive_float, positive_int
+from ._options import AsyncJobsCommand, positive_float, positive_int, refuse_memory_transport
 from ._signals import graceful_stop
 
 
@@ -38,6 +38,7 @@ class Command(AsyncJobsCommand):
         parser.add_argument("--once", action="store_true", help="Relay what is due now, then exit.")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        refuse_memory_transport("runscheduler")
         scheduler = Scheduler(
             transport=get_transport(),
             batch_size=options["batch_size"],

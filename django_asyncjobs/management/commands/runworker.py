@@ -10,7 +10,13 @@ from django.core.management.base import CommandParser
 from ...supervisor import Supervisor, supervisor_signals
 from ...transports import get_transport
 from ...worker import Worker
-from ._options import AsyncJobsCommand, non_negative_float, positive_int, queue_specs
+from ._options import (
+    AsyncJobsCommand,
+    non_negative_float,
+    positive_int,
+    queue_specs,
+    refuse_memory_transport,
+)
 
 
 class Command(AsyncJobsCommand):
@@ -78,6 +84,8 @@ class Command(AsyncJobsCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        refuse_memory_transport("runworker")
+
         def make_worker(worker_id: str, on_alive: Callable[[], None]) -> Worker:
             return Worker(
                 transport=get_transport(),

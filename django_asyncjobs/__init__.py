@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 from .context import JobContext, areport_progress, current_job, report_progress
-from .periodic import Cron
+from .cron import Cron
 from .registry import JobDefinition, job, registry
 from .retry import Backoff
 from .status import JobStatus

@@ -111,15 +111,14 @@ def queue_overview() -> list[QueueStats]:
 
 
 def _add_sqs_counts(stats: list[QueueStats]) -> None:
-    from .transports.sqs import SQSTransport
-
     transport = get_transport()
     try:
-        if not isinstance(transport, SQSTransport):
+        if not transport.can_inspect_queues:
             return
         for entry in stats:
             try:
-                entry.sqs_visible, entry.sqs_in_flight = transport.depth(entry.queue)
+                counts = transport.queue_counts(entry.queue)
+                entry.sqs_visible, entry.sqs_in_flight = counts.visible, counts.in_flight
                 entry.sqs_dead, _ = transport.dead_letters(entry.queue, limit=0)
             except TransportError as exc:
                 entry.sqs_error = str(exc)

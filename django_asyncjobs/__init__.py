@@ -1,10 +1,14 @@
 """django-asyncjobs: background jobs for Django on PostgreSQL and AWS SQS.
 
->>> from django_asyncjobs import job
->>> @job
-... def add(a: int, b: int) -> int:
-...     return a + b
->>> add.delay(2, 3)          # a Job row, committed with the caller's transaction
+Example::
+
+    from django_asyncjobs import job
+
+    @job
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    add.delay(2, 3)          # a Job row, committed with the caller's transaction
 """
 
 from __future__ import annotations

@@ -148,8 +148,10 @@ class EnqueueOptions:
 class BoundJob(Generic[P, R]):
     """A job definition with per-call options; returned by :meth:`JobDefinition.using`.
 
-    >>> report = build_report.using(run_after=60, priority=5).delay(2026)
-    >>> build_report.using(depends_on=[report]).delay_many([([2027], {}), ([2028], {})])
+    Example::
+
+        report = build_report.using(run_after=60, priority=5).delay(2026)
+        build_report.using(depends_on=[report]).delay_many([([2027], {}), ([2028], {})])
     """
 
     __slots__ = ("definition", "options")

@@ -121,8 +121,9 @@ class JobDefinition(Generic[P, R]):
         """Store one job per ``(args, kwargs)`` pair, in one statement; see
         :meth:`BoundJob.delay_many`.
 
-        >>> add.delay_many([((1, 2), {}), ((3, 4), {})])
-        [<Job: ...>, <Job: ...>]
+        Example::
+
+            add.delay_many([((1, 2), {}), ((3, 4), {})])   # [<Job: ...>, <Job: ...>]
         """
         return BoundJob(self, EnqueueOptions()).delay_many(arguments)
 
@@ -167,8 +168,9 @@ class JobDefinition(Generic[P, R]):
 class Registry:
     """Job definitions by name. One per process: :data:`registry`.
 
-    >>> registry.get("myapp.jobs.add")
-    <JobDefinition myapp.jobs.add>
+    Example::
+
+        registry.get("myapp.jobs.add")   # <JobDefinition myapp.jobs.add>
     """
 
     def __init__(self) -> None:

@@ -1,16 +1,20 @@
 """django-asyncjobs: background jobs for Django on PostgreSQL and AWS SQS.
 
->>> from django_asyncjobs import job
->>> @job
-... def add(a: int, b: int) -> int:
-...     return a + b
->>> add.delay(2, 3)          # a Job row, committed with the caller's transaction
+Example::
+
+    from django_asyncjobs import job
+
+    @job
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    add.delay(2, 3)          # a Job row, committed with the caller's transaction
 """
 
 from __future__ import annotations
 
 from .context import JobContext, areport_progress, current_job, report_progress
-from .periodic import Cron
+from .cron import Cron
 from .registry import JobDefinition, job, registry
 from .retry import Backoff
 from .status import JobStatus

@@ -34,12 +34,15 @@ PROGRESS_INTERVAL_SECONDS = 0.5
 class JobContext:
     """The job whose code is running in this thread or task.
 
-    >>> from django_asyncjobs import current_job, job
-    >>> @job
-    ... def export(report_id: int) -> None:
-    ...     ctx = current_job()
-    ...     if ctx is not None and ctx.attempt > 1:
-    ...         logger.info("export %s: retry %d", report_id, ctx.attempt - 1)
+    Example::
+
+        from django_asyncjobs import current_job, job
+
+        @job
+        def export(report_id: int) -> None:
+            ctx = current_job()
+            if ctx is not None and ctx.attempt > 1:
+                logger.info("export %s: retry %d", report_id, ctx.attempt - 1)
     """
 
     id: uuid.UUID
@@ -115,9 +118,11 @@ def report_progress(done: float, total: float | None = None, message: str = "") 
     the job row's lock until the commit, and the worker's heartbeats, which stamp that row,
     would wait as long.
 
-    >>> for i, row in enumerate(rows, 1):        # doctest: +SKIP
-    ...     import_row(row)
-    ...     report_progress(i, len(rows), f"row {row.pk}")
+    Example, in a job::
+
+        for i, row in enumerate(rows, 1):
+            import_row(row)
+            report_progress(i, len(rows), f"row {row.pk}")
     """
     context = _current.get()
     if context is None:
@@ -179,7 +184,9 @@ def _write_pending(context: JobContext, alias: str) -> None:
 async def areport_progress(done: float, total: float | None = None, message: str = "") -> bool:
     """The ``async def`` twin of :func:`report_progress`.
 
-    >>> await areport_progress(3, 10, "fetched page 3")   # doctest: +SKIP
+    Example, in an ``async def`` job::
+
+        await areport_progress(3, 10, "fetched page 3")
     """
     # The context variable travels with the call: sync_to_async copies the context.
     return await sync_to_async(report_progress)(done, total, message)

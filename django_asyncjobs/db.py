@@ -40,8 +40,9 @@ def close_if_unusable(using: str, *, after_error: bool = False) -> bool:
 
     Returns whether the connection is closed now (it was, or this call closed it).
 
-    >>> close_if_unusable("default")   # at the top of each pass of a loop
-    False
+    Example::
+
+        close_if_unusable("default")   # at the top of each pass of a loop
     """
     connection = connections[using]
     if connection.connection is None:
@@ -76,7 +77,9 @@ def retry_on_lost_connection(
     only: *operation* must be safe to run twice (each of ours is one conditional statement, or
     a pass of a loop that would run again anyway).
 
-    >>> claims = retry_on_lost_connection(lambda: manager.claim_many(...), using="default")
+    Example::
+
+        claims = retry_on_lost_connection(lambda: manager.claim_many(...), using="default")
     """
     connection = connections[using]
     used = connection.connection

@@ -13,7 +13,7 @@ import json
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar
 
 from .conf import get_settings, queue_name_error
 from .payload import check_arguments
@@ -21,10 +21,10 @@ from .timebounds import check_delay_seconds, check_timestamp
 
 if TYPE_CHECKING:
     from .models import Job
-    from .registry import JobDefinition
 
 P = ParamSpec("P")
 R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
 
 RunAfter = float | int | dt.timedelta | dt.datetime
 
@@ -108,6 +108,29 @@ def _job_id(dependency: object) -> uuid.UUID:
     raise TypeError(f"depends_on takes jobs or job ids, not {dependency!r}")
 
 
+class JobSpec(Protocol[P, R_co]):
+    """What enqueueing needs to know of a job: :class:`~django_asyncjobs.registry.JobDefinition`.
+
+    Declared here so that this module does not depend on the registry, which depends on it.
+    """
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def queue(self) -> str | None: ...
+    @property
+    def priority(self) -> int: ...
+    @property
+    def unique(self) -> bool: ...
+    @property
+    def at_most_once(self) -> bool: ...
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
+    def bind_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None: ...
+    def resolve_max_retries(self) -> int: ...
+    def resolve_timeout_seconds(self) -> float | None: ...
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EnqueueOptions:
     """Per-call overrides set with :meth:`JobDefinition.using`."""
@@ -125,13 +148,15 @@ class EnqueueOptions:
 class BoundJob(Generic[P, R]):
     """A job definition with per-call options; returned by :meth:`JobDefinition.using`.
 
-    >>> report = build_report.using(run_after=60, priority=5).delay(2026)
-    >>> build_report.using(depends_on=[report]).delay_many([([2027], {}), ([2028], {})])
+    Example::
+
+        report = build_report.using(run_after=60, priority=5).delay(2026)
+        build_report.using(depends_on=[report]).delay_many([([2027], {}), ([2028], {})])
     """
 
     __slots__ = ("definition", "options")
 
-    def __init__(self, definition: JobDefinition[P, R], options: EnqueueOptions) -> None:
+    def __init__(self, definition: JobSpec[P, R], options: EnqueueOptions) -> None:
         self.definition = definition
         self.options = options
 

@@ -31,10 +31,12 @@ __all__ = [
 class Job(models.Model):
     """One job: what to run, with which arguments, and what happened.
 
-    >>> from myapp.jobs import add
-    >>> job = add.delay(2, 3)
-    >>> job.status
-    'scheduled'
+    Example::
+
+        from myapp.jobs import add
+
+        job = add.delay(2, 3)
+        job.status            # 'scheduled'
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)

@@ -3,106 +3,26 @@
 Each schedule has a row in ``asyncjobs_periodic`` holding its next occurrence. A scheduler pass
 locks the due rows (``FOR UPDATE SKIP LOCKED``), enqueues the occurrence's job and moves the row
 to the next occurrence in the same transaction: an occurrence is enqueued exactly once, however
-many schedulers run, and a restart resumes from the row. Occurrences are computed with croniter
-in the schedule's time zone; "now" is the database's clock.
+many schedulers run, and a restart resumes from the row. Occurrences come from
+:class:`~django_asyncjobs.cron.Cron`, in the schedule's time zone; "now" is the database's clock.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import zoneinfo
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import KW_ONLY, dataclass, field
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
-from croniter import CroniterBadDateError, croniter
 from django.db import connections, router, transaction
 
 from .conf import raw_settings
+from .cron import MAX_CATCH_UP, Cron
 from .exceptions import JobNotRegistered
-from .timebounds import LATEST_TIMESTAMP
-
-if TYPE_CHECKING:
-    from .registry import JobDefinition
+from .registry import JobDefinition, registry
 
 logger = logging.getLogger(__name__)
-
-#: What happens to occurrences missed while no scheduler ran: run the latest one once (default),
-#: run each of them (at most MAX_CATCH_UP), or skip them.
-MISSED_POLICIES = ("once", "all", "skip")
-MAX_CATCH_UP = 100
-
-
-@dataclass(frozen=True, slots=True)
-class Cron:
-    """A cron schedule for a job, with the arguments each occurrence gets.
-
-    >>> @job(cron=Cron("0 3 * * *", kwargs={"full": True}, timezone="Europe/Paris"))
-    ... def backup(full: bool = False) -> None: ...
-
-    ``@job(cron="*/5 * * * *")`` is ``Cron("*/5 * * * *")``. *missed*: ``"once"`` (default)
-    runs one occurrence for all those missed while no scheduler ran, ``"all"`` runs each (at
-    most 100), ``"skip"`` runs none of them.
-    """
-
-    expression: str
-    _: KW_ONLY
-    args: Sequence[Any] = ()
-    kwargs: Mapping[str, Any] = field(default_factory=dict)
-    timezone: str = "UTC"
-    missed: str = "once"
-    queue: str | None = None
-    priority: int | None = None
-
-    def problem(self) -> str | None:
-        """Return what is wrong with this schedule, or ``None``."""
-        if not isinstance(self.expression, str) or not croniter.is_valid(self.expression):
-            return f"{self.expression!r} is not a valid cron expression (e.g. '*/5 * * * *')"
-        try:
-            zoneinfo.ZoneInfo(self.timezone)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError):
-            return f"{self.timezone!r} is not a known time zone (e.g. 'Europe/Paris')"
-        if self.missed not in MISSED_POLICIES:
-            return f"missed={self.missed!r} must be one of {MISSED_POLICIES}"
-        return None
-
-    def occurrences(self, after: dt.datetime, until: dt.datetime) -> Iterator[dt.datetime]:
-        """Yield occurrences in ``(after, until]``, as aware datetimes."""
-        zone = zoneinfo.ZoneInfo(self.timezone)
-        found = croniter(self.expression, after.astimezone(zone)).all_next(dt.datetime)
-        while True:
-            try:
-                occurrence = next(found)
-            except (StopIteration, CroniterBadDateError):  # the schedule has no more
-                return
-            if occurrence > until:
-                return
-            yield occurrence
-
-    def next_after(self, moment: dt.datetime) -> dt.datetime:
-        """Return the first occurrence after *moment*; ``LATEST_TIMESTAMP`` when there is none.
-
-        A valid expression can have no occurrence (``0 0 30 2 *``, or a year field that has
-        passed): its schedule then waits for ever instead of failing every scheduler pass, and
-        the system check warns about it (asyncjobs.W002).
-        """
-        zone = zoneinfo.ZoneInfo(self.timezone)
-        try:
-            occurrence: dt.datetime = croniter(self.expression, moment.astimezone(zone)).get_next(
-                dt.datetime
-            )
-        except CroniterBadDateError:
-            return LATEST_TIMESTAMP
-        return min(occurrence, LATEST_TIMESTAMP)
-
-    def fires_after(self, moment: dt.datetime) -> bool:
-        """Return whether the schedule has an occurrence after *moment*.
-
-        >>> Cron("0 0 30 2 *").fires_after(dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
-        False
-        """
-        return self.next_after(moment) < LATEST_TIMESTAMP
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -114,23 +34,8 @@ class Schedule:
     cron: Cron
 
 
-def as_crons(value: str | Cron | Sequence[str | Cron] | None) -> tuple[Cron, ...]:
-    """Normalise the ``cron=`` argument of ``@job``."""
-    if value is None:
-        return ()
-    if isinstance(value, str | Cron):
-        value = [value]
-    crons = tuple(Cron(expression=v) if isinstance(v, str) else v for v in value)
-    for cron in crons:
-        if not isinstance(cron, Cron):
-            raise TypeError(f"cron takes expressions or Cron(...) objects, not {cron!r}")
-    return crons
-
-
 def schedules() -> list[Schedule]:
     """Return every schedule: ``@job(cron=...)`` ones and ``ASYNCJOBS["PERIODIC_JOBS"]``."""
-    from .registry import registry
-
     found: list[Schedule] = []
     for definition in registry:
         for index, cron in enumerate(definition.crons):
@@ -160,8 +65,6 @@ def settings_entries() -> list[dict[str, Any]]:
 
 def problems() -> list[str]:
     """Return one message per invalid schedule, for the system check."""
-    from .registry import registry
-
     found: list[str] = []
     for entry in settings_entries():
         if entry.get("job") not in registry:
@@ -185,8 +88,6 @@ def idle_schedules(now: dt.datetime | None = None) -> list[str]:
 
 
 def _definition(schedule: Schedule) -> JobDefinition[Any, Any]:
-    from .registry import registry
-
     return registry.get(schedule.job_name)
 
 

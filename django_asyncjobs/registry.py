@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from .conf import get_settings
+from .cron import Cron, as_crons
 from .enqueue import Arguments, BoundJob, EnqueueOptions, RunAfter, check_priority, check_queue
 from .exceptions import DuplicateJobName, JobNotRegistered
-from .periodic import Cron, as_crons
 from .retry import Backoff
 
 if TYPE_CHECKING:
@@ -121,8 +121,9 @@ class JobDefinition(Generic[P, R]):
         """Store one job per ``(args, kwargs)`` pair, in one statement; see
         :meth:`BoundJob.delay_many`.
 
-        >>> add.delay_many([((1, 2), {}), ((3, 4), {})])
-        [<Job: ...>, <Job: ...>]
+        Example::
+
+            add.delay_many([((1, 2), {}), ((3, 4), {})])   # [<Job: ...>, <Job: ...>]
         """
         return BoundJob(self, EnqueueOptions()).delay_many(arguments)
 
@@ -167,8 +168,9 @@ class JobDefinition(Generic[P, R]):
 class Registry:
     """Job definitions by name. One per process: :data:`registry`.
 
-    >>> registry.get("myapp.jobs.add")
-    <JobDefinition myapp.jobs.add>
+    Example::
+
+        registry.get("myapp.jobs.add")   # <JobDefinition myapp.jobs.add>
     """
 
     def __init__(self) -> None:
@@ -266,7 +268,7 @@ def job(
     stopped mid-job is failed, never run again: for jobs that must not run twice), *unique*
     (while a job with the same name and arguments is scheduled, queued or running, ``delay()``
     returns it instead of storing another), *cron* (a cron expression, a
-    :class:`~django_asyncjobs.periodic.Cron` with arguments and a time zone, or a list of them:
+    :class:`~django_asyncjobs.cron.Cron` with arguments and a time zone, or a list of them:
     the scheduler enqueues each occurrence exactly once), *api* (may be created over the HTTP
     jobs API, ``django_asyncjobs.api``)::
 

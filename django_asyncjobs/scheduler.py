@@ -55,10 +55,11 @@ PRUNE_EVERY_SECONDS = 60.0
 class Scheduler:
     """Relay due jobs to the transport, in priority order, until stopped.
 
-    >>> scheduler = Scheduler(transport=get_transport())
-    >>> scheduler.run_once()      # one pass: returns how many jobs were sent
-    0
-    >>> scheduler.run()           # until scheduler.stop() (SIGTERM in runscheduler)
+    Example::
+
+        scheduler = Scheduler(transport=get_transport())
+        scheduler.run_once()      # one pass: returns how many jobs were sent
+        scheduler.run()           # until scheduler.stop() (SIGTERM in runscheduler)
     """
 
     def __init__(

@@ -70,8 +70,10 @@ class _Child:
 class Supervisor:
     """Keep *processes* worker processes running until stopped.
 
-    >>> supervisor = Supervisor(processes=2, make_worker=lambda worker_id: Worker(...))
-    >>> supervisor.run()        # returns 0 after stop() and the workers' graceful exit
+    Example::
+
+        supervisor = Supervisor(processes=2, make_worker=lambda worker_id: Worker(...))
+        supervisor.run()        # returns 0 after stop() and the workers' graceful exit
 
     *make_worker* runs in each new process and receives that process's worker id and a
     liveness hook to pass to the :class:`Worker` (``on_alive``). With

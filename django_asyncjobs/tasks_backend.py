@@ -86,8 +86,10 @@ class AsyncJobsTask(Task):
     On Django 6.1+ and the backport, ``@task(...)`` passes these through; on Django 6.0 set
     project-wide defaults in the backend's ``OPTIONS`` instead.
 
-    >>> @task(max_retries=5, timeout=30, unique=True)
-    ... def sync_account(account_id: int) -> None: ...
+    Example::
+
+        @task(max_retries=5, timeout=30, unique=True)
+        def sync_account(account_id: int) -> None: ...
     """
 
     max_retries: int | None = None
@@ -109,9 +111,10 @@ class AsyncJobsBackend(BaseTaskBackend):
     failing task is failed, as with Django's own backends), ``timeout`` (seconds) and
     ``backoff`` (a :class:`~django_asyncjobs.Backoff`).
 
-    >>> result = send_welcome.enqueue(42)
-    >>> default_task_backend.get_result(result.id).status
-    <TaskResultStatus.READY: 'READY'>
+    Example::
+
+        result = send_welcome.enqueue(42)
+        default_task_backend.get_result(result.id).status   # TaskResultStatus.READY, once run
     """
 
     task_class = AsyncJobsTask
@@ -135,10 +138,10 @@ class AsyncJobsBackend(BaseTaskBackend):
         """Django's own checks (and messages), then the queue name's fitness for SQS and a
         ``run_after`` a job row can hold (see :mod:`~django_asyncjobs.timebounds`).
 
-        >>> send_welcome.using(run_after=datetime.datetime.max.replace(tzinfo=datetime.UTC))
-        Traceback (most recent call last):
-        ...
-        InvalidTask: run_after=9999-12-31T23:59:59.999999+00:00 is outside the supported range ...
+        Example::
+
+            send_welcome.using(run_after=datetime.datetime.max.replace(tzinfo=datetime.UTC))
+            # InvalidTask: run_after=9999-12-31T23:59:59.999999+00:00 is outside the supported ...
         """
         super().validate_task(task)
         problem = queue_name_error(task.queue_name)

@@ -120,11 +120,13 @@ def run_jobs(
     test can go on. A ``KeyboardInterrupt`` from a job stops the run and hands the job back as a
     stopping worker does (``at_most_once`` jobs fail).
 
-    >>> def test_signup_sends_welcome_mail(db, mailoutbox):
-    ...     signup("ada@example.com")          # calls send_welcome.delay(...)
-    ...     ran = run_jobs()
-    ...     assert [j.status for j in ran] == ["succeeded"]
-    ...     assert len(mailoutbox) == 1
+    Example::
+
+        def test_signup_sends_welcome_mail(db, mailoutbox):
+            signup("ada@example.com")          # calls send_welcome.delay(...)
+            ran = run_jobs()
+            assert [j.status for j in ran] == ["succeeded"]
+            assert len(mailoutbox) == 1
     """
     if isinstance(max_jobs, bool) or not isinstance(max_jobs, int) or max_jobs < 1:
         raise ValueError(f"max_jobs must be an int of 1 or more, not {max_jobs!r}")

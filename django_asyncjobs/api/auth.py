@@ -21,8 +21,9 @@ _SALT = "django_asyncjobs.api.token"
 def make_token(user: Any) -> str:
     """Return a bearer token for *user*.
 
-    >>> make_token(User.objects.get(username="deploy-bot"))
-    'eyJ1IjoxfQ:1v...'
+    Example::
+
+        make_token(User.objects.get(username="deploy-bot"))   # 'eyJ1IjoxfQ:1v...'
     """
     return signing.TimestampSigner(salt=_SALT).sign_object({"u": user.pk})
 

@@ -1,12 +1,14 @@
-"""The transport contract: send a batch, receive, delete, change visibility."""
+"""The transport contract: what the scheduler, the worker and the operator tools need.
+
+This module defines the contract and its value objects only; the transports (``sqs.py``,
+``memory.py``) import it, never the other way round, and the factory is in ``__init__.py``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
-
-from ..conf import AsyncJobsSettings, get_settings
 
 #: SendMessageBatch, DeleteMessageBatch and ReceiveMessage take at most 10 entries.
 #: https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/sqs-batch-api.html
@@ -32,14 +34,54 @@ class ReceivedMessage:
     receive_count: int = 1
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueueCounts:
+    """How many messages a queue holds, approximately (SQS counts are estimates).
+
+    >>> counts = QueueCounts(visible=3, in_flight=1)
+    >>> f"{counts.visible}+{counts.in_flight}"
+    '3+1'
+    """
+
+    #: Waiting to be received.
+    visible: int
+    #: Received and neither deleted nor handed back yet.
+    in_flight: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeadLetter:
+    """A message found in a dead-letter queue."""
+
+    queue: str
+    message_id: str
+    body: str
+    receive_count: int
+
+
 @runtime_checkable
 class Transport(Protocol):
-    """What the scheduler and the worker need from a message transport.
+    """What the scheduler, the worker and the operator tools need from a message transport.
 
     Queue arguments are job queue names (``"default"``); mapping them to transport names (the
     ``QUEUE_PREFIX``) is the transport's business. Every method raises
     :class:`~django_asyncjobs.exceptions.TransportError` when the transport cannot be reached.
+
+    Releasing a message is ``change_visibility(message, timeout_seconds=0)``; deleting takes any
+    number of messages and batches them as the transport allows.
+
+    The operator tools (``manage.py asyncjobs stats``, ``create-queues``, ``dead-letters``,
+    ``redrive`` and the admin's queue overview) also call :meth:`ensure_queue`,
+    :meth:`queue_counts`, :meth:`dead_letters` and :meth:`redrive`, and only when
+    :attr:`can_inspect_queues` is true.
     """
+
+    #: Whether the queues this transport reaches are those every process shares, so that the
+    #: operator tools, which run in processes of their own, can count, create and redrive them.
+    #: They check it first: statistics show "-" without it, and the other tools refuse to run.
+    #: A transport that cannot inspect its queues at all sets it false too, and may raise
+    #: :class:`NotImplementedError` from queue_counts(), dead_letters() and redrive().
+    can_inspect_queues: bool
 
     def send_batch(self, queue: str, messages: Sequence[OutgoingMessage]) -> set[str]:
         """Send up to :data:`MAX_BATCH_SIZE` messages; return the ids of those that failed."""
@@ -59,35 +101,40 @@ class Transport(Protocol):
         """Hide *message* for *timeout_seconds* more (0 hands it back to other workers at once)."""
         ...
 
-    def list_queues(self) -> list[str]:
-        """Return the job queues that exist (names without prefix; dead-letter queues left out)."""
-        ...
-
     def quarantine(self, message: ReceivedMessage) -> bool:
         """Set aside a message that is not ours (its dead-letter queue); ``False`` if deleted."""
         ...
 
-    def ensure_queue(self, queue: str) -> None:
-        """Create *queue* if it does not exist (an operator action; workers never need it)."""
+    def list_queues(self) -> list[str]:
+        """Return the job queues that exist (names without prefix; dead-letter queues left out)."""
+        ...
+
+    def ensure_queue(self, queue: str) -> str:
+        """Create *queue* if it does not exist; return where it is (SQS: the queue's URL).
+
+        An operator action (``asyncjobs create-queues``); workers never need it.
+        """
+        ...
+
+    def queue_counts(self, queue: str) -> QueueCounts:
+        """Return how many messages *queue* holds (dead letters not included)."""
+        ...
+
+    def dead_letters(self, queue: str, *, limit: int = 10) -> tuple[int, list[DeadLetter]]:
+        """Return how many messages *queue*'s dead-letter queue holds, and up to *limit* of them.
+
+        The messages are looked at, not removed. A queue without a dead-letter queue has none.
+        """
+        ...
+
+    def redrive(self, queue: str, *, limit: int | None = None) -> int:
+        """Move up to *limit* (default all) dead-lettered messages back to *queue*; return how many.
+
+        A doorbell whose job was sent again meanwhile carries a stale token and claims
+        nothing, so redriving is always safe.
+        """
         ...
 
     def close(self) -> None:
         """Release connections."""
         ...
-
-
-def get_transport(conf: AsyncJobsSettings | None = None) -> Transport:
-    """Build the transport that ``ASYNCJOBS["TRANSPORT"]`` names.
-
-    Each call builds a new one; a worker or scheduler builds one at start and keeps it.
-
-    >>> transport = get_transport()
-    """
-    conf = conf or get_settings()
-    if conf.transport == "memory":
-        from .memory import MemoryTransport
-
-        return MemoryTransport.shared()
-    from .sqs import SQSTransport
-
-    return SQSTransport(conf)

@@ -1,7 +1,8 @@
 """An in-process transport with SQS's semantics, for unit tests.
 
 Messages live in this process only, so it cannot connect a scheduler and a worker running in
-different processes; end-to-end tests use SQS (moto_server) instead.
+different processes; end-to-end tests use SQS (moto_server) instead. For the same reason its
+queue statistics, dead letters and redrive see this process's messages only.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..conf import DEAD_LETTER_SUFFIX
-from .base import MAX_BATCH_SIZE, OutgoingMessage, ReceivedMessage
+from .base import MAX_BATCH_SIZE, DeadLetter, OutgoingMessage, QueueCounts, ReceivedMessage
+
+_message_ids = itertools.count(1)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -22,6 +25,7 @@ class _Stored:
     visible_at: float = 0.0
     receive_count: int = 0
     receipt: str = ""
+    message_id: str = field(default_factory=lambda: f"m{next(_message_ids)}")
 
 
 @dataclass(slots=True)
@@ -37,8 +41,13 @@ class MemoryTransport:
     set()
     >>> [m.body for m in transport.receive("default", max_messages=10, wait_seconds=0)]
     ['hi']
+    >>> transport.queue_counts("default")
+    QueueCounts(visible=0, in_flight=1)
     """
 
+    #: Its queues live in one process: the operator tools, in processes of their own, would
+    #: see empty queues. Its inspection methods work, for tests, on this process's messages.
+    can_inspect_queues = False
     _shared: MemoryTransport | None = None
     _shared_lock = threading.Lock()
 
@@ -59,10 +68,11 @@ class MemoryTransport:
     def _queue(self, queue: str) -> _Queue:
         return self._queues.setdefault(queue, _Queue())
 
-    def ensure_queue(self, queue: str) -> None:
-        """Create *queue* if missing."""
+    def ensure_queue(self, queue: str) -> str:
+        """Create *queue* if missing; return ``memory:<queue>``."""
         with self._cond:
             self._queue(queue)
+        return f"memory:{queue}"
 
     def send_batch(self, queue: str, messages: Sequence[OutgoingMessage]) -> set[str]:
         """Append *messages* to *queue*."""
@@ -129,6 +139,51 @@ class MemoryTransport:
             )
         self.delete([message])
         return True
+
+    def queue_counts(self, queue: str) -> QueueCounts:
+        """Return how many messages of *queue* are visible, and how many are received."""
+        now = time.monotonic()
+        with self._cond:
+            stored = self._queue(queue).messages
+            visible = sum(1 for s in stored if s.visible_at <= now)
+            return QueueCounts(visible=visible, in_flight=len(stored) - visible)
+
+    def dead_letters(self, queue: str, *, limit: int = 10) -> tuple[int, list[DeadLetter]]:
+        """Return how many messages ``<queue>-dlq`` holds, and the first *limit* of them.
+
+        >>> transport = MemoryTransport()
+        >>> transport.send_batch("default", [OutgoingMessage(id="1", body="not ours")])
+        set()
+        >>> (message,) = transport.receive("default", max_messages=1, wait_seconds=0)
+        >>> transport.quarantine(message)
+        True
+        >>> count, (letter,) = transport.dead_letters("default")
+        >>> count, letter.body
+        (1, 'not ours')
+        >>> transport.redrive("default"), transport.queue_counts("default")
+        (1, QueueCounts(visible=1, in_flight=0))
+        """
+        with self._cond:
+            stored = self._queue(f"{queue}{DEAD_LETTER_SUFFIX}").messages
+            return len(stored), [
+                DeadLetter(
+                    queue=queue,
+                    message_id=s.message_id,
+                    body=s.body,
+                    receive_count=s.receive_count,
+                )
+                for s in stored[:limit]
+            ]
+
+    def redrive(self, queue: str, *, limit: int | None = None) -> int:
+        """Move up to *limit* (default all) messages of ``<queue>-dlq`` back to *queue*."""
+        with self._cond:
+            dead = self._queue(f"{queue}{DEAD_LETTER_SUFFIX}")
+            moved = dead.messages if limit is None else dead.messages[:limit]
+            dead.messages = dead.messages[len(moved) :]
+            self._queue(queue).messages.extend(_Stored(body=s.body) for s in moved)
+            self._cond.notify_all()
+            return len(moved)
 
     def purge(self) -> None:
         """Drop every message of every queue."""

@@ -12,7 +12,6 @@ import logging
 import threading
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -21,7 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ..conf import DEAD_LETTER_SUFFIX, AsyncJobsSettings
 from ..exceptions import TransportError
-from .base import MAX_BATCH_SIZE, OutgoingMessage, ReceivedMessage
+from .base import MAX_BATCH_SIZE, DeadLetter, OutgoingMessage, QueueCounts, ReceivedMessage
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -41,16 +40,6 @@ _TOTAL_ATTEMPTS = 3
 SQS_MAX_RETENTION_SECONDS = 14 * 24 * 60 * 60
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DeadLetter:
-    """A message found in a dead-letter queue."""
-
-    queue: str
-    message_id: str
-    body: str
-    receive_count: int
-
-
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -62,10 +51,15 @@ class SQSTransport:
     The client is thread-safe and built on first use. Queue URLs are looked up once and cached;
     a missing queue is created when ``CREATE_MISSING_QUEUES`` is on.
 
-    >>> transport = SQSTransport(get_settings())
-    >>> transport.send_batch("default", [OutgoingMessage(id="1", body="...")])
-    set()
+    Example::
+
+        transport = SQSTransport(get_settings())
+        failed = transport.send_batch("default", [OutgoingMessage(id="1", body="...")])
+        # failed == set() when SQS accepted every message
     """
+
+    #: SQS reports approximate counts, and its dead-letter queues can be read and redriven.
+    can_inspect_queues = True
 
     def __init__(self, conf: AsyncJobsSettings) -> None:
         self.conf = conf
@@ -177,8 +171,8 @@ class SQSTransport:
         except BotoCoreError as exc:
             raise self._error("GetQueueUrl", name, exc) from exc
 
-    def depth(self, queue: str) -> tuple[int, int]:
-        """Return SQS's approximate (visible, in flight) message counts of *queue*."""
+    def queue_counts(self, queue: str) -> QueueCounts:
+        """Return SQS's approximate counts of visible and in-flight messages of *queue*."""
         try:
             attributes = self.client.get_queue_attributes(
                 QueueUrl=self.queue_url(queue),
@@ -189,9 +183,9 @@ class SQSTransport:
             )["Attributes"]
         except (BotoCoreError, ClientError) as exc:
             raise self._error("GetQueueAttributes", queue, exc) from exc
-        return (
-            int(attributes.get("ApproximateNumberOfMessages", 0)),
-            int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0)),
+        return QueueCounts(
+            visible=int(attributes.get("ApproximateNumberOfMessages", 0)),
+            in_flight=int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0)),
         )
 
     def list_queues(self) -> list[str]:
@@ -305,8 +299,8 @@ class SQSTransport:
             raise self._error("redrive", queue, exc) from exc
         return moved
 
-    def ensure_queue(self, queue: str) -> None:
-        """Create the SQS queue of *queue* if it does not exist."""
+    def ensure_queue(self, queue: str) -> str:
+        """Create the SQS queue of *queue* if it does not exist; return its URL."""
         self._urls.pop(queue, None)
         name = self.conf.sqs_queue_name(queue)
         try:
@@ -315,6 +309,7 @@ class SQSTransport:
             self._urls[queue] = self._create(name)
         except BotoCoreError as exc:
             raise self._error("GetQueueUrl", name, exc) from exc
+        return self._urls[queue]
 
     def send_batch(self, queue: str, messages: Sequence[OutgoingMessage]) -> set[str]:
         """Send *messages* with SendMessageBatch; return the ids SQS did not accept."""

@@ -19,8 +19,7 @@ from ...exceptions import TransportError
 from ...models import Job
 from ...status import FINAL_STATUSES, JobStatus
 from ...timebounds import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP
-from ...transports import get_transport
-from ...transports.sqs import SQSTransport
+from ...transports import Transport, get_transport
 from ._options import AsyncJobsCommand, positive_int, queue_list
 
 #: Dead-letter bodies are shown up to this many characters: they may be anything.
@@ -268,15 +267,15 @@ class Command(AsyncJobsCommand):
         self._print_table(table)
 
     @staticmethod
-    def _sqs_counts(transport: Any, queue: str) -> tuple[str, str]:
-        if not isinstance(transport, SQSTransport):
+    def _sqs_counts(transport: Transport, queue: str) -> tuple[str, str]:
+        if not transport.can_inspect_queues:
             return "-", "-"
         try:
-            visible, in_flight = transport.depth(queue)
+            counts = transport.queue_counts(queue)
             dead, _ = transport.dead_letters(queue, limit=0)
         except TransportError:
             return "unreachable", "-"
-        return f"{visible}+{in_flight}", str(dead)
+        return f"{counts.visible}+{counts.in_flight}", str(dead)
 
     def _resolve(self, ids: list[str]) -> list[uuid.UUID]:
         resolved = []
@@ -317,21 +316,21 @@ class Command(AsyncJobsCommand):
         self.stderr.write(f"valid for {days:g} days; send it as 'Authorization: Bearer <token>'")
         self.stdout.write(make_token(user))
 
-    # -- SQS -------------------------------------------------------------------------------------
+    # -- queues ----------------------------------------------------------------------------------
 
-    def _sqs(self) -> SQSTransport:
+    def _inspecting_transport(self) -> Transport:
         transport = get_transport()
-        if not isinstance(transport, SQSTransport):
+        if not transport.can_inspect_queues:
+            transport.close()
             raise CommandError("these tools need ASYNCJOBS['TRANSPORT'] = 'sqs'")
         return transport
 
     def _create_queues(self, options: dict[str, Any]) -> None:
-        transport = self._sqs()
+        transport = self._inspecting_transport()
         queues = options["queues"] or list(get_settings().queues)
         try:
             for queue in queues:
-                transport.ensure_queue(queue)
-                self.stdout.write(f"{queue}: {transport.queue_url(queue)}")
+                self.stdout.write(f"{queue}: {transport.ensure_queue(queue)}")
         except TransportError as exc:
             raise CommandError(str(exc)) from exc
         finally:
@@ -339,7 +338,7 @@ class Command(AsyncJobsCommand):
         self.stdout.write(self.style.SUCCESS(f"{len(queues)} queue(s) ready"))
 
     def _dead_letters(self, options: dict[str, Any]) -> None:
-        transport = self._sqs()
+        transport = self._inspecting_transport()
         try:
             for queue in options["queues"] or list(get_settings().queues):
                 count, sample = transport.dead_letters(queue, limit=options["limit"])
@@ -356,7 +355,7 @@ class Command(AsyncJobsCommand):
             transport.close()
 
     def _redrive(self, options: dict[str, Any]) -> None:
-        transport = self._sqs()
+        transport = self._inspecting_transport()
         limit = options["limit"]
         total = 0
         try:

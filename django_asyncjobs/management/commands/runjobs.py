@@ -100,7 +100,9 @@ def run_together(commands: list[list[str]], *, stderr: Any = print) -> int:
     run in their own session, so a terminal's Ctrl+C does not reach them twice): the first
     stops them gracefully, the second at once. Returns the first non-zero exit status, else 0.
 
-    >>> run_together([["runscheduler"], ["runworker"]])   # doctest: +SKIP
+    Example::
+
+        run_together([["runscheduler"], ["runworker"]])
     """
     received: list[int] = []
 

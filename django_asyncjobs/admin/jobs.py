@@ -1,8 +1,7 @@
-"""The Django admin for jobs: a fast list, a readable detail page, guarded actions, an overview.
+"""The job list and the job detail page: fast on a million rows, and read-only.
 
-Rows change only through the state transitions of :mod:`django_asyncjobs.queries`; every action
-asks for confirmation, needs its own permission, sends the matching signal (through the
-transition) and is written to Django's admin log.
+State changes go through the confirmed actions (:mod:`.actions`); the queue overview is a page
+of its own (:mod:`.overview`).
 """
 
 from __future__ import annotations
@@ -10,102 +9,37 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from django import forms
-from django.contrib import admin, messages
-from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
-from django.core.exceptions import PermissionDenied
+from django.contrib import admin
 from django.core.paginator import Paginator
 from django.db import connections
 from django.db.models import Q, QuerySet
-from django.http import HttpRequest, HttpResponse
-from django.template.response import TemplateResponse
-from django.urls import URLPattern, path
+from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from . import overview
-from .models import Job, JobAttempt, PeriodicSchedule
-from .queries import uuid_prefix_range
-from .status import JobStatus
+from ..models import Job, JobAttempt
+from ..queries import uuid_prefix_range
+from ..status import JobStatus
+from .actions import JobActionsAdmin
+from .display import STATUS_COLOURS, describe_progress, duration, preformatted, relative
+from .overview import QueueOverviewAdmin
 
 if TYPE_CHECKING:
-    _ModelAdmin = admin.ModelAdmin[Job]
-    _PeriodicAdmin = admin.ModelAdmin[PeriodicSchedule]
     _AttemptInline = admin.TabularInline[JobAttempt, Job]
 else:  # generic only in django-stubs
-    _ModelAdmin = _PeriodicAdmin = admin.ModelAdmin
     _AttemptInline = admin.TabularInline
 
 #: Counting stops here: with a million rows an exact COUNT(*) on every page is too slow.
 COUNT_LIMIT = 10_000
-#: An action reads the selected jobs this many at a time (by id), never all at once.
-ACTION_BATCH_SIZE = 500
-#: The confirmation page lists this many of the selected jobs and counts the rest.
-CONFIRMATION_SAMPLE_SIZE = 100
 #: A refused delete names at most this many of the jobs that wait for the ones selected.
 WAITING_SHOWN = 20
-STATUS_COLOURS = {
-    JobStatus.SCHEDULED: "#6c757d",
-    JobStatus.QUEUED: "#0d6efd",
-    JobStatus.RUNNING: "#fd7e14",
-    JobStatus.SUCCEEDED: "#198754",
-    JobStatus.FAILED: "#dc3545",
-    JobStatus.CANCELLED: "#495057",
-}
-
-
-def describe_progress(progress: dict[str, Any] | None) -> str:
-    """Return a job's reported progress as one line, e.g. "40 / 100 (40%) - row 17".
-
-    >>> describe_progress({"done": 40, "total": 100, "message": "row 17"})
-    '40 / 100 (40%) - row 17'
-    """
-    if not progress:
-        return "-"
-    done, total = progress.get("done"), progress.get("total")
-    text = f"{done:g}" if isinstance(done, int | float) else str(done)
-    if isinstance(total, int | float) and total > 0 and isinstance(done, int | float):
-        text += f" / {total:g} ({100 * done / total:.0f}%)"
-    if progress.get("message"):
-        text += f" - {progress['message']}"
-    return text
-
-
-def relative(moment: dt.datetime | None, *, now: dt.datetime | None = None) -> str:
-    """Return *moment* as "in 3 min" or "12 s ago".
-
-    >>> relative(timezone.now() - dt.timedelta(seconds=12))
-    '12 s ago'
-    """
-    if moment is None:
-        return "-"
-    seconds = ((now or timezone.now()) - moment).total_seconds()
-    amount = abs(seconds)
-    if amount < 60:
-        text = f"{amount:.0f} s"
-    elif amount < 3600:
-        text = f"{amount / 60:.0f} min"
-    elif amount < 86400:
-        text = f"{amount / 3600:.0f} h"
-    else:
-        text = f"{amount / 86400:.0f} d"
-    return f"{text} ago" if seconds >= 0 else f"in {text}"
-
-
-def duration(start: dt.datetime | None, end: dt.datetime | None) -> str:
-    """Return the time between two moments as "1.25 s", "3 min 4 s" or "-"."""
-    if start is None or end is None:
-        return "-"
-    seconds = (end - start).total_seconds()
-    if seconds < 60:
-        return f"{seconds:.2f} s"
-    minutes, rest = divmod(int(seconds), 60)
-    return f"{minutes} min {rest} s"
+#: A hex term this long is tried as an id prefix alone first (see get_search_results).
+ID_PREFIX_DIGITS = 8
 
 
 class CappedCountPaginator(Paginator):
@@ -198,7 +132,7 @@ class AttemptInline(_AttemptInline):
 
 
 @admin.register(Job)
-class JobAdmin(_ModelAdmin):
+class JobAdmin(QueueOverviewAdmin, JobActionsAdmin):
     """Read-only job rows; state changes go through the confirmed actions, never the form."""
 
     list_display = (
@@ -219,7 +153,6 @@ class JobAdmin(_ModelAdmin):
     show_full_result_count = False
     paginator = CappedCountPaginator
     list_per_page = 50
-    actions = ("retry_jobs", "cancel_jobs", "mark_succeeded", "run_again")
     inlines = (AttemptInline,)
     fieldsets = (
         (
@@ -313,11 +246,11 @@ class JobAdmin(_ModelAdmin):
 
     @admin.display(description="args")
     def args_pretty(self, job: Job) -> SafeString:
-        return _pre(json.dumps(job.args, indent=2, ensure_ascii=False))
+        return preformatted(json.dumps(job.args, indent=2, ensure_ascii=False))
 
     @admin.display(description="kwargs")
     def kwargs_pretty(self, job: Job) -> SafeString:
-        return _pre(json.dumps(job.kwargs, indent=2, ensure_ascii=False))
+        return preformatted(json.dumps(job.kwargs, indent=2, ensure_ascii=False))
 
     @admin.display(description="progress")
     def progress_display(self, job: Job) -> str:
@@ -325,11 +258,11 @@ class JobAdmin(_ModelAdmin):
 
     @admin.display(description="result")
     def result_pretty(self, job: Job) -> SafeString:
-        return _pre(json.dumps(job.result, indent=2, ensure_ascii=False))
+        return preformatted(json.dumps(job.result, indent=2, ensure_ascii=False))
 
     @admin.display(description="traceback")
     def traceback_pretty(self, job: Job) -> SafeString:
-        return _pre(job.traceback or "-")
+        return preformatted(job.traceback or "-")
 
     @admin.display(description="timeline")
     def timeline(self, job: Job) -> SafeString:
@@ -390,139 +323,6 @@ class JobAdmin(_ModelAdmin):
                 protected.append("... and more")
         return deleted, counts, perms_needed, protected
 
-    # -- actions ---------------------------------------------------------------------------------
-
-    def has_retry_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("django_asyncjobs.retry_job")
-
-    def has_cancel_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("django_asyncjobs.cancel_job")
-
-    def has_mark_succeeded_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("django_asyncjobs.mark_succeeded_job")
-
-    def has_run_again_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("django_asyncjobs.run_again_job")
-
-    @admin.action(description="Retry selected failed or cancelled jobs", permissions=["retry"])
-    def retry_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> HttpResponse | None:
-        return self._confirmed(
-            request, queryset, "retry", "retried", lambda job: Job.objects.retry(job.pk)
-        )
-
-    @admin.action(description="Cancel selected scheduled or queued jobs", permissions=["cancel"])
-    def cancel_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> HttpResponse | None:
-        return self._confirmed(
-            request, queryset, "cancel", "cancelled", lambda job: Job.objects.cancel(job.pk)
-        )
-
-    @admin.action(description="Mark selected jobs as succeeded", permissions=["mark_succeeded"])
-    def mark_succeeded(self, request: HttpRequest, queryset: QuerySet[Job]) -> HttpResponse | None:
-        note = f"marked as succeeded by {request.user} in the admin"
-        return self._confirmed(
-            request,
-            queryset,
-            "mark as succeeded",
-            "marked as succeeded",
-            lambda job: Job.objects.mark_succeeded(job.pk, note=note),
-        )
-
-    @admin.action(description="Run selected jobs again as new jobs", permissions=["run_again"])
-    def run_again(self, request: HttpRequest, queryset: QuerySet[Job]) -> HttpResponse | None:
-        return self._confirmed(
-            request, queryset, "run again", "enqueued again", Job.objects.run_again
-        )
-
-    def _confirmed(
-        self,
-        request: HttpRequest,
-        queryset: QuerySet[Job],
-        verb: str,
-        done_verb: str,
-        transition: Callable[[Job], Job | None],
-    ) -> HttpResponse | None:
-        """Show a confirmation page; on "yes", apply *transition* to every selected job.
-
-        Every job of the selection is handled, however many there are: they are read in
-        batches of ACTION_BATCH_SIZE and each transition is its own short statement, so no lock
-        is held across the batch (unless the project wraps requests in a transaction). The
-        message counts the jobs changed and those skipped because of their status.
-        """
-        across = _select_across(request)
-        if request.POST.get("confirmed") != "yes":
-            total = queryset.count()
-            sample = list(queryset[:CONFIRMATION_SAMPLE_SIZE])
-            if across:
-                # The confirmation posts "all that match the list's filters" again, not ids:
-                # a selection of 100,000 jobs would not fit in one form.
-                ids = [str(job.pk) for job in sample]
-            else:
-                ids = [str(pk) for pk in queryset.values_list("pk", flat=True)]
-            context = {
-                **self.admin_site.each_context(request),
-                "title": f"Are you sure you want to {verb} {total:,} job(s)?",
-                "verb": verb,
-                "jobs": sample,
-                "more": f"{total - len(sample):,}" if total > len(sample) else "",
-                "ids": ids,
-                "select_across": across,
-                "action": request.POST.get("action", ""),
-                "opts": self.model._meta,
-                "action_checkbox_name": ACTION_CHECKBOX_NAME,
-            }
-            return TemplateResponse(
-                request, "admin/django_asyncjobs/job/action_confirmation.html", context
-            )
-        selected = changed = 0
-        # A new job "run again" makes may match the selection's filters: it is not selected.
-        created: set[uuid.UUID] = set()
-        for batch in _in_batches(queryset, batch_size=ACTION_BATCH_SIZE):
-            for job in batch:
-                if job.pk in created:
-                    continue
-                selected += 1
-                result = transition(job)
-                if result is None:
-                    continue
-                changed += 1
-                self.log_change(request, job, f"{done_verb} ({job.status} -> {result.status})")
-                if result.pk != job.pk:
-                    created.add(result.pk)
-                    self.log_addition(request, result, f"run again as a copy of {job.pk}")
-        level = messages.SUCCESS if changed == selected else messages.WARNING
-        skipped = f"; {selected - changed:,} skipped (wrong status)" if changed != selected else ""
-        self.message_user(request, f"{changed:,} job(s) {done_verb}{skipped}.", level)
-        return None
-
-    # -- queue overview ----------------------------------------------------------------------------
-
-    def get_urls(self) -> list[URLPattern]:
-        return [
-            path(
-                "overview/",
-                self.admin_site.admin_view(self.overview_view),
-                name="django_asyncjobs_job_overview",
-            ),
-            *super().get_urls(),
-        ]
-
-    def overview_view(self, request: HttpRequest) -> HttpResponse:
-        """Per queue: counts by status, oldest waiting job, throughput chart, SQS depth."""
-        if not self.has_view_permission(request):
-            raise PermissionDenied
-        context = {
-            **self.admin_site.each_context(request),
-            "title": "Queue overview",
-            "opts": self.model._meta,
-            "queues": overview.queue_overview(),
-            "statuses": JobStatus.values,
-        }
-        return TemplateResponse(request, "admin/django_asyncjobs/job/overview.html", context)
-
-
-#: A hex term this long is tried as an id prefix alone first (see get_search_results).
-ID_PREFIX_DIGITS = 8
-
 
 def _search_condition(term: str) -> Q:
     """Return the condition the admin search puts on jobs for *term* (see get_search_results).
@@ -537,52 +337,3 @@ def _search_condition(term: str) -> Q:
     text = Q(name__icontains=term) | Q(error__icontains=term)
     bounds = uuid_prefix_range(term)
     return text if bounds is None else Q(pk__range=bounds) | text
-
-
-def _select_across(request: HttpRequest) -> bool:
-    """Return whether the action applies to every job the list's filters match ("select all").
-
-    Parsed as Django's own action form parses its hidden ``select_across`` field.
-    """
-    return bool(forms.BooleanField(required=False).clean(request.POST.get("select_across")))
-
-
-def _in_batches(queryset: QuerySet[Job], *, batch_size: int) -> Iterator[list[Job]]:
-    """Yield the jobs of *queryset* in lists of *batch_size*, in id order.
-
-    Keyset pagination (``id > last``) keeps every read an index range scan however deep it goes,
-    and reads rows as they are now: a job another batch changed is seen in its new status.
-    """
-    ordered = queryset.order_by("pk")
-    last = None
-    while True:
-        page = ordered if last is None else ordered.filter(pk__gt=last)
-        batch = list(page[:batch_size])
-        if not batch:
-            return
-        yield batch
-        last = batch[-1].pk
-
-
-def _pre(text: str) -> SafeString:
-    return format_html(
-        '<pre style="white-space:pre-wrap;margin:0;font-family:monospace">{}</pre>', text
-    )
-
-
-@admin.register(PeriodicSchedule)
-class PeriodicScheduleAdmin(_PeriodicAdmin):
-    """Periodic schedules with their last and next run; they are declared in code or settings."""
-
-    list_display = ("key", "name", "cron", "timezone", "last_run_at", "next_run_at")
-    search_fields = ("key", "name")
-    ordering = ("next_run_at",)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
-__all__: Sequence[str] = ["JobAdmin", "PeriodicScheduleAdmin", "duration", "relative"]

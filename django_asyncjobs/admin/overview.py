@@ -1,18 +1,29 @@
-"""Numbers for the admin's queue overview: per queue, jobs by status, age of the oldest waiting
-job, throughput over the last hour, and what SQS holds (dead-letter queues included)."""
+"""The admin's queue overview: per queue, jobs by status, age of the oldest waiting job,
+throughput over the last hour, and what SQS holds (dead-letter queues included)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.db import connections
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from .exceptions import TransportError
-from .models import Job
-from .status import JobStatus
-from .transports import get_transport
+from ..exceptions import TransportError
+from ..models import Job
+from ..status import JobStatus
+from ..transports import get_transport
+
+if TYPE_CHECKING:
+    _ModelAdmin = admin.ModelAdmin[Job]
+else:  # generic only in django-stubs
+    _ModelAdmin = admin.ModelAdmin
 
 #: Throughput is counted per minute over this many minutes.
 WINDOW_MINUTES = 60
@@ -111,17 +122,43 @@ def queue_overview() -> list[QueueStats]:
 
 
 def _add_sqs_counts(stats: list[QueueStats]) -> None:
-    from .transports.sqs import SQSTransport
-
     transport = get_transport()
     try:
-        if not isinstance(transport, SQSTransport):
+        if not transport.can_inspect_queues:
             return
         for entry in stats:
             try:
-                entry.sqs_visible, entry.sqs_in_flight = transport.depth(entry.queue)
+                counts = transport.queue_counts(entry.queue)
+                entry.sqs_visible, entry.sqs_in_flight = counts.visible, counts.in_flight
                 entry.sqs_dead, _ = transport.dead_letters(entry.queue, limit=0)
             except TransportError as exc:
                 entry.sqs_error = str(exc)
     finally:
         transport.close()
+
+
+class QueueOverviewAdmin(_ModelAdmin):
+    """Adds the queue overview page (``overview/`` under the job list) to the job admin."""
+
+    def get_urls(self) -> list[URLPattern]:
+        return [
+            path(
+                "overview/",
+                self.admin_site.admin_view(self.overview_view),
+                name="django_asyncjobs_job_overview",
+            ),
+            *super().get_urls(),
+        ]
+
+    def overview_view(self, request: HttpRequest) -> HttpResponse:
+        """Per queue: counts by status, oldest waiting job, throughput chart, SQS depth."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Queue overview",
+            "opts": self.model._meta,
+            "queues": queue_overview(),
+            "statuses": JobStatus.values,
+        }
+        return TemplateResponse(request, "admin/django_asyncjobs/job/overview.html", context)

@@ -1,0 +1,164 @@
+"""The job admin's actions: retry, cancel, mark succeeded, run again.
+
+Each asks for confirmation, needs its own permission, changes rows only through the state
+transitions of the job manager (which send the matching signals), and is written to Django's
+admin log. A selection of any size is handled in batches.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+
+from ..models import Job
+
+if TYPE_CHECKING:
+    _ModelAdmin = admin.ModelAdmin[Job]
+else:  # generic only in django-stubs
+    _ModelAdmin = admin.ModelAdmin
+
+#: An action reads the selected jobs this many at a time (by id), never all at once.
+ACTION_BATCH_SIZE = 500
+#: The confirmation page lists this many of the selected jobs and counts the rest.
+CONFIRMATION_SAMPLE_SIZE = 100
+
+
+class JobActionsAdmin(_ModelAdmin):
+    """The confirmed, permission-guarded actions of :class:`~django_asyncjobs.admin.JobAdmin`."""
+
+    actions = ("retry_jobs", "cancel_jobs", "mark_succeeded", "run_again")
+
+    def has_retry_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("django_asyncjobs.retry_job")
+
+    def has_cancel_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("django_asyncjobs.cancel_job")
+
+    def has_mark_succeeded_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("django_asyncjobs.mark_succeeded_job")
+
+    def has_run_again_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("django_asyncjobs.run_again_job")
+
+    @admin.action(description="Retry selected failed or cancelled jobs", permissions=["retry"])
+    def retry_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> HttpResponse | None:
+        return self._confirmed(
+            request, queryset, "retry", "retried", lambda job: Job.objects.retry(job.pk)
+        )
+
+    @admin.action(description="Cancel selected scheduled or queued jobs", permissions=["cancel"])
+    def cancel_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> HttpResponse | None:
+        return self._confirmed(
+            request, queryset, "cancel", "cancelled", lambda job: Job.objects.cancel(job.pk)
+        )
+
+    @admin.action(description="Mark selected jobs as succeeded", permissions=["mark_succeeded"])
+    def mark_succeeded(self, request: HttpRequest, queryset: QuerySet[Job]) -> HttpResponse | None:
+        note = f"marked as succeeded by {request.user} in the admin"
+        return self._confirmed(
+            request,
+            queryset,
+            "mark as succeeded",
+            "marked as succeeded",
+            lambda job: Job.objects.mark_succeeded(job.pk, note=note),
+        )
+
+    @admin.action(description="Run selected jobs again as new jobs", permissions=["run_again"])
+    def run_again(self, request: HttpRequest, queryset: QuerySet[Job]) -> HttpResponse | None:
+        return self._confirmed(
+            request, queryset, "run again", "enqueued again", Job.objects.run_again
+        )
+
+    def _confirmed(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[Job],
+        verb: str,
+        done_verb: str,
+        transition: Callable[[Job], Job | None],
+    ) -> HttpResponse | None:
+        """Show a confirmation page; on "yes", apply *transition* to every selected job.
+
+        Every job of the selection is handled, however many there are: they are read in
+        batches of ACTION_BATCH_SIZE and each transition is its own short statement, so no lock
+        is held across the batch (unless the project wraps requests in a transaction). The
+        message counts the jobs changed and those skipped because of their status.
+        """
+        across = _select_across(request)
+        if request.POST.get("confirmed") != "yes":
+            total = queryset.count()
+            sample = list(queryset[:CONFIRMATION_SAMPLE_SIZE])
+            if across:
+                # The confirmation posts "all that match the list's filters" again, not ids:
+                # a selection of 100,000 jobs would not fit in one form.
+                ids = [str(job.pk) for job in sample]
+            else:
+                ids = [str(pk) for pk in queryset.values_list("pk", flat=True)]
+            context = {
+                **self.admin_site.each_context(request),
+                "title": f"Are you sure you want to {verb} {total:,} job(s)?",
+                "verb": verb,
+                "jobs": sample,
+                "more": f"{total - len(sample):,}" if total > len(sample) else "",
+                "ids": ids,
+                "select_across": across,
+                "action": request.POST.get("action", ""),
+                "opts": self.model._meta,
+                "action_checkbox_name": ACTION_CHECKBOX_NAME,
+            }
+            return TemplateResponse(
+                request, "admin/django_asyncjobs/job/action_confirmation.html", context
+            )
+        selected = changed = 0
+        # A new job "run again" makes may match the selection's filters: it is not selected.
+        created: set[uuid.UUID] = set()
+        for batch in _in_batches(queryset, batch_size=ACTION_BATCH_SIZE):
+            for job in batch:
+                if job.pk in created:
+                    continue
+                selected += 1
+                result = transition(job)
+                if result is None:
+                    continue
+                changed += 1
+                self.log_change(request, job, f"{done_verb} ({job.status} -> {result.status})")
+                if result.pk != job.pk:
+                    created.add(result.pk)
+                    self.log_addition(request, result, f"run again as a copy of {job.pk}")
+        level = messages.SUCCESS if changed == selected else messages.WARNING
+        skipped = f"; {selected - changed:,} skipped (wrong status)" if changed != selected else ""
+        self.message_user(request, f"{changed:,} job(s) {done_verb}{skipped}.", level)
+        return None
+
+
+def _select_across(request: HttpRequest) -> bool:
+    """Return whether the action applies to every job the list's filters match ("select all").
+
+    Parsed as Django's own action form parses its hidden ``select_across`` field.
+    """
+    return bool(forms.BooleanField(required=False).clean(request.POST.get("select_across")))
+
+
+def _in_batches(queryset: QuerySet[Job], *, batch_size: int) -> Iterator[list[Job]]:
+    """Yield the jobs of *queryset* in lists of *batch_size*, in id order.
+
+    Keyset pagination (``id > last``) keeps every read an index range scan however deep it goes,
+    and reads rows as they are now: a job another batch changed is seen in its new status.
+    """
+    ordered = queryset.order_by("pk")
+    last = None
+    while True:
+        page = ordered if last is None else ordered.filter(pk__gt=last)
+        batch = list(page[:batch_size])
+        if not batch:
+            return
+        yield batch
+        last = batch[-1].pk

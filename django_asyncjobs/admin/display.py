@@ -1,0 +1,77 @@
+"""How the admin shows jobs: status colours, progress, relative times, durations, blocks of text."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+
+from ..status import JobStatus
+
+STATUS_COLOURS = {
+    JobStatus.SCHEDULED: "#6c757d",
+    JobStatus.QUEUED: "#0d6efd",
+    JobStatus.RUNNING: "#fd7e14",
+    JobStatus.SUCCEEDED: "#198754",
+    JobStatus.FAILED: "#dc3545",
+    JobStatus.CANCELLED: "#495057",
+}
+
+
+def describe_progress(progress: dict[str, Any] | None) -> str:
+    """Return a job's reported progress as one line, e.g. "40 / 100 (40%) - row 17".
+
+    >>> describe_progress({"done": 40, "total": 100, "message": "row 17"})
+    '40 / 100 (40%) - row 17'
+    """
+    if not progress:
+        return "-"
+    done, total = progress.get("done"), progress.get("total")
+    text = f"{done:g}" if isinstance(done, int | float) else str(done)
+    if isinstance(total, int | float) and total > 0 and isinstance(done, int | float):
+        text += f" / {total:g} ({100 * done / total:.0f}%)"
+    if progress.get("message"):
+        text += f" - {progress['message']}"
+    return text
+
+
+def relative(moment: dt.datetime | None, *, now: dt.datetime | None = None) -> str:
+    """Return *moment* as "in 3 min" or "12 s ago".
+
+    >>> relative(timezone.now() - dt.timedelta(seconds=12))
+    '12 s ago'
+    """
+    if moment is None:
+        return "-"
+    seconds = ((now or timezone.now()) - moment).total_seconds()
+    amount = abs(seconds)
+    if amount < 60:
+        text = f"{amount:.0f} s"
+    elif amount < 3600:
+        text = f"{amount / 60:.0f} min"
+    elif amount < 86400:
+        text = f"{amount / 3600:.0f} h"
+    else:
+        text = f"{amount / 86400:.0f} d"
+    return f"{text} ago" if seconds >= 0 else f"in {text}"
+
+
+def duration(start: dt.datetime | None, end: dt.datetime | None) -> str:
+    """Return the time between two moments as "1.25 s", "3 min 4 s" or "-"."""
+    if start is None or end is None:
+        return "-"
+    seconds = (end - start).total_seconds()
+    if seconds < 60:
+        return f"{seconds:.2f} s"
+    minutes, rest = divmod(int(seconds), 60)
+    return f"{minutes} min {rest} s"
+
+
+def preformatted(text: str) -> SafeString:
+    """Return *text* escaped, in a ``<pre>`` block that wraps long lines."""
+    return format_html(
+        '<pre style="white-space:pre-wrap;margin:0;font-family:monospace">{}</pre>', text
+    )

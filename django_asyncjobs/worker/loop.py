@@ -28,19 +28,21 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.db import DatabaseError, close_old_connections, connections, router
 
-from . import execution
-from .conf import get_settings
-from .context import JobContext
-from .db import close_if_unusable, retry_on_lost_connection
-from .exceptions import MalformedMessage, TransportError
-from .models import Job
-from .payload import Doorbell
-from .queries import ClaimOutcome
-from .registry import JobDefinition, registry
-from .status import JobStatus
-from .transports.base import MAX_BATCH_SIZE, ReceivedMessage, Transport
+from .. import execution
+from ..conf import get_settings
+from ..context import JobContext
+from ..db import close_if_unusable, retry_on_lost_connection
+from ..exceptions import MalformedMessage, TransportError
+from ..models import Job
+from ..payload import Doorbell
+from ..queries import ClaimOutcome
+from ..registry import JobDefinition, registry
+from ..status import JobStatus
+from ..transports.base import MAX_BATCH_SIZE, ReceivedMessage, Transport
 
-logger = logging.getLogger(__name__)
+# One logger for the whole worker package, named as before it was split into modules: LOGGING
+# configurations and log filters select the worker's lines by this name.
+logger = logging.getLogger("django_asyncjobs.worker")
 
 #: A job whose name this worker does not know is handed back (a newer worker of a rolling
 #: deploy may know it) until this many deliveries of it were refused, counted on the job's row

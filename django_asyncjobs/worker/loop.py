@@ -12,14 +12,12 @@ import asyncio
 import collections
 import contextvars
 import fnmatch
-import functools
 import itertools
 import logging
 import os
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from queue import SimpleQueue
@@ -36,9 +34,10 @@ from ..exceptions import MalformedMessage, TransportError
 from ..models import Job
 from ..payload import Doorbell
 from ..queries import ClaimOutcome
-from ..registry import JobDefinition, registry
+from ..registry import registry
 from ..status import JobStatus
 from ..transports.base import MAX_BATCH_SIZE, ReceivedMessage, Transport
+from .claimed import ClaimedJobs, Running
 
 # One logger for the whole worker package, named as before it was split into modules: LOGGING
 # configurations and log filters select the worker's lines by this name.
@@ -82,17 +81,6 @@ def is_pattern(queue: str) -> bool:
 def default_worker_id(*, pid: int | None = None, base: str | None = None) -> str:
     """Return ``host:pid`` (or ``base:pid``), which names a worker in job rows and logs."""
     return f"{base or socket.gethostname()}:{os.getpid() if pid is None else pid}"
-
-
-@dataclass(slots=True, kw_only=True)
-class _Running:
-    job: Job
-    definition: JobDefinition[Any, Any]
-    lease_token: uuid.UUID
-    started: float
-    deadline: float | None
-    outcome: execution.Outcome | None = None
-    abandoned: bool = False
 
 
 @dataclass(slots=True)
@@ -173,12 +161,11 @@ class Worker:
         self._lock = threading.Lock()
         self._wakeup = threading.Event()
         self._stopping = threading.Event()
-        self._running: dict[uuid.UUID, _Running] = {}
+        self._claimed = ClaimedJobs(using=self.using)
         self._inbox = _Inbox()
-        self._unrecorded: list[_Running] = []
         self._to_delete: list[ReceivedMessage] = []
         #: Sync jobs for idle job threads; ``None`` tells a thread to end.
-        self._sync_inbox: SimpleQueue[_Running | None] = SimpleQueue()
+        self._sync_inbox: SimpleQueue[Running | None] = SimpleQueue()
         self._idle_sync_threads = 0
         self._threads_closed = False
         self._to_delete_since = 0.0
@@ -245,22 +232,25 @@ class Worker:
             if time.monotonic() - self._discovered_at >= self.discovery_interval_seconds:
                 self._discover()
             self._collect()
-            self._record_unrecorded()
+            if not self._claimed.record_outcomes():
+                self._stopping.wait(1.0)  # the database is away: try again a second later
             self._flush_deletes()
             if self.max_jobs is not None and self.jobs_started >= self.max_jobs:
                 self._stopping.set()
-            with self._lock:
-                running = len(self._running)
+            running = self._claimed.running_count()
             if self._stopping.is_set():
                 # Held messages go back at once, for other workers: not after the grace period.
                 self._release_inbox()
-                with self._lock:
-                    unrecorded = len(self._unrecorded)
+                unrecorded = self._claimed.unrecorded_count()
                 if not running and not unrecorded:
                     return
                 deadline = self._stop_deadline
                 if running and deadline is not None and time.monotonic() >= deadline:
-                    self._hand_back_running()
+                    self._claimed.hand_back_all(
+                        worker_id=self.worker_id,
+                        supervised=self.supervised,
+                        free_interruptions=self.free_interruptions,
+                    )
                     continue
                 self._wakeup.wait(TICK_SECONDS)
                 continue
@@ -292,10 +282,9 @@ class Worker:
         wait = TICK_SECONDS
         if self._to_delete:
             wait = min(wait, max(0.0, self._to_delete_since + DELETE_DELAY_SECONDS - now))
-        with self._lock:
-            for entry in self._running.values():
-                if entry.deadline is not None:
-                    wait = min(wait, max(0.0, entry.deadline - now))
+        to_deadline = self._claimed.seconds_to_deadline(now)
+        if to_deadline is not None:
+            wait = min(wait, to_deadline)
         return wait
 
     def _shutdown(self) -> None:
@@ -385,12 +374,10 @@ class Worker:
         while not self._stopping.is_set():
             if not self._armed.wait(1.0) or self._stopping.is_set():
                 continue
+            running = self._claimed.running_count()
             with self._lock:
                 wanted = (
-                    self.concurrency
-                    + self._prefetch_now()
-                    - len(self._running)
-                    - len(self._inbox.messages)
+                    self.concurrency + self._prefetch_now() - running - len(self._inbox.messages)
                 )
             if wanted <= 0:
                 self._armed.clear()
@@ -657,15 +644,15 @@ class Worker:
         if job.timeout:
             grace = ASYNC_CANCEL_GRACE_SECONDS if definition.is_async else 0.0
             deadline = now + job.timeout + grace
-        entry = _Running(
+        entry = Running(
             job=job,
             definition=definition,
             lease_token=job.lease_token,
             started=now,
             deadline=deadline,
         )
+        self._claimed.add(entry)
         with self._lock:
-            self._running[job.id] = entry
             self._recent_starts.append(now)
         self.jobs_started += 1
         # receives: how often SQS delivered this message; an earlier delivery was handed back
@@ -695,7 +682,7 @@ class Worker:
         else:
             self._submit_sync(entry)
 
-    def _async_done(self, entry: _Running, future: Any) -> None:
+    def _async_done(self, entry: Running, future: Any) -> None:
         if future.cancelled():
             return  # cancelled at shutdown: the job is being handed back
         error = future.exception()
@@ -704,7 +691,7 @@ class Worker:
         else:
             self._completed(entry, future.result())
 
-    def _submit_sync(self, entry: _Running) -> None:
+    def _submit_sync(self, entry: Running) -> None:
         """Run a sync job on an idle job thread, or on a new one when none is idle.
 
         Threads are reused (starting one per job cost more than a no-op job), and never capped:
@@ -721,8 +708,8 @@ class Worker:
                 target=self._sync_thread, args=(entry,), name="asyncjobs-job", daemon=True
             ).start()
 
-    def _sync_thread(self, first: _Running) -> None:
-        entry: _Running | None = first
+    def _sync_thread(self, first: Running) -> None:
+        entry: Running | None = first
         try:
             while entry is not None:
                 # A fresh context per job: what one job activates (a translation, a time zone, a
@@ -737,7 +724,7 @@ class Worker:
             # Connections CONN_MAX_AGE kept open between jobs end with their thread.
             connections.close_all()
 
-    def _run_sync(self, entry: _Running) -> bool:
+    def _run_sync(self, entry: Running) -> bool:
         """Run one sync job; return whether its thread can run another.
 
         The job's own database connections are handled as Django handles a request's: they are
@@ -773,160 +760,19 @@ class Worker:
             self._loop_thread.start()
         return self._loop
 
-    def _completed(self, entry: _Running, outcome: execution.Outcome) -> None:
-        with self._lock:
-            if entry.abandoned:
-                return
-            entry.outcome = outcome
-        self._wakeup.set()
+    def _completed(self, entry: Running, outcome: execution.Outcome) -> None:
+        if self._claimed.complete(entry, outcome):
+            self._wakeup.set()
 
     def _collect(self) -> None:
-        """Move finished (or timed-out) jobs from ``_running`` to the recording list."""
-        now = time.monotonic()
-        with self._lock:
-            for job_id, entry in list(self._running.items()):
-                if entry.outcome is None and entry.deadline is not None and now >= entry.deadline:
-                    assert entry.job.timeout is not None
-                    stuck_thread = not entry.definition.is_async
-                    if stuck_thread and self.supervised:
-                        # Only ending the process stops a thread stuck in a blocking call. Record
-                        # nothing while it may still run: the supervisor records the timeout, and
-                        # hands back the other jobs, once this process is gone.
-                        logger.warning(
-                            "job timed out name=%s id=%s timeout=%gs; its thread cannot be "
-                            "interrupted, so this worker process retires and is replaced",
-                            entry.job.name,
-                            job_id,
-                            entry.job.timeout,
-                        )
-                        self.exit_code = EXIT_RECYCLE
-                        self._stop_deadline = time.monotonic()
-                        self._stopping.set()
-                        self._armed.set()
-                        continue
-                    # Not supervised: record the timeout and free the slot; the lease fences
-                    # whatever the abandoned thread might still write.
-                    entry.abandoned = True
-                    entry.outcome = execution.timed_out(entry.job.timeout, started=entry.started)
-                    logger.warning(
-                        "job timed out name=%s id=%s timeout=%gs",
-                        entry.job.name,
-                        job_id,
-                        entry.job.timeout,
-                    )
-                if entry.outcome is not None:
-                    del self._running[job_id]
-                    self._unrecorded.append(entry)
-
-    def _record_unrecorded(self) -> None:
-        """Write the outcomes of finished jobs: every success in one statement, then failures."""
-        with self._lock:
-            pending = list(self._unrecorded)
-        if not pending:
-            return
-        manager = Job.objects.db_manager(self.using)
-        successes = [entry for entry in pending if entry.outcome and entry.outcome.ok]
-        try:
-            if successes:
-                rows = [(e.job.id, e.lease_token, e.outcome.result) for e in successes if e.outcome]
-                stored = retry_on_lost_connection(
-                    functools.partial(manager.record_successes, rows), using=self.using
-                )
-                self._recorded(successes, stored)
-            for entry in pending:
-                if entry.outcome and not entry.outcome.ok:
-                    record = functools.partial(
-                        manager.record_outcome,
-                        job=entry.job,
-                        lease_token=entry.lease_token,
-                        outcome=entry.outcome,
-                        backoff=entry.definition.resolve_backoff(),
-                    )
-                    job = retry_on_lost_connection(record, using=self.using)
-                    self._recorded([entry], [job])
-        except DatabaseError as exc:
-            # Kept in memory (and heartbeated) until the database takes them.
-            logger.error("cannot record outcomes count=%d error=%s", len(pending), exc)
-            close_if_unusable(self.using, after_error=True)
-            self._stopping.wait(1.0)
-
-    def _recorded(self, entries: list[_Running], stored: Sequence[Job | None]) -> None:
-        """Forget *entries* (their outcomes are written) and log one line each."""
-        with self._lock:
-            done = {id(entry) for entry in entries}
-            self._unrecorded[:] = [e for e in self._unrecorded if id(e) not in done]
-        for entry, job in zip(entries, stored, strict=True):
-            outcome = entry.outcome
-            assert outcome is not None
-            if job is None:
-                logger.warning(
-                    "lease lost; outcome discarded name=%s id=%s attempt=%d",
-                    entry.job.name,
-                    entry.job.id,
-                    entry.job.attempts,
-                )
-                continue
-            verb = job.status if job.status != JobStatus.SCHEDULED else "retrying"
-            if outcome.ok:
-                log = logger.info
-            elif verb == "retrying":
-                log = logger.warning
-            else:
-                log = logger.error
-            log(
-                "job %s name=%s id=%s attempt=%d duration=%.3fs%s",
-                verb,
-                entry.job.name,
-                entry.job.id,
-                entry.job.attempts,
-                outcome.duration_seconds,
-                "" if outcome.ok else f" error={outcome.error}",
-            )
-
-    def _hand_back_running(self) -> None:
-        """The grace period is over: give back every job that is still running."""
-        with self._lock:
-            entries = []
-            for job_id, entry in list(self._running.items()):
-                del self._running[job_id]
-                if entry.outcome is not None:
-                    self._unrecorded.append(entry)  # finished in time: record, not hand back
-                else:
-                    entry.abandoned = True
-                    entries.append(entry)
-        if self.supervised:
-            # The rows stay running until this process has exited; the supervisor hands them
-            # back then, so no other worker can start a job whose thread still runs here.
-            return
-        manager = Job.objects.db_manager(self.using)
-        for entry in entries:
-            job = entry.job
-            reason = f"interrupted: worker {self.worker_id} shut down during attempt {job.attempts}"
-            try:
-                hand_back = functools.partial(
-                    manager.hand_back,
-                    job_id=job.id,
-                    lease_token=entry.lease_token,
-                    reason=reason,
-                    free_interruptions=self.free_interruptions,
-                )
-                stored = retry_on_lost_connection(hand_back, using=self.using)
-            except DatabaseError as exc:
-                # The scheduler rescues it once its heartbeat is stale.
-                logger.error("cannot hand back id=%s error=%s", job.id, exc)
-                close_if_unusable(self.using, after_error=True)
-                continue
-            if stored is None:
-                logger.warning("lease lost; nothing to hand back id=%s", job.id)
-            else:
-                logger.warning(
-                    "job handed back name=%s id=%s attempt=%d status=%s",
-                    job.name,
-                    job.id,
-                    job.attempts,
-                    stored.status,
-                )
-        # Async jobs are cancelled, and abandoned threads end with the process, in _shutdown.
+        """Move finished (or timed-out) jobs to the recording list; retire for a stuck thread."""
+        if self._claimed.collect(now=time.monotonic(), supervised=self.supervised):
+            # A sync job is stuck in its thread: stop at once, exit, and be replaced; the exit
+            # ends the thread.
+            self.exit_code = EXIT_RECYCLE
+            self._stop_deadline = time.monotonic()
+            self._stopping.set()
+            self._armed.set()
 
     def _beat(self) -> None:
         """Heartbeat thread: report liveness, and stamp ``heartbeat_at`` on our jobs.
@@ -936,7 +782,7 @@ class Worker:
         tick, not an interval later, so the heartbeat is fresh as soon as the database is back.
         """
         try:
-            while not self._stopping.wait(HEARTBEAT_TICK_SECONDS) or self._has_work():
+            while not self._stopping.wait(HEARTBEAT_TICK_SECONDS) or self._claimed.has_work():
                 if self.on_alive is not None:
                     self.on_alive()
                 if time.monotonic() - self._last_heartbeat >= self.heartbeat_interval_seconds:
@@ -944,15 +790,8 @@ class Worker:
         finally:
             connections.close_all()
 
-    def _has_work(self) -> bool:
-        with self._lock:
-            return bool(self._running or self._unrecorded)
-
     def _heartbeat(self) -> None:
-        with self._lock:
-            # Finished jobs not yet recorded (the database was away) are still ours.
-            entries = [*self._running.values(), *self._unrecorded]
-            leases = [(e.job.id, e.lease_token) for e in entries]
+        leases = self._claimed.leases()
         if not leases:
             self._last_heartbeat = time.monotonic()
             return

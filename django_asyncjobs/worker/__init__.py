@@ -6,12 +6,12 @@ still are.
 
 from __future__ import annotations
 
+from .heartbeat import HEARTBEAT_TICK_SECONDS
 from .loop import (
     ASYNC_CANCEL_GRACE_SECONDS,
     BUSY_RETRY_SECONDS,
     DELETE_DELAY_SECONDS,
     EXIT_RECYCLE,
-    HEARTBEAT_TICK_SECONDS,
     HOLD_SECONDS,
     MAX_ERROR_BACKOFF_SECONDS,
     POLL_JOIN_SECONDS,

@@ -38,6 +38,7 @@ from ..registry import registry
 from ..status import JobStatus
 from ..transports.base import MAX_BATCH_SIZE, ReceivedMessage, Transport
 from .claimed import ClaimedJobs, Running
+from .heartbeat import Heartbeat
 
 # One logger for the whole worker package, named as before it was split into modules: LOGGING
 # configurations and log filters select the worker's lines by this name.
@@ -68,9 +69,6 @@ POLL_JOIN_SECONDS = 1.0
 #: thread past the timeout: the supervisor records the timeout and replaces it; the exit ends the
 #: stuck thread.
 EXIT_RECYCLE = 3
-#: How often the heartbeat thread wakes: it reports liveness each time and writes heartbeats
-#: every HEARTBEAT_INTERVAL_SECONDS (retrying each tick after a failed write).
-HEARTBEAT_TICK_SECONDS = 0.25
 
 
 def is_pattern(queue: str) -> bool:
@@ -134,7 +132,6 @@ class Worker:
         self.max_jobs = max_jobs
         self.worker_id = worker_id or default_worker_id()
         self.wait_seconds = conf.wait_time_seconds if wait_seconds is None else wait_seconds
-        self.heartbeat_interval_seconds = conf.heartbeat_interval_seconds
         self.lock_timeout_seconds = conf.claim_lock_timeout_seconds
         #: Messages received ahead of free slots, so the next job starts without an SQS round
         #: trip: at most PREFETCH, and no more than this worker started in the last second (so
@@ -152,7 +149,6 @@ class Worker:
         # it leaves the row running and exits; the supervisor hands the job back (or records its
         # timeout) once the process is gone.
         self.supervised = supervised
-        self.on_alive = on_alive
         self.free_interruptions = conf.free_interruptions
         self.jobs_started = 0
         #: 0 after a normal stop; :data:`EXIT_RECYCLE` when the process should be replaced.
@@ -173,8 +169,13 @@ class Worker:
         self._pollers: list[threading.Thread] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
-        self._last_heartbeat = time.monotonic()
-        self._heartbeat_thread: threading.Thread | None = None
+        self._heartbeat = Heartbeat(
+            claimed=self._claimed,
+            using=self.using,
+            interval_seconds=conf.heartbeat_interval_seconds,
+            stopping=self._stopping,
+            on_alive=on_alive,
+        )
         #: Set by signal handlers (plain attributes only: a handler must not take locks).
         self._stop_request: bool | None = None
         self._failing_since: float | None = None
@@ -214,10 +215,7 @@ class Worker:
         if not self.burst:
             for queue in list(self.queues):
                 self._start_poller(queue)
-        self._heartbeat_thread = threading.Thread(
-            target=self._beat, name="asyncjobs-heartbeat", daemon=True
-        )
-        self._heartbeat_thread.start()
+        self._heartbeat.start()
         try:
             self._serve()
         finally:
@@ -290,8 +288,7 @@ class Worker:
     def _shutdown(self) -> None:
         self._stopping.set()
         self._armed.set()
-        if self._heartbeat_thread is not None:
-            self._heartbeat_thread.join(5)
+        self._heartbeat.join(5)
         # A long poll cannot be interrupted. Waiting up to 20 s for it would make every deploy
         # slow; what it brings after we leave stays invisible for the visibility timeout and is
         # then delivered to another worker, so nothing is lost.
@@ -773,35 +770,3 @@ class Worker:
             self._stop_deadline = time.monotonic()
             self._stopping.set()
             self._armed.set()
-
-    def _beat(self) -> None:
-        """Heartbeat thread: report liveness, and stamp ``heartbeat_at`` on our jobs.
-
-        A thread of its own, with its own database connection, so that a main loop waiting on a
-        slow SQS call does not look like a dead worker. A write that fails is retried on the next
-        tick, not an interval later, so the heartbeat is fresh as soon as the database is back.
-        """
-        try:
-            while not self._stopping.wait(HEARTBEAT_TICK_SECONDS) or self._claimed.has_work():
-                if self.on_alive is not None:
-                    self.on_alive()
-                if time.monotonic() - self._last_heartbeat >= self.heartbeat_interval_seconds:
-                    self._heartbeat()
-        finally:
-            connections.close_all()
-
-    def _heartbeat(self) -> None:
-        leases = self._claimed.leases()
-        if not leases:
-            self._last_heartbeat = time.monotonic()
-            return
-        manager = Job.objects.db_manager(self.using)
-        try:
-            lost = retry_on_lost_connection(lambda: manager.heartbeat(leases), using=self.using)
-        except DatabaseError as exc:
-            logger.error("heartbeat failed error=%s", exc)
-            close_if_unusable(self.using, after_error=True)
-            return
-        self._last_heartbeat = time.monotonic()
-        for job_id in lost:
-            logger.warning("lease lost while running id=%s", job_id)

@@ -8,9 +8,7 @@ heartbeat and its lease carry the job, so job length is not bounded by SQS visib
 
 from __future__ import annotations
 
-import asyncio
 import collections
-import contextvars
 import fnmatch
 import itertools
 import logging
@@ -20,15 +18,11 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from queue import SimpleQueue
-from typing import Any
 
-from asgiref.sync import sync_to_async
-from django.db import DatabaseError, close_old_connections, connections, router
+from django.db import DatabaseError, connections, router
 
 from .. import execution
 from ..conf import get_settings
-from ..context import JobContext
 from ..db import close_if_unusable, retry_on_lost_connection
 from ..exceptions import MalformedMessage, TransportError
 from ..models import Job
@@ -39,6 +33,7 @@ from ..status import JobStatus
 from ..transports.base import MAX_BATCH_SIZE, ReceivedMessage, Transport
 from .claimed import ClaimedJobs, Running
 from .heartbeat import Heartbeat
+from .runners import Runners
 
 # One logger for the whole worker package, named as before it was split into modules: LOGGING
 # configurations and log filters select the worker's lines by this name.
@@ -160,15 +155,10 @@ class Worker:
         self._claimed = ClaimedJobs(using=self.using)
         self._inbox = _Inbox()
         self._to_delete: list[ReceivedMessage] = []
-        #: Sync jobs for idle job threads; ``None`` tells a thread to end.
-        self._sync_inbox: SimpleQueue[Running | None] = SimpleQueue()
-        self._idle_sync_threads = 0
-        self._threads_closed = False
         self._to_delete_since = 0.0
         self._armed = threading.Event()
         self._pollers: list[threading.Thread] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread: threading.Thread | None = None
+        self._runners = Runners(completed=self._completed)
         self._heartbeat = Heartbeat(
             claimed=self._claimed,
             using=self.using,
@@ -297,34 +287,8 @@ class Worker:
             thread.join(max(0.0, join_until - time.monotonic()))
         self._release_inbox()
         self._flush_deletes(force=True)
-        with self._lock:
-            idle, self._idle_sync_threads = self._idle_sync_threads, 0
-            self._threads_closed = True  # threads busy now end after their job
-        for _ in range(idle):
-            self._sync_inbox.put(None)
-        if self._loop is not None:
-            self._stop_event_loop(self._loop)
+        self._runners.close()
         connections.close_all()
-
-    def _stop_event_loop(self, loop: asyncio.AbstractEventLoop) -> None:
-        async def cancel_abandoned() -> None:
-            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            # Async jobs reach the ORM through sync_to_async's shared thread: close the
-            # connection they opened there, or it outlives the worker's use of the database.
-            await sync_to_async(connections.close_all)()
-
-        try:
-            asyncio.run_coroutine_threadsafe(cancel_abandoned(), loop).result(timeout=5)
-        except Exception:  # a coroutine that ignores cancellation must not block the exit
-            logger.warning("async jobs did not stop when cancelled")
-        loop.call_soon_threadsafe(loop.stop)
-        if self._loop_thread is not None:
-            self._loop_thread.join(5)
-        if not loop.is_running():
-            loop.close()
 
     # -- receiving -------------------------------------------------------------------------------
 
@@ -663,99 +627,7 @@ class Worker:
             job.queue,
             receives,
         )
-        if definition.is_async:
-            loop = self._event_loop()
-            future = asyncio.run_coroutine_threadsafe(
-                execution.run_async(
-                    definition,
-                    job.args,
-                    job.kwargs,
-                    timeout_seconds=job.timeout,
-                    context=JobContext.for_job(job),
-                ),
-                loop,
-            )
-            future.add_done_callback(lambda f: self._async_done(entry, f))
-        else:
-            self._submit_sync(entry)
-
-    def _async_done(self, entry: Running, future: Any) -> None:
-        if future.cancelled():
-            return  # cancelled at shutdown: the job is being handed back
-        error = future.exception()
-        if error is not None:  # run_async returns outcomes; this is a bug or SystemExit & co.
-            self._completed(entry, execution.failure(error, started=entry.started))
-        else:
-            self._completed(entry, future.result())
-
-    def _submit_sync(self, entry: Running) -> None:
-        """Run a sync job on an idle job thread, or on a new one when none is idle.
-
-        Threads are reused (starting one per job cost more than a no-op job), and never capped:
-        a thread stuck past its job's timeout is abandoned, and the next job gets a fresh one.
-        """
-        with self._lock:
-            idle = self._idle_sync_threads > 0
-            if idle:
-                self._idle_sync_threads -= 1
-        if idle:
-            self._sync_inbox.put(entry)
-        else:
-            threading.Thread(
-                target=self._sync_thread, args=(entry,), name="asyncjobs-job", daemon=True
-            ).start()
-
-    def _sync_thread(self, first: Running) -> None:
-        entry: Running | None = first
-        try:
-            while entry is not None:
-                # A fresh context per job: what one job activates (a translation, a time zone, a
-                # context variable) must not leak into the next job on this thread.
-                reusable = contextvars.Context().run(self._run_sync, entry)
-                with self._lock:
-                    if self._threads_closed or not reusable:
-                        return
-                    self._idle_sync_threads += 1
-                entry = self._sync_inbox.get()
-        finally:
-            # Connections CONN_MAX_AGE kept open between jobs end with their thread.
-            connections.close_all()
-
-    def _run_sync(self, entry: Running) -> bool:
-        """Run one sync job; return whether its thread can run another.
-
-        The job's own database connections are handled as Django handles a request's: they are
-        checked before and after it with ``close_old_connections()``, so ``CONN_MAX_AGE`` and
-        ``CONN_HEALTH_CHECKS`` mean for job code what they mean for views. With the default
-        ``CONN_MAX_AGE = 0`` a job's connection is closed when it ends; a broken one always is.
-        """
-        close_old_connections()
-        try:
-            outcome = execution.run_sync(
-                entry.definition,
-                entry.job.args,
-                entry.job.kwargs,
-                context=JobContext.for_job(entry.job),
-            )
-        finally:
-            # A job that left an atomic block open spoils this thread's connection handlers
-            # for good: such a thread runs nothing more. Others start the next job afresh.
-            reusable = not any(c.in_atomic_block for c in connections.all(initialized_only=True))
-            if reusable:
-                close_old_connections()
-            else:
-                connections.close_all()
-        self._completed(entry, outcome)
-        return reusable
-
-    def _event_loop(self) -> asyncio.AbstractEventLoop:
-        if self._loop is None:
-            self._loop = asyncio.new_event_loop()
-            self._loop_thread = threading.Thread(
-                target=self._loop.run_forever, name="asyncjobs-event-loop", daemon=True
-            )
-            self._loop_thread.start()
-        return self._loop
+        self._runners.start(entry)
 
     def _completed(self, entry: Running, outcome: execution.Outcome) -> None:
         if self._claimed.complete(entry, outcome):

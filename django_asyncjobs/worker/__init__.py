@@ -7,19 +7,21 @@ still are.
 from __future__ import annotations
 
 from .heartbeat import HEARTBEAT_TICK_SECONDS
-from .loop import (
-    ASYNC_CANCEL_GRACE_SECONDS,
-    BUSY_RETRY_SECONDS,
+from .inbox import (
     DELETE_DELAY_SECONDS,
-    EXIT_RECYCLE,
     HOLD_SECONDS,
     MAX_ERROR_BACKOFF_SECONDS,
     POLL_JOIN_SECONDS,
+    is_pattern,
+)
+from .loop import (
+    ASYNC_CANCEL_GRACE_SECONDS,
+    BUSY_RETRY_SECONDS,
+    EXIT_RECYCLE,
     TICK_SECONDS,
     UNREGISTERED_MAX_DELIVERIES,
     Worker,
     default_worker_id,
-    is_pattern,
 )
 
 __all__ = [

@@ -8,31 +8,28 @@ heartbeat and its lease carry the job, so job length is not bounded by SQS visib
 
 from __future__ import annotations
 
-import collections
-import fnmatch
-import itertools
 import logging
 import os
 import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 from django.db import DatabaseError, connections, router
 
 from .. import execution
 from ..conf import get_settings
 from ..db import close_if_unusable, retry_on_lost_connection
-from ..exceptions import MalformedMessage, TransportError
+from ..exceptions import MalformedMessage
 from ..models import Job
 from ..payload import Doorbell
 from ..queries import ClaimOutcome
 from ..registry import registry
 from ..status import JobStatus
-from ..transports.base import MAX_BATCH_SIZE, ReceivedMessage, Transport
+from ..transports.base import ReceivedMessage, Transport
 from .claimed import ClaimedJobs, Running
 from .heartbeat import Heartbeat
+from .inbox import Inbox
 from .runners import Runners
 
 # One logger for the whole worker package, named as before it was split into modules: LOGGING
@@ -48,44 +45,18 @@ UNREGISTERED_MAX_DELIVERIES = 5
 BUSY_RETRY_SECONDS = 1
 #: Longest pause of the main loop; bounds how late timeouts and heartbeats can be noticed.
 TICK_SECONDS = 0.5
-MAX_ERROR_BACKOFF_SECONDS = 30.0
-#: Messages of claimed jobs are deleted in batches: when ten are waiting, or after this long.
-DELETE_DELAY_SECONDS = 0.2
-#: A prefetched message not started within this long goes back to SQS: it bounds how long a
-#: held lower-priority job can go ahead of a newly arrived higher-priority one.
-HOLD_SECONDS = 2.0
 #: An ``async def`` job is cancelled at its timeout by the event loop; the worker gives up on
 #: it only this much later, for a coroutine that blocks the loop or swallows the cancellation.
 ASYNC_CANCEL_GRACE_SECONDS = 2.0
-#: How long a stopping worker waits for an open long poll, whose messages it then hands back.
-#: Messages a poll brings later stay invisible for the visibility timeout, then come back.
-POLL_JOIN_SECONDS = 1.0
 #: Exit status of a supervised worker process that retires because a sync job is stuck in its
 #: thread past the timeout: the supervisor records the timeout and replaces it; the exit ends the
 #: stuck thread.
 EXIT_RECYCLE = 3
 
 
-def is_pattern(queue: str) -> bool:
-    """Return whether a ``--queues`` entry is a glob pattern (``reports-*``), not a name."""
-    return any(c in queue for c in "*?[")
-
-
 def default_worker_id(*, pid: int | None = None, base: str | None = None) -> str:
     """Return ``host:pid`` (or ``base:pid``), which names a worker in job rows and logs."""
     return f"{base or socket.gethostname()}:{os.getpid() if pid is None else pid}"
-
-
-@dataclass(slots=True)
-class _Inbox:
-    """Messages received by the long-poll threads, waiting for the main loop.
-
-    Entries are ``(queue rank, arrival order, received at, message)``: sorted, the first
-    queue's messages come first, oldest first.
-    """
-
-    messages: list[tuple[int, int, float, ReceivedMessage]] = field(default_factory=list)
-    order: itertools.count[int] = field(default_factory=itertools.count)
 
 
 class Worker:
@@ -117,27 +88,15 @@ class Worker:
         if concurrency < 1:
             raise ValueError(f"concurrency must be 1 or more, not {concurrency}")
         self.transport = transport
-        #: The --queues option as given: names and glob patterns ("reports-*"), highest first.
-        self.queue_specs = list(queues or conf.queues)
-        self.queues = [q for q in self.queue_specs if not is_pattern(q)]
-        self.discovery_interval_seconds = conf.queue_discovery_interval_seconds
-        self._discovered_at = 0.0
         self.concurrency = concurrency
         self.burst = burst
         self.max_jobs = max_jobs
         self.worker_id = worker_id or default_worker_id()
-        self.wait_seconds = conf.wait_time_seconds if wait_seconds is None else wait_seconds
         self.lock_timeout_seconds = conf.claim_lock_timeout_seconds
-        #: Messages received ahead of free slots, so the next job starts without an SQS round
-        #: trip: at most PREFETCH, and no more than this worker started in the last second (so
-        #: workers of long jobs hold nothing). Unused ones go back after HOLD_SECONDS.
-        self.prefetch = conf.prefetch
-        self.hold_seconds = min(HOLD_SECONDS, conf.visibility_timeout_seconds / 2)
         #: A refused delivery (job name not registered here) hides its message this long, as
         #: SQS does for a message nobody deletes; the scheduler's resend after
         #: REQUEUE_AFTER_SECONDS may bring the job back sooner, in a new message.
         self.unregistered_retry_seconds = conf.visibility_timeout_seconds
-        self._recent_starts: collections.deque[float] = collections.deque()
         self.using = using or router.db_for_write(Job)
         self.grace_seconds = grace_seconds
         # Under a supervisor the worker never gives a job back while its thread may still run:
@@ -149,15 +108,22 @@ class Worker:
         #: 0 after a normal stop; :data:`EXIT_RECYCLE` when the process should be replaced.
         self.exit_code = 0
 
-        self._lock = threading.Lock()
         self._wakeup = threading.Event()
         self._stopping = threading.Event()
         self._claimed = ClaimedJobs(using=self.using)
-        self._inbox = _Inbox()
-        self._to_delete: list[ReceivedMessage] = []
-        self._to_delete_since = 0.0
-        self._armed = threading.Event()
-        self._pollers: list[threading.Thread] = []
+        self._inbox = Inbox(
+            transport=transport,
+            queue_specs=queues or conf.queues,
+            concurrency=concurrency,
+            burst=burst,
+            wait_seconds=conf.wait_time_seconds if wait_seconds is None else wait_seconds,
+            prefetch=conf.prefetch,
+            visibility_timeout_seconds=conf.visibility_timeout_seconds,
+            discovery_interval_seconds=conf.queue_discovery_interval_seconds,
+            running_count=self._claimed.running_count,
+            stopping=self._stopping,
+            wakeup=self._wakeup,
+        )
         self._runners = Runners(completed=self._completed)
         self._heartbeat = Heartbeat(
             claimed=self._claimed,
@@ -168,7 +134,6 @@ class Worker:
         )
         #: Set by signal handlers (plain attributes only: a handler must not take locks).
         self._stop_request: bool | None = None
-        self._failing_since: float | None = None
         self._stop_deadline: float | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -187,7 +152,7 @@ class Worker:
             self._stop_deadline = now + self.grace_seconds
         self._stopping.set()
         self._wakeup.set()
-        self._armed.set()
+        self._inbox.arm()
 
     def request_stop(self, *, force: bool = False) -> None:
         """Ask for :meth:`stop` from a signal handler; the main loop acts within a tick."""
@@ -195,16 +160,15 @@ class Worker:
 
     def run(self) -> None:
         """Serve jobs until :meth:`stop` (or, with ``burst``/``max_jobs``, until done)."""
-        self._discover()
+        self._inbox.discover()
         logger.info(
             "worker started worker_id=%s queues=%s concurrency=%d",
             self.worker_id,
-            ",".join(self.queue_specs),
+            ",".join(self._inbox.queue_specs),
             self.concurrency,
         )
         if not self.burst:
-            for queue in list(self.queues):
-                self._start_poller(queue)
+            self._inbox.start_pollers()
         self._heartbeat.start()
         try:
             self._serve()
@@ -217,18 +181,17 @@ class Worker:
             self._wakeup.clear()
             if self._stop_request is not None:
                 self.stop(force=self._stop_request)
-            if time.monotonic() - self._discovered_at >= self.discovery_interval_seconds:
-                self._discover()
+            self._inbox.rediscover_if_due()
             self._collect()
             if not self._claimed.record_outcomes():
                 self._stopping.wait(1.0)  # the database is away: try again a second later
-            self._flush_deletes()
+            self._inbox.flush_deletes()
             if self.max_jobs is not None and self.jobs_started >= self.max_jobs:
                 self._stopping.set()
             running = self._claimed.running_count()
             if self._stopping.is_set():
                 # Held messages go back at once, for other workers: not after the grace period.
-                self._release_inbox()
+                self._inbox.release_held()
                 unrecorded = self._claimed.unrecorded_count()
                 if not running and not unrecorded:
                     return
@@ -246,30 +209,31 @@ class Worker:
             if self.max_jobs is not None:
                 free = min(free, self.max_jobs - self.jobs_started)
             if free <= 0:
-                self._armed.clear()
-                self._release_inbox(older_than=self.hold_seconds)
+                self._inbox.disarm()
+                self._inbox.release_held(older_than=self._inbox.hold_seconds)
                 self._wakeup.wait(self._tick())
                 continue
             # While the long-poll threads are armed they do the receiving; short-poll sweeps
             # happen only when they are not (after work arrived), so an idle worker costs one
             # long poll per queue, not a request per queue every tick.
-            messages = self._take(free, sweep=self.burst or not self._armed.is_set())
+            messages = self._inbox.take(free, sweep=self.burst or not self._inbox.armed)
             if messages:
-                self._armed.clear()
+                self._inbox.disarm()
                 self._handle(messages)
                 continue
             if self.burst:
                 if not running:
                     return
             else:
-                self._armed.set()
+                self._inbox.arm()
             self._wakeup.wait(self._tick())
 
     def _tick(self) -> float:
         now = time.monotonic()
         wait = TICK_SECONDS
-        if self._to_delete:
-            wait = min(wait, max(0.0, self._to_delete_since + DELETE_DELAY_SECONDS - now))
+        to_flush = self._inbox.seconds_to_flush(now)
+        if to_flush is not None:
+            wait = min(wait, to_flush)
         to_deadline = self._claimed.seconds_to_deadline(now)
         if to_deadline is not None:
             wait = min(wait, to_deadline)
@@ -277,182 +241,13 @@ class Worker:
 
     def _shutdown(self) -> None:
         self._stopping.set()
-        self._armed.set()
+        self._inbox.arm()
         self._heartbeat.join(5)
-        # A long poll cannot be interrupted. Waiting up to 20 s for it would make every deploy
-        # slow; what it brings after we leave stays invisible for the visibility timeout and is
-        # then delivered to another worker, so nothing is lost.
-        join_until = time.monotonic() + POLL_JOIN_SECONDS
-        for thread in self._pollers:
-            thread.join(max(0.0, join_until - time.monotonic()))
-        self._release_inbox()
-        self._flush_deletes(force=True)
+        self._inbox.join_pollers()
+        self._inbox.release_held()
+        self._inbox.flush_deletes(force=True)
         self._runners.close()
         connections.close_all()
-
-    # -- receiving -------------------------------------------------------------------------------
-
-    def _start_poller(self, queue: str) -> None:
-        thread = threading.Thread(
-            target=self._poll, args=(queue,), name=f"asyncjobs-poll-{queue}", daemon=True
-        )
-        thread.start()
-        self._pollers.append(thread)
-
-    def _discover(self) -> None:
-        """Resolve queue patterns against the transport's queues, in the order given.
-
-        A pattern's matches take its place in the priority order, sorted by name. New queues
-        get a long-poll thread of their own.
-        """
-        if not any(is_pattern(spec) for spec in self.queue_specs):
-            return
-        self._discovered_at = time.monotonic()
-        try:
-            available = self.transport.list_queues()
-        except TransportError as exc:
-            self._report_failure(exc)
-            return
-        resolved: list[str] = []
-        for spec in self.queue_specs:
-            names = sorted(fnmatch.filter(available, spec)) if is_pattern(spec) else [spec]
-            resolved.extend(n for n in names if n not in resolved)
-        with self._lock:
-            new = [q for q in resolved if q not in self.queues]
-            self.queues = resolved
-        for queue in new:
-            logger.info("worker consumes a new queue queue=%s", queue)
-            if self._pollers or not self.burst:
-                self._start_poller(queue)
-
-    def _rank(self, queue: str) -> int:
-        with self._lock:
-            return self.queues.index(queue) if queue in self.queues else len(self.queues)
-
-    def _poll(self, queue: str) -> None:
-        """Long-poll one queue while the main loop is idle and has free slots."""
-        backoff = 0.0
-        while not self._stopping.is_set():
-            if not self._armed.wait(1.0) or self._stopping.is_set():
-                continue
-            running = self._claimed.running_count()
-            with self._lock:
-                wanted = (
-                    self.concurrency + self._prefetch_now() - running - len(self._inbox.messages)
-                )
-            if wanted <= 0:
-                self._armed.clear()
-                continue
-            try:
-                received = self.transport.receive(
-                    queue, max_messages=min(wanted, MAX_BATCH_SIZE), wait_seconds=self.wait_seconds
-                )
-            except TransportError as exc:
-                backoff = min(MAX_ERROR_BACKOFF_SECONDS, max(1.0, backoff * 2))
-                self._report_failure(exc)
-                self._stopping.wait(backoff)
-                continue
-            backoff = 0.0
-            if received and self._stopping.is_set():
-                self._release(received)
-            elif received:
-                self._hold(received)
-                self._wakeup.set()
-
-    def _take(self, free: int, *, sweep: bool) -> list[ReceivedMessage]:
-        """Return up to *free* messages, highest-priority queue first.
-
-        Messages the long-poll threads brought come first; with *sweep*, the queues are also
-        short-polled in priority order when there are none. Up to ``prefetch`` of the rest stay
-        in the inbox for the next free slot; more than that go back to SQS.
-        """
-        self._release_inbox(older_than=self.hold_seconds)
-        with self._lock:
-            prefetch = self._prefetch_now()
-            pending = sorted(self._inbox.messages)
-            take, keep = pending[:free], pending[free:]
-            self._inbox.messages[:] = keep[:prefetch]
-            extra = [m for _, _, _, m in keep[prefetch:]]
-        messages = [m for _, _, _, m in take]
-        if not messages and sweep:
-            swept = self._sweep(free + prefetch)
-            messages = swept[:free]
-            self._hold(swept[free:])
-        self._release(extra)
-        return messages
-
-    def _hold(self, messages: Sequence[ReceivedMessage]) -> None:
-        """Put received *messages* in the inbox, ranked by their queue, stamped with the time."""
-        ranked = [(self._rank(message.queue), message) for message in messages]
-        now = time.monotonic()
-        with self._lock:
-            for rank, message in ranked:
-                self._inbox.messages.append((rank, next(self._inbox.order), now, message))
-
-    def _prefetch_now(self) -> int:
-        """How many messages to hold ahead: PREFETCH, capped by the starts of the last second.
-
-        Called with the lock held.
-        """
-        horizon = time.monotonic() - 1.0
-        while self._recent_starts and self._recent_starts[0] < horizon:
-            self._recent_starts.popleft()
-        return min(self.prefetch, len(self._recent_starts))
-
-    def _sweep(self, free: int) -> list[ReceivedMessage]:
-        """Short-poll the queues in priority order and stop at the first that has messages.
-
-        With a backlog this keeps the order strict: a lower queue is only read while every
-        higher one is empty.
-        """
-        with self._lock:
-            queues = list(self.queues)
-        for queue in queues:
-            try:
-                received = self.transport.receive(
-                    queue, max_messages=min(free, MAX_BATCH_SIZE), wait_seconds=0
-                )
-            except TransportError as exc:
-                self._report_failure(exc)
-                self._stopping.wait(1.0)
-                return []
-            if received:
-                self._recovered()
-                return received
-        self._recovered()
-        return []
-
-    def _release_inbox(self, *, older_than: float = 0.0) -> None:
-        """Give back the held messages (those held longer than *older_than* seconds)."""
-        limit = time.monotonic() - older_than
-        with self._lock:
-            held = self._inbox.messages
-            released = [m for _, _, at, m in held if at <= limit]
-            held[:] = [entry for entry in held if entry[2] > limit]
-        self._release(released)
-
-    def _release(self, messages: Sequence[ReceivedMessage]) -> None:
-        # Unclaimed messages go straight back, so that another worker (or we, later, in priority
-        # order) can take them instead of waiting out their visibility timeout.
-        for message in messages:
-            try:
-                self.transport.change_visibility(message, timeout_seconds=0)
-            except TransportError as exc:
-                logger.warning("could not release a message queue=%s error=%s", message.queue, exc)
-
-    def _report_failure(self, exc: Exception) -> None:
-        with self._lock:
-            first = self._failing_since is None
-            if first:
-                self._failing_since = time.monotonic()
-        if first:
-            logger.error("worker cannot reach its transport, retrying error=%s", exc)
-
-    def _recovered(self) -> None:
-        with self._lock:
-            was_failing, self._failing_since = self._failing_since is not None, None
-        if was_failing:
-            logger.warning("worker reaches its transport again")
 
     # -- claiming --------------------------------------------------------------------------------
 
@@ -465,7 +260,7 @@ class Worker:
             try:
                 bells.append((message, Doorbell.decode(message.body)))
             except MalformedMessage as exc:
-                self._quarantine(message, exc)
+                self._inbox.quarantine(message, exc)
         manager = Job.objects.db_manager(self.using)
         try:
             # After a PostgreSQL restart the first claim of an idle worker meets its dead
@@ -501,47 +296,11 @@ class Worker:
                 )
                 done.append(message)
             elif claim.outcome is ClaimOutcome.BUSY:
-                self._change_visibility(message, BUSY_RETRY_SECONDS)
+                self._inbox.change_visibility(message, BUSY_RETRY_SECONDS)
             else:
                 self._unregistered(message, bell, claim.reason, done)
         if done:
-            if not self._to_delete:
-                self._to_delete_since = time.monotonic()
-            self._to_delete.extend(done)
-            self._flush_deletes()
-
-    def _flush_deletes(self, *, force: bool = False) -> None:
-        """Delete the messages of claimed jobs, ten per request when they come fast.
-
-        A delay here is harmless: a message redelivered meanwhile finds its job claimed (its
-        dispatch token is spent) and is dropped.
-        """
-        if not self._to_delete:
-            return
-        due = time.monotonic() - self._to_delete_since >= DELETE_DELAY_SECONDS
-        if not (force or due or len(self._to_delete) >= MAX_BATCH_SIZE):
-            return
-        done, self._to_delete = self._to_delete, []
-        try:
-            self.transport.delete(done)
-        except TransportError as exc:
-            logger.warning("could not delete messages count=%d error=%s", len(done), exc)
-
-    def _quarantine(self, message: ReceivedMessage, error: MalformedMessage) -> None:
-        # Not a doorbell of ours: no job to fail. Set it aside for an operator (the dead-letter
-        # queue) instead of letting it come back after every visibility timeout.
-        try:
-            kept = self.transport.quarantine(message)
-        except TransportError as exc:
-            logger.warning("could not set a malformed message aside error=%s", exc)
-            return
-        logger.warning(
-            "malformed message %s queue=%s receive_count=%d error=%s",
-            "moved to the dead-letter queue" if kept else "deleted (no dead-letter queue)",
-            message.queue,
-            message.receive_count,
-            error,
-        )
+            self._inbox.delete(done)
 
     def _unregistered(
         self, message: ReceivedMessage, bell: Doorbell, reason: str, done: list[ReceivedMessage]
@@ -587,13 +346,7 @@ class Worker:
                 UNREGISTERED_MAX_DELIVERIES,
                 self.unregistered_retry_seconds,
             )
-            self._change_visibility(message, self.unregistered_retry_seconds)
-
-    def _change_visibility(self, message: ReceivedMessage, seconds: int) -> None:
-        try:
-            self.transport.change_visibility(message, timeout_seconds=seconds)
-        except TransportError as exc:
-            logger.warning("could not change message visibility error=%s", exc)
+            self._inbox.change_visibility(message, self.unregistered_retry_seconds)
 
     # -- running ---------------------------------------------------------------------------------
 
@@ -613,8 +366,7 @@ class Worker:
             deadline=deadline,
         )
         self._claimed.add(entry)
-        with self._lock:
-            self._recent_starts.append(now)
+        self._inbox.note_start(now)
         self.jobs_started += 1
         # receives: how often SQS delivered this message; an earlier delivery was handed back
         # (held too long, row busy) or wasted (a claim that failed), and counts toward the
@@ -641,4 +393,4 @@ class Worker:
             self.exit_code = EXIT_RECYCLE
             self._stop_deadline = time.monotonic()
             self._stopping.set()
-            self._armed.set()
+            self._inbox.arm()

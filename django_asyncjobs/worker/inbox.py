@@ -49,7 +49,11 @@ POLL_JOIN_SECONDS = 1.0
 
 
 def is_pattern(queue: str) -> bool:
-    """Return whether a ``--queues`` entry is a glob pattern (``reports-*``), not a name."""
+    """Return whether a ``--queues`` entry is a glob pattern (``reports-*``), not a name.
+
+    >>> is_pattern("reports-*"), is_pattern("default")
+    (True, False)
+    """
     return any(c in queue for c in "*?[")
 
 

@@ -1,9 +1,24 @@
-"""The worker: receive doorbells, claim jobs, run them, record what happened.
+"""The worker's main loop: take messages, claim their jobs, start them, record outcomes.
 
-One loop in the calling thread owns every database write of the worker (claims, heartbeats and
-outcomes); sync jobs run in threads of their own, ``async def`` jobs on one event loop thread.
-A message is deleted as soon as its claim commits ("ack on claim"): from then on the row, its
-heartbeat and its lease carry the job, so job length is not bounded by SQS visibility.
+:class:`Worker` runs in the thread that calls :meth:`Worker.run` (the main loop). It makes the
+worker's database writes (claims, outcomes, hand-backs); the heartbeat thread makes the others.
+Sync jobs run in threads of their own, ``async def`` jobs on one event loop thread. A message is
+deleted as soon as its claim commits ("ack on claim"): from then on the row, its heartbeat and
+its lease carry the job, so job length is not bounded by SQS visibility.
+
+The Worker composes four objects, each owning the state its threads share:
+
+- :class:`~.inbox.Inbox`: long-poll threads, held messages, prefetch, queues, deletes;
+- :class:`~.claimed.ClaimedJobs`: running jobs and outcomes not yet written;
+- :class:`~.runners.Runners`: job threads and the event loop thread;
+- :class:`~.heartbeat.Heartbeat`: the heartbeat thread and its connection.
+
+Of the Worker's own state, ``_wakeup`` (an event) is set by any thread that has news for the main
+loop; ``_stopping`` (an event) is set by the main loop or :meth:`Worker.stop` and read by every
+thread. ``_stop_request`` is written only by a signal handler (through
+:meth:`Worker.request_stop`) and read by the main loop; ``_stop_deadline``, ``jobs_started`` and
+``exit_code`` belong to the main loop and :meth:`Worker.stop`. The Worker has no lock of its
+own.
 """
 
 from __future__ import annotations
@@ -55,15 +70,21 @@ EXIT_RECYCLE = 3
 
 
 def default_worker_id(*, pid: int | None = None, base: str | None = None) -> str:
-    """Return ``host:pid`` (or ``base:pid``), which names a worker in job rows and logs."""
+    """Return ``host:pid`` (or ``base:pid``), which names a worker in job rows and logs.
+
+    >>> default_worker_id(pid=4242, base="web-1")
+    'web-1:4242'
+    """
     return f"{base or socket.gethostname()}:{os.getpid() if pid is None else pid}"
 
 
 class Worker:
     """Consume *queues* (highest priority first) and run up to *concurrency* jobs at once.
 
-    >>> worker = Worker(transport=get_transport(), queues=["high", "default"], concurrency=4)
-    >>> worker.run()            # until worker.stop(); runworker calls it on SIGTERM / SIGINT
+    Example::
+
+        worker = Worker(transport=get_transport(), queues=["high", "default"], concurrency=4)
+        worker.run()            # until worker.stop(); runworker calls it on SIGTERM / SIGINT
 
     ``burst=True`` returns once the queues are empty and nothing runs; ``max_jobs`` returns after
     that many jobs were started and finished. Both exist for tests and cron-style runs.
@@ -135,6 +156,16 @@ class Worker:
         #: Set by signal handlers (plain attributes only: a handler must not take locks).
         self._stop_request: bool | None = None
         self._stop_deadline: float | None = None
+
+    @property
+    def queue_specs(self) -> list[str]:
+        """The --queues option as given: names and glob patterns ("reports-*"), highest first."""
+        return self._inbox.queue_specs
+
+    @property
+    def queues(self) -> list[str]:
+        """The queue names consumed now, highest priority first (patterns resolved)."""
+        return self._inbox.queues
 
     # -- lifecycle -------------------------------------------------------------------------------
 

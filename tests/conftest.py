@@ -14,7 +14,7 @@ from django_asyncjobs.scheduler import Scheduler
 from django_asyncjobs.transports.memory import MemoryTransport
 from django_asyncjobs.transports.sqs import SQSTransport
 from django_asyncjobs.worker import Worker
-from tests.processes import ProcessGroup, subprocess_env
+from tests.support.processes import ProcessGroup, subprocess_env
 
 
 @pytest.fixture

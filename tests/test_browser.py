@@ -16,8 +16,8 @@ import pytest
 from django.contrib.auth.models import User
 
 from django_asyncjobs.models import Job
-from tests.flows import start_scheduler, start_worker, wait_for_final
-from tests.processes import REPO_ROOT, ProcessGroup
+from tests.support.flows import start_scheduler, start_worker, wait_for_final
+from tests.support.processes import REPO_ROOT, ProcessGroup
 
 pytestmark = [pytest.mark.browser, pytest.mark.processes, pytest.mark.django_db(transaction=True)]
 

@@ -21,7 +21,7 @@ from django.db import connection
 from django_asyncjobs.models import Job, JobAttempt
 from django_asyncjobs.transports.memory import MemoryTransport
 from tests.conftest import drain, relay
-from tests.processes import REPO_ROOT, subprocess_env
+from tests.support.processes import REPO_ROOT, subprocess_env
 from tests.testapp import jobs
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -19,9 +19,9 @@ from django.db import OperationalError, connection, transaction
 
 from django_asyncjobs.db import close_if_unusable, retry_on_lost_connection
 from django_asyncjobs.models import Job
-from tests.flows import start_scheduler
-from tests.processes import ProcessGroup, wait_until
 from tests.services import PostgresServer
+from tests.support.flows import start_scheduler
+from tests.support.processes import ProcessGroup, wait_until
 from tests.testapp import jobs
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -25,7 +25,7 @@ import psycopg
 import pytest
 from django.db import connection
 
-from tests.processes import (
+from tests.support.processes import (
     REPO_ROOT,
     ManagedProcess,
     ProcessGroup,

@@ -18,8 +18,8 @@ from django_asyncjobs.models import Job, PeriodicSchedule
 from django_asyncjobs.periodic import enqueue_due
 from django_asyncjobs.timebounds import LATEST_TIMESTAMP
 from tests.conftest import _current_asyncjobs
-from tests.flows import start_scheduler, start_worker, wait_for_final
-from tests.processes import ProcessGroup, wait_until
+from tests.support.flows import start_scheduler, start_worker, wait_for_final
+from tests.support.processes import ProcessGroup, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

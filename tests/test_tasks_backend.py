@@ -34,8 +34,8 @@ from django_asyncjobs.tasks_compat import (
 )
 from django_asyncjobs.transports.memory import MemoryTransport
 from tests.conftest import drain, relay
-from tests.flows import start_scheduler, start_worker, wait_for_final
-from tests.processes import ProcessGroup, wait_until
+from tests.support.flows import start_scheduler, start_worker, wait_for_final
+from tests.support.processes import ProcessGroup, wait_until
 from tests.testapp import jobs, tasks
 from tests.testapp.models import Execution
 

@@ -25,7 +25,7 @@ from django_asyncjobs.transports.base import OutgoingMessage
 from django_asyncjobs.transports.memory import MemoryTransport
 from django_asyncjobs.transports.sqs import SQSTransport
 from tests.conftest import drain, relay
-from tests.processes import wait_until
+from tests.support.processes import wait_until
 from tests.testapp import jobs
 from tests.testapp.models import Execution
 

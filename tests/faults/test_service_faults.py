@@ -14,10 +14,10 @@ from django.db import connection
 
 from django_asyncjobs.conf import get_settings
 from django_asyncjobs.models import Job
-from tests.faults.invariants import check_invariants, phases
-from tests.flows import runs, sqs_client, start_scheduler, start_worker, wait_for_final
-from tests.processes import ProcessGroup, wait_until
 from tests.services import MotoServer, PostgresServer
+from tests.support.flows import runs, sqs_client, start_scheduler, start_worker, wait_for_final
+from tests.support.invariants import check_invariants, phases
+from tests.support.processes import ProcessGroup, wait_until
 from tests.testapp import jobs
 
 pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]

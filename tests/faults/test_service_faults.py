@@ -187,8 +187,8 @@ def test_a_job_name_no_worker_knows_is_handed_back_not_run(processes: ProcessGro
     known = jobs.ledgered.delay(key="known")
     wait_for_final([known], processes)
     unknown.refresh_from_db()
-    # A newer worker of a rolling deploy may know it; after 5 deliveries it is failed
-    # (below, and tests/test_worker.py with a fast clock). Meanwhile the row says why it waits.
+    # A newer worker of a rolling deploy may know it; after 5 deliveries it is failed (below,
+    # and tests/integration/test_worker.py with a fast clock). Meanwhile the row says why it waits.
     assert unknown.status == "queued" and unknown.attempts == 0
     assert unknown.refused_deliveries >= 1
     assert unknown.error.startswith(

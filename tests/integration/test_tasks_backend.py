@@ -354,7 +354,7 @@ def test_exception_class_paths_from_real_tracebacks() -> None:
     noted.add_note("a note: with a colon")
     assert exception_class_path(formatted(noted), "") == "builtins.ValueError"
     tricky = formatted(ConfigError("config.yaml: missing key\nsecond line: also"))
-    assert exception_class_path(tricky, "") == "tests.test_tasks_backend.ConfigError"
+    assert exception_class_path(tricky, "") == "tests.integration.test_tasks_backend.ConfigError"
 
 
 @needs_task_options

@@ -1,7 +1,7 @@
 """The scheduler and worker loops in-process: claims, duplicates, retries, timeouts, priorities.
 
 These use the in-memory transport for speed, and SQS (moto_server) where the behaviour depends on
-SQS itself. tests/test_processes.py proves the same flows with real processes.
+SQS itself. tests/processes/test_flows.py proves the same flows with real processes.
 """
 
 from __future__ import annotations

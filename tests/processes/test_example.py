@@ -178,7 +178,7 @@ def test_the_http_api_creates_jobs_and_returns_their_results(site: Site) -> None
 def test_the_demo_page_enqueues_every_demo_job_and_shows_them_live(
     site: Site, tmp_path: Path
 ) -> None:
-    from tests.test_browser import CHROMIUM, screenshot
+    from tests.browser.test_admin import CHROMIUM, screenshot
 
     if CHROMIUM is None:
         pytest.skip("no chromium on PATH")

@@ -19,7 +19,7 @@ from tests.support.browser import CHROMIUM, screenshot
 from tests.support.flows import start_scheduler, start_worker, wait_for_final
 from tests.support.processes import ProcessGroup
 
-pytestmark = [pytest.mark.browser, pytest.mark.processes, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 # Playwright's sync API runs an event loop in this thread; the ORM calls of the test itself are
 # still plain synchronous calls.

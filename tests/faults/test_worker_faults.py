@@ -20,7 +20,7 @@ from tests.support.invariants import check_invariants, phases
 from tests.support.processes import ManagedProcess, ProcessGroup, wait_until
 from tests.testapp import jobs
 
-pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 #: Stale-heartbeat threshold of the processes these tests start (heartbeats every 0.5 s).
 STALE_AFTER_SECONDS = 3

@@ -17,8 +17,6 @@ import pytest
 from tests.support.example_site import EXAMPLE, Site, example_database, running_site
 from tests.support.processes import wait_until
 
-pytestmark = [pytest.mark.processes]
-
 
 @pytest.fixture
 def example_env(queue_prefix: str) -> Iterator[dict[str, str]]:

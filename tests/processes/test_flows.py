@@ -35,7 +35,7 @@ from tests.support.flows import (
 from tests.support.processes import ProcessGroup, wait_until
 from tests.testapp import jobs
 
-pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 # -- tests --------------------------------------------------------------------------------------

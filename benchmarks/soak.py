@@ -47,8 +47,8 @@ from benchmarks.throughput import (  # noqa: E402
     recreate_database,
     sigterm_as_interrupt,
 )
-from tests.processes import ManagedProcess, ProcessGroup, subprocess_env  # noqa: E402
 from tests.services import ensure_services, stop_services  # noqa: E402
+from tests.support.processes import ManagedProcess, ProcessGroup, subprocess_env  # noqa: E402
 
 FINAL = ("succeeded", "failed", "cancelled")
 

@@ -1,4 +1,14 @@
-"""Shared fixtures: transports, a worker/scheduler pass, and ledger helpers."""
+"""The kinds of test, and shared fixtures: transports, a worker/scheduler pass, processes.
+
+Each test lives in the folder of its kind and gets that kind's marker, so ``pytest -m KIND`` runs
+one kind and the five kinds together are the whole suite:
+
+- ``unit``: pure Python; no database, no SQS, no subprocess
+- ``integration``: in-process against PostgreSQL, with the memory transport or SQS (moto_server)
+- ``processes``: real ``runscheduler`` / ``runworker`` subprocesses, PostgreSQL and moto_server
+- ``faults``: processes with a fault injected (kills, stops, service restarts, hostile messages)
+- ``browser``: Chromium driven through Playwright against a live server
+"""
 
 from __future__ import annotations
 
@@ -14,7 +24,71 @@ from django_asyncjobs.scheduler import Scheduler
 from django_asyncjobs.transports.memory import MemoryTransport
 from django_asyncjobs.transports.sqs import SQSTransport
 from django_asyncjobs.worker import Worker
-from tests.processes import ProcessGroup, subprocess_env
+from tests.support.processes import ProcessGroup, subprocess_env
+
+TESTS = Path(__file__).resolve().parent
+#: One folder of tests/ each, named as its marker (declared in setup.cfg).
+KINDS = ("unit", "integration", "processes", "faults", "browser")
+#: The kinds that may start ``runscheduler`` / ``runworker`` (the ``processes`` fixture).
+PROCESS_KINDS = frozenset({"processes", "faults", "browser"})
+#: Fixtures that reach the database, which a unit test must not use.
+DATABASE_FIXTURES = frozenset(
+    {
+        "db",
+        "transactional_db",
+        "django_db_reset_sequences",
+        "django_db_serialized_rollback",
+        "live_server",
+        "admin_client",
+        "admin_user",
+        "postgres_server",
+    }
+)
+
+
+def kind_of(path: Path) -> str | None:
+    """Return the kind of the test file at *path*: its folder under tests/, if that is a kind."""
+    try:
+        folder = path.resolve().relative_to(TESTS).parts[0]
+    except (ValueError, IndexError):
+        return None
+    return folder if folder in KINDS else None
+
+
+# tryfirst: -m selects by marker in its own implementation of this hook, which must see the
+# kind markers.
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test with the kind of its folder; refuse one that has no kind, or two.
+
+    A test outside the kind folders, one marked with another kind, a unit test that uses the
+    database and a test outside the process kinds that starts processes would each be missed by
+    ``-m`` (or run in the wrong company), so collection stops and names them.
+    """
+    problems: list[str] = []
+    for item in items:
+        kind = kind_of(item.path)
+        if kind is None:
+            problems.append(f"{item.nodeid}: not in a kind folder (tests/{{{','.join(KINDS)}}}/)")
+            continue
+        fixtures = set(getattr(item, "fixturenames", ()))
+        others = sorted({m.name for m in item.iter_markers() if m.name in KINDS} - {kind})
+        if others:
+            problems.append(
+                f"{item.nodeid}: marked {', '.join(others)} in tests/{kind}/; a test has one kind,"
+                " its folder's: move it, or drop the marker"
+            )
+        if kind == "unit" and (
+            item.get_closest_marker("django_db") or fixtures & DATABASE_FIXTURES
+        ):
+            problems.append(
+                f"{item.nodeid}: a unit test uses the database; move it to integration/"
+            )
+        if kind not in PROCESS_KINDS and "processes" in fixtures:
+            problems.append(f"{item.nodeid}: starts processes; move it to processes/")
+        item.add_marker(kind)
+    if problems:
+        raise pytest.UsageError("tests outside their kind:\n  " + "\n  ".join(problems))
 
 
 @pytest.fixture

@@ -1,0 +1,1 @@
+"""Processes with one fault injected each, ending in one invariant check (``pytest -m faults``)."""

@@ -14,13 +14,13 @@ from django.db import connection
 
 from django_asyncjobs.conf import get_settings
 from django_asyncjobs.models import Job
-from tests.faults.invariants import check_invariants, phases
-from tests.flows import runs, sqs_client, start_scheduler, start_worker, wait_for_final
-from tests.processes import ProcessGroup, wait_until
 from tests.services import MotoServer, PostgresServer
+from tests.support.flows import runs, sqs_client, start_scheduler, start_worker, wait_for_final
+from tests.support.invariants import check_invariants, phases
+from tests.support.processes import ProcessGroup, wait_until
 from tests.testapp import jobs
 
-pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
@@ -187,8 +187,8 @@ def test_a_job_name_no_worker_knows_is_handed_back_not_run(processes: ProcessGro
     known = jobs.ledgered.delay(key="known")
     wait_for_final([known], processes)
     unknown.refresh_from_db()
-    # A newer worker of a rolling deploy may know it; after 5 deliveries it is failed
-    # (below, and tests/test_worker.py with a fast clock). Meanwhile the row says why it waits.
+    # A newer worker of a rolling deploy may know it; after 5 deliveries it is failed (below,
+    # and tests/integration/test_worker.py with a fast clock). Meanwhile the row says why it waits.
     assert unknown.status == "queued" and unknown.attempts == 0
     assert unknown.refused_deliveries >= 1
     assert unknown.error.startswith(

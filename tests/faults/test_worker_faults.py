@@ -2,7 +2,7 @@
 
 Every test runs the real ``runscheduler`` and ``runworker`` (a supervisor and its worker
 processes) against PostgreSQL and moto_server, injects one fault, and ends with
-:func:`~tests.faults.invariants.check_invariants`.
+:func:`~tests.support.invariants.check_invariants`.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ import pytest
 from django.db import connection
 
 from django_asyncjobs.models import Job
-from tests.faults.invariants import check_invariants, phases
-from tests.flows import FLOW_TIMEOUT_SECONDS, start_scheduler, start_worker, wait_for_final
-from tests.processes import ManagedProcess, ProcessGroup, wait_until
+from tests.support.flows import FLOW_TIMEOUT_SECONDS, start_scheduler, start_worker, wait_for_final
+from tests.support.invariants import check_invariants, phases
+from tests.support.processes import ManagedProcess, ProcessGroup, wait_until
 from tests.testapp import jobs
 
-pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 #: Stale-heartbeat threshold of the processes these tests start (heartbeats every 0.5 s).
 STALE_AFTER_SECONDS = 3

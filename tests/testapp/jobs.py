@@ -255,7 +255,7 @@ async def async_progressing(steps: int) -> dict[str, Any]:
     return {"attempt": context.attempt if context else None, "written": written}
 
 
-# -- jobs of the run_jobs() tests (tests/test_testing.py) --------------------------------------
+# -- jobs of the run_jobs() tests (tests/integration/test_testing.py) ------------------------------
 
 
 @job(max_retries=0)
@@ -336,7 +336,7 @@ def fails_with_endless_backoff(key: str) -> None:
     raise RuntimeError(f"{key} fails")
 
 
-# -- jobs of the connection tests (tests/test_worker.py) ----------------------------------------
+# -- jobs of the connection tests (tests/integration/test_worker.py) -------------------------------
 
 
 @job(max_retries=0)
@@ -353,7 +353,7 @@ def session(leave_autocommit_off: bool = False) -> dict[str, Any]:
     return {"pid": pid, "autocommit": autocommit}
 
 
-# -- jobs of the progress tests (tests/test_context.py) -----------------------------------------
+# -- jobs of the progress tests (tests/integration/test_context.py) --------------------------------
 
 
 def _side_connection() -> Any:

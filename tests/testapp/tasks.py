@@ -1,6 +1,6 @@
-"""Django Tasks (``@task``) for tests/test_tasks_backend.py: autodiscovered because TASKS names
-our backend. Django's three task signals are recorded in the ``Execution`` ledger with the pid of
-the process that sent them.
+"""Django Tasks (``@task``) for tests/integration/test_tasks_backend.py: autodiscovered because
+TASKS names our backend. Django's three task signals are recorded in the ``Execution`` ledger with
+the pid of the process that sent them.
 """
 
 from __future__ import annotations

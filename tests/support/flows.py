@@ -17,7 +17,7 @@ from django.db import connection
 
 from django_asyncjobs.models import Job
 from django_asyncjobs.queries import NOTIFY_CHANNEL
-from tests.processes import ManagedProcess, ProcessGroup, wait_until
+from tests.support.processes import ManagedProcess, ProcessGroup, wait_until
 from tests.testapp.models import Execution
 
 FINAL = ("succeeded", "failed", "cancelled")

@@ -7,7 +7,6 @@ Set ``ASYNCJOBS_SCREENSHOTS=docs`` to write the screenshots the README shows int
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,16 +15,15 @@ import pytest
 from django.contrib.auth.models import User
 
 from django_asyncjobs.models import Job
-from tests.flows import start_scheduler, start_worker, wait_for_final
-from tests.processes import REPO_ROOT, ProcessGroup
+from tests.support.browser import CHROMIUM, screenshot
+from tests.support.flows import start_scheduler, start_worker, wait_for_final
+from tests.support.processes import ProcessGroup
 
-pytestmark = [pytest.mark.browser, pytest.mark.processes, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 # Playwright's sync API runs an event loop in this thread; the ORM calls of the test itself are
 # still plain synchronous calls.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture
@@ -45,14 +43,6 @@ def page(tmp_path: Path) -> Iterator[Any]:
         finally:
             context.close()
             browser.close()
-
-
-def screenshot(page: Any, name: str, tmp_path: Path) -> Path:
-    target = REPO_ROOT / "docs" if os.environ.get("ASYNCJOBS_SCREENSHOTS") == "docs" else tmp_path
-    target.mkdir(exist_ok=True)
-    path = target / name
-    page.screenshot(path=str(path), full_page=True)
-    return path
 
 
 def test_an_operator_finds_a_failed_job_retries_it_and_sees_it_succeed(

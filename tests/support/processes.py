@@ -26,7 +26,7 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 from urllib.parse import quote
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SETTINGS_MODULE = "tests.settings"
 #: How much of a process's output an assertion message shows (the end is kept).
 OUTPUT_TAIL_CHARS = 8_000

@@ -1,8 +1,8 @@
 """Django's Tasks API on django-asyncjobs: ``django.tasks`` (Django 6.x) or the ``django-tasks``
 backport (Django 4.2 / 5.2), through ``django_asyncjobs.tasks_backend.AsyncJobsBackend``.
 
-The in-process tests use the memory transport; the last test runs the same flows with a real
-``runscheduler`` and ``runworker`` and moto_server, and checks which process sent Django's signals.
+These in-process tests use the memory transport; tests/processes/test_tasks_backend.py runs the
+same flows with a real ``runscheduler`` and ``runworker`` and moto_server.
 """
 
 from __future__ import annotations
@@ -34,8 +34,7 @@ from django_asyncjobs.tasks_compat import (
 )
 from django_asyncjobs.transports.memory import MemoryTransport
 from tests.conftest import drain, relay
-from tests.flows import start_scheduler, start_worker, wait_for_final
-from tests.processes import ProcessGroup, wait_until
+from tests.support.processes import wait_until
 from tests.testapp import jobs, tasks
 from tests.testapp.models import Execution
 
@@ -354,7 +353,7 @@ def test_exception_class_paths_from_real_tracebacks() -> None:
     noted.add_note("a note: with a colon")
     assert exception_class_path(formatted(noted), "") == "builtins.ValueError"
     tricky = formatted(ConfigError("config.yaml: missing key\nsecond line: also"))
-    assert exception_class_path(tricky, "") == "tests.test_tasks_backend.ConfigError"
+    assert exception_class_path(tricky, "") == "tests.integration.test_tasks_backend.ConfigError"
 
 
 @needs_task_options
@@ -391,42 +390,3 @@ def test_exception_class_paths_from_stored_errors() -> None:
     assert exception_class_path("", "WorkerLost: gone") == "django_asyncjobs.exceptions.WorkerLost"
     assert exception_class_path("x\nmy.mod.Oops: no", "") == "my.mod.Oops"
     assert exception_class_path("", "") == "builtins.Exception"
-
-
-@pytest.mark.processes
-def test_tasks_run_in_real_processes_and_signals_come_from_the_right_one(
-    processes: ProcessGroup,
-) -> None:
-    start_scheduler(processes)
-    worker = start_worker(processes, "--concurrency", "2")
-    results: list[Any] = [
-        tasks.add.enqueue(2, 3),
-        tasks.whoami.enqueue("real"),
-        tasks.async_mul.enqueue(3, 4),
-    ]
-    # On Django 6.0 the retry would wait for the project's default backoff (a minute).
-    retried: Any = tasks.fails_once.enqueue() if ACCEPTS_TASK_OPTIONS else None
-    waited = [*results, retried] if retried else results
-    wait_for_final([Job.objects.get(pk=r.id) for r in waited], processes)
-    for result in waited:
-        result.refresh()
-    add, whoami, mul = results
-    assert add.return_value == 5 and mul.return_value == 12
-    assert whoami.return_value == {"key": "real", "attempt": 1, "id": whoami.id}
-    worker_pids = {int(p) for p in _pids(worker.output())}
-    if retried is not None:
-        assert retried.return_value == 2 and len(retried.errors) == 1
-        # One worker id per attempt, each naming a worker process of this runworker.
-        assert len(retried.worker_ids) == retried.attempts == 2, retried.worker_ids
-        assert {int(w.rsplit(":", 1)[1]) for w in retried.worker_ids} <= worker_pids
-    for result in (add, whoami, mul):
-        sent = signals_for(result.id)
-        assert [s for s, _, _ in sent] == ["task_enqueued", "task_started", "task_finished"]
-        assert sent[0][1] == os.getpid()  # enqueued here
-        assert {pid for _, pid, _ in sent[1:]} <= worker_pids  # started and finished there
-
-
-def _pids(output: str) -> list[str]:
-    import re
-
-    return re.findall(r"pid=(\d+)", output) + re.findall(r"worker_id=\S+:(\d+)", output)

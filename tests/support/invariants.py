@@ -13,8 +13,8 @@ from typing import Any
 
 from django_asyncjobs.conf import get_settings
 from django_asyncjobs.models import Job
-from tests.flows import FINAL, messages_in, sqs_client
-from tests.processes import wait_until
+from tests.support.flows import FINAL, messages_in, sqs_client
+from tests.support.processes import wait_until
 from tests.testapp.models import Execution, Transition
 
 #: How long check_invariants waits for the signal ledger to catch up with the rows.

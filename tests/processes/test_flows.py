@@ -20,7 +20,8 @@ import uuid
 import pytest
 
 from django_asyncjobs.models import Job
-from tests.flows import (
+from tests.services import MotoServer
+from tests.support.flows import (
     FLOW_TIMEOUT_SECONDS,
     assert_succeeded,
     database_now,
@@ -31,11 +32,10 @@ from tests.flows import (
     start_worker,
     wait_for_final,
 )
-from tests.processes import ProcessGroup, wait_until
-from tests.services import MotoServer
+from tests.support.processes import ProcessGroup, wait_until
 from tests.testapp import jobs
 
-pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 # -- tests --------------------------------------------------------------------------------------

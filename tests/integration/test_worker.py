@@ -1,7 +1,7 @@
 """The scheduler and worker loops in-process: claims, duplicates, retries, timeouts, priorities.
 
 These use the in-memory transport for speed, and SQS (moto_server) where the behaviour depends on
-SQS itself. tests/test_processes.py proves the same flows with real processes.
+SQS itself. tests/processes/test_flows.py proves the same flows with real processes.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from django_asyncjobs.transports.base import OutgoingMessage
 from django_asyncjobs.transports.memory import MemoryTransport
 from django_asyncjobs.transports.sqs import SQSTransport
 from tests.conftest import drain, relay
-from tests.processes import wait_until
+from tests.support.processes import wait_until
 from tests.testapp import jobs
 from tests.testapp.models import Execution
 

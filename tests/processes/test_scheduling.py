@@ -8,12 +8,12 @@ import pytest
 from django.db import connection
 
 from django_asyncjobs.models import Job, RegisteredJob
-from tests.faults.invariants import check_invariants, phases
-from tests.flows import start_scheduler, start_worker, wait_for_final
-from tests.processes import ProcessGroup, wait_until
+from tests.support.flows import start_scheduler, start_worker, wait_for_final
+from tests.support.invariants import check_invariants, phases
+from tests.support.processes import ProcessGroup, wait_until
 from tests.testapp import jobs
 
-pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def test_a_chain_runs_in_order_and_a_failure_cancels_the_rest(processes: ProcessGroup) -> None:

@@ -1,4 +1,7 @@
-"""The @job decorator, the registry and argument checks at delay()."""
+"""The @job decorator, the registry, and the options checked before anything is stored.
+
+tests/integration/test_delay_arguments.py checks the arguments of ``delay()`` against the database.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,6 @@ import pytest
 
 from django_asyncjobs import job, registry
 from django_asyncjobs.exceptions import DuplicateJobName, JobNotRegistered
-from django_asyncjobs.models import Job
 from tests.testapp import jobs
 
 
@@ -79,51 +81,6 @@ def test_class_without_handle_is_refused() -> None:
 def test_bad_decorator_options(options: dict[str, object], error: type[Exception]) -> None:
     with pytest.raises(error):
         job(**options)  # type: ignore[call-overload]
-
-
-@pytest.mark.django_db
-@pytest.mark.parametrize(
-    ("args", "kwargs", "message"),
-    [
-        ((dt.datetime(2026, 1, 1),), {}, r"args\[0\] is a datetime"),
-        ((), {"value": {1, 2}}, r"kwargs\['value'\] is a set"),
-        ((), {"value": {"a": [1, (2, 3)]}}, r"kwargs\['value'\]\['a'\]\[1\] is a tuple"),
-        ((), {"value": {1: "x"}}, "keys must be strings"),
-        ((), {"value": float("nan")}, "nan"),
-        ((), {"value": "a\x00b"}, "NUL"),
-        ((), {"value": b"bytes"}, "is a bytes"),
-    ],
-)
-def test_delay_rejects_arguments_that_are_not_json(
-    args: tuple[object, ...], kwargs: dict[str, object], message: str
-) -> None:
-    with pytest.raises(TypeError, match=message):
-        jobs.echo.delay(*args, **kwargs)  # type: ignore[arg-type]
-    assert Job.objects.count() == 0
-
-
-@pytest.mark.django_db
-def test_delay_rejects_arguments_that_do_not_fit_the_signature() -> None:
-    with pytest.raises(TypeError, match=r"tests\.testapp\.jobs\.add: missing a required argument"):
-        jobs.add.delay(1)  # type: ignore[call-arg]
-    with pytest.raises(TypeError, match="unexpected keyword argument 'c'"):
-        jobs.add.delay(1, 2, c=3)  # type: ignore[call-arg]
-    with pytest.raises(TypeError, match="SayHello: missing a required argument: 'name'"):
-        jobs.SayHello.delay()  # type: ignore[attr-defined]
-    assert Job.objects.count() == 0
-
-
-@pytest.mark.django_db
-def test_oversized_arguments_are_measured_in_utf8_bytes(settings: object) -> None:
-    from django.test import override_settings
-
-    with override_settings(ASYNCJOBS={"MAX_PAYLOAD_BYTES": 1000}):
-        jobs.echo.delay("a" * 900)  # 900 characters, about 910 bytes of JSON: fits
-        with pytest.raises(
-            ValueError, match=r"job arguments are 1,8\d\d bytes of JSON; the limit is 1,000"
-        ):
-            jobs.echo.delay("é" * 900)  # 900 characters, 1,800 bytes
-    assert Job.objects.count() == 1
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Bulk enqueue, unique jobs and dependencies, in-process (tests/faults and test_processes run
+"""Bulk enqueue, unique jobs and dependencies, in-process (tests/faults and tests/processes run
 the same flows with real processes)."""
 
 from __future__ import annotations

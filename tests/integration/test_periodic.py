@@ -1,10 +1,9 @@
 """Periodic jobs: occurrences enqueued exactly once, missed ones by policy, bad schedules
-reported by a system check. The process test runs two real schedulers on an every-second cron."""
+reported by a system check. tests/processes/test_periodic.py runs two real schedulers."""
 
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,8 +17,7 @@ from django_asyncjobs.models import Job, PeriodicSchedule
 from django_asyncjobs.periodic import enqueue_due
 from django_asyncjobs.timebounds import LATEST_TIMESTAMP
 from tests.conftest import _current_asyncjobs
-from tests.flows import start_scheduler, start_worker, wait_for_final
-from tests.processes import ProcessGroup, wait_until
+from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -105,32 +103,6 @@ def test_an_invalid_cron_expression_fails_a_system_check() -> None:
         " ".join(texts)
     )
     assert any("no job named 'tests.nope'" in t for t in texts)
-
-
-@pytest.mark.processes
-def test_two_schedulers_enqueue_each_occurrence_once(processes: ProcessGroup) -> None:
-    processes.env["ASYNCJOBS_TEST_PERIODIC"] = "1"
-    start_scheduler(processes)
-    start_scheduler(processes)
-    start_worker(processes, "--concurrency", "4")
-    wait_until(
-        lambda: Job.objects.filter(name="tests.ledgered", kwargs__key="tick").count() >= 6,
-        timeout=60,
-        message=lambda: processes.report(),
-    )
-    for process in processes.started:
-        if process.command == "runscheduler":
-            assert process.stop() == 0
-    ticks = list(Job.objects.filter(name="tests.ledgered", kwargs__key="tick"))
-    occurrences = sorted(
-        dt.datetime.fromisoformat(t.unique_key.rsplit("@", 1)[1])  # type: ignore[union-attr]
-        for t in ticks
-    )
-    assert len(set(occurrences)) == len(occurrences), "an occurrence was enqueued twice"
-    seconds = [(b - a).total_seconds() for a, b in itertools.pairwise(occurrences)]
-    assert set(seconds) == {1.0}, f"occurrences skipped: {occurrences}"
-    rows = wait_for_final(ticks, processes)
-    assert {row.status for row in rows.values()} == {"succeeded"}
 
 
 def test_a_schedule_that_never_fires_waits_with_a_warning_and_breaks_no_pass() -> None:

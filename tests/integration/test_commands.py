@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
-import subprocess
-import sys
 from typing import Any
 
 import pytest
-from django.core.management import (
-    CommandError,
-    ManagementUtility,
-    call_command,
-    load_command_class,
-)
+from django.core.management import CommandError, call_command
 from django.db import connection
 
 from django_asyncjobs.models import Job, JobAttempt
 from django_asyncjobs.transports.memory import MemoryTransport
 from tests.conftest import drain, relay
-from tests.processes import REPO_ROOT, subprocess_env
 from tests.testapp import jobs
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -173,48 +164,3 @@ def test_the_scheduler_prunes_finished_jobs_past_the_retention(queue_prefix: str
     with override_settings(ASYNCJOBS={**_current_asyncjobs(), "RETENTION_DAYS": 7}):
         assert Scheduler(transport=MemoryTransport()).prune() == 1
     assert list(Job.objects.values_list("id", flat=True)) == [kept.id]
-
-
-@pytest.mark.parametrize("name", ["runworker", "runscheduler", "runjobs", "asyncjobs"])
-def test_help_keeps_the_examples_on_their_own_lines(
-    name: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("COLUMNS", "80")
-    with pytest.raises(SystemExit):
-        ManagementUtility(["manage.py", name, "--help"]).execute()
-    text = capsys.readouterr().out
-    command = load_command_class("django_asyncjobs", name)
-    prose, examples = command.help.split("\n\nExamples:\n")
-    # Each example exactly as written, one a line, ready to copy...
-    assert "\n\nExamples:\n" + examples + "\n" in text
-    # ...while the prose is still wrapped to the terminal's width.
-    assert max(len(line) for line in text.splitlines()) <= 80
-    assert " ".join(text.split("\n\nExamples:\n")[0].split()).endswith(" ".join(prose.split()))
-
-
-def test_asyncjobs_subcommands_keep_line_breaks_too() -> None:
-    command = load_command_class("django_asyncjobs", "asyncjobs")
-    parser = command.create_parser("manage.py", "asyncjobs")
-    (subcommands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    retry = subcommands.choices["retry"]
-    retry.description = "Retry jobs.\n\nExamples:\n  manage.py asyncjobs retry 3f2a9c1e"
-    assert "Examples:\n  manage.py asyncjobs retry 3f2a9c1e\n" in retry.format_help()
-
-
-@pytest.mark.parametrize("command", ["runworker", "runscheduler", "runjobs"])
-def test_long_running_commands_refuse_the_memory_transport(command: str, queue_prefix: str) -> None:
-    env = subprocess_env(queue_prefix=queue_prefix)
-    env["ASYNCJOBS_TEST_TRANSPORT"] = "memory"
-    done = subprocess.run(
-        [sys.executable, "-m", "django", command],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,  # without the refusal it would run, deliver nothing, and never exit
-        check=False,
-    )
-    assert done.returncode == 1, done
-    assert f'CommandError: {command} cannot use ASYNCJOBS["TRANSPORT"] = "memory"' in done.stderr
-    assert 'Set ASYNCJOBS["TRANSPORT"] = "sqs".' in done.stderr
-    assert "worker started" not in done.stderr and "scheduler started" not in done.stderr

@@ -25,7 +25,7 @@ from django_asyncjobs.conf import AsyncJobsSettings
 from django_asyncjobs.registry import JobDefinition
 from django_asyncjobs.testing import run_jobs
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 COMMANDS = ("runscheduler", "runworker", "runjobs", "asyncjobs")
 

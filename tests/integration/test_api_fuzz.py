@@ -42,7 +42,7 @@ def token(transactional_db: None) -> str:
 def test_the_api_keeps_its_contract(case: Any, token: str) -> None:
     # Every response must be documented, JSON where promised, and never a server error. Left
     # out: ignored-auth (the valid token is always sent, so generated bad credentials beside it
-    # are rightly ignored; tests/test_api.py checks refusals) and positive-data-acceptance (a
+    # are rightly ignored; test_api.py checks refusals) and positive-data-acceptance (a
     # schema cannot say which job names are exposed or which cursors we issued: those are 400s
     # that name the field).
     case.call_and_validate(

@@ -1,0 +1,1 @@
+"""Chromium driven through Playwright against a live server (``pytest -m browser``)."""

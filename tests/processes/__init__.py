@@ -1,0 +1,2 @@
+"""Real ``runscheduler`` / ``runworker`` subprocesses against PostgreSQL and moto_server
+(``pytest -m processes``)."""

@@ -1,0 +1,5 @@
+"""Helpers shared by the test kinds: subprocesses, process flows, fault invariants.
+
+Test modules import these; fixtures live in tests/conftest.py (and tests/plugin.py for the
+PostgreSQL and moto_server services).
+"""

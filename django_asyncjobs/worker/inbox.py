@@ -99,6 +99,7 @@ class Inbox:
         self._failing_since: float | None = None
         self._armed = threading.Event()
         self._pollers: list[threading.Thread] = []
+        self._polling = False
         self._discovered_at = 0.0
         self._to_delete: list[ReceivedMessage] = []
         self._to_delete_since = 0.0
@@ -123,6 +124,7 @@ class Inbox:
         self._armed.clear()
 
     def start_pollers(self) -> None:
+        self._polling = True
         for queue in self.queues:
             self._start_poller(queue)
 
@@ -198,7 +200,8 @@ class Inbox:
             self._queues = resolved
         for queue in new:
             logger.info("worker consumes a new queue queue=%s", queue)
-            if self._pollers or not self.burst:
+            # Before start_pollers() (the first discovery) it starts them all: one thread a queue.
+            if self._polling:
                 self._start_poller(queue)
 
     def _rank(self, queue: str) -> int:

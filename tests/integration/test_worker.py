@@ -24,6 +24,7 @@ from django_asyncjobs.scheduler import Scheduler
 from django_asyncjobs.transports.base import OutgoingMessage
 from django_asyncjobs.transports.memory import MemoryTransport
 from django_asyncjobs.transports.sqs import SQSTransport
+from django_asyncjobs.worker import Worker
 from tests.conftest import drain, relay
 from tests.support.processes import wait_until
 from tests.testapp import jobs
@@ -633,3 +634,34 @@ def test_job_code_gets_djangos_request_handling_of_connections(
     assert (first["pid"] == careless["pid"]) is (conn_max_age > 0)
     assert after["pid"] != careless["pid"]
     assert (after["pid"] == last["pid"]) is (conn_max_age > 0)
+
+
+def test_a_pattern_worker_long_polls_each_queue_with_one_thread(
+    memory_transport: MemoryTransport,
+) -> None:
+    """The first discovery and the start of the pollers used to start two threads a queue."""
+    for queue in ("reports-daily", "reports-weekly"):
+        memory_transport.ensure_queue(queue)
+    worker = Worker(
+        transport=memory_transport,
+        queues=["high", "reports-*"],
+        concurrency=1,
+        worker_id="pattern-worker",
+    )
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+
+    def pollers() -> list[str]:
+        return sorted(t.name for t in threading.enumerate() if t.name.startswith("asyncjobs-poll-"))
+
+    try:
+        wait_until(lambda: len(pollers()) >= 3, timeout=10, message="the pollers never started")
+        time.sleep(0.5)  # a second thread for a queue would start right after the first
+        assert pollers() == [
+            "asyncjobs-poll-high",
+            "asyncjobs-poll-reports-daily",
+            "asyncjobs-poll-reports-weekly",
+        ]
+    finally:
+        worker.stop(force=False)
+        thread.join(30)

@@ -19,15 +19,15 @@ from typing import TYPE_CHECKING, Any
 from django.db import DatabaseError, OperationalError, connections, models, router, transaction
 from django.db.models.functions import Now
 
-from . import signals
-from .fields import BoundedDateTimeField
-from .status import FINAL_STATUSES, JobStatus
-from .timebounds import EARLIEST_TIMESTAMP, LATEST_SQL, LATEST_TIMESTAMP, clamp_sql
+from .. import signals
+from ..fields import BoundedDateTimeField
+from ..status import FINAL_STATUSES, JobStatus
+from ..timebounds import EARLIEST_TIMESTAMP, LATEST_SQL, LATEST_TIMESTAMP, clamp_sql
 
 if TYPE_CHECKING:
-    from .execution import Outcome
-    from .models import Job
-    from .retry import Backoff
+    from ..execution import Outcome
+    from ..models import Job
+    from ..retry import Backoff
 
 logger = logging.getLogger(__name__)
 
@@ -1041,7 +1041,7 @@ class JobManager(models.Manager["Job"]):
             return self.record_success(
                 job_id=job.id, lease_token=lease_token, result=outcome.result
             )
-        from .retry import next_retry_seconds
+        from ..retry import next_retry_seconds
 
         return self.record_failure(
             job_id=job.id,

@@ -22,6 +22,7 @@ from django.db import transaction
 from django.dispatch import Signal
 
 if TYPE_CHECKING:
+    # For annotations only: at run time the model is the class of the job being sent.
     from .models import Job
 
 logger = logging.getLogger(__name__)
@@ -42,11 +43,14 @@ job_cancelled = Signal()
 job_status_changed = Signal()
 
 
-def has_listeners(*signals: Signal) -> bool:
-    """Return whether any of *signals* has a receiver, so callers can skip building payloads."""
-    from .models import Job
+def has_listeners(*signals: Signal, sender: type[Any]) -> bool:
+    """Return whether ``job_status_changed`` or any of *signals* has a receiver for *sender* (the
+    job model, ``Job.objects.model``), so callers can skip building payloads.
 
-    return job_status_changed.has_listeners(Job) or any(s.has_listeners(Job) for s in signals)
+    The sender is passed in, not imported: this module is imported by the manager that the
+    model module imports, and needs the model only as the sender it is given.
+    """
+    return job_status_changed.has_listeners(sender) or any(s.has_listeners(sender) for s in signals)
 
 
 def send_after_commit(
@@ -56,7 +60,7 @@ def send_after_commit(
 
     Outside a transaction they are sent at once. Receiver errors are logged, never raised.
     """
-    if not has_listeners(*([signal] if signal else [])):
+    if not has_listeners(*([signal] if signal else []), sender=type(job)):
         return
     new_status = job.status
 
@@ -79,7 +83,7 @@ def send_many_after_commit(
 
     What a bulk enqueue of 100,000 jobs needs instead of 100,000 of each.
     """
-    if not jobs or not has_listeners(*([signal] if signal else [])):
+    if not jobs or not has_listeners(*([signal] if signal else []), sender=type(jobs[0])):
         return
 
     def send() -> None:

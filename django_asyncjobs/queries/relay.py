@@ -130,7 +130,7 @@ class RelayQueries(Ledger):
                     {"scheduled": JobStatus.SCHEDULED.value, "ids": list(failed)},
                 )
             sent_ids = [d.id for d in due if d.id not in failed]
-            if sent_ids and signals.has_listeners():
+            if sent_ids and signals.has_listeners(sender=self.model):
                 for job in self.filter(id__in=sent_ids):
                     signals.send_after_commit(job, old_status=JobStatus.SCHEDULED, using=alias)
         return RelayResult(sent=len(sent_ids), put_back=len(failed))

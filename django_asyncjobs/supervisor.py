@@ -258,9 +258,7 @@ class Supervisor:
             )
             if not jobs:
                 return
-            with connections[Job.objects.db].cursor() as cursor:
-                cursor.execute("SELECT now()")
-                (now,) = cursor.fetchone()
+            now = Job.objects.database_now()
             for job in jobs:
                 timed_out = (
                     job.timeout is not None

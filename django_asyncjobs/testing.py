@@ -32,14 +32,13 @@ import psycopg
 from asgiref.sync import async_to_sync
 from django.db import DatabaseError, connections, router, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import DateTimeField, Func
 
 from . import execution
 from .conf import get_settings
 from .context import JobContext
 from .exceptions import AsyncJobsError, JobNotRegistered
 from .models import Job
-from .queries import ClaimOutcome, DueJob, JobQuerySet
+from .queries import ClaimOutcome, DatabaseNow, DueJob, JobQuerySet
 from .registry import JobDefinition, registry
 from .status import JobStatus
 
@@ -51,13 +50,6 @@ logger = logging.getLogger(__name__)
 WORKER_ID = "run_jobs"
 
 JobSelector = str | JobDefinition[Any, Any] | type
-
-
-def _now() -> Func:
-    # PostgreSQL's now(), which the relay compares run_at with: the start of the transaction.
-    # Django's Now() is statement_timestamp() there, later inside a test's transaction, so a
-    # job it calls due may not be due for the relay.
-    return Func(function="now", output_field=DateTimeField())
 
 
 class TooManyJobs(AsyncJobsError):
@@ -204,9 +196,9 @@ class _Run:
         # Not a status change (the job stays scheduled), so not one of the manager's
         # transitions; relay_due then takes these jobs like any due one.
         delayed = self.manager.get_queryset().filter(
-            status=JobStatus.SCHEDULED, blocked=False, run_at__gt=_now()
+            status=JobStatus.SCHEDULED, blocked=False, run_at__gt=DatabaseNow()
         )
-        self._in_scope(delayed).update(run_at=_now())
+        self._in_scope(delayed).update(run_at=DatabaseNow())
 
     # -- choosing ---------------------------------------------------------------------------------
 
@@ -230,7 +222,7 @@ class _Run:
 
     def _due(self) -> JobQuerySet:
         return self.manager.get_queryset().filter(
-            status=JobStatus.SCHEDULED, blocked=False, run_at__lte=_now()
+            status=JobStatus.SCHEDULED, blocked=False, run_at__lte=DatabaseNow()
         )
 
     def _candidates(self) -> JobQuerySet:

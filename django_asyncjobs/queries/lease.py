@@ -14,13 +14,12 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from django.db.models.functions import Now
-
 from .. import signals
 from ..status import JobStatus
 from ..timebounds import LATEST_SQL
 from ._sql import (
     NOTIFY_CHANNEL,
+    DatabaseNow,
     Ledger,
     attempt_table,
     columns,
@@ -339,7 +338,7 @@ class LeaseQueries(Ledger):
         return list(
             self.filter(
                 status=JobStatus.RUNNING,
-                heartbeat_at__lt=Now() - dt.timedelta(seconds=stale_after_seconds),
+                heartbeat_at__lt=DatabaseNow() - dt.timedelta(seconds=stale_after_seconds),
             ).order_by("heartbeat_at")
         )
 

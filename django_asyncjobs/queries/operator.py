@@ -12,13 +12,13 @@ from collections.abc import Collection, Iterator
 from typing import TYPE_CHECKING, Any
 
 from django.db import models
-from django.db.models.functions import Now
 
 from .. import signals
 from ..status import FINAL_STATUSES, JobStatus
 from ._sql import (
     ACTIVE_SQL,
     NOTIFY_CHANNEL,
+    DatabaseNow,
     attempt_table,
     columns,
     table,
@@ -63,7 +63,7 @@ class JobQuerySet(models.QuerySet["Job"]):
 
     def due(self) -> JobQuerySet:
         """Return scheduled jobs whose ``run_at`` has passed, by the database's clock."""
-        return self.filter(status=JobStatus.SCHEDULED, run_at__lte=Now())
+        return self.filter(status=JobStatus.SCHEDULED, run_at__lte=DatabaseNow())
 
 
 class OperatorQueries(EnqueueQueries):

@@ -3,18 +3,27 @@ progress, and the reads that find running jobs whose worker is gone or overdue.
 
 Every write here is fenced by the lease the claim gave (``lease_token``): a worker whose job was
 rescued meanwhile changes nothing, and the newer attempt's outcome is never overwritten.
+
+Whether an attempt that did not succeed is retried, handed back or failed is not decided here:
+:func:`django_asyncjobs.retry.decide` decides, from the row, and :meth:`LeaseQueries.end_attempt`
+records the decision only while the row still holds what it was decided from.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
+import logging
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .. import signals
+from django.dispatch import Signal
+
+from .. import retry, signals
+from ..retry import Action, AttemptRow, Backoff, Basis, Decision, Ending
 from ..status import JobStatus
 from ..timebounds import LATEST_SQL
 from ._sql import (
@@ -31,7 +40,11 @@ from ._sql import (
 if TYPE_CHECKING:
     from ..execution import Outcome
     from ..models import Job
-    from ..retry import Backoff
+
+logger = logging.getLogger(__name__)
+
+#: How many times end_attempt() decides again when the row's policy changed under the lease.
+_MOST_DECISIONS = 5
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -135,6 +148,173 @@ class LeaseQueries(Ledger):
                 )
         return jobs
 
+    def end_attempt(
+        self,
+        *,
+        job: Job,
+        lease_token: uuid.UUID,
+        decide: Callable[[Job], Decision],
+        error: str,
+        traceback: str = "",
+        stale_after_seconds: float | None = None,
+    ) -> Job | None:
+        """Record how an attempt that did not succeed ended, as the caller's *decide* says.
+
+        *job* is the running row as the caller read it (the claim's, ``stalled()``'s, the
+        supervisor's). *decide* turns a row into a :class:`~django_asyncjobs.retry.Decision`;
+        callers pass :func:`django_asyncjobs.retry.decide` with the ending and the backoff they
+        know. The decision is recorded in one statement: ``scheduled`` again (after its delay,
+        or at once for a hand-back) or ``failed``, the attempt closed in the history, the
+        scheduler woken, and ``job_retrying`` or ``job_failed`` sent after the commit (a
+        hand-back sends ``job_status_changed`` only).
+
+        Fenced by *lease_token*, and with *stale_after_seconds* (the scheduler's rescue) by a
+        heartbeat at least that old, so that a worker that came back in time keeps its job and
+        two schedulers never both rescue one. Returns the row as stored, or ``None`` when the
+        lease was lost (or the heartbeat is fresh): nothing was written.
+
+        The statement also requires the row to hold the values the decision was made from. If it
+        no longer does, the row is read again and *decide* asked again: a decision made from
+        stale values is never applied. Example::
+
+            Job.objects.end_attempt(
+                job=job,
+                lease_token=job.lease_token,
+                decide=functools.partial(retry.decide, ending=Ending.LOST),
+                error="WorkerLost: ...",
+            )
+        """
+        row: Job | None = job
+        for _ in range(_MOST_DECISIONS):
+            assert row is not None
+            decision = decide(row)
+            stored = self._record_decision(
+                job_id=job.id,
+                lease_token=lease_token,
+                decision=decision,
+                error=error,
+                traceback=traceback,
+                stale_after_seconds=stale_after_seconds,
+            )
+            if stored is not None:
+                self._announce_ending(stored, decision)
+                return stored
+            # Nothing matched: the lease is gone (or the heartbeat is fresh), or the row's policy
+            # changed since the caller read it. Only the latter is worth another decision.
+            row = self._leased(
+                job_id=job.id, lease_token=lease_token, stale_after_seconds=stale_after_seconds
+            )
+            if row is None:
+                return None
+        logger.error(
+            "attempt not recorded: the job's row kept changing job_id=%s attempts=%d",
+            job.id,
+            job.attempts,
+        )
+        return None
+
+    def _leased(
+        self, *, job_id: uuid.UUID, lease_token: uuid.UUID, stale_after_seconds: float | None
+    ) -> Job | None:
+        """Return the running row of *job_id* while *lease_token* is its lease (and, with
+        *stale_after_seconds*, while its heartbeat is that old), else ``None``."""
+        rows = self.filter(id=job_id, status=JobStatus.RUNNING, lease_token=lease_token)
+        if stale_after_seconds is not None:
+            rows = rows.filter(
+                heartbeat_at__lt=DatabaseNow() - dt.timedelta(seconds=stale_after_seconds)
+            )
+        return rows.first()
+
+    def _record_decision(
+        self,
+        *,
+        job_id: uuid.UUID,
+        lease_token: uuid.UUID,
+        decision: Decision,
+        error: str,
+        traceback: str,
+        stale_after_seconds: float | None,
+    ) -> Job | None:
+        """Write *decision* in one statement, fenced by the lease and the decision's basis."""
+        interrupted = decision.ending is Ending.INTERRUPTED
+        if decision.action is Action.FAIL:
+            status = JobStatus.FAILED
+            # A failed job keeps its run_at; a handed-back one records when it was handed back.
+            run_at_sql = "now()" if interrupted else "run_at"
+        else:
+            status = JobStatus.SCHEDULED
+            # However long a backoff says to wait, the retry is due by the latest time a row may
+            # hold (the CHECK constraint would refuse a later one). A hand-back waits 0 s.
+            run_at_sql = f"LEAST(now() + %(retry_in)s::float8 * interval '1 second', {LATEST_SQL})"
+        stale_sql = ""
+        if stale_after_seconds is not None:
+            stale_sql = "AND heartbeat_at < now() - %(stale_after)s * interval '1 second'"
+        # Why the WHERE repeats the values the decision was made from: the caller decided from
+        # its own copy of the row (the claim's RETURNING, stalled()'s SELECT, the supervisor's
+        # read), which may be old. The lease alone does not prove the copy current: under one
+        # lease attempts and interruptions do not change (a claim issues a new lease, a
+        # recorded ending clears it), but max_retries and at_most_once can, through a
+        # hand-written UPDATE or a deploy's data migration that marks a running job
+        # at_most_once. Requiring the row to hold the decision's basis makes a stale decision
+        # match nothing. Under READ COMMITTED an UPDATE re-checks its WHERE against the newest
+        # committed version of the row once it holds the row lock, so a change committed
+        # before this statement is seen, and one made after it waits for it and then finds the
+        # lease cleared. end_attempt() then reads the row again and decides again.
+        sql = f"""
+            WITH changed AS (
+                UPDATE {table(self.model)}
+                SET status = %(status)s, run_at = {run_at_sql},
+                    attempts = attempts - %(refund)s,
+                    interruptions = interruptions + %(interruption)s,
+                    finished_at = CASE WHEN %(fail)s THEN now() END,
+                    dispatch_token = NULL, lease_token = NULL,
+                    error = %(error)s, traceback = %(traceback)s
+                WHERE id = %(id)s AND status = %(running)s AND lease_token = %(lease)s
+                    AND attempts = %(attempts)s AND max_retries = %(max_retries)s
+                    AND at_most_once = %(at_most_once)s AND interruptions = %(interruptions)s
+                    {stale_sql}
+                RETURNING *
+            ), {_close_attempt_sql(self.model)}
+            SELECT {columns(self.model)}, pg_notify(%(channel)s, '') FROM changed
+        """
+        basis = decision.basis
+        return self._returning(
+            sql,
+            {
+                "status": status.value,
+                "retry_in": storable_delay_seconds(decision.retry_in_seconds),
+                "refund": int(decision.refund_attempt),
+                "interruption": int(interrupted),
+                "fail": decision.action is Action.FAIL,
+                "error": error,
+                "traceback": traceback,
+                "id": job_id,
+                "running": JobStatus.RUNNING.value,
+                "lease": lease_token,
+                "attempts": basis.attempts,
+                "max_retries": basis.max_retries,
+                "at_most_once": basis.at_most_once,
+                "interruptions": basis.interruptions,
+                "stale_after": stale_after_seconds,
+                "attempt_outcome": "interrupted" if interrupted else attempt_outcome(error),
+                "attempt_error": error,
+                "channel": NOTIFY_CHANNEL,
+            },
+        )
+
+    def _announce_ending(self, job: Job, decision: Decision) -> None:
+        if job.status == JobStatus.FAILED:
+            signal: Signal | None = signals.job_failed
+        elif decision.ending is Ending.INTERRUPTED:
+            signal = None  # a hand-back is not a retry: job_status_changed only
+        else:
+            signal = signals.job_retrying
+        signals.send_after_commit(
+            job, old_status=JobStatus.RUNNING, signal=signal, using=self._db_alias
+        )
+
+    # -- the same, for callers that give the decision's inputs instead of a decision --------------
+
     def record_failure(
         self,
         *,
@@ -150,61 +330,30 @@ class LeaseQueries(Ledger):
 
         ``retry_in_seconds=None`` means no retry is left. With *lost* (the worker died or went
         silent, so the attempt may have partly run) a job whose row is ``at_most_once`` is failed
-        whatever *retry_in_seconds* says: the statement reads the policy from the row, so a
-        scheduler or supervisor that does not know the job's name still never runs it twice.
-        Fenced by the lease like :meth:`record_success`; returns ``None`` when the lease was
-        lost. With *stale_after_seconds* (the scheduler's rescue of a lost worker) it also
-        requires the heartbeat to be that old, so a worker that came back in time keeps its job.
+        whatever *retry_in_seconds* says. Reads the row, then records as :meth:`end_attempt`
+        does (same fences, same return value), with :func:`~django_asyncjobs.retry.decide` and a
+        fixed backoff of *retry_in_seconds*.
         """
-        # Evaluated against the row as it was before the update (SET sees the old values).
-        give_up = "(%(retry_in)s::float8 IS NULL OR (%(lost)s AND at_most_once))"
-        stale_sql = ""
-        if stale_after_seconds is not None:
-            stale_sql = "AND heartbeat_at < now() - %(stale_after)s * interval '1 second'"
-        sql = f"""
-            WITH changed AS (
-                UPDATE {table(self.model)}
-                SET status = CASE WHEN {give_up} THEN %(failed)s ELSE %(scheduled)s END,
-                    run_at = CASE WHEN {give_up} THEN run_at
-                        -- However long a backoff says to wait, the retry is due by the latest
-                        -- time a row may hold (the CHECK constraint would refuse a later one).
-                        ELSE LEAST(now() + %(retry_in)s::float8 * interval '1 second',
-                            {LATEST_SQL}) END,
-                    finished_at = CASE WHEN {give_up} THEN now() END,
-                    dispatch_token = NULL, error = %(error)s, traceback = %(traceback)s,
-                    lease_token = NULL
-                WHERE id = %(id)s AND status = %(running)s AND lease_token = %(lease)s
-                    {stale_sql}
-                RETURNING *
-            ), {_close_attempt_sql(self.model)}
-            SELECT {columns(self.model)}, pg_notify(%(channel)s, '') FROM changed
-        """
-        job = self._returning(
-            sql,
-            {
-                "retry_in": (
-                    None if retry_in_seconds is None else storable_delay_seconds(retry_in_seconds)
-                ),
-                "lost": lost,
-                "failed": JobStatus.FAILED.value,
-                "scheduled": JobStatus.SCHEDULED.value,
-                "error": error,
-                "traceback": traceback,
-                "id": job_id,
-                "running": JobStatus.RUNNING.value,
-                "lease": lease_token,
-                "stale_after": stale_after_seconds,
-                "attempt_outcome": attempt_outcome(error),
-                "attempt_error": error,
-                "channel": NOTIFY_CHANNEL,
-            },
+        row = self._leased(
+            job_id=job_id, lease_token=lease_token, stale_after_seconds=stale_after_seconds
         )
-        if job is not None:
-            signal = signals.job_failed if job.status == JobStatus.FAILED else signals.job_retrying
-            signals.send_after_commit(
-                job, old_status=JobStatus.RUNNING, signal=signal, using=self._db_alias
-            )
-        return job
+        if row is None:
+            return None
+        ending = Ending.LOST if lost else Ending.FAILED
+
+        def decide(current: AttemptRow) -> Decision:
+            if retry_in_seconds is None:  # the caller found no retry left
+                return Decision(action=Action.FAIL, ending=ending, basis=Basis.of(current))
+            return retry.decide(current, ending=ending, backoff=Backoff.fixed(retry_in_seconds))
+
+        return self.end_attempt(
+            job=row,
+            lease_token=lease_token,
+            decide=decide,
+            error=error,
+            traceback=traceback,
+            stale_after_seconds=stale_after_seconds,
+        )
 
     def record_outcome(
         self, *, job: Job, lease_token: uuid.UUID, outcome: Outcome, backoff: Backoff
@@ -212,22 +361,19 @@ class LeaseQueries(Ledger):
         """Record how an attempt of *job* ended: ``succeeded``, ``scheduled`` again after
         *backoff* while retries are left, or ``failed`` for good.
 
+        :meth:`record_success`, or :meth:`end_attempt` with ``retry.decide(ending=FAILED)``.
         Fenced by *lease_token*; ``None`` when the lease was lost.
         """
         if outcome.ok:
             return self.record_success(
                 job_id=job.id, lease_token=lease_token, result=outcome.result
             )
-        from ..retry import next_retry_seconds
-
-        return self.record_failure(
-            job_id=job.id,
+        return self.end_attempt(
+            job=job,
             lease_token=lease_token,
+            decide=functools.partial(retry.decide, ending=Ending.FAILED, backoff=backoff),
             error=outcome.error,
             traceback=outcome.traceback,
-            retry_in_seconds=next_retry_seconds(
-                attempts=job.attempts, max_retries=job.max_retries, backoff=backoff
-            ),
         )
 
     def hand_back(
@@ -243,46 +389,21 @@ class LeaseQueries(Ledger):
         The interruption is counted on the row; the first *free_interruptions* of a job do not
         use up an attempt, later ones do (so a job that outlives every deploy still ends). A job
         whose row is ``at_most_once``, or one whose attempts are used up, is failed instead: the
-        policy is read from the row, never from the caller's registry. Fenced by the lease;
-        returns ``None`` when the lease was lost.
+        policy is read from the row, never from the caller's registry. Reads the row, then
+        records as :meth:`end_attempt` does with ``retry.decide(ending=INTERRUPTED)``; returns
+        ``None`` when the lease was lost.
         """
-        give_up = "at_most_once OR (attempts > max_retries AND interruptions >= %(free)s)"
-        sql = f"""
-            WITH changed AS (
-                UPDATE {table(self.model)}
-                SET status = CASE WHEN {give_up} THEN %(failed)s ELSE %(scheduled)s END,
-                    attempts = CASE WHEN interruptions < %(free)s THEN attempts - 1
-                        ELSE attempts END,
-                    interruptions = interruptions + 1,
-                    run_at = now(), dispatch_token = NULL, lease_token = NULL,
-                    finished_at = CASE WHEN {give_up} THEN now() END,
-                    error = %(reason)s, traceback = ''
-                WHERE id = %(id)s AND status = %(running)s AND lease_token = %(lease)s
-                RETURNING *
-            ), {_close_attempt_sql(self.model)}
-            SELECT {columns(self.model)}, pg_notify(%(channel)s, '') FROM changed
-        """
-        job = self._returning(
-            sql,
-            {
-                "free": free_interruptions,
-                "failed": JobStatus.FAILED.value,
-                "scheduled": JobStatus.SCHEDULED.value,
-                "reason": reason,
-                "id": job_id,
-                "running": JobStatus.RUNNING.value,
-                "lease": lease_token,
-                "attempt_outcome": "interrupted",
-                "attempt_error": reason,
-                "channel": NOTIFY_CHANNEL,
-            },
+        row = self._leased(job_id=job_id, lease_token=lease_token, stale_after_seconds=None)
+        if row is None:
+            return None
+        return self.end_attempt(
+            job=row,
+            lease_token=lease_token,
+            decide=functools.partial(
+                retry.decide, ending=Ending.INTERRUPTED, free_interruptions=free_interruptions
+            ),
+            error=reason,
         )
-        if job is not None:
-            signal = signals.job_failed if job.status == JobStatus.FAILED else None
-            signals.send_after_commit(
-                job, old_status=JobStatus.RUNNING, signal=signal, using=self._db_alias
-            )
-        return job
 
     def heartbeat(self, leases: Collection[tuple[uuid.UUID, uuid.UUID]]) -> set[uuid.UUID]:
         """Stamp ``heartbeat_at`` on running jobs whose ``(id, lease_token)`` is still current.

@@ -23,6 +23,7 @@ import collections
 import contextlib
 import copy
 import fnmatch
+import functools
 import logging
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -33,7 +34,7 @@ from asgiref.sync import async_to_sync
 from django.db import DatabaseError, connections, router, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from . import execution
+from . import execution, retry
 from .conf import get_settings
 from .context import JobContext
 from .exceptions import AsyncJobsError, JobNotRegistered
@@ -352,12 +353,20 @@ class _Run:
     ) -> Job:
         """Record *outcome* with the worker's queries and retry policy; return the stored row."""
         assert job.lease_token is not None
-        stored = self.manager.record_outcome(
-            job=job,
-            lease_token=job.lease_token,
-            outcome=outcome,
-            backoff=definition.resolve_backoff(),
-        )
+        if outcome.ok:
+            stored = self.manager.record_success(
+                job_id=job.id, lease_token=job.lease_token, result=outcome.result
+            )
+        else:
+            stored = self.manager.end_attempt(
+                job=job,
+                lease_token=job.lease_token,
+                decide=functools.partial(
+                    retry.decide, ending=retry.Ending.FAILED, backoff=definition.resolve_backoff()
+                ),
+                error=outcome.error,
+                traceback=outcome.traceback,
+            )
         if stored is None:
             # Only a job that changed its own row can get here; show the row as it is.
             logger.warning("lease lost; outcome discarded name=%s id=%s", job.name, job.id)
@@ -377,11 +386,11 @@ class _Run:
         """Give back a job whose run was cut short, as a worker does when it is stopped."""
         assert job.lease_token is not None
         try:
-            self.manager.hand_back(
-                job_id=job.id,
+            self.manager.end_attempt(
+                job=job,
                 lease_token=job.lease_token,
-                reason=f"interrupted: run_jobs() was stopped during attempt {job.attempts}",
-                free_interruptions=get_settings().free_interruptions,
+                decide=functools.partial(retry.decide, ending=retry.Ending.INTERRUPTED),
+                error=f"interrupted: run_jobs() was stopped during attempt {job.attempts}",
             )
         except DatabaseError as exc:
             # The exception on its way out matters more; the row stays running.

@@ -28,7 +28,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.db import DatabaseError, close_old_connections, connections, router
 
-from . import execution
+from . import execution, retry
 from .conf import get_settings
 from .context import JobContext
 from .db import close_if_unusable, retry_on_lost_connection
@@ -834,11 +834,16 @@ class Worker:
             for entry in pending:
                 if entry.outcome and not entry.outcome.ok:
                     record = functools.partial(
-                        manager.record_outcome,
+                        manager.end_attempt,
                         job=entry.job,
                         lease_token=entry.lease_token,
-                        outcome=entry.outcome,
-                        backoff=entry.definition.resolve_backoff(),
+                        decide=functools.partial(
+                            retry.decide,
+                            ending=retry.Ending.FAILED,
+                            backoff=entry.definition.resolve_backoff(),
+                        ),
+                        error=entry.outcome.error,
+                        traceback=entry.outcome.traceback,
                     )
                     job = retry_on_lost_connection(record, using=self.using)
                     self._recorded([entry], [job])
@@ -902,11 +907,15 @@ class Worker:
             reason = f"interrupted: worker {self.worker_id} shut down during attempt {job.attempts}"
             try:
                 hand_back = functools.partial(
-                    manager.hand_back,
-                    job_id=job.id,
+                    manager.end_attempt,
+                    job=job,
                     lease_token=entry.lease_token,
-                    reason=reason,
-                    free_interruptions=self.free_interruptions,
+                    decide=functools.partial(
+                        retry.decide,
+                        ending=retry.Ending.INTERRUPTED,
+                        free_interruptions=self.free_interruptions,
+                    ),
+                    error=reason,
                 )
                 stored = retry_on_lost_connection(hand_back, using=self.using)
             except DatabaseError as exc:

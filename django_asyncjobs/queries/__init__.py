@@ -28,6 +28,7 @@ from typing import Any
 
 from ._sql import (
     ACTIVE_STATUSES,
+    ATTEMPT_RELATION,
     NOTIFY_CHANNEL,
     DatabaseNow,
     storable_delay_seconds,
@@ -72,8 +73,6 @@ def __getattr__(name: str) -> Any:
     # which is only known once the app registry is ready.
     if name == "ATTEMPT_TABLE":
         from django.apps import apps
-
-        from ._sql import ATTEMPT_RELATION
 
         job_model = apps.get_model("django_asyncjobs", "Job")
         related = job_model._meta.get_field(ATTEMPT_RELATION).related_model

@@ -217,8 +217,13 @@ class LeaseQueries(Ledger):
         self, *, job_id: uuid.UUID, lease_token: uuid.UUID, stale_after_seconds: float | None
     ) -> Job | None:
         """Return the running row of *job_id* while *lease_token* is its lease (and, with
-        *stale_after_seconds*, while its heartbeat is that old), else ``None``."""
-        rows = self.filter(id=job_id, status=JobStatus.RUNNING, lease_token=lease_token)
+        *stale_after_seconds*, while its heartbeat is that old), else ``None``.
+
+        Read from the database the statements write to: a replica may lag behind the lease.
+        """
+        rows = self.using(self._db_alias).filter(
+            id=job_id, status=JobStatus.RUNNING, lease_token=lease_token
+        )
         if stale_after_seconds is not None:
             rows = rows.filter(
                 heartbeat_at__lt=DatabaseNow() - dt.timedelta(seconds=stale_after_seconds)

@@ -16,14 +16,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from django.db import transaction
 from django.dispatch import Signal
-
-if TYPE_CHECKING:
-    # For annotations only: at run time the model is the class of the job being sent.
-    from .models import Job
 
 logger = logging.getLogger(__name__)
 
@@ -43,18 +39,36 @@ job_cancelled = Signal()
 job_status_changed = Signal()
 
 
+class SentJob(Protocol):
+    """What sending reads of a job (a ``Job`` row); receivers get the row itself.
+
+    A protocol, not the model: the manager that sends these imports this module, and the model
+    module imports the manager.
+    """
+
+    @property
+    def id(self) -> Any: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+
+
 def has_listeners(*signals: Signal, sender: type[Any]) -> bool:
     """Return whether ``job_status_changed`` or any of *signals* has a receiver for *sender* (the
     job model, ``Job.objects.model``), so callers can skip building payloads.
 
-    The sender is passed in, not imported: this module is imported by the manager that the
-    model module imports, and needs the model only as the sender it is given.
+    The sender is passed in, not imported: see :class:`SentJob`.
     """
     return job_status_changed.has_listeners(sender) or any(s.has_listeners(sender) for s in signals)
 
 
 def send_after_commit(
-    job: Job, *, old_status: str | None, signal: Signal | None = None, using: str | None = None
+    job: SentJob,
+    *,
+    old_status: str | None,
+    signal: Signal | None = None,
+    using: str | None = None,
 ) -> None:
     """Send *signal* and ``job_status_changed`` for *job* once the current transaction commits.
 
@@ -73,7 +87,7 @@ def send_after_commit(
 
 
 def send_many_after_commit(
-    jobs: Sequence[Job],
+    jobs: Sequence[SentJob],
     *,
     old_status: str | None,
     signal: Signal | None = None,
@@ -95,7 +109,7 @@ def send_many_after_commit(
     transaction.on_commit(send, using=using)
 
 
-def _send(signal: Signal, job: Job, **extra: Any) -> None:
+def _send(signal: Signal, job: SentJob, **extra: Any) -> None:
     for receiver, response in signal.send_robust(sender=type(job), job=job, **extra):
         if isinstance(response, Exception):
             logger.error(

@@ -31,6 +31,8 @@ from ._sql import (
     ATTEMPT_RELATION,
     NOTIFY_CHANNEL,
     DatabaseNow,
+    JobRow,
+    JobT,
     storable_delay_seconds,
 )
 from .claim import WAITING_NOTE_PREFIX, ClaimOutcome, ClaimQueries, ClaimResult
@@ -49,6 +51,7 @@ __all__ = [
     "DueJob",
     "JobManager",
     "JobQuerySet",
+    "JobRow",
     "OverdueJob",
     "RelayResult",
     "attempt_outcome",
@@ -57,13 +60,19 @@ __all__ = [
 ]
 
 
-class JobManager(OperatorQueries, EnqueueQueries, RelayQueries, ClaimQueries, LeaseQueries):
+class JobManager(
+    OperatorQueries[JobT],
+    EnqueueQueries[JobT],
+    RelayQueries[JobT],
+    ClaimQueries[JobT],
+    LeaseQueries[JobT],
+):
     """``Job.objects``: queries plus every state transition of a job."""
 
-    def get_queryset(self) -> JobQuerySet:
+    def get_queryset(self) -> JobQuerySet[JobT]:
         return JobQuerySet(self.model, using=self._db)
 
-    def due(self) -> JobQuerySet:
+    def due(self) -> JobQuerySet[JobT]:
         """Return scheduled jobs that are due now."""
         return self.get_queryset().due()
 

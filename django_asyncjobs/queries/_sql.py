@@ -5,6 +5,12 @@ Table and column names come from the models' ``_meta``, never from literals. The
 is reached through the job model's ``attempt_history`` relation, so this package never imports
 :mod:`django_asyncjobs.models`, which imports it for the manager.
 
+The managers here are generic in their model (:data:`JobT`), as Django's own ``Manager`` is, and
+never name ``django_asyncjobs.models.Job``, not even for the type checker: the models module
+imports this package for its manager, so an import back, even one under ``TYPE_CHECKING``, would
+be a dependency running the wrong way. ``Job.objects`` is a ``JobManager[Job]`` to its callers.
+What the Python code here reads of a row is :class:`JobRow`.
+
 One notion of "now": PostgreSQL's ``now()``, the start of the current transaction. Every statement
 here writes and compares times with it, and :class:`DatabaseNow` is the same value for ORM
 queries (Django's ``Now()`` is ``statement_timestamp()`` on PostgreSQL, later inside a
@@ -14,17 +20,17 @@ transaction, so a job it calls due might not yet be due for the relay).
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypeVar, cast
 
 from django.db import connections, models, router
+from django.dispatch import Signal
 
+from .. import signals
 from ..fields import BoundedDateTimeField
 from ..status import JobStatus
 from ..timebounds import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, clamp_sql
-
-if TYPE_CHECKING:
-    from ..models import Job
 
 #: LISTEN/NOTIFY channel that wakes the scheduler when jobs are written.
 NOTIFY_CHANNEL = "asyncjobs"
@@ -34,6 +40,52 @@ ACTIVE_STATUSES = (JobStatus.SCHEDULED.value, JobStatus.QUEUED.value, JobStatus.
 ACTIVE_SQL = ", ".join(f"'{status}'" for status in ACTIVE_STATUSES)
 #: The relation from a job to its attempt history (``JobAttempt.job``'s ``related_name``).
 ATTEMPT_RELATION = "attempt_history"
+
+
+#: The model of a manager here: ``django_asyncjobs.models.Job``.
+JobT = TypeVar("JobT", bound=models.Model)
+
+
+class JobRow(Protocol):
+    """The values of a job row that the Python code of this package reads (``Job`` has them)."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def args(self) -> Any: ...
+    @property
+    def kwargs(self) -> Any: ...
+    @property
+    def queue(self) -> str: ...
+    @property
+    def priority(self) -> int: ...
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def max_retries(self) -> int: ...
+    @property
+    def at_most_once(self) -> bool: ...
+    @property
+    def interruptions(self) -> int: ...
+    @property
+    def timeout(self) -> float | None: ...
+    @property
+    def task_backend(self) -> str: ...
+    @property
+    def unique_key(self) -> str | None: ...
+
+
+def row(job: models.Model) -> JobRow:
+    """Return *job*, a row of a manager's model, as the :class:`JobRow` it is.
+
+    The one place where the model is taken to have the job's columns: a type checker cannot
+    bound :data:`JobT` by "a Model with these columns", and every statement here names them.
+    """
+    return cast(JobRow, job)
 
 
 class DatabaseNow(models.Func):
@@ -119,7 +171,7 @@ def storable_delay_seconds(seconds: float) -> float:
     return min(float(seconds), LONGEST_DELAY_SECONDS)
 
 
-class Ledger(models.Manager["Job"]):
+class Ledger(models.Manager[JobT]):
     """The base of every caller's queries: the database alias and raw statements on it."""
 
     @property
@@ -137,11 +189,17 @@ class Ledger(models.Manager["Job"]):
         """Return the database's ``now()``: the time the statements of this manager use."""
         return database_now(self._db_alias)
 
-    def _returning(self, sql: str, params: Mapping[str, Any]) -> Job | None:
-        """Run a statement ending in ``RETURNING <all columns>`` and return the row as a Job."""
+    def _returning(self, sql: str, params: Mapping[str, Any]) -> JobT | None:
+        """Run a statement ending in ``RETURNING <all columns>`` and return the row."""
         rows = self._returning_many(sql, params)
         return rows[0] if rows else None
 
-    def _returning_many(self, sql: str, params: Mapping[str, Any]) -> list[Job]:
-        """Run a statement ending in ``RETURNING <all columns>`` and return the rows as Jobs."""
+    def _returning_many(self, sql: str, params: Mapping[str, Any]) -> list[JobT]:
+        """Run a statement ending in ``RETURNING <all columns>`` and return the rows."""
         return list(self.model._default_manager.raw(sql, params).using(self._db_alias))
+
+    def _announce(self, job: JobT, *, old_status: str | None, signal: Signal | None = None) -> None:
+        """Send *signal* and ``job_status_changed`` for *job* once the transaction commits."""
+        signals.send_after_commit(
+            row(job), old_status=old_status, signal=signal, using=self._db_alias
+        )

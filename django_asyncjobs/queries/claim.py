@@ -12,16 +12,13 @@ import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import Generic
 
 from django.db import DatabaseError, OperationalError, transaction
 
 from .. import signals
 from ..status import JobStatus
-from ._sql import Ledger, attempt_table, columns, table
-
-if TYPE_CHECKING:
-    from ..models import Job
+from ._sql import JobT, Ledger, attempt_table, columns, row, table
 
 logger = logging.getLogger(__name__)
 
@@ -44,15 +41,15 @@ class ClaimOutcome(Enum):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ClaimResult:
+class ClaimResult(Generic[JobT]):
     """The outcome of :meth:`JobManager.claim`; ``job`` is set only when ``CLAIMED``."""
 
     outcome: ClaimOutcome
     reason: str = ""
-    job: Job | None = None
+    job: JobT | None = None
 
 
-class ClaimQueries(Ledger):
+class ClaimQueries(Ledger[JobT]):
     """Claim ``queued`` jobs by their messages, and refuse those this worker cannot run."""
 
     def claim(
@@ -63,7 +60,7 @@ class ClaimQueries(Ledger):
         worker: str,
         registered_names: Collection[str],
         lock_timeout_seconds: float,
-    ) -> ClaimResult:
+    ) -> ClaimResult[JobT]:
         """Take one ``queued`` job for *worker*; see :meth:`claim_many`."""
         (result,) = self.claim_many(
             [(job_id, dispatch_token)],
@@ -80,7 +77,7 @@ class ClaimQueries(Ledger):
         worker: str,
         registered_names: Collection[str],
         lock_timeout_seconds: float,
-    ) -> list[ClaimResult]:
+    ) -> list[ClaimResult[JobT]]:
         """Take ``queued`` jobs for *worker*, one statement for all: ``running``, attempts + 1, a
         new lease token each. Returns one result per ``(job_id, dispatch_token)`` of *messages*.
 
@@ -124,9 +121,8 @@ class ClaimQueries(Ledger):
             "queued": JobStatus.QUEUED.value,
             "names": list(registered_names),
         }
-        alias = self._db_alias
         try:
-            with transaction.atomic(using=alias):
+            with transaction.atomic(using=self._db_alias):
                 self._execute(
                     "SELECT set_config('lock_timeout', %(timeout)s, true)",
                     {"timeout": f"{max(1, int(lock_timeout_seconds * 1000))}ms"},
@@ -139,7 +135,7 @@ class ClaimQueries(Ledger):
                     f"SELECT 1 FROM {jobs_table} WHERE id = ANY(%(ids)s) ORDER BY id FOR UPDATE",
                     {"ids": ids},
                 )
-                claimed = {job.id: job for job in self._returning_many(sql, params)}
+                claimed = {job.pk: job for job in self._returning_many(sql, params)}
                 # Inside the transaction: once it commits, nothing may raise (a claimed job
                 # whose result is lost would stay running, run by nobody, until rescued).
                 unclaimed = [(i, t) for i, t in messages if i not in claimed]
@@ -155,7 +151,7 @@ class ClaimQueries(Ledger):
                 registered_names=registered_names,
                 lock_timeout_seconds=lock_timeout_seconds,
             )
-        results = []
+        results: list[ClaimResult[JobT]] = []
         for job_id, dispatch_token in messages:
             job = claimed.pop(job_id, None)  # pop: a duplicate in the batch is claimed once
             if job is None:
@@ -164,9 +160,7 @@ class ClaimQueries(Ledger):
                     or ClaimResult(outcome=ClaimOutcome.NOT_CLAIMABLE, reason="duplicate message")
                 )
                 continue
-            signals.send_after_commit(
-                job, old_status=JobStatus.QUEUED, signal=signals.job_started, using=alias
-            )
+            self._announce(job, old_status=JobStatus.QUEUED, signal=signals.job_started)
             results.append(ClaimResult(outcome=ClaimOutcome.CLAIMED, job=job))
         return results
 
@@ -177,13 +171,13 @@ class ClaimQueries(Ledger):
         worker: str,
         registered_names: Collection[str],
         lock_timeout_seconds: float,
-    ) -> list[ClaimResult]:
+    ) -> list[ClaimResult[JobT]]:
         """One locked row must not hold up the others of a batch: claim them one by one.
 
         Each claim commits on its own, so an error part-way must not lose the ones made: the
         rest are reported ``BUSY`` (their messages come back shortly) instead of raising.
         """
-        results: list[ClaimResult] = []
+        results: list[ClaimResult[JobT]] = []
         for message in messages:
             try:
                 results += self.claim_many(
@@ -201,7 +195,7 @@ class ClaimQueries(Ledger):
         self,
         messages: Sequence[tuple[uuid.UUID, uuid.UUID]],
         registered_names: Collection[str],
-    ) -> dict[tuple[uuid.UUID, uuid.UUID], ClaimResult]:
+    ) -> dict[tuple[uuid.UUID, uuid.UUID], ClaimResult[JobT]]:
         """Say, in one query, why each ``(job_id, dispatch_token)`` claimed nothing."""
         if not messages:
             return {}
@@ -211,21 +205,24 @@ class ClaimQueries(Ledger):
                 pk__in=[job_id for job_id, _ in messages]
             ).values_list("id", "status", "dispatch_token", "name")
         }
-        reasons = {}
+        reasons: dict[tuple[uuid.UUID, uuid.UUID], ClaimResult[JobT]] = {}
         for job_id, dispatch_token in messages:
-            row = rows.get(job_id)
-            if row is None:
+            result: ClaimResult[JobT]
+            found = rows.get(job_id)
+            if found is None:
                 result = ClaimResult(outcome=ClaimOutcome.NOT_CLAIMABLE, reason="no such job")
-            elif row[0] != JobStatus.QUEUED:
-                result = ClaimResult(outcome=ClaimOutcome.NOT_CLAIMABLE, reason=f"job is {row[0]}")
-            elif row[1] != dispatch_token:
+            elif found[0] != JobStatus.QUEUED:
+                result = ClaimResult(
+                    outcome=ClaimOutcome.NOT_CLAIMABLE, reason=f"job is {found[0]}"
+                )
+            elif found[1] != dispatch_token:
                 result = ClaimResult(
                     outcome=ClaimOutcome.NOT_CLAIMABLE, reason="stale dispatch token"
                 )
-            elif row[2] not in registered_names:
+            elif found[2] not in registered_names:
                 result = ClaimResult(
                     outcome=ClaimOutcome.NOT_REGISTERED,
-                    reason=f"job name {row[2]!r} is not registered in this worker",
+                    reason=f"job name {found[2]!r} is not registered in this worker",
                 )
             else:
                 result = ClaimResult(
@@ -236,7 +233,7 @@ class ClaimQueries(Ledger):
 
     def refuse_unregistered(
         self, *, job_id: uuid.UUID, dispatch_token: uuid.UUID, reason: str, max_deliveries: int
-    ) -> Job | None:
+    ) -> JobT | None:
         """Count a delivery of a ``queued`` job that a worker could not run (its name is not
         registered there); fail the job at the *max_deliveries*-th.
 
@@ -276,15 +273,13 @@ class ClaimQueries(Ledger):
                 "dispatch_token": dispatch_token,
             },
         )
-        if job is not None and job.status == JobStatus.FAILED:
-            signals.send_after_commit(
-                job, old_status=JobStatus.QUEUED, signal=signals.job_failed, using=self._db_alias
-            )
+        if job is not None and row(job).status == JobStatus.FAILED:
+            self._announce(job, old_status=JobStatus.QUEUED, signal=signals.job_failed)
         return job
 
     def fail_unregistered(
         self, *, job_id: uuid.UUID, dispatch_token: uuid.UUID, error: str
-    ) -> Job | None:
+    ) -> JobT | None:
         """Fail a ``queued`` job whose name is not registered at once, if *dispatch_token* is
         current (``run_jobs()`` in tests, where no other worker can know the name)."""
         sql = f"""
@@ -304,7 +299,5 @@ class ClaimQueries(Ledger):
             },
         )
         if job is not None:
-            signals.send_after_commit(
-                job, old_status=JobStatus.QUEUED, signal=signals.job_failed, using=self._db_alias
-            )
+            self._announce(job, old_status=JobStatus.QUEUED, signal=signals.job_failed)
         return job

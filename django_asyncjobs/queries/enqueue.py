@@ -11,7 +11,7 @@ import datetime as dt
 import json
 import uuid
 from collections.abc import Collection, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .. import signals
 from ..status import JobStatus
@@ -20,16 +20,15 @@ from ._sql import (
     ACTIVE_STATUSES,
     NOTIFY_CHANNEL,
     UNMET_DEPENDENCY_SQL,
+    JobT,
     Ledger,
     columns,
+    row,
     table,
 )
 
-if TYPE_CHECKING:
-    from ..models import Job
 
-
-class EnqueueQueries(Ledger):
+class EnqueueQueries(Ledger[JobT]):
     """Insert jobs (one statement and one NOTIFY per batch) and move them along their
     dependencies."""
 
@@ -48,7 +47,7 @@ class EnqueueQueries(Ledger):
         depends_on: Sequence[uuid.UUID] = (),
         at_most_once: bool = False,
         task_backend: str = "",
-    ) -> Job:
+    ) -> JobT:
         """Insert one ``scheduled`` job and NOTIFY the scheduler, in one statement.
 
         See :meth:`enqueue_many`; with a *unique_key* that an active job holds, that job is
@@ -83,7 +82,7 @@ class EnqueueQueries(Ledger):
         depends_on: Sequence[uuid.UUID] = (),
         at_most_once: bool = False,
         task_backend: str = "",
-    ) -> list[Job]:
+    ) -> list[JobT]:
         """Insert ``scheduled`` jobs, one per ``(args, kwargs)``, with one statement and one NOTIFY.
 
         The statement joins the caller's transaction: the jobs exist, and the scheduler wakes, only
@@ -100,7 +99,7 @@ class EnqueueQueries(Ledger):
         dependencies = list(dict.fromkeys(depends_on))
         if dependencies:
             self._check_dependencies(dependencies)
-        jobs: dict[int, Job] = {}
+        jobs: dict[int, JobT] = {}
         pending = list(range(len(arguments)))
         for _ in range(3):
             inserted = self._insert(
@@ -122,7 +121,7 @@ class EnqueueQueries(Ledger):
             if not pending:
                 break
             active = {
-                job.unique_key: job
+                row(job).unique_key: job
                 for job in self.filter(
                     unique_key__in={keys[i] for i in pending}, status__in=ACTIVE_STATUSES
                 )
@@ -159,7 +158,7 @@ class EnqueueQueries(Ledger):
         depends_on: list[uuid.UUID],
         at_most_once: bool,
         task_backend: str,
-    ) -> list[Job | None]:
+    ) -> list[JobT | None]:
         """Insert *rows*; return the new jobs in order, ``None`` where a unique key was taken."""
         run_at_param: dt.datetime | float | None
         if isinstance(run_after, dt.datetime):
@@ -242,7 +241,7 @@ class EnqueueQueries(Ledger):
             "traceback": "",
             "worker": "",
         }
-        jobs: list[Job | None] = []
+        jobs: list[JobT | None] = []
         for job_id, (args, kwargs, key) in zip(ids, rows, strict=True):
             if job_id not in stored:
                 jobs.append(None)
@@ -250,7 +249,7 @@ class EnqueueQueries(Ledger):
             values = {**common, "id": job_id, "args": args, "kwargs": kwargs, "unique_key": key}
             jobs.append(self.model.from_db(self._db_alias, fields, [values.get(f) for f in fields]))
         signals.send_many_after_commit(
-            [job for job in jobs if job is not None],
+            [row(job) for job in jobs if job is not None],
             old_status=None,
             signal=signals.job_enqueued,
             using=self._db_alias,
@@ -318,17 +317,12 @@ class EnqueueQueries(Ledger):
         while True:
             jobs = self._returning_many(sql, params)
             for job in jobs:
-                signals.send_after_commit(
-                    job,
-                    old_status=JobStatus.SCHEDULED,
-                    signal=signals.job_cancelled,
-                    using=self._db_alias,
-                )
+                self._announce(job, old_status=JobStatus.SCHEDULED, signal=signals.job_cancelled)
             total += len(jobs)
             if not jobs:
                 return total
 
-    def waiting_for(self, ids: Collection[uuid.UUID], *, limit: int = 100) -> list[Job]:
+    def waiting_for(self, ids: Collection[uuid.UUID], *, limit: int = 100) -> list[JobT]:
         """Return blocked jobs, not themselves in *ids*, that wait for one of *ids* to succeed.
 
         Oldest first, at most *limit*. Deleting one of *ids* would cancel these jobs (see

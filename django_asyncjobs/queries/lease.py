@@ -29,9 +29,12 @@ from ..timebounds import LATEST_SQL
 from ._sql import (
     NOTIFY_CHANNEL,
     DatabaseNow,
+    JobRow,
+    JobT,
     Ledger,
     attempt_table,
     columns,
+    row,
     storable_delay_seconds,
     table,
     wake_dependents_sql,
@@ -39,7 +42,6 @@ from ._sql import (
 
 if TYPE_CHECKING:
     from ..execution import Outcome
-    from ..models import Job
 
 logger = logging.getLogger(__name__)
 
@@ -81,12 +83,12 @@ def _close_attempt_sql(model: type[Any]) -> str:
     )"""
 
 
-class LeaseQueries(Ledger):
+class LeaseQueries(Ledger[JobT]):
     """Writes fenced by a running job's lease, and the reads that find running jobs."""
 
     def record_success(
         self, *, job_id: uuid.UUID, lease_token: uuid.UUID, result: Any
-    ) -> Job | None:
+    ) -> JobT | None:
         """Mark a running job ``succeeded`` with its JSON *result*, if the lease is still ours.
 
         Returns ``None`` when the lease was lost (the job was rescued or changed meanwhile): the
@@ -97,7 +99,7 @@ class LeaseQueries(Ledger):
 
     def record_successes(
         self, outcomes: Sequence[tuple[uuid.UUID, uuid.UUID, Any]]
-    ) -> list[Job | None]:
+    ) -> list[JobT | None]:
         """:meth:`record_success` for many ``(job_id, lease_token, result)``, in one statement.
 
         Each row is fenced by its own lease; returns one entry per outcome, ``None`` where the
@@ -122,7 +124,7 @@ class LeaseQueries(Ledger):
             SELECT {columns(self.model)}, {wake_dependents_sql(self.model)} FROM changed
         """
         stored = {
-            job.id: job
+            job.pk: job
             for job in self._returning_many(
                 sql,
                 {
@@ -140,24 +142,19 @@ class LeaseQueries(Ledger):
         jobs = [stored.get(job_id) for job_id, _, _ in outcomes]
         for job in jobs:
             if job is not None:
-                signals.send_after_commit(
-                    job,
-                    old_status=JobStatus.RUNNING,
-                    signal=signals.job_succeeded,
-                    using=self._db_alias,
-                )
+                self._announce(job, old_status=JobStatus.RUNNING, signal=signals.job_succeeded)
         return jobs
 
     def end_attempt(
         self,
         *,
-        job: Job,
+        job: JobT,
         lease_token: uuid.UUID,
-        decide: Callable[[Job], Decision],
+        decide: Callable[[JobRow], Decision],
         error: str,
         traceback: str = "",
         stale_after_seconds: float | None = None,
-    ) -> Job | None:
+    ) -> JobT | None:
         """Record how an attempt that did not succeed ended, as the caller's *decide* says.
 
         *job* is the running row as the caller read it (the claim's, ``stalled()``'s, the
@@ -184,12 +181,12 @@ class LeaseQueries(Ledger):
                 error="WorkerLost: ...",
             )
         """
-        row: Job | None = job
+        current: JobT | None = job
         for _ in range(_MOST_DECISIONS):
-            assert row is not None
-            decision = decide(row)
+            assert current is not None
+            decision = decide(row(current))
             stored = self._record_decision(
-                job_id=job.id,
+                job_id=job.pk,
                 lease_token=lease_token,
                 decision=decision,
                 error=error,
@@ -201,21 +198,17 @@ class LeaseQueries(Ledger):
                 return stored
             # Nothing matched: the lease is gone (or the heartbeat is fresh), or the row's policy
             # changed since the caller read it. Only the latter is worth another decision.
-            row = self._leased(
-                job_id=job.id, lease_token=lease_token, stale_after_seconds=stale_after_seconds
+            current = self._leased(
+                job_id=job.pk, lease_token=lease_token, stale_after_seconds=stale_after_seconds
             )
-            if row is None:
+            if current is None:
                 return None
-        logger.error(
-            "attempt not recorded: the job's row kept changing job_id=%s attempts=%d",
-            job.id,
-            job.attempts,
-        )
+        logger.error("attempt not recorded: the job's row kept changing job_id=%s", job.pk)
         return None
 
     def _leased(
         self, *, job_id: uuid.UUID, lease_token: uuid.UUID, stale_after_seconds: float | None
-    ) -> Job | None:
+    ) -> JobT | None:
         """Return the running row of *job_id* while *lease_token* is its lease (and, with
         *stale_after_seconds*, while its heartbeat is that old), else ``None``.
 
@@ -239,7 +232,7 @@ class LeaseQueries(Ledger):
         error: str,
         traceback: str,
         stale_after_seconds: float | None,
-    ) -> Job | None:
+    ) -> JobT | None:
         """Write *decision* in one statement, fenced by the lease and the decision's basis."""
         interrupted = decision.ending is Ending.INTERRUPTED
         if decision.action is Action.FAIL:
@@ -307,16 +300,14 @@ class LeaseQueries(Ledger):
             },
         )
 
-    def _announce_ending(self, job: Job, decision: Decision) -> None:
-        if job.status == JobStatus.FAILED:
+    def _announce_ending(self, job: JobT, decision: Decision) -> None:
+        if decision.action is Action.FAIL:
             signal: Signal | None = signals.job_failed
         elif decision.ending is Ending.INTERRUPTED:
             signal = None  # a hand-back is not a retry: job_status_changed only
         else:
             signal = signals.job_retrying
-        signals.send_after_commit(
-            job, old_status=JobStatus.RUNNING, signal=signal, using=self._db_alias
-        )
+        self._announce(job, old_status=JobStatus.RUNNING, signal=signal)
 
     # -- the same, for callers that give the decision's inputs instead of a decision --------------
 
@@ -330,7 +321,7 @@ class LeaseQueries(Ledger):
         retry_in_seconds: float | None,
         stale_after_seconds: float | None = None,
         lost: bool = False,
-    ) -> Job | None:
+    ) -> JobT | None:
         """Record a failed attempt: ``scheduled`` again after *retry_in_seconds*, or ``failed``.
 
         ``retry_in_seconds=None`` means no retry is left. With *lost* (the worker died or went
@@ -339,10 +330,10 @@ class LeaseQueries(Ledger):
         does (same fences, same return value), with :func:`~django_asyncjobs.retry.decide` and a
         fixed backoff of *retry_in_seconds*.
         """
-        row = self._leased(
+        leased = self._leased(
             job_id=job_id, lease_token=lease_token, stale_after_seconds=stale_after_seconds
         )
-        if row is None:
+        if leased is None:
             return None
         ending = Ending.LOST if lost else Ending.FAILED
 
@@ -352,7 +343,7 @@ class LeaseQueries(Ledger):
             return retry.decide(current, ending=ending, backoff=Backoff.fixed(retry_in_seconds))
 
         return self.end_attempt(
-            job=row,
+            job=leased,
             lease_token=lease_token,
             decide=decide,
             error=error,
@@ -361,8 +352,8 @@ class LeaseQueries(Ledger):
         )
 
     def record_outcome(
-        self, *, job: Job, lease_token: uuid.UUID, outcome: Outcome, backoff: Backoff
-    ) -> Job | None:
+        self, *, job: JobT, lease_token: uuid.UUID, outcome: Outcome, backoff: Backoff
+    ) -> JobT | None:
         """Record how an attempt of *job* ended: ``succeeded``, ``scheduled`` again after
         *backoff* while retries are left, or ``failed`` for good.
 
@@ -371,7 +362,7 @@ class LeaseQueries(Ledger):
         """
         if outcome.ok:
             return self.record_success(
-                job_id=job.id, lease_token=lease_token, result=outcome.result
+                job_id=job.pk, lease_token=lease_token, result=outcome.result
             )
         return self.end_attempt(
             job=job,
@@ -388,7 +379,7 @@ class LeaseQueries(Ledger):
         lease_token: uuid.UUID,
         reason: str,
         free_interruptions: int,
-    ) -> Job | None:
+    ) -> JobT | None:
         """Give a running job back because its worker is shutting down: due again at once.
 
         The interruption is counted on the row; the first *free_interruptions* of a job do not
@@ -398,11 +389,11 @@ class LeaseQueries(Ledger):
         records as :meth:`end_attempt` does with ``retry.decide(ending=INTERRUPTED)``; returns
         ``None`` when the lease was lost.
         """
-        row = self._leased(job_id=job_id, lease_token=lease_token, stale_after_seconds=None)
-        if row is None:
+        leased = self._leased(job_id=job_id, lease_token=lease_token, stale_after_seconds=None)
+        if leased is None:
             return None
         return self.end_attempt(
-            job=row,
+            job=leased,
             lease_token=lease_token,
             decide=functools.partial(
                 retry.decide, ending=Ending.INTERRUPTED, free_interruptions=free_interruptions
@@ -459,7 +450,7 @@ class LeaseQueries(Ledger):
 
     # -- running jobs whose worker is gone or late ------------------------------------------------
 
-    def stalled(self, *, stale_after_seconds: float) -> list[Job]:
+    def stalled(self, *, stale_after_seconds: float) -> list[JobT]:
         """Return running jobs whose heartbeat is older than *stale_after_seconds* (DB clock)."""
         return list(
             self.filter(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Collection, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.db import models
 
@@ -19,15 +19,14 @@ from ._sql import (
     ACTIVE_SQL,
     NOTIFY_CHANNEL,
     DatabaseNow,
+    JobRow,
+    JobT,
     attempt_table,
     columns,
     table,
     wake_dependents_sql,
 )
 from .enqueue import EnqueueQueries
-
-if TYPE_CHECKING:
-    from ..models import Job
 
 
 def uuid_prefix_range(text: str) -> tuple[uuid.UUID, uuid.UUID] | None:
@@ -46,10 +45,10 @@ def uuid_prefix_range(text: str) -> tuple[uuid.UUID, uuid.UUID] | None:
     return uuid.UUID(digits.ljust(32, "0")), uuid.UUID(digits.ljust(32, "f"))
 
 
-class JobQuerySet(models.QuerySet["Job"]):
+class JobQuerySet(models.QuerySet[JobT]):
     """Read-side helpers for jobs."""
 
-    def with_id_prefix(self, prefix: str) -> JobQuerySet:
+    def with_id_prefix(self, prefix: str) -> JobQuerySet[JobT]:
         """Return jobs whose id starts with *prefix* (4+ hex digits), by a primary-key range.
 
         Raises :class:`ValueError` for anything else. Example::
@@ -61,15 +60,15 @@ class JobQuerySet(models.QuerySet["Job"]):
             raise ValueError(f"{prefix!r} is not a job id or an id prefix of 4+ hex digits")
         return self.filter(id__gte=bounds[0], id__lte=bounds[1])
 
-    def due(self) -> JobQuerySet:
+    def due(self) -> JobQuerySet[JobT]:
         """Return scheduled jobs whose ``run_at`` has passed, by the database's clock."""
         return self.filter(status=JobStatus.SCHEDULED, run_at__lte=DatabaseNow())
 
 
-class OperatorQueries(EnqueueQueries):
+class OperatorQueries(EnqueueQueries[JobT]):
     """Operator actions on jobs that are not running; "run again" is an enqueue."""
 
-    def cancel(self, job_id: uuid.UUID | str) -> Job | None:
+    def cancel(self, job_id: uuid.UUID | str) -> JobT | None:
         """Cancel a job that has not started (``scheduled`` or ``queued``); ``None`` if it had.
 
         A message already sent for a queued job is dropped by the worker that receives it.
@@ -95,15 +94,12 @@ class OperatorQueries(EnqueueQueries):
             },
         )
         if job is not None:
-            signals.send_after_commit(
-                job,
-                old_status=getattr(job, "old_status", None),
-                signal=signals.job_cancelled,
-                using=self._db_alias,
+            self._announce(
+                job, old_status=getattr(job, "old_status", None), signal=signals.job_cancelled
             )
         return job
 
-    def retry(self, job_id: uuid.UUID | str) -> Job | None:
+    def retry(self, job_id: uuid.UUID | str) -> JobT | None:
         """Schedule a ``failed`` or ``cancelled`` job to run now with a fresh retry budget.
 
         Returns ``None`` when the job is in any other status (a running job is never touched),
@@ -112,7 +108,7 @@ class OperatorQueries(EnqueueQueries):
         jobs = self._retry_where("j.id = %(id)s", {"id": job_id}, limit=1)
         return jobs[0] if jobs else None
 
-    def mark_succeeded(self, job_id: uuid.UUID | str, *, note: str) -> Job | None:
+    def mark_succeeded(self, job_id: uuid.UUID | str, *, note: str) -> JobT | None:
         """Mark a ``failed``, ``cancelled``, ``scheduled`` or ``queued`` job as succeeded by hand.
 
         For an operator who fixed the data themselves: the job will not run, its dependents are
@@ -146,15 +142,12 @@ class OperatorQueries(EnqueueQueries):
             },
         )
         if job is not None:
-            signals.send_after_commit(
-                job,
-                old_status=getattr(job, "old_status", None),
-                signal=signals.job_succeeded,
-                using=self._db_alias,
+            self._announce(
+                job, old_status=getattr(job, "old_status", None), signal=signals.job_succeeded
             )
         return job
 
-    def run_again(self, job: Job) -> Job:
+    def run_again(self, job: JobRow) -> JobT:
         """Enqueue a new job with *job*'s name, arguments, queue, priority and limits."""
         return self.enqueue(
             name=job.name,
@@ -183,7 +176,7 @@ class OperatorQueries(EnqueueQueries):
                 return
             yield len(jobs)
 
-    def _retry_where(self, where: str, params: dict[str, Any], *, limit: int) -> list[Job]:
+    def _retry_where(self, where: str, params: dict[str, Any], *, limit: int) -> list[JobT]:
         """Retry up to *limit* failed or cancelled jobs matching *where* (over ``j``); *where*
         may use the parameters ``failed`` and ``cancelled`` as well as its own *params*."""
         jobs_table = table(self.model)
@@ -219,9 +212,7 @@ class OperatorQueries(EnqueueQueries):
             },
         )
         for job in jobs:
-            signals.send_after_commit(
-                job, old_status=getattr(job, "old_status", None), using=self._db_alias
-            )
+            self._announce(job, old_status=getattr(job, "old_status", None))
         return jobs
 
     def purge(

@@ -13,7 +13,7 @@ from django.db import models, transaction
 from .. import signals
 from ..status import JobStatus
 from ..timebounds import clamp_sql
-from ._sql import Ledger, columns, table
+from ._sql import JobT, Ledger, columns, table
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -35,7 +35,7 @@ class RelayResult:
     put_back: int
 
 
-class RelayQueries(Ledger):
+class RelayQueries(Ledger[JobT]):
     """Find due jobs and hand them to a transport, highest priority first."""
 
     def due_queues(self) -> list[str]:
@@ -132,7 +132,7 @@ class RelayQueries(Ledger):
             sent_ids = [d.id for d in due if d.id not in failed]
             if sent_ids and signals.has_listeners(sender=self.model):
                 for job in self.filter(id__in=sent_ids):
-                    signals.send_after_commit(job, old_status=JobStatus.SCHEDULED, using=alias)
+                    self._announce(job, old_status=JobStatus.SCHEDULED)
         return RelayResult(sent=len(sent_ids), put_back=len(failed))
 
     def seconds_until_next_due(self) -> float | None:
@@ -170,5 +170,5 @@ class RelayQueries(Ledger):
             },
         )
         for job in jobs:
-            signals.send_after_commit(job, old_status=JobStatus.QUEUED, using=self._db_alias)
+            self._announce(job, old_status=JobStatus.QUEUED)
         return len(jobs)

@@ -1,21 +1,22 @@
-"""The one retry decision (retry.decide) and how the manager records it: only while the row still
-holds the values the decision was made from.
+"""How the manager records a retry decision: fenced by the lease, and only while the row still
+holds the values the decision was made from (JobManager.end_attempt).
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any
 
 import pytest
 from django.db import connection
 
 from django_asyncjobs import retry
 from django_asyncjobs.models import Job
-from django_asyncjobs.retry import Action, Backoff, Basis, Ending, decide
+from django_asyncjobs.retry import Action, Backoff, Ending, decide
 from django_asyncjobs.transports.memory import MemoryTransport
 from tests.conftest import relay
 from tests.testapp import jobs
+
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def claimed(job: Job) -> Job:
@@ -43,46 +44,6 @@ def silence(job: Job) -> None:
         )
 
 
-def row(
-    *, attempts: int = 1, max_retries: int = 3, at_most_once: bool = False, interruptions: int = 0
-) -> Basis:
-    return Basis(
-        attempts=attempts,
-        max_retries=max_retries,
-        at_most_once=at_most_once,
-        interruptions=interruptions,
-    )
-
-
-@pytest.mark.parametrize(
-    ("values", "ending", "action", "refund"),
-    [
-        # An exception is an outcome: the retry budget decides, at_most_once does not.
-        ({}, Ending.FAILED, Action.RETRY, False),
-        ({"at_most_once": True}, Ending.FAILED, Action.RETRY, False),
-        ({"attempts": 4}, Ending.FAILED, Action.FAIL, False),
-        # A lost worker: an at_most_once row fails with retries left.
-        ({}, Ending.LOST, Action.RETRY, False),
-        ({"at_most_once": True}, Ending.LOST, Action.FAIL, False),
-        ({"attempts": 4}, Ending.LOST, Action.FAIL, False),
-        # A hand-back: free interruptions give the attempt back, later ones count it.
-        ({"attempts": 4, "interruptions": 2}, Ending.INTERRUPTED, Action.HAND_BACK, True),
-        ({"attempts": 3, "interruptions": 3}, Ending.INTERRUPTED, Action.HAND_BACK, False),
-        ({"attempts": 4, "interruptions": 3}, Ending.INTERRUPTED, Action.FAIL, False),
-        ({"at_most_once": True}, Ending.INTERRUPTED, Action.FAIL, True),
-    ],
-)
-def test_the_decision_reads_the_row(
-    values: dict[str, Any], ending: Ending, action: Action, refund: bool
-) -> None:
-    decision = decide(row(**values), ending=ending, backoff=Backoff.fixed(5), free_interruptions=3)
-    assert decision.action is action
-    assert decision.refund_attempt is refund
-    assert decision.retry_in_seconds == (5 if action is Action.RETRY else 0)
-    assert decision.basis == row(**values)
-
-
-@pytest.mark.django_db(transaction=True)
 def test_a_decision_made_before_the_row_became_at_most_once_is_not_applied() -> None:
     job = jobs.ledgered.delay(key="fence")
     running = claimed(job)  # the caller's copy: not at_most_once
@@ -106,7 +67,6 @@ def test_a_decision_made_before_the_row_became_at_most_once_is_not_applied() -> 
     assert Job.objects.get(id=job.id).status == "failed"
 
 
-@pytest.mark.django_db(transaction=True)
 def test_a_decision_for_a_lost_lease_or_a_fresh_heartbeat_changes_nothing() -> None:
     job = jobs.ledgered.delay(key="fence-lease")
     running = claimed(job)

@@ -1,0 +1,1 @@
+"""Pure Python tests: no database, no SQS, no subprocess (``pytest -m unit``)."""

@@ -13,6 +13,7 @@ started in time (its message was lost) is sent again with a new dispatch token.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -24,7 +25,7 @@ import psycopg
 from django.db import DatabaseError, connections, router
 from django.utils import timezone
 
-from . import periodic
+from . import periodic, retry
 from .conf import get_settings
 from .db import close_if_unusable, retry_on_lost_connection
 from .exceptions import TransportError
@@ -32,7 +33,6 @@ from .models import Job, RegisteredJob
 from .payload import Doorbell
 from .queries import NOTIFY_CHANNEL, DueJob
 from .registry import registry
-from .retry import next_retry_seconds
 from .transports.base import MAX_BATCH_SIZE, OutgoingMessage, Transport
 
 logger = logging.getLogger(__name__)
@@ -160,25 +160,22 @@ class Scheduler:
         for job in manager.stalled(stale_after_seconds=self.stale_after_seconds):
             assert job.lease_token is not None
             # Only the backoff comes from the code, when this process knows it; the rest of
-            # the policy (max_retries, at_most_once) is on the row.
+            # the policy (max_retries, at_most_once) is on the row the decision reads.
             definition = registry.get(job.name) if job.name in registry.names() else None
-            retry_in = next_retry_seconds(
-                attempts=job.attempts,
-                max_retries=job.max_retries,
-                backoff=definition.resolve_backoff() if definition else None,
-            )
             error = (
                 f"WorkerLost: no heartbeat from worker {job.worker} for over "
                 f"{self.stale_after_seconds:g} s during attempt {job.attempts}"
             )
-            stored = manager.record_failure(
-                job_id=job.id,
+            stored = manager.end_attempt(
+                job=job,
                 lease_token=job.lease_token,
+                decide=functools.partial(
+                    retry.decide,
+                    ending=retry.Ending.LOST,
+                    backoff=definition.resolve_backoff() if definition else None,
+                ),
                 error=error,
-                traceback="",
-                retry_in_seconds=retry_in,
                 stale_after_seconds=self.stale_after_seconds,
-                lost=True,
             )
             if stored is not None:
                 rescued += 1

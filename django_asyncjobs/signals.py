@@ -16,13 +16,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from django.db import transaction
 from django.dispatch import Signal
-
-if TYPE_CHECKING:
-    from .models import Job
 
 logger = logging.getLogger(__name__)
 
@@ -42,21 +39,42 @@ job_cancelled = Signal()
 job_status_changed = Signal()
 
 
-def has_listeners(*signals: Signal) -> bool:
-    """Return whether any of *signals* has a receiver, so callers can skip building payloads."""
-    from .models import Job
+class SentJob(Protocol):
+    """What sending reads of a job (a ``Job`` row); receivers get the row itself.
 
-    return job_status_changed.has_listeners(Job) or any(s.has_listeners(Job) for s in signals)
+    A protocol, not the model: the manager that sends these imports this module, and the model
+    module imports the manager.
+    """
+
+    @property
+    def id(self) -> Any: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+
+
+def has_listeners(*signals: Signal, sender: type[Any]) -> bool:
+    """Return whether ``job_status_changed`` or any of *signals* has a receiver for *sender* (the
+    job model, ``Job.objects.model``), so callers can skip building payloads.
+
+    The sender is passed in, not imported: see :class:`SentJob`.
+    """
+    return job_status_changed.has_listeners(sender) or any(s.has_listeners(sender) for s in signals)
 
 
 def send_after_commit(
-    job: Job, *, old_status: str | None, signal: Signal | None = None, using: str | None = None
+    job: SentJob,
+    *,
+    old_status: str | None,
+    signal: Signal | None = None,
+    using: str | None = None,
 ) -> None:
     """Send *signal* and ``job_status_changed`` for *job* once the current transaction commits.
 
     Outside a transaction they are sent at once. Receiver errors are logged, never raised.
     """
-    if not has_listeners(*([signal] if signal else [])):
+    if not has_listeners(*([signal] if signal else []), sender=type(job)):
         return
     new_status = job.status
 
@@ -69,7 +87,7 @@ def send_after_commit(
 
 
 def send_many_after_commit(
-    jobs: Sequence[Job],
+    jobs: Sequence[SentJob],
     *,
     old_status: str | None,
     signal: Signal | None = None,
@@ -79,7 +97,7 @@ def send_many_after_commit(
 
     What a bulk enqueue of 100,000 jobs needs instead of 100,000 of each.
     """
-    if not jobs or not has_listeners(*([signal] if signal else [])):
+    if not jobs or not has_listeners(*([signal] if signal else []), sender=type(jobs[0])):
         return
 
     def send() -> None:
@@ -91,7 +109,7 @@ def send_many_after_commit(
     transaction.on_commit(send, using=using)
 
 
-def _send(signal: Signal, job: Job, **extra: Any) -> None:
+def _send(signal: Signal, job: SentJob, **extra: Any) -> None:
     for receiver, response in signal.send_robust(sender=type(job), job=job, **extra):
         if isinstance(response, Exception):
             logger.error(

@@ -14,6 +14,7 @@ shared timestamp, so a database outage never makes a healthy process look dead.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -29,11 +30,11 @@ from typing import Any, NoReturn
 
 from django.db import DatabaseError, connections
 
+from . import retry
 from .conf import get_settings
 from .db import close_if_unusable, retry_on_lost_connection
 from .models import Job
 from .registry import registry
-from .retry import next_retry_seconds
 from .worker import EXIT_RECYCLE, Worker, default_worker_id
 
 logger = logging.getLogger(__name__)
@@ -260,9 +261,7 @@ class Supervisor:
             )
             if not jobs:
                 return
-            with connections[Job.objects.db].cursor() as cursor:
-                cursor.execute("SELECT now()")
-                (now,) = cursor.fetchone()
+            now = Job.objects.database_now()
             for job in jobs:
                 timed_out = (
                     job.timeout is not None
@@ -285,12 +284,16 @@ class Supervisor:
         # the code, when this process knows the job's name.
         definition = registry.get(job.name) if job.name in registry.names() else None
         if interrupted and not timed_out and not child.kill_reasons:
-            back = Job.objects.hand_back(
-                job_id=job.id,
+            back = Job.objects.end_attempt(
+                job=job,
                 lease_token=job.lease_token,
-                reason=f"interrupted: worker {child.worker_id} stopped ({how}) "
+                decide=functools.partial(
+                    retry.decide,
+                    ending=retry.Ending.INTERRUPTED,
+                    free_interruptions=self.free_interruptions,
+                ),
+                error=f"interrupted: worker {child.worker_id} stopped ({how}) "
                 f"during attempt {job.attempts}",
-                free_interruptions=self.free_interruptions,
             )
             if back is not None:
                 logger.warning(
@@ -303,26 +306,24 @@ class Supervisor:
             return
         if timed_out:
             # A timeout follows the retry policy, as when the worker records it itself.
-            error, lost = f"JobTimeout: timed out after {job.timeout:g} s", False
+            error = f"JobTimeout: timed out after {job.timeout:g} s"
+            ending = retry.Ending.FAILED
         else:
             reason = child.kill_reasons.get(job.id) or next(iter(child.kill_reasons.values()), how)
             error = (
                 f"WorkerLost: worker process {child.worker_id} {reason} "
                 f"during attempt {job.attempts}"
             )
-            lost = True
-        retry_in = next_retry_seconds(
-            attempts=job.attempts,
-            max_retries=job.max_retries,
-            backoff=definition.resolve_backoff() if definition else None,
-        )
-        stored = Job.objects.record_failure(
-            job_id=job.id,
+            ending = retry.Ending.LOST
+        stored = Job.objects.end_attempt(
+            job=job,
             lease_token=job.lease_token,
+            decide=functools.partial(
+                retry.decide,
+                ending=ending,
+                backoff=definition.resolve_backoff() if definition else None,
+            ),
             error=error,
-            traceback="",
-            retry_in_seconds=retry_in,
-            lost=lost,
         )
         if stored is not None:
             logger.warning(

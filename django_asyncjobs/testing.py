@@ -23,6 +23,7 @@ import collections
 import contextlib
 import copy
 import fnmatch
+import functools
 import logging
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -32,14 +33,13 @@ import psycopg
 from asgiref.sync import async_to_sync
 from django.db import DatabaseError, connections, router, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import DateTimeField, Func
 
-from . import execution
+from . import execution, retry
 from .conf import get_settings
 from .context import JobContext
 from .exceptions import AsyncJobsError, JobNotRegistered
 from .models import Job
-from .queries import ClaimOutcome, DueJob, JobQuerySet
+from .queries import ClaimOutcome, DatabaseNow, DueJob, JobQuerySet
 from .registry import JobDefinition, registry
 from .status import JobStatus
 
@@ -51,13 +51,6 @@ logger = logging.getLogger(__name__)
 WORKER_ID = "run_jobs"
 
 JobSelector = str | JobDefinition[Any, Any] | type
-
-
-def _now() -> Func:
-    # PostgreSQL's now(), which the relay compares run_at with: the start of the transaction.
-    # Django's Now() is statement_timestamp() there, later inside a test's transaction, so a
-    # job it calls due may not be due for the relay.
-    return Func(function="now", output_field=DateTimeField())
 
 
 class TooManyJobs(AsyncJobsError):
@@ -206,9 +199,9 @@ class _Run:
         # Not a status change (the job stays scheduled), so not one of the manager's
         # transitions; relay_due then takes these jobs like any due one.
         delayed = self.manager.get_queryset().filter(
-            status=JobStatus.SCHEDULED, blocked=False, run_at__gt=_now()
+            status=JobStatus.SCHEDULED, blocked=False, run_at__gt=DatabaseNow()
         )
-        self._in_scope(delayed).update(run_at=_now())
+        self._in_scope(delayed).update(run_at=DatabaseNow())
 
     # -- choosing ---------------------------------------------------------------------------------
 
@@ -232,7 +225,7 @@ class _Run:
 
     def _due(self) -> JobQuerySet:
         return self.manager.get_queryset().filter(
-            status=JobStatus.SCHEDULED, blocked=False, run_at__lte=_now()
+            status=JobStatus.SCHEDULED, blocked=False, run_at__lte=DatabaseNow()
         )
 
     def _candidates(self) -> JobQuerySet:
@@ -362,12 +355,20 @@ class _Run:
     ) -> Job:
         """Record *outcome* with the worker's queries and retry policy; return the stored row."""
         assert job.lease_token is not None
-        stored = self.manager.record_outcome(
-            job=job,
-            lease_token=job.lease_token,
-            outcome=outcome,
-            backoff=definition.resolve_backoff(),
-        )
+        if outcome.ok:
+            stored = self.manager.record_success(
+                job_id=job.id, lease_token=job.lease_token, result=outcome.result
+            )
+        else:
+            stored = self.manager.end_attempt(
+                job=job,
+                lease_token=job.lease_token,
+                decide=functools.partial(
+                    retry.decide, ending=retry.Ending.FAILED, backoff=definition.resolve_backoff()
+                ),
+                error=outcome.error,
+                traceback=outcome.traceback,
+            )
         if stored is None:
             # Only a job that changed its own row can get here; show the row as it is.
             logger.warning("lease lost; outcome discarded name=%s id=%s", job.name, job.id)
@@ -387,11 +388,11 @@ class _Run:
         """Give back a job whose run was cut short, as a worker does when it is stopped."""
         assert job.lease_token is not None
         try:
-            self.manager.hand_back(
-                job_id=job.id,
+            self.manager.end_attempt(
+                job=job,
                 lease_token=job.lease_token,
-                reason=f"interrupted: run_jobs() was stopped during attempt {job.attempts}",
-                free_interruptions=get_settings().free_interruptions,
+                decide=functools.partial(retry.decide, ending=retry.Ending.INTERRUPTED),
+                error=f"interrupted: run_jobs() was stopped during attempt {job.attempts}",
             )
         except DatabaseError as exc:
             # The exception on its way out matters more; the row stays running.

@@ -28,7 +28,7 @@ from typing import Any
 
 from django.db import DatabaseError
 
-from .. import execution
+from .. import execution, retry
 from ..db import close_if_unusable, retry_on_lost_connection
 from ..models import Job
 from ..registry import JobDefinition
@@ -172,11 +172,16 @@ class ClaimedJobs:
             for entry in pending:
                 if entry.outcome and not entry.outcome.ok:
                     record = functools.partial(
-                        manager.record_outcome,
+                        manager.end_attempt,
                         job=entry.job,
                         lease_token=entry.lease_token,
-                        outcome=entry.outcome,
-                        backoff=entry.definition.resolve_backoff(),
+                        decide=functools.partial(
+                            retry.decide,
+                            ending=retry.Ending.FAILED,
+                            backoff=entry.definition.resolve_backoff(),
+                        ),
+                        error=entry.outcome.error,
+                        traceback=entry.outcome.traceback,
                     )
                     job = retry_on_lost_connection(record, using=self.using)
                     self._recorded([entry], [job])
@@ -241,11 +246,15 @@ class ClaimedJobs:
             reason = f"interrupted: worker {worker_id} shut down during attempt {job.attempts}"
             try:
                 hand_back = functools.partial(
-                    manager.hand_back,
-                    job_id=job.id,
+                    manager.end_attempt,
+                    job=job,
                     lease_token=entry.lease_token,
-                    reason=reason,
-                    free_interruptions=free_interruptions,
+                    decide=functools.partial(
+                        retry.decide,
+                        ending=retry.Ending.INTERRUPTED,
+                        free_interruptions=free_interruptions,
+                    ),
+                    error=reason,
                 )
                 stored = retry_on_lost_connection(hand_back, using=self.using)
             except DatabaseError as exc:

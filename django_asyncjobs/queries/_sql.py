@@ -1,0 +1,205 @@
+"""What the statements of every caller share: names from ``_meta``, a few SQL fragments, the
+database's "now", and :class:`Ledger`, the manager base each caller's queries build on.
+
+Table and column names come from the models' ``_meta``, never from literals. The attempt table
+is reached through the job model's ``attempt_history`` relation, so this package never imports
+:mod:`django_asyncjobs.models`, which imports it for the manager.
+
+The managers here are generic in their model (:data:`JobT`), as Django's own ``Manager`` is, and
+never name ``django_asyncjobs.models.Job``, not even for the type checker: the models module
+imports this package for its manager, so an import back, even one under ``TYPE_CHECKING``, would
+be a dependency running the wrong way. ``Job.objects`` is a ``JobManager[Job]`` to its callers.
+What the Python code here reads of a row is :class:`JobRow`.
+
+One notion of "now": PostgreSQL's ``now()``, the start of the current transaction. Every statement
+here writes and compares times with it, and :class:`DatabaseNow` is the same value for ORM
+queries (Django's ``Now()`` is ``statement_timestamp()`` on PostgreSQL, later inside a
+transaction, so a job it calls due might not yet be due for the relay).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Mapping
+from typing import Any, Protocol, TypeVar, cast
+
+from django.db import connections, models, router
+from django.dispatch import Signal
+
+from .. import signals
+from ..fields import BoundedDateTimeField
+from ..status import JobStatus
+from ..timebounds import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, clamp_sql
+
+#: LISTEN/NOTIFY channel that wakes the scheduler when jobs are written.
+NOTIFY_CHANNEL = "asyncjobs"
+#: Statuses of a job that holds its unique key.
+ACTIVE_STATUSES = (JobStatus.SCHEDULED.value, JobStatus.QUEUED.value, JobStatus.RUNNING.value)
+#: ``ACTIVE_STATUSES`` as an SQL list; it must match the unique index's condition literally.
+ACTIVE_SQL = ", ".join(f"'{status}'" for status in ACTIVE_STATUSES)
+#: The relation from a job to its attempt history (``JobAttempt.job``'s ``related_name``).
+ATTEMPT_RELATION = "attempt_history"
+
+
+#: The model of a manager here: ``django_asyncjobs.models.Job``.
+JobT = TypeVar("JobT", bound=models.Model)
+
+
+class JobRow(Protocol):
+    """The values of a job row that the Python code of this package reads (``Job`` has them)."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def args(self) -> Any: ...
+    @property
+    def kwargs(self) -> Any: ...
+    @property
+    def queue(self) -> str: ...
+    @property
+    def priority(self) -> int: ...
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def max_retries(self) -> int: ...
+    @property
+    def at_most_once(self) -> bool: ...
+    @property
+    def interruptions(self) -> int: ...
+    @property
+    def timeout(self) -> float | None: ...
+    @property
+    def task_backend(self) -> str: ...
+    @property
+    def unique_key(self) -> str | None: ...
+
+
+def row(job: models.Model) -> JobRow:
+    """Return *job*, a row of a manager's model, as the :class:`JobRow` it is.
+
+    The one place where the model is taken to have the job's columns: a type checker cannot
+    bound :data:`JobT` by "a Model with these columns", and every statement here names them.
+    """
+    return cast(JobRow, job)
+
+
+class DatabaseNow(models.Func):
+    """PostgreSQL's ``now()`` as an ORM expression: the time every statement here uses."""
+
+    template = "now()"
+    output_field = models.DateTimeField()
+
+
+def database_now(using: str) -> dt.datetime:
+    """Return the database's ``now()`` on connection *using*."""
+    with connections[using].cursor() as cursor:
+        cursor.execute("SELECT now()")
+        (now,) = cursor.fetchone()
+    return now
+
+
+def table(model: type[models.Model]) -> str:
+    """Return the quoted table name of *model*, from its ``_meta``."""
+    return connections[router.db_for_write(model)].ops.quote_name(model._meta.db_table)
+
+
+def attempt_table(model: type[models.Model]) -> str:
+    """Return the quoted table name of the attempt history of the job *model*.
+
+    Resolved through the relation at call time, once the app registry is ready, so that no
+    module-level import of the attempt model (which lives beside the job model) is needed.
+    """
+    related = model._meta.get_field(ATTEMPT_RELATION).related_model
+    assert isinstance(related, type)
+    return table(related)
+
+
+def columns(model: type[models.Model], *, prefix: str = "") -> str:
+    """Return the select list of every column of *model*, for raw() statements.
+
+    ``run_at`` is clamped as :class:`~django_asyncjobs.fields.BoundedDateTimeField` clamps it
+    for the ORM, so cancelling or retrying a row stored outside the range still works.
+    """
+    return ", ".join(
+        f"{clamp_sql(f'{prefix}{f.column}')} AS {f.column}"
+        if isinstance(f, BoundedDateTimeField)
+        else f"{prefix}{f.column}"
+        for f in model._meta.concrete_fields
+    )
+
+
+#: True while one of the job ids in ``{depends_on}`` has not succeeded, or has no row at all (it
+#: was deleted): a missing dependency must never count as a succeeded one. Parameter:
+#: ``succeeded``, the succeeded status.
+UNMET_DEPENDENCY_SQL = """EXISTS (
+    SELECT 1 FROM unnest({depends_on}) AS dep(id) WHERE NOT EXISTS (
+        SELECT 1 FROM {table} AS d WHERE d.id = dep.id AND d.status = %(succeeded)s))"""
+
+
+def wake_dependents_sql(model: type[models.Model]) -> str:
+    """SQL for a select list over ``changed`` rows: NOTIFY the scheduler (parameter ``channel``)
+    only when a changed job has blocked dependents, which its next pass releases or cancels.
+    Finishing jobs without dependents wakes nobody."""
+    return f"""(SELECT pg_notify(%(channel)s, '') WHERE EXISTS (
+        SELECT 1 FROM {table(model)} AS dependent
+        WHERE dependent.blocked AND dependent.depends_on @> ARRAY[changed.id]))"""
+
+
+#: No delay is longer than this: from any storable time it ends past the latest one.
+LONGEST_DELAY_SECONDS = (LATEST_TIMESTAMP - EARLIEST_TIMESTAMP).total_seconds()
+
+
+def storable_delay_seconds(seconds: float) -> float:
+    """Return *seconds* as a delay PostgreSQL can add to ``now()``: NaN and negatives are 0,
+    and anything longer than the whole storable range is cut to that range.
+
+    Multiplying an interval by 1e300 fails ("interval out of range") before a ``LEAST()``
+    around the sum could cap it, so the cap is applied here as well.
+
+    >>> storable_delay_seconds(float("inf")) == LONGEST_DELAY_SECONDS
+    True
+    >>> storable_delay_seconds(float("nan"))
+    0.0
+    """
+    if not seconds > 0:  # also NaN
+        return 0.0
+    return min(float(seconds), LONGEST_DELAY_SECONDS)
+
+
+class Ledger(models.Manager[JobT]):
+    """The base of every caller's queries: the database alias and raw statements on it."""
+
+    @property
+    def _db_alias(self) -> str:
+        return self._db or router.db_for_write(self.model)
+
+    def _execute(self, sql: str, params: Mapping[str, Any]) -> tuple[int, list[tuple[Any, ...]]]:
+        """Run *sql* on this manager's database; return its rowcount and rows (none: ``[]``)."""
+        with connections[self._db_alias].cursor() as cursor:
+            cursor.execute(sql, params)
+            rows = cursor.fetchall() if cursor.description else []
+            return int(cursor.rowcount), rows
+
+    def database_now(self) -> dt.datetime:
+        """Return the database's ``now()``: the time the statements of this manager use."""
+        return database_now(self._db_alias)
+
+    def _returning(self, sql: str, params: Mapping[str, Any]) -> JobT | None:
+        """Run a statement ending in ``RETURNING <all columns>`` and return the row."""
+        rows = self._returning_many(sql, params)
+        return rows[0] if rows else None
+
+    def _returning_many(self, sql: str, params: Mapping[str, Any]) -> list[JobT]:
+        """Run a statement ending in ``RETURNING <all columns>`` and return the rows."""
+        return list(self.model._default_manager.raw(sql, params).using(self._db_alias))
+
+    def _announce(self, job: JobT, *, old_status: str | None, signal: Signal | None = None) -> None:
+        """Send *signal* and ``job_status_changed`` for *job* once the transaction commits."""
+        signals.send_after_commit(
+            row(job), old_status=old_status, signal=signal, using=self._db_alias
+        )

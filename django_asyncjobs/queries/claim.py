@@ -1,0 +1,303 @@
+"""The worker's queries on receiving a message: claim the job, or say why not.
+
+Every statement here is fenced by the message's dispatch token: a duplicate, stale or forged
+message changes nothing. The claim gives the worker a lease; what the worker writes after that
+is fenced by the lease (:mod:`.lease`).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Generic
+
+from django.db import DatabaseError, OperationalError, transaction
+
+from .. import signals
+from ..status import JobStatus
+from ._sql import JobT, Ledger, attempt_table, columns, row, table
+
+logger = logging.getLogger(__name__)
+
+_LOCK_NOT_AVAILABLE = "55P03"
+#: How the error of a job waiting for a worker that knows its name begins; the claim that
+#: finally starts the job clears such a note (and only such a note).
+WAITING_NOTE_PREFIX = "Waiting: "
+
+
+class ClaimOutcome(Enum):
+    """Why a claim did or did not give the worker a job to run."""
+
+    CLAIMED = "claimed"
+    #: The message is stale or not ours: done, cancelled, re-dispatched, or an unknown id.
+    NOT_CLAIMABLE = "not claimable"
+    #: The job's name is not registered in this worker; a newer worker may know it.
+    NOT_REGISTERED = "not registered"
+    #: The row is still locked (the scheduler has not committed yet); try again shortly.
+    BUSY = "busy"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClaimResult(Generic[JobT]):
+    """The outcome of :meth:`JobManager.claim`; ``job`` is set only when ``CLAIMED``."""
+
+    outcome: ClaimOutcome
+    reason: str = ""
+    job: JobT | None = None
+
+
+class ClaimQueries(Ledger[JobT]):
+    """Claim ``queued`` jobs by their messages, and refuse those this worker cannot run."""
+
+    def claim(
+        self,
+        *,
+        job_id: uuid.UUID,
+        dispatch_token: uuid.UUID,
+        worker: str,
+        registered_names: Collection[str],
+        lock_timeout_seconds: float,
+    ) -> ClaimResult[JobT]:
+        """Take one ``queued`` job for *worker*; see :meth:`claim_many`."""
+        (result,) = self.claim_many(
+            [(job_id, dispatch_token)],
+            worker=worker,
+            registered_names=registered_names,
+            lock_timeout_seconds=lock_timeout_seconds,
+        )
+        return result
+
+    def claim_many(
+        self,
+        messages: Sequence[tuple[uuid.UUID, uuid.UUID]],
+        *,
+        worker: str,
+        registered_names: Collection[str],
+        lock_timeout_seconds: float,
+    ) -> list[ClaimResult[JobT]]:
+        """Take ``queued`` jobs for *worker*, one statement for all: ``running``, attempts + 1, a
+        new lease token each. Returns one result per ``(job_id, dispatch_token)`` of *messages*.
+
+        A claim succeeds only while the message's dispatch token is the job's current one, so a
+        duplicate or stale message claims nothing. Waits at most *lock_timeout_seconds* for rows
+        the scheduler has locked and not committed yet (outcome ``BUSY``).
+
+        Example::
+
+            results = Job.objects.claim_many([(job.id, token)], worker="w1", ...)
+            [r.outcome for r in results]  # [ClaimOutcome.CLAIMED]
+        """
+        if not messages:
+            return []
+        jobs_table = table(self.model)
+        ids = [job_id for job_id, _ in messages]
+        sql = f"""
+            WITH changed AS (
+                UPDATE {jobs_table} AS j
+                SET status = %(running)s, attempts = j.attempts + 1, started_at = now(),
+                    heartbeat_at = now(), finished_at = NULL, worker = %(worker)s,
+                    progress = NULL, lease_token = gen_random_uuid(),
+                    error = CASE WHEN starts_with(j.error, %(waiting)s) THEN '' ELSE j.error END
+                FROM unnest(%(ids)s::uuid[], %(tokens)s::uuid[]) AS m(id, dispatch_token)
+                WHERE j.id = m.id AND j.status = %(queued)s AND j.dispatch_token = m.dispatch_token
+                    AND j.name = ANY(%(names)s)
+                RETURNING j.*
+            ), opened AS (
+                INSERT INTO {attempt_table(self.model)}
+                    (job_id, number, worker, started_at, outcome, error, traceback)
+                SELECT id, attempts, worker, started_at, '', '', '' FROM changed
+            )
+            SELECT {columns(self.model)} FROM changed
+        """
+        params = {
+            "running": JobStatus.RUNNING.value,
+            "worker": worker,
+            "waiting": WAITING_NOTE_PREFIX,
+            "ids": ids,
+            "tokens": [token for _, token in messages],
+            "queued": JobStatus.QUEUED.value,
+            "names": list(registered_names),
+        }
+        try:
+            with transaction.atomic(using=self._db_alias):
+                self._execute(
+                    "SELECT set_config('lock_timeout', %(timeout)s, true)",
+                    {"timeout": f"{max(1, int(lock_timeout_seconds * 1000))}ms"},
+                )
+                # Lock first, in a statement of its own: an UPDATE whose WHERE tests the
+                # status would skip a row the scheduler has locked and not committed yet
+                # (its snapshot still says "scheduled"), instead of waiting for the commit.
+                # In id order, so that two workers never wait for each other.
+                self._execute(
+                    f"SELECT 1 FROM {jobs_table} WHERE id = ANY(%(ids)s) ORDER BY id FOR UPDATE",
+                    {"ids": ids},
+                )
+                claimed = {job.pk: job for job in self._returning_many(sql, params)}
+                # Inside the transaction: once it commits, nothing may raise (a claimed job
+                # whose result is lost would stay running, run by nobody, until rescued).
+                unclaimed = [(i, t) for i, t in messages if i not in claimed]
+                reasons = self._why_not_claimed(unclaimed, registered_names)
+        except OperationalError as exc:
+            if getattr(exc.__cause__, "sqlstate", None) != _LOCK_NOT_AVAILABLE:
+                raise
+            if len(messages) == 1:
+                return [ClaimResult(outcome=ClaimOutcome.BUSY, reason="job row is locked")]
+            return self._claim_one_by_one(
+                messages,
+                worker=worker,
+                registered_names=registered_names,
+                lock_timeout_seconds=lock_timeout_seconds,
+            )
+        results: list[ClaimResult[JobT]] = []
+        for job_id, dispatch_token in messages:
+            job = claimed.pop(job_id, None)  # pop: a duplicate in the batch is claimed once
+            if job is None:
+                results.append(
+                    reasons.get((job_id, dispatch_token))
+                    or ClaimResult(outcome=ClaimOutcome.NOT_CLAIMABLE, reason="duplicate message")
+                )
+                continue
+            self._announce(job, old_status=JobStatus.QUEUED, signal=signals.job_started)
+            results.append(ClaimResult(outcome=ClaimOutcome.CLAIMED, job=job))
+        return results
+
+    def _claim_one_by_one(
+        self,
+        messages: Sequence[tuple[uuid.UUID, uuid.UUID]],
+        *,
+        worker: str,
+        registered_names: Collection[str],
+        lock_timeout_seconds: float,
+    ) -> list[ClaimResult[JobT]]:
+        """One locked row must not hold up the others of a batch: claim them one by one.
+
+        Each claim commits on its own, so an error part-way must not lose the ones made: the
+        rest are reported ``BUSY`` (their messages come back shortly) instead of raising.
+        """
+        results: list[ClaimResult[JobT]] = []
+        for message in messages:
+            try:
+                results += self.claim_many(
+                    [message],
+                    worker=worker,
+                    registered_names=registered_names,
+                    lock_timeout_seconds=lock_timeout_seconds,
+                )
+            except DatabaseError as exc:
+                logger.error("cannot claim job_id=%s error=%s", message[0], exc)
+                results.append(ClaimResult(outcome=ClaimOutcome.BUSY, reason=str(exc)))
+        return results
+
+    def _why_not_claimed(
+        self,
+        messages: Sequence[tuple[uuid.UUID, uuid.UUID]],
+        registered_names: Collection[str],
+    ) -> dict[tuple[uuid.UUID, uuid.UUID], ClaimResult[JobT]]:
+        """Say, in one query, why each ``(job_id, dispatch_token)`` claimed nothing."""
+        if not messages:
+            return {}
+        rows = {
+            job_id: (status, token, name)
+            for job_id, status, token, name in self.filter(
+                pk__in=[job_id for job_id, _ in messages]
+            ).values_list("id", "status", "dispatch_token", "name")
+        }
+        reasons: dict[tuple[uuid.UUID, uuid.UUID], ClaimResult[JobT]] = {}
+        for job_id, dispatch_token in messages:
+            result: ClaimResult[JobT]
+            found = rows.get(job_id)
+            if found is None:
+                result = ClaimResult(outcome=ClaimOutcome.NOT_CLAIMABLE, reason="no such job")
+            elif found[0] != JobStatus.QUEUED:
+                result = ClaimResult(
+                    outcome=ClaimOutcome.NOT_CLAIMABLE, reason=f"job is {found[0]}"
+                )
+            elif found[1] != dispatch_token:
+                result = ClaimResult(
+                    outcome=ClaimOutcome.NOT_CLAIMABLE, reason="stale dispatch token"
+                )
+            elif found[2] not in registered_names:
+                result = ClaimResult(
+                    outcome=ClaimOutcome.NOT_REGISTERED,
+                    reason=f"job name {found[2]!r} is not registered in this worker",
+                )
+            else:
+                result = ClaimResult(
+                    outcome=ClaimOutcome.NOT_CLAIMABLE, reason="job changed meanwhile"
+                )
+            reasons[(job_id, dispatch_token)] = result
+        return reasons
+
+    def refuse_unregistered(
+        self, *, job_id: uuid.UUID, dispatch_token: uuid.UUID, reason: str, max_deliveries: int
+    ) -> JobT | None:
+        """Count a delivery of a ``queued`` job that a worker could not run (its name is not
+        registered there); fail the job at the *max_deliveries*-th.
+
+        The count is the row's ``refused_deliveries``, so it survives the scheduler sending the
+        job again in a new message (which restarts SQS's receive count). Until the limit the job
+        stays ``queued`` and its error says why it waits (``Waiting: <reason>; refused 2 of 5
+        deliveries...``, cleared when a worker starts it); at the limit it is ``failed`` with
+        ``<reason>; gave up after 5 deliveries`` and ``job_failed`` is sent. Fenced by
+        *dispatch_token*: returns ``None`` (and counts nothing) when the message is stale.
+        """
+        give_up = "refused_deliveries + 1 >= %(max_deliveries)s"
+        sql = f"""
+            UPDATE {table(self.model)}
+            SET refused_deliveries = refused_deliveries + 1,
+                status = CASE WHEN {give_up} THEN %(failed)s ELSE status END,
+                finished_at = CASE WHEN {give_up} THEN now() ELSE finished_at END,
+                error = CASE WHEN {give_up}
+                    THEN %(reason)s || '; gave up after ' || (refused_deliveries + 1)::text
+                        || ' deliveries'
+                    ELSE %(waiting)s || %(reason)s || '; refused '
+                        || (refused_deliveries + 1)::text || ' of ' || %(max_deliveries)s::text
+                        || ' deliveries, waiting for a worker that knows it'
+                    END,
+                traceback = ''
+            WHERE id = %(id)s AND status = %(queued)s AND dispatch_token = %(dispatch_token)s
+            RETURNING {columns(self.model)}
+        """
+        job = self._returning(
+            sql,
+            {
+                "max_deliveries": max_deliveries,
+                "failed": JobStatus.FAILED.value,
+                "reason": reason,
+                "waiting": WAITING_NOTE_PREFIX,
+                "id": job_id,
+                "queued": JobStatus.QUEUED.value,
+                "dispatch_token": dispatch_token,
+            },
+        )
+        if job is not None and row(job).status == JobStatus.FAILED:
+            self._announce(job, old_status=JobStatus.QUEUED, signal=signals.job_failed)
+        return job
+
+    def fail_unregistered(
+        self, *, job_id: uuid.UUID, dispatch_token: uuid.UUID, error: str
+    ) -> JobT | None:
+        """Fail a ``queued`` job whose name is not registered at once, if *dispatch_token* is
+        current (``run_jobs()`` in tests, where no other worker can know the name)."""
+        sql = f"""
+            UPDATE {table(self.model)}
+            SET status = %(failed)s, finished_at = now(), error = %(error)s, traceback = ''
+            WHERE id = %(id)s AND status = %(queued)s AND dispatch_token = %(dispatch_token)s
+            RETURNING {columns(self.model)}
+        """
+        job = self._returning(
+            sql,
+            {
+                "failed": JobStatus.FAILED.value,
+                "error": error,
+                "id": job_id,
+                "queued": JobStatus.QUEUED.value,
+                "dispatch_token": dispatch_token,
+            },
+        )
+        if job is not None:
+            self._announce(job, old_status=JobStatus.QUEUED, signal=signals.job_failed)
+        return job

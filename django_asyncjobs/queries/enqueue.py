@@ -1,0 +1,341 @@
+"""The queries of code that enqueues jobs: insert one or many, unique keys, and dependencies.
+
+``delay()``, ``delay_many()``, cron occurrences, the HTTP API and "run again" all come here. The
+scheduler comes here too for the other half of dependencies: releasing jobs whose dependencies
+succeeded, cancelling those whose dependencies cannot.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections.abc import Collection, Sequence
+from typing import Any
+
+from .. import signals
+from ..status import JobStatus
+from ._sql import (
+    ACTIVE_SQL,
+    ACTIVE_STATUSES,
+    NOTIFY_CHANNEL,
+    UNMET_DEPENDENCY_SQL,
+    JobT,
+    Ledger,
+    columns,
+    row,
+    table,
+)
+
+
+class EnqueueQueries(Ledger[JobT]):
+    """Insert jobs (one statement and one NOTIFY per batch) and move them along their
+    dependencies."""
+
+    def enqueue(
+        self,
+        *,
+        name: str,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        queue: str,
+        priority: int,
+        max_retries: int,
+        timeout_seconds: float | None,
+        run_after: dt.timedelta | dt.datetime | None = None,
+        unique_key: str | None = None,
+        depends_on: Sequence[uuid.UUID] = (),
+        at_most_once: bool = False,
+        task_backend: str = "",
+    ) -> JobT:
+        """Insert one ``scheduled`` job and NOTIFY the scheduler, in one statement.
+
+        See :meth:`enqueue_many`; with a *unique_key* that an active job holds, that job is
+        returned instead.
+        """
+        (job,) = self.enqueue_many(
+            name=name,
+            arguments=[(args, kwargs)],
+            unique_keys=[unique_key],
+            queue=queue,
+            priority=priority,
+            max_retries=max_retries,
+            timeout_seconds=timeout_seconds,
+            run_after=run_after,
+            depends_on=depends_on,
+            at_most_once=at_most_once,
+            task_backend=task_backend,
+        )
+        return job
+
+    def enqueue_many(
+        self,
+        *,
+        name: str,
+        arguments: Sequence[tuple[list[Any], dict[str, Any]]],
+        queue: str,
+        priority: int,
+        max_retries: int,
+        timeout_seconds: float | None,
+        run_after: dt.timedelta | dt.datetime | None = None,
+        unique_keys: Sequence[str | None] | None = None,
+        depends_on: Sequence[uuid.UUID] = (),
+        at_most_once: bool = False,
+        task_backend: str = "",
+    ) -> list[JobT]:
+        """Insert ``scheduled`` jobs, one per ``(args, kwargs)``, with one statement and one NOTIFY.
+
+        The statement joins the caller's transaction: the jobs exist, and the scheduler wakes, only
+        if that transaction commits. Nothing here talks to SQS. Arguments must already be checked
+        (see :func:`django_asyncjobs.payload.check_arguments`). A job whose unique key an active
+        (scheduled, queued or running) job holds is not inserted: that job is returned in its
+        place. Jobs with *depends_on* stay ``scheduled`` and blocked until every dependency has
+        succeeded; a dependency that does not exist raises :class:`ValueError`. *at_most_once* is
+        stored on the rows, so that every rescue path reads the policy without the job's code.
+        """
+        keys = list(unique_keys) if unique_keys is not None else [None] * len(arguments)
+        if len(keys) != len(arguments):
+            raise ValueError("unique_keys must have one entry per job")
+        dependencies = list(dict.fromkeys(depends_on))
+        if dependencies:
+            self._check_dependencies(dependencies)
+        jobs: dict[int, JobT] = {}
+        pending = list(range(len(arguments)))
+        for _ in range(3):
+            inserted = self._insert(
+                name=name,
+                rows=[(arguments[i][0], arguments[i][1], keys[i]) for i in pending],
+                queue=queue,
+                priority=priority,
+                max_retries=max_retries,
+                timeout_seconds=timeout_seconds,
+                run_after=run_after,
+                depends_on=dependencies,
+                at_most_once=at_most_once,
+                task_backend=task_backend,
+            )
+            for position, job in zip(pending, inserted, strict=True):
+                if job is not None:
+                    jobs[position] = job
+            pending = [i for i in pending if i not in jobs]
+            if not pending:
+                break
+            active = {
+                row(job).unique_key: job
+                for job in self.filter(
+                    unique_key__in={keys[i] for i in pending}, status__in=ACTIVE_STATUSES
+                )
+            }
+            for i in pending:
+                if keys[i] in active:
+                    jobs[i] = active[keys[i]]
+            # A key whose active job finished meanwhile is free again: insert once more.
+            pending = [i for i in pending if i not in jobs]
+            if not pending:
+                break
+        if pending:
+            raise RuntimeError(f"could not enqueue {len(pending)} unique jobs; keys kept changing")
+        if dependencies:
+            self.cancel_orphans()
+        return [jobs[i] for i in range(len(arguments))]
+
+    def _check_dependencies(self, dependencies: list[uuid.UUID]) -> None:
+        found = set(self.filter(id__in=dependencies).values_list("id", flat=True))
+        missing = [str(d) for d in dependencies if d not in found]
+        if missing:
+            raise ValueError(f"depends_on names jobs that do not exist: {', '.join(missing)}")
+
+    def _insert(
+        self,
+        *,
+        name: str,
+        rows: list[tuple[list[Any], dict[str, Any], str | None]],
+        queue: str,
+        priority: int,
+        max_retries: int,
+        timeout_seconds: float | None,
+        run_after: dt.timedelta | dt.datetime | None,
+        depends_on: list[uuid.UUID],
+        at_most_once: bool,
+        task_backend: str,
+    ) -> list[JobT | None]:
+        """Insert *rows*; return the new jobs in order, ``None`` where a unique key was taken."""
+        run_at_param: dt.datetime | float | None
+        if isinstance(run_after, dt.datetime):
+            run_at_sql, run_at_param = "%(run_at)s", run_after
+        elif isinstance(run_after, dt.timedelta):
+            run_at_sql = "now() + %(run_at)s * interval '1 second'"
+            run_at_param = run_after.total_seconds()
+        else:
+            run_at_sql, run_at_param = "now()", None
+        jobs_table = table(self.model)
+        # A dependency deleted since _check_dependencies() keeps the job blocked (and
+        # cancel_orphans() then cancels it); it never counts as succeeded.
+        blocked_sql = (
+            UNMET_DEPENDENCY_SQL.format(table=jobs_table, depends_on="%(depends_on)s::uuid[]")
+            if depends_on
+            else "false"
+        )
+        ids = [uuid.uuid4() for _ in rows]
+        sql = f"""
+            WITH inserted AS (
+                INSERT INTO {jobs_table} (
+                    id, name, args, kwargs, queue, priority, status, run_at, attempts,
+                    interruptions, max_retries, at_most_once, refused_deliveries, timeout, error,
+                    traceback, created_at, worker, task_backend, unique_key, depends_on, blocked
+                )
+                SELECT r.id, %(name)s, r.a::jsonb, r.k::jsonb, %(queue)s, %(priority)s,
+                    %(scheduled)s, {run_at_sql}, 0, 0, %(max_retries)s, %(at_most_once)s, 0,
+                    %(timeout)s, '', '', now(), '', %(task_backend)s,
+                    r.unique_key, %(depends_on)s::uuid[], {blocked_sql}
+                FROM unnest(%(ids)s::uuid[], %(args)s::text[], %(kwargs)s::text[],
+                    %(unique_keys)s::text[]) WITH ORDINALITY AS r(id, a, k, unique_key, n)
+                ORDER BY r.n
+                ON CONFLICT (unique_key) WHERE status IN ({ACTIVE_SQL}) DO NOTHING
+                RETURNING id, created_at, run_at, blocked
+            )
+            -- One row: created_at, run_at and blocked are the same for every row (now() is the
+            -- transaction's time), and a large batch should not parse them a million times.
+            SELECT array_agg(id), max(created_at), max(run_at), bool_or(blocked),
+                (SELECT pg_notify(%(channel)s, '') FROM inserted LIMIT 1) FROM inserted
+        """
+        params = {
+            "name": name,
+            "queue": queue,
+            "priority": priority,
+            "scheduled": JobStatus.SCHEDULED.value,
+            "run_at": run_at_param,
+            "max_retries": max_retries,
+            "at_most_once": at_most_once,
+            "timeout": timeout_seconds,
+            "task_backend": task_backend,
+            "depends_on": depends_on,
+            "succeeded": JobStatus.SUCCEEDED.value,
+            "ids": ids,
+            "args": [json.dumps(args) for args, _, _ in rows],
+            "kwargs": [json.dumps(kwargs) for _, kwargs, _ in rows],
+            "unique_keys": [key for _, _, key in rows],
+            "channel": NOTIFY_CHANNEL,
+        }
+        _, ((inserted_ids, created_at, run_at, blocked, _),) = self._execute(sql, params)
+        stored = set(inserted_ids or ())
+        # Model.from_db with every field in order takes Django's fast positional path.
+        fields = self._field_names()
+        common = {
+            "name": name,
+            "queue": queue,
+            "priority": priority,
+            "status": JobStatus.SCHEDULED.value,
+            "run_at": run_at,
+            "attempts": 0,
+            "interruptions": 0,
+            "max_retries": max_retries,
+            "at_most_once": at_most_once,
+            "refused_deliveries": 0,
+            "timeout": timeout_seconds,
+            "task_backend": task_backend,
+            "created_at": created_at,
+            "depends_on": depends_on,
+            "blocked": bool(blocked),
+            "error": "",
+            "traceback": "",
+            "worker": "",
+        }
+        jobs: list[JobT | None] = []
+        for job_id, (args, kwargs, key) in zip(ids, rows, strict=True):
+            if job_id not in stored:
+                jobs.append(None)
+                continue
+            values = {**common, "id": job_id, "args": args, "kwargs": kwargs, "unique_key": key}
+            jobs.append(self.model.from_db(self._db_alias, fields, [values.get(f) for f in fields]))
+        signals.send_many_after_commit(
+            [row(job) for job in jobs if job is not None],
+            old_status=None,
+            signal=signals.job_enqueued,
+            using=self._db_alias,
+        )
+        return jobs
+
+    def _field_names(self) -> list[str]:
+        return [field.attname for field in self.model._meta.concrete_fields]
+
+    # -- dependencies ----------------------------------------------------------------------------
+
+    def release_ready(self) -> int:
+        """Unblock scheduled jobs whose dependencies all exist and have succeeded; return how many.
+
+        A dependency whose row was deleted is not a success: its dependents stay blocked, and
+        :meth:`cancel_orphans` cancels them.
+        """
+        jobs_table = table(self.model)
+        unmet = UNMET_DEPENDENCY_SQL.format(table=jobs_table, depends_on="j.depends_on")
+        sql = f"""
+            UPDATE {jobs_table} AS j SET blocked = false, run_at = greatest(j.run_at, now())
+            WHERE j.blocked AND j.status = %(scheduled)s AND NOT {unmet}
+        """
+        released, _ = self._execute(
+            sql, {"scheduled": JobStatus.SCHEDULED.value, "succeeded": JobStatus.SUCCEEDED.value}
+        )
+        return released
+
+    def cancel_orphans(self) -> int:
+        """Cancel blocked jobs one of whose dependencies failed, was cancelled or was deleted;
+        return how many.
+
+        The error names the dependency: ``Cancelled: dependency <id> (<name>) failed``, or
+        ``Cancelled: dependency <id> was deleted``. Each cancelled job sends ``job_cancelled``.
+        Repeats until no more change, so a chain a -> b -> c is cancelled to its end.
+        """
+        jobs_table = table(self.model)
+        sql = f"""
+            WITH doomed AS (
+                SELECT j.id, coalesce((
+                    SELECT d.id::text || ' (' || d.name || ') ' || d.status FROM {jobs_table} AS d
+                    WHERE d.id = ANY(j.depends_on) AND d.status IN (%(failed)s, %(cancelled)s)
+                    LIMIT 1
+                ), (
+                    SELECT dep.id::text || ' was deleted' FROM unnest(j.depends_on) AS dep(id)
+                    WHERE NOT EXISTS (SELECT 1 FROM {jobs_table} AS d WHERE d.id = dep.id)
+                    LIMIT 1
+                )) AS reason
+                FROM {jobs_table} AS j
+                WHERE j.blocked AND j.status = %(scheduled)s
+                FOR UPDATE OF j SKIP LOCKED
+            )
+            UPDATE {jobs_table} AS j
+            SET status = %(cancelled)s, blocked = false, finished_at = now(),
+                error = 'Cancelled: dependency ' || doomed.reason
+            FROM doomed WHERE j.id = doomed.id AND doomed.reason IS NOT NULL
+            RETURNING {columns(self.model, prefix="j.")}
+        """
+        params = {
+            "failed": JobStatus.FAILED.value,
+            "cancelled": JobStatus.CANCELLED.value,
+            "scheduled": JobStatus.SCHEDULED.value,
+        }
+        total = 0
+        while True:
+            jobs = self._returning_many(sql, params)
+            for job in jobs:
+                self._announce(job, old_status=JobStatus.SCHEDULED, signal=signals.job_cancelled)
+            total += len(jobs)
+            if not jobs:
+                return total
+
+    def waiting_for(self, ids: Collection[uuid.UUID], *, limit: int = 100) -> list[JobT]:
+        """Return blocked jobs, not themselves in *ids*, that wait for one of *ids* to succeed.
+
+        Oldest first, at most *limit*. Deleting one of *ids* would cancel these jobs (see
+        :meth:`cancel_orphans`); the admin refuses such a delete and names them.
+        """
+        if not ids:
+            return []
+        sql = f"""
+            SELECT {columns(self.model)} FROM {table(self.model)}
+            WHERE blocked AND status = %(scheduled)s AND depends_on && %(ids)s::uuid[]
+                AND NOT id = ANY(%(ids)s)
+            ORDER BY created_at LIMIT %(limit)s
+        """
+        return self._returning_many(
+            sql, {"scheduled": JobStatus.SCHEDULED.value, "ids": list(ids), "limit": limit}
+        )

@@ -78,6 +78,11 @@ class MemoryTransport:
         """Append *messages* to *queue*."""
         if len(messages) > MAX_BATCH_SIZE:
             raise ValueError(f"at most {MAX_BATCH_SIZE} messages a batch, not {len(messages)}")
+        ids = [m.id for m in messages]
+        if len(set(ids)) != len(ids):
+            # As SQS (BatchEntryIdsNotDistinct): a failed id would not say which message failed.
+            repeated = sorted({i for i in ids if ids.count(i) > 1})
+            raise ValueError(f"the ids of a batch must be distinct; repeated: {repeated}")
         with self._cond:
             self._queue(queue).messages.extend(_Stored(body=m.body) for m in messages)
             self._cond.notify_all()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -343,13 +344,20 @@ class SQSTransport:
     def receive(
         self, queue: str, *, max_messages: int, wait_seconds: float
     ) -> list[ReceivedMessage]:
-        """Long-poll *queue* for up to *max_messages* (at most 10) messages."""
+        """Long-poll *queue* for up to *max_messages* (at most 10) messages.
+
+        Asking for none receives none: SQS's smallest request is one message, which would be
+        hidden for the visibility timeout although nobody asked for it. SQS waits in whole
+        seconds, so a wait of a fraction of a second is rounded up, never down to no wait.
+        """
+        if max_messages <= 0:
+            return []
         url = self.queue_url(queue)
         try:
             response = self.receive_client.receive_message(
                 QueueUrl=url,
-                MaxNumberOfMessages=max(1, min(MAX_BATCH_SIZE, max_messages)),
-                WaitTimeSeconds=max(0, min(20, int(wait_seconds))),
+                MaxNumberOfMessages=min(MAX_BATCH_SIZE, max_messages),
+                WaitTimeSeconds=max(0, min(20, math.ceil(wait_seconds))),
                 MessageSystemAttributeNames=["ApproximateReceiveCount"],
             )
         except ClientError as exc:

@@ -116,20 +116,6 @@ def _sqs_refusing(transport: SQSTransport, ids: set[str]) -> Iterator[None]:
         events.unregister("after-call.sqs.SendMessageBatch", unique_id="contract-report")
 
 
-def transports(
-    *, memory: pytest.MarkDecorator | None = None, sqs: pytest.MarkDecorator | None = None
-) -> pytest.MarkDecorator:
-    """Run a test on each transport, with a mark (an ``xfail``) for one of them."""
-    return pytest.mark.parametrize(
-        "subject",
-        [
-            pytest.param("memory", marks=memory or ()),
-            pytest.param("sqs", marks=sqs or ()),
-        ],
-        indirect=True,
-    )
-
-
 def messages(*ids: str) -> list[OutgoingMessage]:
     """Return a message for each id, whose body names the id."""
     return [OutgoingMessage(id=id_, body=f'{{"n":"{id_}"}}') for id_ in ids]
@@ -215,13 +201,6 @@ def test_more_than_ten_messages_a_batch_is_a_value_error_that_sends_nothing(
     assert subject.transport.receive(QUEUE, max_messages=10, wait_seconds=0) == []
 
 
-@transports(
-    memory=pytest.mark.xfail(
-        strict=True,
-        reason="memory takes a batch that repeats an id and delivers both messages; SQS refuses "
-        "the whole batch (BatchEntryIdsNotDistinct), and a failed id would be ambiguous",
-    )
-)
 def test_a_batch_that_repeats_an_id_is_refused_whole(subject: Subject) -> None:
     batch = [OutgoingMessage(id="same", body="first"), OutgoingMessage(id="same", body="second")]
     with pytest.raises((ValueError, TransportError)):
@@ -282,13 +261,6 @@ def test_receive_returns_at_most_max_messages_and_never_more_than_ten(subject: S
     assert len({m.body for m in [*two, *many, *rest]}) == 15
 
 
-@transports(
-    sqs=pytest.mark.xfail(
-        strict=True,
-        reason="SQS asks for max(1, max_messages) messages: max_messages=0 receives, and hides "
-        "for the visibility timeout, a message nobody asked for",
-    )
-)
 def test_receive_of_zero_messages_returns_none_and_hides_none(subject: Subject) -> None:
     subject.transport.send_batch(QUEUE, messages("kept"))
     assert subject.transport.receive(QUEUE, max_messages=0, wait_seconds=0) == []
@@ -313,13 +285,6 @@ def test_a_message_sent_during_the_wait_is_returned_without_waiting_it_out(
     assert time.monotonic() - started < 4
 
 
-@transports(
-    sqs=pytest.mark.xfail(
-        strict=True,
-        reason="SQS's WaitTimeSeconds is whole seconds and int() rounds 0.9 down to no wait; "
-        "the contract types wait_seconds as a float (round up, or make it an int)",
-    )
-)
 def test_a_wait_of_less_than_a_second_still_waits(subject: Subject) -> None:
     warm_up(subject.transport)
     with sent_later(subject.transport, "late", after_seconds=0.3):

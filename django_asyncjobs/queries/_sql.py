@@ -29,6 +29,7 @@ from django.dispatch import Signal
 
 from .. import signals
 from ..fields import BoundedDateTimeField
+from ..retry import AttemptRow
 from ..status import JobStatus
 from ..timebounds import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, clamp_sql
 
@@ -46,8 +47,9 @@ ATTEMPT_RELATION = "attempt_history"
 JobT = TypeVar("JobT", bound=models.Model)
 
 
-class JobRow(Protocol):
-    """The values of a job row that the Python code of this package reads (``Job`` has them)."""
+class JobRow(AttemptRow, Protocol):
+    """The values of a job row that the Python code of this package reads (``Job`` has them):
+    those the retry decision reads (:class:`~django_asyncjobs.retry.AttemptRow`), and these."""
 
     @property
     def id(self) -> uuid.UUID: ...
@@ -63,14 +65,6 @@ class JobRow(Protocol):
     def queue(self) -> str: ...
     @property
     def priority(self) -> int: ...
-    @property
-    def attempts(self) -> int: ...
-    @property
-    def max_retries(self) -> int: ...
-    @property
-    def at_most_once(self) -> bool: ...
-    @property
-    def interruptions(self) -> int: ...
     @property
     def timeout(self) -> float | None: ...
     @property

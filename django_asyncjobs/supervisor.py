@@ -35,7 +35,7 @@ from .conf import get_settings
 from .db import close_if_unusable, retry_on_lost_connection
 from .models import Job
 from .registry import registry
-from .worker import EXIT_RECYCLE, Worker, default_worker_id
+from .worker import EXIT_RECYCLE, EXIT_UNFINISHED, Worker, default_worker_id
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +115,8 @@ class Supervisor:
         #: Processes that exited and, without respawn, are not replaced.
         self._finished = 0
         self._crashed = False
+        #: A burst worker gave up with jobs of its queues still queued (EXIT_UNFINISHED).
+        self._unfinished = False
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -137,7 +139,9 @@ class Supervisor:
                     self._fill()
                 finished = self._stop_deadline is not None or self._finished >= self.processes
                 if not self._children and finished:
-                    return 1 if self._crashed and not self.respawn else 0
+                    if self._crashed and not self.respawn:
+                        return 1
+                    return EXIT_UNFINISHED if self._unfinished else 0
                 self._wait()
                 self._reap()
                 if self._stop_deadline is None:
@@ -236,6 +240,10 @@ class Supervisor:
             if code == 0 or code == EXIT_RECYCLE:
                 logger.info("worker process exited pid=%d %s", pid, how)
                 self._restart_delay = 0.0
+            elif code == EXIT_UNFINISHED:
+                # The burst worker said why (jobs queued, their messages never came).
+                logger.warning("burst worker process left jobs queued pid=%d", pid)
+                self._unfinished = True
             else:
                 logger.error("worker process died pid=%d %s lived=%.1fs", pid, how, lived)
                 if lived < CRASH_LOOP_SECONDS:
@@ -246,7 +254,7 @@ class Supervisor:
             self._record_leftovers(child, how=how, interrupted=stopping or code == EXIT_RECYCLE)
             if not self.respawn:
                 self._finished += 1
-                self._crashed = self._crashed or code not in (0, EXIT_RECYCLE)
+                self._crashed = self._crashed or code not in (0, EXIT_RECYCLE, EXIT_UNFINISHED)
 
     def _record_leftovers(self, child: _Child, *, how: str, interrupted: bool) -> None:
         """Record the attempts a dead worker process left ``running``.

@@ -35,7 +35,7 @@ from ._sql import (
     JobT,
     storable_delay_seconds,
 )
-from .claim import WAITING_NOTE_PREFIX, ClaimOutcome, ClaimQueries, ClaimResult
+from .claim import WAITING_NOTE_PREFIX, ClaimOutcome, ClaimQueries, ClaimResult, QueueWork
 from .enqueue import EnqueueQueries
 from .lease import LeaseQueries, OverdueJob, attempt_outcome
 from .operator import JobQuerySet, OperatorQueries, uuid_prefix_range
@@ -53,6 +53,7 @@ __all__ = [
     "JobQuerySet",
     "JobRow",
     "OverdueJob",
+    "QueueWork",
     "RelayResult",
     "attempt_outcome",
     "storable_delay_seconds",

@@ -7,6 +7,7 @@ is fenced by the lease (:mod:`.lease`).
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import uuid
 from collections.abc import Collection, Sequence
@@ -15,6 +16,8 @@ from enum import Enum
 from typing import Generic
 
 from django.db import DatabaseError, OperationalError, transaction
+from django.db.models import Count, Q
+from django.db.models.functions import Now
 
 from .. import signals
 from ..status import JobStatus
@@ -49,8 +52,69 @@ class ClaimResult(Generic[JobT]):
     job: JobT | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueueWork:
+    """What the ledger holds for a set of queues that a worker could still have to do.
+
+    A burst worker stops only when this is :attr:`clear`: an empty receive proves nothing, as
+    SQS's short polls sample some of its servers and may miss messages that exist.
+    """
+
+    #: Sent to the transport and not started yet: their messages are on the way.
+    queued: int = 0
+    #: Running on other live workers: a retry or a hand-back may bring them back.
+    running_elsewhere: int = 0
+    #: Due and waiting to be sent: a relay is in flight, about to run, or no scheduler runs.
+    due: int = 0
+
+    @property
+    def clear(self) -> bool:
+        """Whether nothing is queued, running elsewhere or due in these queues.
+
+        >>> QueueWork().clear, QueueWork(due=1).clear
+        (True, False)
+        """
+        return not (self.queued or self.running_elsewhere or self.due)
+
+
 class ClaimQueries(Ledger[JobT]):
     """Claim ``queued`` jobs by their messages, and refuse those this worker cannot run."""
+
+    def work_in(
+        self,
+        queues: Collection[str],
+        *,
+        worker: str,
+        registered_names: Collection[str],
+        stale_after_seconds: float,
+    ) -> QueueWork:
+        """Return what *queues* still hold for a worker named *worker* (see :class:`QueueWork`).
+
+        Only jobs of *registered_names* count: one this worker cannot run is not its work (it
+        refuses their messages, and the row says so). A running job counts only while its
+        worker's heartbeat is younger than *stale_after_seconds*: the job of a lost worker waits
+        for the scheduler's rescue. One statement: the ``queued`` and ``running`` rows plus the
+        due ``scheduled`` ones, counted by kind, read through the status/queue indexes.
+
+        Example::
+
+            Job.objects.work_in(
+                ["default"], worker="w1", registered_names={"app.send"}, stale_after_seconds=60
+            ).clear  # True: nothing left to do
+        """
+        due = Q(status=JobStatus.SCHEDULED, blocked=False, run_at__lte=Now())
+        alive = Q(heartbeat_at__gte=Now() - dt.timedelta(seconds=stale_after_seconds))
+        elsewhere = Q(status=JobStatus.RUNNING) & alive & ~Q(worker=worker)
+        counts = self.filter(
+            Q(status__in=[JobStatus.QUEUED, JobStatus.RUNNING]) | due,
+            queue__in=list(queues),
+            name__in=list(registered_names),
+        ).aggregate(
+            queued=Count("id", filter=Q(status=JobStatus.QUEUED)),
+            running_elsewhere=Count("id", filter=elsewhere),
+            due=Count("id", filter=due),
+        )
+        return QueueWork(**counts)
 
     def claim(
         self,

@@ -5,7 +5,7 @@ jobs with a new dispatch token, and sending again jobs whose message was lost.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from django.db import models, transaction
@@ -61,14 +61,17 @@ class RelayQueries(Ledger[JobT]):
         _, rows = self._execute(sql, {"scheduled": JobStatus.SCHEDULED.value})
         return [row[0] for row in rows]
 
-    def queued_counts(self) -> dict[str, int]:
-        """Return, per queue, how many jobs were sent and not yet started."""
-        rows = (
-            self.filter(status=JobStatus.QUEUED)
-            .order_by()
-            .values_list("queue")
-            .annotate(n=models.Count("id"))
-        )
+    def queued_counts(self, queues: Collection[str] | None = None) -> dict[str, int]:
+        """Return, per queue (of *queues*, or all), how many jobs were sent and not yet started.
+
+        Queues with none are left out. Example::
+
+            Job.objects.queued_counts(["high", "default"])  # {"default": 3}
+        """
+        jobs = self.filter(status=JobStatus.QUEUED)
+        if queues is not None:
+            jobs = jobs.filter(queue__in=list(queues))
+        rows = jobs.order_by().values_list("queue").annotate(n=models.Count("id"))
         return dict(rows)
 
     def relay_due(

@@ -82,6 +82,10 @@ class Transport(Protocol):
     #: A transport that cannot inspect its queues at all sets it false too, and may raise
     #: :class:`NotImplementedError` from queue_counts(), dead_letters() and redrive().
     can_inspect_queues: bool
+    #: Whether a receive without waiting sees every message that is there. SQS's does not: a
+    #: short poll samples some of its servers and may return nothing although messages exist,
+    #: so a worker that must know a queue is empty asks again with a long poll.
+    short_poll_is_complete: bool
 
     def send_batch(self, queue: str, messages: Sequence[OutgoingMessage]) -> set[str]:
         """Send up to :data:`MAX_BATCH_SIZE` messages; return the ids of those that failed."""

@@ -48,6 +48,7 @@ class MemoryTransport:
     #: Its queues live in one process: the operator tools, in processes of their own, would
     #: see empty queues. Its inspection methods work, for tests, on this process's messages.
     can_inspect_queues = False
+    short_poll_is_complete = True
     _shared: MemoryTransport | None = None
     _shared_lock = threading.Lock()
 

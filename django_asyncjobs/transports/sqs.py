@@ -61,6 +61,7 @@ class SQSTransport:
 
     #: SQS reports approximate counts, and its dead-letter queues can be read and redriven.
     can_inspect_queues = True
+    short_poll_is_complete = False
 
     def __init__(self, conf: AsyncJobsSettings) -> None:
         self.conf = conf

@@ -22,8 +22,10 @@ None of these locks is held while another of them is taken. The names below were
 
 from __future__ import annotations
 
+from .burst import EXIT_UNFINISHED
 from .heartbeat import HEARTBEAT_TICK_SECONDS
 from .inbox import (
+    CONFIRM_WAIT_SECONDS,
     DELETE_DELAY_SECONDS,
     HOLD_SECONDS,
     MAX_ERROR_BACKOFF_SECONDS,
@@ -43,8 +45,10 @@ from .loop import (
 __all__ = [
     "ASYNC_CANCEL_GRACE_SECONDS",
     "BUSY_RETRY_SECONDS",
+    "CONFIRM_WAIT_SECONDS",
     "DELETE_DELAY_SECONDS",
     "EXIT_RECYCLE",
+    "EXIT_UNFINISHED",
     "HEARTBEAT_TICK_SECONDS",
     "HOLD_SECONDS",
     "MAX_ERROR_BACKOFF_SECONDS",

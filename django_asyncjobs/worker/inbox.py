@@ -18,7 +18,9 @@ with free slots, and clears it when it has work; a long-poll thread clears it wh
 prefetch place is left. The main loop alone touches ``_pollers``, ``_discovered_at`` and the
 batch of messages to delete (``_to_delete``, ``_to_delete_since``). A long-poll thread reads the
 number of running jobs through *running_count*, before it takes ``_lock``, and sets *wakeup* when
-it held new messages. No other lock is taken while ``_lock`` is held.
+it held new messages. No other lock is taken while ``_lock`` is held. The main loop's sweeps read
+the ledger's count of queued jobs per queue through *queued_counts* (on the main loop's database
+connection), so that an empty short poll is never taken for an empty queue.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 from ..exceptions import MalformedMessage, TransportError
 from ..transports.base import MAX_BATCH_SIZE, ReceivedMessage, Transport
@@ -43,6 +46,9 @@ DELETE_DELAY_SECONDS = 0.2
 #: A prefetched message not started within this long goes back to SQS: it bounds how long a
 #: held lower-priority job can go ahead of a newly arrived higher-priority one.
 HOLD_SECONDS = 2.0
+#: A long poll asks every SQS server, where a short poll (no wait) samples only some of them and
+#: may return nothing although messages exist. One second is the shortest long poll.
+CONFIRM_WAIT_SECONDS = 1
 #: How long a stopping worker waits for an open long poll, whose messages it then hands back.
 #: Messages a poll brings later stay invisible for the visibility timeout, then come back.
 POLL_JOIN_SECONDS = 1.0
@@ -72,6 +78,7 @@ class Inbox:
         visibility_timeout_seconds: int,
         discovery_interval_seconds: float,
         running_count: Callable[[], int],
+        queued_counts: Callable[[Sequence[str]], dict[str, int] | None],
         stopping: threading.Event,
         wakeup: threading.Event,
     ) -> None:
@@ -88,6 +95,7 @@ class Inbox:
         self.hold_seconds = min(HOLD_SECONDS, visibility_timeout_seconds / 2)
         self.discovery_interval_seconds = discovery_interval_seconds
         self._running_count = running_count
+        self._queued_counts = queued_counts
         self._stopping = stopping
         self._wakeup = wakeup
 
@@ -256,25 +264,82 @@ class Inbox:
         return min(self.prefetch, len(self._recent_starts))
 
     def _sweep(self, free: int) -> list[ReceivedMessage]:
-        """Short-poll the queues in priority order and stop at the first that has messages.
+        """Receive from the queues in priority order and stop at the first that has messages.
 
-        With a backlog this keeps the order strict: a lower queue is only read while every
-        higher one is empty.
+        With a backlog this keeps the order strict: a lower queue is only read while no higher
+        one has a job waiting. "Waiting" is the ledger's word, not an empty short poll's: a short
+        poll samples some of SQS's servers and may return nothing although messages exist. So a
+        queue with no job queued is not asked at all, and one whose queued jobs a short poll did
+        not find is asked again with a long poll, which asks every server, before a lower queue
+        is read. That long poll waits only while no job runs here (a busy main loop has outcomes
+        to record): until then the sweep stops at that queue. Without the ledger (the database
+        is away) every queue is short-polled, as before.
         """
-        for queue in self.queues:
-            try:
-                received = self.transport.receive(
-                    queue, max_messages=min(free, MAX_BATCH_SIZE), wait_seconds=0
-                )
-            except TransportError as exc:
-                self._report_failure(exc)
-                self._stopping.wait(1.0)
+        queues = self.queues
+        waiting = self._queued_counts(queues)
+        for queue in queues:
+            if waiting is not None and not waiting.get(queue):
+                continue
+            received = self._receive_or_report(queue, free, wait_seconds=0)
+            if received is None:
                 return []
             if received:
-                self._recovered()
                 return received
-        self._recovered()
+            if waiting is None or self.transport.short_poll_is_complete:
+                continue
+            if self._running_count() or self._holds_any():
+                return []
+            received = self._receive_or_report(queue, free, wait_seconds=CONFIRM_WAIT_SECONDS)
+            if received is None:
+                return []
+            if received:
+                return received
+            # Out of sight: held by another worker, or hidden after a delivery that failed.
+            # Waiting longer for them would stop the lower queues for as long.
         return []
+
+    def _holds_any(self) -> bool:
+        with self._lock:
+            return bool(self._held)
+
+    def confirm(self, free: int) -> list[ReceivedMessage]:
+        """Receive what any queue holds, asking every server: for a worker about to stop.
+
+        All queues are long-polled at once (one thread each), for CONFIRM_WAIT_SECONDS at most;
+        a transport whose short poll sees everything is short-polled instead.
+        """
+        queues = self.queues
+        wait = 0 if self.transport.short_poll_is_complete else CONFIRM_WAIT_SECONDS
+        limit = min(free, MAX_BATCH_SIZE)
+        if len(queues) <= 1 or not wait:
+            results = [self._receive_or_report(queue, limit, wait_seconds=wait) for queue in queues]
+        else:
+            with ThreadPoolExecutor(len(queues), thread_name_prefix="asyncjobs-confirm") as pool:
+                results = list(
+                    pool.map(
+                        lambda queue: self._receive_or_report(queue, limit, wait_seconds=wait),
+                        queues,
+                    )
+                )
+        received = [message for batch in results if batch for message in batch]
+        ranked = sorted(received, key=lambda message: self._rank(message.queue))
+        self.hold(ranked[free:])
+        return ranked[:free]
+
+    def _receive_or_report(
+        self, queue: str, free: int, *, wait_seconds: float
+    ) -> list[ReceivedMessage] | None:
+        """Receive up to *free* messages from *queue*; ``None`` (logged once) if that failed."""
+        try:
+            received = self.transport.receive(
+                queue, max_messages=min(free, MAX_BATCH_SIZE), wait_seconds=wait_seconds
+            )
+        except TransportError as exc:
+            self._report_failure(exc)
+            self._stopping.wait(1.0)
+            return None
+        self._recovered()
+        return received
 
     def release_held(self, *, older_than: float = 0.0) -> None:
         """Give back the held messages (those held longer than *older_than* seconds)."""

@@ -38,13 +38,14 @@ from ..db import close_if_unusable, retry_on_lost_connection
 from ..exceptions import MalformedMessage
 from ..models import Job
 from ..payload import Doorbell
-from ..queries import ClaimOutcome
+from ..queries import ClaimOutcome, QueueWork
 from ..registry import registry
 from ..status import JobStatus
 from ..transports.base import ReceivedMessage, Transport
+from .burst import EXIT_UNFINISHED, BurstEnd, Verdict
 from .claimed import ClaimedJobs, Running
 from .heartbeat import Heartbeat
-from .inbox import Inbox
+from .inbox import CONFIRM_WAIT_SECONDS, HOLD_SECONDS, Inbox
 from .runners import Runners
 
 # One logger for the whole worker package, named as before it was split into modules: LOGGING
@@ -86,8 +87,9 @@ class Worker:
         worker = Worker(transport=get_transport(), queues=["high", "default"], concurrency=4)
         worker.run()            # until worker.stop(); runworker calls it on SIGTERM / SIGINT
 
-    ``burst=True`` returns once the queues are empty and nothing runs; ``max_jobs`` returns after
-    that many jobs were started and finished. Both exist for tests and cron-style runs.
+    ``burst=True`` returns once the ledger says its queues hold nothing queued, running or due
+    and a long poll found no message (see :mod:`.burst`); ``max_jobs`` returns after that many
+    jobs were started and finished. Both exist for tests and cron-style runs.
     """
 
     def __init__(
@@ -125,6 +127,15 @@ class Worker:
         # timeout) once the process is gone.
         self.supervised = supervised
         self.free_interruptions = conf.free_interruptions
+        self.stale_after_seconds = conf.stale_after_seconds
+        # Longest a queued job's message can stay out of sight legitimately: hidden after a
+        # delivery that failed, plus a claim waiting on the relay's row lock, plus a hold.
+        self._burst_end = BurstEnd(
+            patience_seconds=conf.visibility_timeout_seconds
+            + conf.claim_lock_timeout_seconds
+            + HOLD_SECONDS,
+            relay_patience_seconds=conf.scheduler_interval_seconds + CONFIRM_WAIT_SECONDS,
+        )
         self.jobs_started = 0
         #: 0 after a normal stop; :data:`EXIT_RECYCLE` when the process should be replaced.
         self.exit_code = 0
@@ -142,6 +153,7 @@ class Worker:
             visibility_timeout_seconds=conf.visibility_timeout_seconds,
             discovery_interval_seconds=conf.queue_discovery_interval_seconds,
             running_count=self._claimed.running_count,
+            queued_counts=self._queued_counts,
             stopping=self._stopping,
             wakeup=self._wakeup,
         )
@@ -253,11 +265,92 @@ class Worker:
                 self._handle(messages)
                 continue
             if self.burst:
-                if not running:
+                if not running and self._burst_may_stop():
                     return
-            else:
-                self._inbox.arm()
+                if running:
+                    self._wakeup.wait(self._tick())
+                continue
+            self._inbox.arm()
             self._wakeup.wait(self._tick())
+
+    def _burst_may_stop(self) -> bool:
+        """Received nothing and runs nothing: ask the ledger and every queue if that is all.
+
+        See :mod:`.burst`. Messages the confirming long poll brings are handled here.
+        """
+        self._inbox.discover()  # queues created since the last discovery
+        work = self._work_in_queues()
+        messages = self._inbox.confirm(self.concurrency)
+        now = time.monotonic()
+        if messages:
+            self._burst_end.progress(now)
+            self._handle(messages)
+            return False
+        verdict = self._burst_end.observe(work, now=now)
+        if verdict is Verdict.WAIT:
+            if self.transport.short_poll_is_complete:
+                self._wakeup.wait(CONFIRM_WAIT_SECONDS)  # that receive did not wait
+            return False
+        queues = ",".join(self._inbox.queues)
+        waited = self._burst_end.waited(now)
+        if verdict is Verdict.GIVE_UP:
+            self.exit_code = EXIT_UNFINISHED
+            logger.error(
+                "burst worker gives up: jobs are queued but no message for them came in %.0fs "
+                "queued=%s queues=%s (their messages are held by another worker, hidden after "
+                "a failed delivery, or lost: runscheduler sends lost ones again after "
+                "REQUEUE_AFTER_SECONDS)",
+                waited,
+                "unknown (database unreachable)" if work is None else work.queued,
+                queues,
+            )
+        elif verdict is Verdict.LEAVE and work is not None and work.running_elsewhere:
+            logger.warning(
+                "burst worker stops; other workers still run jobs of its queues running=%d "
+                "queues=%s",
+                work.running_elsewhere,
+                queues,
+            )
+        elif verdict is Verdict.LEAVE and work is not None:
+            logger.warning(
+                "burst worker stops; due jobs were not sent in %.0fs due=%d queues=%s "
+                "(is runscheduler running?)",
+                waited,
+                work.due,
+                queues,
+            )
+        return True
+
+    def _work_in_queues(self) -> QueueWork | None:
+        """What the ledger holds for this worker's queues, or ``None`` if it cannot be read."""
+        manager = Job.objects.db_manager(self.using)
+        try:
+            return retry_on_lost_connection(
+                lambda: manager.work_in(
+                    self._inbox.queues,
+                    worker=self.worker_id,
+                    registered_names=registry.names(),
+                    stale_after_seconds=self.stale_after_seconds,
+                ),
+                using=self.using,
+            )
+        except DatabaseError as exc:
+            logger.error("cannot read the queues' jobs error=%s", exc)
+            close_if_unusable(self.using, after_error=True)
+            return None
+
+    def _queued_counts(self, queues: Sequence[str]) -> dict[str, int] | None:
+        """Per queue, how many jobs the ledger says were sent and not started; ``None``: unknown.
+
+        Called by the inbox's sweep, on the main loop's thread.
+        """
+        manager = Job.objects.db_manager(self.using)
+        try:
+            return retry_on_lost_connection(lambda: manager.queued_counts(queues), using=self.using)
+        except DatabaseError:
+            # The claim that follows reports the outage; the sweep falls back to short polls.
+            close_if_unusable(self.using, after_error=True)
+            return None
 
     def _tick(self) -> float:
         now = time.monotonic()

@@ -204,7 +204,9 @@ class Command(AsyncJobsCommand):
     def _explain_pauses(self, paused: dict[str, QueueState], rows: Sequence[Job]) -> None:
         """Say, under a table of *rows*, why those of a paused queue wait, and how to resume."""
         for queue, state in sorted(paused.items()):
-            waiting = sum(1 for job in rows if queues.waiting_note(job, {queue: state}))
+            waiting = sum(
+                1 for job in rows if job.queue == queue and job.status in queues.WAITING_STATUSES
+            )
             if not waiting:
                 continue
             self.stdout.write(

@@ -106,10 +106,12 @@ def test_claims_of_other_queues_and_stale_messages_are_unaffected_by_a_pause(
     other = jobs.high_echo.delay("x")
     relay(memory_transport)
     queues.pause("default", by="alice")
+    token = fresh(other).dispatch_token
+    assert token is not None
     results = Job.objects.claim_many(
         [
             (paused.id, uuid.uuid4()),  # a stale token: changes nothing, paused or not
-            (other.id, fresh(other).dispatch_token),
+            (other.id, token),
         ],
         worker="w1",
         registered_names={paused.name, other.name},

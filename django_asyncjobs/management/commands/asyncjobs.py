@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import re
+import socket
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -14,13 +16,14 @@ from django.db.models import Count, Min
 from django.db.models.functions import Now
 from django.utils import timezone
 
+from ... import queues
 from ...conf import get_settings
-from ...exceptions import TransportError
-from ...models import Job
+from ...exceptions import TransportError, UnknownQueue
+from ...models import Job, QueueState
 from ...status import FINAL_STATUSES, JobStatus
 from ...timebounds import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP
 from ...transports import Transport, get_transport
-from ._options import AsyncJobsCommand, positive_int, queue_list
+from ._options import AsyncJobsCommand, positive_int, queue_list, queue_name
 
 #: Dead-letter bodies are shown up to this many characters: they may be anything.
 BODY_PREVIEW_CHARS = 200
@@ -66,6 +69,8 @@ class Command(AsyncJobsCommand):
         "  manage.py asyncjobs cancel 3f2a9c1e 7b0d4e22\n"
         "  manage.py asyncjobs purge --older-than 30d\n"
         "  manage.py asyncjobs stats\n"
+        "  manage.py asyncjobs pause emails --reason 'SMTP provider down'\n"
+        "  manage.py asyncjobs resume emails\n"
         "  manage.py asyncjobs api-token deploy-bot\n"
         "  manage.py asyncjobs create-queues\n"
         "  manage.py asyncjobs dead-letters --queue default\n"
@@ -101,7 +106,33 @@ class Command(AsyncJobsCommand):
         )
         purge.add_argument("--batch-size", type=positive_int, default=1000)
 
-        commands.add_parser("stats", help="Jobs per queue and status, oldest waiting, SQS depth.")
+        commands.add_parser(
+            "stats", help="Jobs per queue and status, oldest waiting, pauses, SQS depth."
+        )
+        pause = commands.add_parser(
+            "pause",
+            help="Pause a queue: no job of it is sent or started until it is resumed; running "
+            "jobs finish. Exits 0 when the queue is paused afterwards (also if it was already).",
+        )
+        pause.add_argument("queue", type=queue_name, help="The queue, e.g. default.")
+        pause.add_argument("--reason", default="", help="Why; shown wherever the queue shows.")
+        pause.add_argument(
+            "--force",
+            action="store_true",
+            help="Pause a queue nobody uses yet (not configured, no job has used it).",
+        )
+        resume = commands.add_parser(
+            "resume",
+            help="Resume a paused queue: its due jobs are sent at once. Exits 0 when the queue "
+            "is not paused afterwards (also if it was not).",
+        )
+        resume.add_argument("queue", type=queue_name, help="The queue, e.g. default.")
+        for sub in (pause, resume):
+            sub.add_argument(
+                "--by",
+                default=None,
+                help="Who, as shown with the pause (default: the OS user and host).",
+            )
         token = commands.add_parser(
             "api-token", help="Print a bearer token of the HTTP jobs API for a user."
         )
@@ -145,9 +176,10 @@ class Command(AsyncJobsCommand):
         if options["queue"]:
             jobs = jobs.filter(queue=options["queue"])
         rows = list(jobs[: options["limit"]])
+        paused = queues.paused_queues()
         if options["json"]:
             for job in rows:
-                self.stdout.write(json.dumps(_as_dict(job)))
+                self.stdout.write(json.dumps(_as_dict(job, paused)))
             return
         if not rows:
             self.stdout.write("no jobs match")
@@ -159,7 +191,7 @@ class Command(AsyncJobsCommand):
                     str(job.id)[:8],
                     job.name,
                     job.status,
-                    job.queue,
+                    f"{job.queue} (paused)" if job.queue in paused else job.queue,
                     str(job.priority),
                     f"{job.attempts} / {job.max_retries + 1}",
                     timezone.localtime(job.created_at).strftime("%Y-%m-%d %H:%M:%S"),
@@ -167,6 +199,22 @@ class Command(AsyncJobsCommand):
                 )
             )
         self._print_table(table)
+        self._explain_pauses(paused, rows)
+
+    def _explain_pauses(self, paused: dict[str, QueueState], rows: Sequence[Job]) -> None:
+        """Say, under a table of *rows*, why those of a paused queue wait, and how to resume."""
+        for queue, state in sorted(paused.items()):
+            waiting = sum(
+                1 for job in rows if job.queue == queue and job.status in queues.WAITING_STATUSES
+            )
+            if not waiting:
+                continue
+            self.stdout.write(
+                self.style.WARNING(
+                    f"{state.describe()}; {waiting} job(s) above wait for "
+                    f"'manage.py asyncjobs resume {queue}'"
+                )
+            )
 
     def _print_table(self, table: Sequence[Sequence[str]]) -> None:
         """Write *table* (a header row, then rows) with aligned columns."""
@@ -246,25 +294,32 @@ class Command(AsyncJobsCommand):
             .values_list("queue")
             .annotate(oldest=Min("run_at"))
         )
+        paused = queues.paused_queues()
         now = timezone.now()
         statuses = JobStatus.values
-        header = ["QUEUE", *[s.upper() for s in statuses], "OLDEST DUE", "SQS", "DEAD"]
+        header = ["QUEUE", *[s.upper() for s in statuses], "OLDEST DUE", "SQS", "DEAD", "PAUSED"]
         table = [header]
         transport = get_transport()
-        for queue in sorted(by_queue):
+        for queue in sorted(by_queue.keys() | paused.keys()):
+            in_status = by_queue.get(queue, {})
             oldest = waiting.get(queue)
             sqs, dead = self._sqs_counts(transport, queue)
             table.append(
                 [
                     queue,
-                    *[str(by_queue[queue].get(s, 0)) for s in statuses],
+                    *[str(in_status.get(s, 0)) for s in statuses],
                     f"{(now - oldest).total_seconds():.0f}s" if oldest else "-",
                     sqs,
                     dead,
+                    "yes" if queue in paused else "-",
                 ]
             )
         transport.close()
         self._print_table(table)
+        for queue, state in sorted(paused.items()):
+            in_status = by_queue.get(queue, {})
+            waiting_jobs = sum(in_status.get(s, 0) for s in queues.WAITING_STATUSES)
+            self.stdout.write(self.style.WARNING(f"{state.describe()}; {waiting_jobs} job(s) wait"))
 
     @staticmethod
     def _sqs_counts(transport: Transport, queue: str) -> tuple[str, str]:
@@ -276,6 +331,50 @@ class Command(AsyncJobsCommand):
         except TransportError:
             return "unreachable", "-"
         return f"{counts.visible}+{counts.in_flight}", str(dead)
+
+    def _pause(self, options: dict[str, Any]) -> None:
+        queue = options["queue"]
+        by = options["by"] or _operator()
+        unused = options["force"] and not queues.is_known(queue)
+        try:
+            change = queues.pause(queue, by=by, reason=options["reason"], force=options["force"])
+        except UnknownQueue as exc:
+            raise CommandError(
+                f"{exc}; pass --force to pause it anyway (jobs enqueued to it later will wait)"
+            ) from None
+        assert change.state is not None
+        if not change.changed:
+            self.stdout.write(f"{change.state.describe()}; nothing changed")
+            return
+        if unused:
+            self.stderr.write(
+                self.style.WARNING(
+                    f"warning: queue {queue!r} is not in ASYNCJOBS['QUEUES'] and no job has "
+                    "used it so far; paused anyway (--force)"
+                )
+            )
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"{change.state.describe()}; no job of it is sent or started until "
+                f"'manage.py asyncjobs resume {queue}' (running jobs finish)"
+            )
+        )
+
+    def _resume(self, options: dict[str, Any]) -> None:
+        queue = options["queue"]
+        try:
+            change = queues.resume(queue, by=options["by"] or _operator())
+        except UnknownQueue as exc:
+            raise CommandError(str(exc)) from None
+        if not change.changed:
+            self.stdout.write(f"queue {queue!r} is not paused; nothing changed")
+            return
+        waiting = Job.objects.filter(queue=queue, status=JobStatus.SCHEDULED).count()
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"queue {queue!r} resumed; its {waiting} scheduled job(s) are sent when due"
+            )
+        )
 
     def _resolve(self, ids: list[str]) -> list[uuid.UUID]:
         resolved = []
@@ -372,7 +471,17 @@ class Command(AsyncJobsCommand):
         self.stdout.write(self.style.SUCCESS(f"{total} message(s) redriven"))
 
 
-def _as_dict(job: Job) -> dict[str, Any]:
+def _operator() -> str:
+    """Return who runs this command, as ``user@host``, for the pause's "by"."""
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):  # no login name and no passwd entry (some containers)
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def _as_dict(job: Job, paused: dict[str, QueueState]) -> dict[str, Any]:
+    state = paused.get(job.queue)
     return {
         "id": str(job.id),
         "name": job.name,
@@ -389,4 +498,5 @@ def _as_dict(job: Job) -> dict[str, Any]:
         "run_at": job.run_at.isoformat(),
         "started_at": job.started_at.isoformat() if job.started_at else None,
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+        "queue_paused": state.as_json() if state else None,
     }

@@ -1,22 +1,28 @@
 """The admin's queue overview: per queue, jobs by status, age of the oldest waiting job,
-throughput over the last hour, and what SQS holds (dead-letter queues included)."""
+throughput over the last hour, and what SQS holds (dead-letter queues included).
+
+It also owns the banner that the overview, the job list and the process list show when due
+jobs wait and no scheduler is alive, or a queue with waiting jobs has no live worker
+(:func:`attention_context`, template ``admin/django_asyncjobs/attention.html``).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.db import connections
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
-from django.urls import URLPattern, path
+from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from ..exceptions import TransportError
 from ..models import Job
+from ..processes import attention
 from ..status import JobStatus
 from ..transports import get_transport
 
@@ -121,6 +127,16 @@ def queue_overview() -> list[QueueStats]:
     return [stats[q] for q in sorted(stats)]
 
 
+def attention_context(request: HttpRequest) -> dict[str, Any]:
+    """Return the banner's template context: ``attention`` (the problems, possibly none; see
+    :class:`~django_asyncjobs.processes.Attention`) and ``processes_url`` (the process list,
+    for users who may view it)."""
+    url = ""
+    if request.user.has_perm("django_asyncjobs.view_process"):
+        url = reverse("admin:django_asyncjobs_process_changelist")
+    return {"attention": attention(), "processes_url": url}
+
+
 def _add_sqs_counts(stats: list[QueueStats]) -> None:
     transport = get_transport()
     try:
@@ -150,6 +166,14 @@ class QueueOverviewAdmin(_ModelAdmin):
             *super().get_urls(),
         ]
 
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        """The job list, with the banner (see :func:`attention_context`)."""
+        if request.method == "GET":
+            extra_context = {**attention_context(request), **(extra_context or {})}
+        return super().changelist_view(request, extra_context)
+
     def overview_view(self, request: HttpRequest) -> HttpResponse:
         """Per queue: counts by status, oldest waiting job, throughput chart, SQS depth."""
         if not self.has_view_permission(request):
@@ -160,5 +184,6 @@ class QueueOverviewAdmin(_ModelAdmin):
             "opts": self.model._meta,
             "queues": queue_overview(),
             "statuses": JobStatus.values,
+            **attention_context(request),
         }
         return TemplateResponse(request, "admin/django_asyncjobs/job/overview.html", context)

@@ -20,10 +20,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import Permission, User
 from django.core.management import call_command
 from django.db import OperationalError, connection
-from django.test import Client, override_settings
+from django.test import override_settings
 
 from django_asyncjobs.models import Job, Process, ProcessKind
 from django_asyncjobs.processes import (
@@ -38,6 +37,7 @@ from django_asyncjobs.scheduler import Scheduler
 from django_asyncjobs.transports.memory import MemoryTransport
 from django_asyncjobs.worker import Worker
 from tests.conftest import _current_asyncjobs, drain, relay
+from tests.support.admin import staff
 from tests.support.processes import wait_until
 from tests.testapp import jobs
 
@@ -423,15 +423,6 @@ def test_stats_says_when_no_scheduler_is_alive_and_a_queue_has_no_consumer() -> 
     out = run("stats")
     assert "processes alive: 1 scheduler(s), 1 worker(s)" in out
     assert "WARNING" not in out
-
-
-def staff(*perms: str) -> Client:
-    user = User.objects.create_user("staff", password="x", is_staff=True)
-    for codename in perms:
-        user.user_permissions.add(Permission.objects.get(codename=codename))
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def test_admin_lists_processes_and_shows_the_banner_on_the_job_pages() -> None:

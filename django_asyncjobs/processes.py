@@ -91,15 +91,14 @@ def scheduler_missing(
 ) -> bool:
     """Return whether due jobs wait while no scheduler is alive.
 
-    Two index lookups: a live scheduler's row, then one due job.
+    "Due jobs" are those the relay would send now (``Job.objects.due_queues()``: scheduled,
+    due, not blocked): a look at the process table, then one index probe per such queue.
     """
     alias = using or router.db_for_read(Process)
     live = Process.objects.db_manager(alias).live(stale_after_seconds=stale_after_seconds)
     if live.filter(kind=ProcessKind.SCHEDULER).exists():
         return False
-    return (
-        Job.objects.db_manager(alias).get_queryset().due().filter(blocked=False).order_by().exists()
-    )
+    return bool(Job.objects.db_manager(alias).due_queues())
 
 
 def unconsumed_queues(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from typing import TYPE_CHECKING, Any
 
 import django
 from django.conf import settings
@@ -16,7 +17,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from .fields import BoundedDateTimeField, UUIDArrayField
-from .queries import JobManager, QueueStateManager
+from .queries import JobManager, ProcessManager, QueueStateManager
 from .status import FINAL_STATUSES, JobStatus
 from .timebounds import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP
 
@@ -27,6 +28,8 @@ __all__ = [
     "JobAttempt",
     "JobStatus",
     "PeriodicSchedule",
+    "Process",
+    "ProcessKind",
     "QueueState",
     "RegisteredJob",
 ]
@@ -374,3 +377,70 @@ class JobAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"attempt {self.number} of {self.job_id} ({self.outcome or 'running'})"
+
+
+class ProcessKind(models.TextChoices):
+    """What a registered process does."""
+
+    WORKER = "worker", _("worker")
+    SCHEDULER = "scheduler", _("scheduler")
+
+
+class Process(models.Model):
+    """A running ``runworker`` worker process or ``runscheduler``: who consumes, who relays.
+
+    Each one writes its row when it starts, stamps ``heartbeat_at`` as it goes, and deletes the
+    row when it stops cleanly. A row whose heartbeat is older than ``STALE_AFTER_SECONDS`` is a
+    dead process (killed, or its machine lost); the scheduler deletes such rows a day later.
+    The jobs a process runs now are the running jobs whose ``worker`` is its ``name``: they
+    are read from the job rows, never copied here. Rows change through
+    :class:`~django_asyncjobs.queries.ProcessManager`.
+
+    Example::
+
+        Process.objects.live().filter(kind=ProcessKind.SCHEDULER).exists()
+    """
+
+    # Chosen by the process, so that registering again (after a failed write, or after its
+    # row was pruned) is the same idempotent statement as a heartbeat.
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    kind = models.CharField(_("kind"), max_length=16, choices=ProcessKind.choices)
+    name = models.CharField(
+        _("name"), max_length=255, help_text=_("How job rows name it (host:pid for workers).")
+    )
+    host = models.CharField(_("host"), max_length=255)
+    pid = models.PositiveIntegerField(_("pid"))
+    queues = models.JSONField(
+        _("queues"),
+        default=list,
+        blank=True,
+        help_text=_("Queue names and glob patterns a worker consumes, highest priority first."),
+    )
+    concurrency = models.PositiveIntegerField(
+        _("concurrency"), null=True, blank=True, help_text=_("Jobs a worker runs at once.")
+    )
+    version = models.CharField(
+        _("version"), max_length=40, help_text=_("The django-asyncjobs version it runs.")
+    )
+    started_at = models.DateTimeField(_("started at"))
+    heartbeat_at = models.DateTimeField(_("heartbeat at"))
+
+    objects = ProcessManager()
+
+    if TYPE_CHECKING:
+        # Only on rows of ``Process.objects.get_queryset().with_state()``.
+        alive: bool
+        running_jobs: list[dict[str, Any]]
+
+    class Meta:
+        db_table = "asyncjobs_process"
+        verbose_name = _("process")
+        verbose_name_plural = _("processes")
+        ordering = ["kind", "host", "pid"]
+        indexes = [
+            # "Is a scheduler alive", "which workers are alive", and pruning the dead.
+            models.Index(fields=["kind", "heartbeat_at"], name="asyncjobs_process_beat_idx")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.name}"

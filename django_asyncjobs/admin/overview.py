@@ -1,11 +1,16 @@
 """The admin's queue overview: per queue, jobs by status, age of the oldest waiting job,
 throughput over the last hour, what SQS holds (dead-letter queues included), and whether it is
-paused, with the buttons that pause and resume it (permission ``pause_queue``)."""
+paused, with the buttons that pause and resume it (permission ``pause_queue``).
+
+It also owns the banner that the overview, the job list and the process list show when due
+jobs wait and no scheduler is alive, or a queue with waiting jobs has no live worker
+(:func:`attention_context`, template ``admin/django_asyncjobs/attention.html``).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -20,6 +25,7 @@ from .. import queues
 from ..conf import queue_name_error
 from ..exceptions import TransportError, UnknownQueue
 from ..models import Job, QueueState
+from ..processes import attention
 from ..queues import WAITING_STATUSES
 from ..status import JobStatus
 from ..transports import get_transport
@@ -141,6 +147,16 @@ def queue_overview() -> list[QueueStats]:
     return [stats[q] for q in sorted(stats)]
 
 
+def attention_context(request: HttpRequest) -> dict[str, Any]:
+    """Return the banner's template context: ``attention`` (the problems, possibly none; see
+    :class:`~django_asyncjobs.processes.Attention`) and ``processes_url`` (the process list,
+    for users who may view it)."""
+    url = ""
+    if request.user.has_perm("django_asyncjobs.view_process"):
+        url = reverse("admin:django_asyncjobs_process_changelist")
+    return {"attention": attention(), "processes_url": url}
+
+
 def _add_sqs_counts(stats: list[QueueStats]) -> None:
     transport = get_transport()
     try:
@@ -185,6 +201,14 @@ class QueueOverviewAdmin(_ModelAdmin):
         """Return whether the user may pause and resume queues."""
         return request.user.has_perm("django_asyncjobs.pause_queue")
 
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        """The job list, with the banner (see :func:`attention_context`)."""
+        if request.method == "GET":
+            extra_context = {**attention_context(request), **(extra_context or {})}
+        return super().changelist_view(request, extra_context)
+
     def overview_view(self, request: HttpRequest) -> HttpResponse:
         """Per queue: counts by status, oldest waiting job, throughput chart, SQS depth, pause."""
         if not self.has_view_permission(request):
@@ -196,6 +220,7 @@ class QueueOverviewAdmin(_ModelAdmin):
             "queues": queue_overview(),
             "statuses": JobStatus.values,
             "can_pause": self.has_pause_permission(request),
+            **attention_context(request),
         }
         return TemplateResponse(request, "admin/django_asyncjobs/job/overview.html", context)
 

@@ -15,6 +15,8 @@ One module per caller of the ledger:
 - :mod:`.operator`: operators (cancel, retry, mark succeeded, run again, purge, id prefixes);
 - :mod:`.queues`: operators' pause and resume of a queue (``QueueState.objects``), which the
   relay and the claim read;
+- :mod:`.processes`: the process table (``Process.objects``): register, heartbeat, leave, prune,
+  and who is alive running what;
 - :mod:`._sql`: what they share (table names from ``_meta``, SQL fragments, the database's now).
 
 ``JobManager`` is composed of one mixin class per caller, all built on :class:`._sql.Ledger`.
@@ -41,6 +43,7 @@ from .claim import WAITING_NOTE_PREFIX, ClaimOutcome, ClaimQueries, ClaimResult,
 from .enqueue import EnqueueQueries
 from .lease import LeaseQueries, OverdueJob, attempt_outcome
 from .operator import JobQuerySet, OperatorQueries, uuid_prefix_range
+from .processes import ProcessInfo, ProcessManager, ProcessQuerySet
 from .queues import QueueStateManager
 from .relay import DueJob, RelayQueries, RelayResult
 
@@ -56,6 +59,9 @@ __all__ = [
     "JobQuerySet",
     "JobRow",
     "OverdueJob",
+    "ProcessInfo",
+    "ProcessManager",
+    "ProcessQuerySet",
     "QueueStateManager",
     "QueueWork",
     "RelayResult",

@@ -19,7 +19,8 @@ from django.utils import timezone
 from ... import queues
 from ...conf import get_settings
 from ...exceptions import TransportError, UnknownQueue
-from ...models import Job, QueueState
+from ...models import Job, Process, ProcessKind, QueueState
+from ...processes import attention
 from ...status import FINAL_STATUSES, JobStatus
 from ...timebounds import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP
 from ...transports import Transport, get_transport
@@ -71,6 +72,7 @@ class Command(AsyncJobsCommand):
         "  manage.py asyncjobs stats\n"
         "  manage.py asyncjobs pause emails --reason 'SMTP provider down'\n"
         "  manage.py asyncjobs resume emails\n"
+        "  manage.py asyncjobs processes --json\n"
         "  manage.py asyncjobs api-token deploy-bot\n"
         "  manage.py asyncjobs create-queues\n"
         "  manage.py asyncjobs dead-letters --queue default\n"
@@ -107,7 +109,9 @@ class Command(AsyncJobsCommand):
         purge.add_argument("--batch-size", type=positive_int, default=1000)
 
         commands.add_parser(
-            "stats", help="Jobs per queue and status, oldest waiting, pauses, SQS depth."
+            "stats",
+            help="Jobs per queue and status, oldest waiting, pauses, SQS depth; and whether a "
+            "scheduler and a worker for each queue with waiting jobs are alive.",
         )
         pause = commands.add_parser(
             "pause",
@@ -133,6 +137,12 @@ class Command(AsyncJobsCommand):
                 default=None,
                 help="Who, as shown with the pause (default: the OS user and host).",
             )
+        processes = commands.add_parser(
+            "processes",
+            help="The registered workers and schedulers, alive or dead, and the jobs each one "
+            "runs now.",
+        )
+        processes.add_argument("--json", action="store_true", help="One JSON object per line.")
         token = commands.add_parser(
             "api-token", help="Print a bearer token of the HTTP jobs API for a user."
         )
@@ -320,6 +330,61 @@ class Command(AsyncJobsCommand):
             in_status = by_queue.get(queue, {})
             waiting_jobs = sum(in_status.get(s, 0) for s in queues.WAITING_STATUSES)
             self.stdout.write(self.style.WARNING(f"{state.describe()}; {waiting_jobs} job(s) wait"))
+        self._print_processes_summary()
+
+    def _print_processes_summary(self) -> None:
+        """Write how many processes are alive, then what needs attention, one line each."""
+        alive = dict(Process.objects.live().order_by().values_list("kind").annotate(n=Count("id")))
+        dead = Process.objects.count() - sum(alive.values())
+        self.stdout.write(
+            f"processes alive: {alive.get(ProcessKind.SCHEDULER, 0)} scheduler(s), "
+            f"{alive.get(ProcessKind.WORKER, 0)} worker(s)"
+            + (f"; {dead} dead" if dead else "")
+            + " (see `asyncjobs processes`)"
+        )
+        for line in attention().messages:
+            self.stdout.write(self.style.WARNING(f"WARNING: {line}"))
+
+    def _processes(self, options: dict[str, Any]) -> None:
+        rows = list(Process.objects.get_queryset().with_state().order_by("kind", "host", "pid"))
+        if options["json"]:
+            for process in rows:
+                self.stdout.write(json.dumps(_process_as_dict(process)))
+            return
+        if not rows:
+            self.stdout.write(
+                "no processes registered: start `manage.py runscheduler` and `manage.py runworker`"
+            )
+        else:
+            now = timezone.now()
+            table = [
+                (
+                    "STATE", "KIND", "NAME", "HOST", "PID", "QUEUES", "CONCURRENCY", "VERSION",
+                    "STARTED", "HEARTBEAT", "RUNNING NOW",
+                )
+            ]  # fmt: skip
+            for process in rows:
+                running = process.running_jobs or []
+                table.append(
+                    (
+                        "alive" if process.alive else "dead",
+                        process.kind,
+                        process.name,
+                        process.host,
+                        str(process.pid),
+                        ",".join(process.queues or []) or "-",
+                        "-" if process.concurrency is None else str(process.concurrency),
+                        process.version,
+                        timezone.localtime(process.started_at).strftime("%Y-%m-%d %H:%M:%S"),
+                        _ago((now - process.heartbeat_at).total_seconds()),
+                        f"{len(running)}: " + ", ".join(job["name"] for job in running)
+                        if running
+                        else "0",
+                    )
+                )
+            self._print_table(table)
+        for line in attention().messages:
+            self.stdout.write(self.style.WARNING(f"WARNING: {line}"))
 
     @staticmethod
     def _sqs_counts(transport: Transport, queue: str) -> tuple[str, str]:
@@ -478,6 +543,36 @@ def _operator() -> str:
     except (OSError, KeyError):  # no login name and no passwd entry (some containers)
         user = "unknown"
     return f"{user}@{socket.gethostname()}"
+
+
+def _ago(seconds: float) -> str:
+    """Return an age as one word and "ago": "12s ago", "5m ago", "3h ago", "2d ago".
+
+    >>> _ago(7213)
+    '2h ago'
+    """
+    for unit, size, below in (("s", 1, 120), ("m", 60, 7200), ("h", 3600, 172800)):
+        if seconds < below:
+            return f"{max(0.0, seconds) / size:.0f}{unit} ago"
+    return f"{seconds / 86400:.0f}d ago"
+
+
+def _process_as_dict(process: Process) -> dict[str, Any]:
+    """A process row of ``with_state()`` as JSON: its fields, ``alive`` and ``running_jobs``."""
+    return {
+        "id": str(process.id),
+        "kind": process.kind,
+        "name": process.name,
+        "host": process.host,
+        "pid": process.pid,
+        "queues": process.queues,
+        "concurrency": process.concurrency,
+        "version": process.version,
+        "started_at": process.started_at.isoformat(),
+        "heartbeat_at": process.heartbeat_at.isoformat(),
+        "alive": process.alive,
+        "running_jobs": process.running_jobs,
+    }
 
 
 def _as_dict(job: Job, paused: dict[str, QueueState]) -> dict[str, Any]:

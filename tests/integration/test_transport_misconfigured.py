@@ -46,19 +46,30 @@ class RevokedTransport(MemoryTransport):
         raise self._refuse("ReceiveMessage", queue)
 
 
-def in_thread(run: Callable[[], None]) -> threading.Thread:
-    """Return a thread that runs *run*, then closes its database connections."""
+def errors_logged(
+    caplog: pytest.LogCaptureFixture,
+    *,
+    run: Callable[[], None],
+    stop: Callable[[], None],
+    until: Callable[[], bool],
+) -> list[str]:
+    """Run the loop *run* in a thread until *until* holds, *stop* it, and return the ERROR lines
+    it logged meanwhile."""
 
     def target() -> None:
         try:
             run()
         finally:
-            connections.close_all()
+            connections.close_all()  # the thread's own
 
-    return threading.Thread(target=target)
-
-
-def errors(caplog: pytest.LogCaptureFixture) -> list[str]:
+    thread = threading.Thread(target=target)
+    with caplog.at_level(logging.INFO, logger="django_asyncjobs"):
+        thread.start()
+        try:
+            wait_until(until, timeout=30, message="the transport was not called enough")
+        finally:
+            stop()
+            thread.join(30)
     return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
 
 
@@ -67,16 +78,13 @@ def test_a_worker_logs_revoked_credentials_once_as_a_configuration_error(
 ) -> None:
     transport = RevokedTransport()
     worker = Worker(transport=transport, queues=["high", "default"], worker_id="test-worker")
-    thread = in_thread(worker.run)
-    with caplog.at_level(logging.INFO, logger="django_asyncjobs"):
-        thread.start()
-        try:
-            # Several refusals, by both queues' pollers: still one line.
-            wait_until(lambda: transport.refusals >= 4, timeout=30, message="no receive refused")
-        finally:
-            worker.stop(force=True)
-            thread.join(30)
-    (line,) = errors(caplog)
+    # Several refusals, by both queues' pollers: still one line.
+    (line,) = errors_logged(
+        caplog,
+        run=worker.run,
+        stop=lambda: worker.stop(force=True),
+        until=lambda: transport.refusals >= 4,
+    )
     assert line.startswith("worker's transport is misconfigured, retrying error=SQS ReceiveMessage")
     assert line.endswith(f"({REJECTED_CREDENTIALS_HINT})")
     assert "cannot reach" not in caplog.text
@@ -88,15 +96,9 @@ def test_a_scheduler_logs_revoked_credentials_once_as_a_configuration_error(
     jobs.echo.delay(key="revoked")
     transport = RevokedTransport()
     scheduler = Scheduler(transport=transport, interval_seconds=0.1)
-    thread = in_thread(scheduler.run)
-    with caplog.at_level(logging.INFO, logger="django_asyncjobs"):
-        thread.start()
-        try:
-            wait_until(lambda: transport.refusals >= 2, timeout=30, message="no send refused")
-        finally:
-            scheduler.stop()
-            thread.join(30)
-    (line,) = errors(caplog)
+    (line,) = errors_logged(
+        caplog, run=scheduler.run, stop=scheduler.stop, until=lambda: transport.refusals >= 2
+    )
     assert line.startswith(
         "scheduler's transport is misconfigured, retrying error=SQS SendMessageBatch"
     )

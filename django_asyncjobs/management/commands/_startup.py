@@ -16,16 +16,13 @@ import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 
-from django.conf import settings
 from django.core.management.base import CommandError
 from django.db import DatabaseError, connections, router
 from django.db.migrations.executor import MigrationExecutor
 
-from ...conf import get_settings
 from ...exceptions import TransportError, TransportMisconfigured
 from ...models import Job
-from ...periodic import schedules
-from ...registry import registry
+from ...queues import declared_queues, is_known
 from ...transports import Transport
 from ...worker import is_pattern
 
@@ -124,44 +121,31 @@ def check_transport(command: str, transport: Transport, *, queues: Sequence[str]
         pass  # SQS unreachable: the loop logs it once and retries, as after any outage
 
 
-def known_queues() -> set[str]:
-    """Return the queues something sends jobs to: ``QUEUES``, ``DEFAULT_QUEUE``, the queues of
-    registered jobs and of periodic schedules, and those of Django Tasks backends of ours."""
-    conf = get_settings()
-    known = {*conf.queues, conf.default_queue}
-    known.update(definition.queue for definition in registry if definition.queue)
-    known.update(schedule.cron.queue for schedule in schedules() if schedule.cron.queue)
-    for params in (getattr(settings, "TASKS", None) or {}).values():
-        if str(params.get("BACKEND", "")).startswith("django_asyncjobs."):
-            known.update(params.get("QUEUES") or ["default"])
-    return known
-
-
 def unknown_queue_warnings(
     command: str, queues: Sequence[str], *, existing: Callable[[], Iterable[str]]
 ) -> list[str]:
     """Return a warning per ``--queues`` entry that no known queue answers to.
 
-    A name no setting, job or schedule uses is most likely a typo: the worker would create its
-    SQS queue and wait there while the real one fills up. A pattern is known when it matches
-    a known queue or one that *existing* (the transport's queues) lists. Queues can be chosen
-    at run time (``using(queue=...)``), so these are warnings, and the worker starts anyway.
+    A name that is not known (:func:`~django_asyncjobs.queues.is_known`: no setting, job,
+    schedule or job row names it) is most likely a typo: the worker would create its SQS queue
+    and wait there while the real one fills up. A pattern is known when it matches a declared
+    queue or one that *existing* (the transport's queues) lists. Queues can be chosen at run
+    time (``using(queue=...)``), so these are warnings, and the worker starts anyway.
 
-    >>> [warning] = unknown_queue_warnings("runworker", ["high", "defualt"], existing=list)
-    >>> warning.split(": ")[1:3]
-    ['warning', "no job uses queue 'defualt'"]
-    >>> warning.split("names it. ")[1]
-    "Did you mean 'default'? Consuming it anyway."
+    Example::
+
+        unknown_queue_warnings("runworker", ["high", "defualt"], existing=transport.list_queues)
+        # ["runworker: warning: no job uses queue 'defualt': ... Did you mean 'default'? ..."]
     """
-    known = known_queues()
+    known = declared_queues()
     warnings: list[str] = []
     listed: list[str] | None = None
     for spec in queues:
         if not is_pattern(spec):
-            if spec not in known:
+            if not is_known(spec):
                 warnings.append(
                     f"{command}: warning: no job uses queue {spec!r}: it is not in "
-                    'ASYNCJOBS["QUEUES"], and no registered job or schedule names it.'
+                    'ASYNCJOBS["QUEUES"], and no registered job, schedule or job row names it.'
                     f"{_did_you_mean(spec, known)} Consuming it anyway."
                 )
             continue

@@ -112,3 +112,31 @@ def check_transport(
             id="asyncjobs.W001",
         )
     ]
+
+
+@register(Tags.compatibility)
+def check_default_queue(
+    *, app_configs: Sequence[AppConfig] | None, databases: Sequence[str] | None, **kwargs: Any
+) -> list[CheckMessage]:
+    """Warn when ``DEFAULT_QUEUE`` is not in ``QUEUES`` (asyncjobs.W003).
+
+    A worker started without ``--queues`` consumes ``QUEUES``: jobs that name no queue would
+    wait for a worker that names their queue. A warning, not an error: such workers may exist.
+    """
+    raw = conf.raw_settings()
+    if conf.validate(raw):
+        return []  # asyncjobs.E001 says what is wrong
+    settings = conf.get_settings()
+    if settings.default_queue in settings.queues:
+        return []
+    return [
+        Warning(
+            f'ASYNCJOBS["DEFAULT_QUEUE"] ({settings.default_queue!r}) is not in '
+            f'ASYNCJOBS["QUEUES"] ({", ".join(settings.queues)}): a runworker started without '
+            "--queues never receives the jobs that name no queue.",
+            hint=f'Add {settings.default_queue!r} to ASYNCJOBS["QUEUES"], or run workers with '
+            "--queues naming it.",
+            obj="settings.ASYNCJOBS",
+            id="asyncjobs.W003",
+        )
+    ]

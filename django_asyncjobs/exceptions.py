@@ -32,6 +32,28 @@ class TransportError(AsyncJobsError):
     """
 
 
+class TransportMisconfigured(TransportError):
+    """The transport's configuration is wrong: no region, no or rejected credentials, missing
+    permissions, an endpoint that is not a URL. Retrying cannot help until it is fixed.
+
+    A :class:`TransportError`, so that a loop that meets it while running keeps retrying (an
+    operator may fix the role, or the credentials may be rotated) and logs it as what it is;
+    ``runworker`` and ``runscheduler`` exit at start-up instead. ``hint`` names what to fix and
+    ends the message.
+
+    Example::
+
+        raise TransportMisconfigured(
+            "SQS GetQueueUrl failed: You must specify a region.",
+            hint='set AWS_DEFAULT_REGION or ASYNCJOBS["REGION_NAME"]',
+        )
+    """
+
+    def __init__(self, message: str, *, hint: str) -> None:
+        self.hint = hint
+        super().__init__(f"{message} ({hint})")
+
+
 class JobTimeout(AsyncJobsError):
     """A job ran past its timeout; the attempt is recorded as failed."""
 

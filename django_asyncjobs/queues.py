@@ -15,11 +15,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db import router
 
 from .conf import get_settings, queue_name_error
 from .exceptions import UnknownQueue
 from .models import Job, QueueState
+from .periodic import schedules
 from .registry import registry
 from .status import JobStatus
 
@@ -37,17 +39,35 @@ class QueueChange:
     state: QueueState | None
 
 
+def declared_queues() -> set[str]:
+    """Return the queues the settings and the code name: ``ASYNCJOBS["QUEUES"]``, the
+    ``DEFAULT_QUEUE``, the queues of registered jobs and of periodic schedules, and those of
+    Django Tasks backends of ours (their ``QUEUES``).
+
+    Queues chosen at run time (``using(queue=...)``) are not among them.
+
+    >>> {"high", "default", "low"} <= declared_queues()
+    True
+    """
+    conf = get_settings()
+    declared = {*conf.queues, conf.default_queue}
+    declared.update(definition.queue for definition in registry if definition.queue)
+    declared.update(schedule.cron.queue for schedule in schedules() if schedule.cron.queue)
+    for params in (getattr(settings, "TASKS", None) or {}).values():
+        if str(params.get("BACKEND", "")).startswith("django_asyncjobs."):
+            # Django's Tasks API sends to "default" when a backend lists no QUEUES.
+            declared.update(params.get("QUEUES") or ["default"])
+    return declared
+
+
 def is_known(queue: str, *, using: str | None = None) -> bool:
     """Return whether *queue* is a queue this project uses.
 
-    Known: listed in ``ASYNCJOBS["QUEUES"]``, the ``DEFAULT_QUEUE``, the queue of a registered
-    job, the queue of any job row, or paused before. A name none of these know is most likely a
-    typo, which a pause would turn into a silent no-op.
+    Known: one of the :func:`declared_queues`, the queue of any job row, or paused before. A
+    name none of these know is most likely a typo, which a pause would turn into a silent
+    no-op, and a worker into a wait on an empty queue.
     """
-    conf = get_settings()
-    if queue in conf.queues or queue == conf.default_queue:
-        return True
-    if any(definition.queue == queue for definition in registry):
+    if queue in declared_queues():
         return True
     using = using or router.db_for_read(Job)
     return (

@@ -28,7 +28,7 @@ from django.utils import timezone
 from . import periodic, retry
 from .conf import get_settings
 from .db import close_if_unusable, retry_on_lost_connection
-from .exceptions import TransportError
+from .exceptions import TransportError, TransportMisconfigured
 from .models import Job, Process, ProcessKind, RegisteredJob
 from .payload import Doorbell
 from .processes import DEAD_PROCESS_RETENTION_SECONDS, PRUNE_DEAD_EVERY_SECONDS, Presence
@@ -372,7 +372,10 @@ class Scheduler:
     def _report_failure(self, exc: Exception, backoff: float) -> None:
         # One line when trouble starts, then quiet debug lines: an outage must not flood the log.
         if not self._failing:
-            logger.error("scheduler cannot relay jobs, retrying error=%s", exc)
+            if isinstance(exc, TransportMisconfigured):
+                logger.error("scheduler's transport is misconfigured, retrying error=%s", exc)
+            else:
+                logger.error("scheduler cannot relay jobs, retrying error=%s", exc)
             self._failing = True
         else:
             logger.debug("scheduler still failing retry_in=%.0fs error=%s", backoff, exc)

@@ -77,7 +77,8 @@ class Supervisor:
         supervisor.run()        # returns 0 after stop() and the workers' graceful exit
 
     *make_worker* runs in each new process and receives that process's worker id and a
-    liveness hook to pass to the :class:`Worker` (``on_alive``). With
+    liveness hook to pass to the :class:`Worker` (``on_alive``). *on_started* is called once in
+    the supervisor, with the pids of the first worker processes, once they are forked. With
     *respawn* false (``--burst``, ``--max-jobs``), a process that exits normally is not
     replaced and :meth:`run` returns once all have.
     """
@@ -90,6 +91,7 @@ class Supervisor:
         grace_seconds: float = 30.0,
         respawn: bool = True,
         worker_id_base: str | None = None,
+        on_started: Callable[[list[int]], None] | None = None,
     ) -> None:
         if processes < 1:
             raise ValueError(f"processes must be 1 or more, not {processes}")
@@ -99,6 +101,8 @@ class Supervisor:
         self.grace_seconds = grace_seconds
         self.respawn = respawn
         self.worker_id_base = worker_id_base
+        #: Called once, with the pids of the first worker processes, when they are forked.
+        self.on_started = on_started
         # Kill a wedged process (one whose heartbeat thread cannot run: a C call holding the GIL)
         # before the scheduler would rescue its job, so that the job never runs twice at once.
         self.silent_after_seconds = conf.stale_after_seconds * 2 / 3
@@ -137,6 +141,9 @@ class Supervisor:
                     self._on_stop_request(handled)
                 if self._stop_deadline is None:
                     self._fill()
+                    if self.on_started is not None and self._children:
+                        self.on_started(sorted(self._children))
+                        self.on_started = None
                 finished = self._stop_deadline is not None or self._finished >= self.processes
                 if not self._children and finished:
                     if self._crashed and not self.respawn:

@@ -99,4 +99,7 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "loggers": {"django_asyncjobs": {"handlers": ["console"], "level": "INFO"}},
 }
+if os.environ.get("ASYNCJOBS_TEST_NO_LOGGING"):
+    # A project that configures no logging, for the tests of what the commands print anyway.
+    del LOGGING
 STATIC_URL = "/static/"

@@ -65,7 +65,9 @@ class Transport(Protocol):
 
     Queue arguments are job queue names (``"default"``); mapping them to transport names (the
     ``QUEUE_PREFIX``) is the transport's business. Every method raises
-    :class:`~django_asyncjobs.exceptions.TransportError` when the transport cannot be reached.
+    :class:`~django_asyncjobs.exceptions.TransportError` when the transport cannot be reached,
+    and its subclass :class:`~django_asyncjobs.exceptions.TransportMisconfigured` when the
+    transport is configured wrong (no region or credentials, say), which retrying cannot mend.
 
     Releasing a message is ``change_visibility(message, timeout_seconds=0)``; deleting takes any
     number of messages and batches them as the transport allows.
@@ -111,6 +113,21 @@ class Transport(Protocol):
 
     def list_queues(self) -> list[str]:
         """Return the job queues that exist (names without prefix; dead-letter queues left out)."""
+        ...
+
+    def verify(self, queue: str) -> None:
+        """Make one cheap request that needs what the real work needs, and create nothing.
+
+        ``runworker`` and ``runscheduler`` call it once at start-up. Raises
+        :class:`~django_asyncjobs.exceptions.TransportMisconfigured` when the configuration is
+        wrong (they then exit) and :class:`~django_asyncjobs.exceptions.TransportError` when
+        the transport cannot be reached (they start, and keep retrying). A missing *queue* is
+        no error.
+        """
+        ...
+
+    def describe(self) -> str:
+        """Return the kind of transport and where it sends, for a start-up line."""
         ...
 
     def ensure_queue(self, queue: str) -> str:

@@ -132,6 +132,13 @@ class MemoryTransport:
                     stored.visible_at = time.monotonic() + timeout_seconds
             self._cond.notify_all()
 
+    def describe(self) -> str:
+        """Return ``memory (one process)``."""
+        return "memory (one process)"
+
+    def verify(self, queue: str) -> None:
+        """Nothing to check: the memory transport has no configuration to get wrong."""
+
     def list_queues(self) -> list[str]:
         """Return the queues that exist here, dead-letter queues left out."""
         with self._cond:

@@ -3,6 +3,8 @@
 boto3's own configuration applies: credentials chain, ``AWS_DEFAULT_REGION``, and
 ``AWS_ENDPOINT_URL_SQS`` / ``AWS_ENDPOINT_URL`` for a local endpoint such as moto_server,
 LocalStack or ElasticMQ. ``ASYNCJOBS["REGION_NAME"]`` and ``["ENDPOINT_URL"]`` override them.
+A mistake in that configuration raises :class:`~django_asyncjobs.exceptions.TransportMisconfigured`
+(see ``sqs_errors.py``); every other failure a plain ``TransportError``.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..conf import DEAD_LETTER_SUFFIX, AsyncJobsSettings
-from ..exceptions import TransportError
+from ..exceptions import TransportError, TransportMisconfigured
 from .base import MAX_BATCH_SIZE, DeadLetter, OutgoingMessage, QueueCounts, ReceivedMessage
+from .sqs_errors import misconfiguration_hint
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -78,14 +81,23 @@ class SQSTransport:
             read_timeout=read_timeout_seconds,
             max_pool_connections=50,
         )
-        # A session per transport: boto3's default session is not thread-safe.
-        session = boto3.session.Session()
-        return session.client(
-            "sqs",
-            region_name=self.conf.region_name,
-            endpoint_url=self.conf.endpoint_url,
-            config=config,
-        )
+        try:
+            # A session per transport: boto3's default session is not thread-safe.
+            session = boto3.session.Session()
+            return session.client(
+                "sqs",
+                region_name=self.conf.region_name,
+                endpoint_url=self.conf.endpoint_url,
+                config=config,
+            )
+        except (BotoCoreError, ValueError) as exc:
+            # Not a BotoCoreError any more: the callers' handlers, which name an operation and
+            # a queue, must let this one through.
+            hint = misconfiguration_hint(exc, operation="")
+            message = f"cannot create the SQS client: {exc}"
+            if hint is None:
+                raise TransportError(message) from exc
+            raise TransportMisconfigured(message, hint=hint) from exc
 
     @property
     def client(self) -> SQSClient:
@@ -108,7 +120,36 @@ class SQSTransport:
         return self._receive_client
 
     def _error(self, operation: str, queue: str, exc: Exception) -> TransportError:
-        return TransportError(f"SQS {operation} on queue {queue!r} failed: {exc}")
+        message = f"SQS {operation} on queue {queue!r} failed: {exc}"
+        hint = misconfiguration_hint(exc, operation=operation)
+        if hint is None:
+            return TransportError(message)
+        return TransportMisconfigured(message, hint=hint)
+
+    def describe(self) -> str:
+        """Return ``sqs <endpoint URL> (prefix <QUEUE_PREFIX>)``, for start-up lines.
+
+        Raises :class:`~django_asyncjobs.exceptions.TransportMisconfigured` when no client can
+        be built (no region, an endpoint that is not a URL).
+        """
+        return f"sqs {self.client.meta.endpoint_url} (prefix {self.conf.queue_prefix})"
+
+    def verify(self, queue: str) -> None:
+        """Look *queue* up (GetQueueUrl, which every role needs), creating nothing.
+
+        Raises :class:`~django_asyncjobs.exceptions.TransportMisconfigured` for a configuration
+        mistake (region, credentials, permissions, endpoint) and
+        :class:`~django_asyncjobs.exceptions.TransportError` when SQS cannot be reached. A
+        queue that does not exist is no error: it is created on first use, or by an operator.
+        """
+        name = self.conf.sqs_queue_name(queue)
+        try:
+            self._urls[queue] = self.client.get_queue_url(QueueName=name)["QueueUrl"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code", "") not in _MISSING_QUEUE_CODES:
+                raise self._error("GetQueueUrl", name, exc) from exc
+        except BotoCoreError as exc:
+            raise self._error("GetQueueUrl", name, exc) from exc
 
     def queue_url(self, queue: str) -> str:
         """Return the URL of job queue *queue*, creating the SQS queue if allowed and missing."""

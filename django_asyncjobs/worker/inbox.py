@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from ..exceptions import MalformedMessage, TransportError
+from ..exceptions import MalformedMessage, TransportError, TransportMisconfigured
 from ..transports.base import MAX_BATCH_SIZE, ReceivedMessage, Transport
 
 # The worker package's one logger (see loop.py).
@@ -420,7 +420,9 @@ class Inbox:
             first = self._failing_since is None
             if first:
                 self._failing_since = time.monotonic()
-        if first:
+        if first and isinstance(exc, TransportMisconfigured):
+            logger.error("worker's transport is misconfigured, retrying error=%s", exc)
+        elif first:
             logger.error("worker cannot reach its transport, retrying error=%s", exc)
 
     def _recovered(self) -> None:

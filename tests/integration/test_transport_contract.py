@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from django_asyncjobs.conf import DEAD_LETTER_SUFFIX, get_settings
-from django_asyncjobs.exceptions import TransportError
+from django_asyncjobs.exceptions import TransportError, TransportMisconfigured
 from django_asyncjobs.transports.base import (
     MAX_BATCH_SIZE,
     OutgoingMessage,
@@ -33,6 +33,7 @@ from django_asyncjobs.transports.base import (
 )
 from django_asyncjobs.transports.memory import MemoryTransport
 from django_asyncjobs.transports.sqs import SQSTransport
+from django_asyncjobs.transports.sqs_errors import ENDPOINT_HINT, REGION_HINT
 
 QUEUE = "default"
 VISIBILITY_TIMEOUT_SECONDS = 1
@@ -438,6 +439,24 @@ def test_list_queues_names_the_job_queues_without_prefix_or_dead_letter_queues(
     assert subject.transport.list_queues() == ["reports-a", "reports-b"]
 
 
+def test_verifying_a_queue_creates_nothing_and_a_missing_queue_is_no_error(
+    subject: Subject,
+) -> None:
+    subject.transport.ensure_queue("there")
+    subject.transport.verify("there")
+    subject.transport.verify("absent")
+    assert subject.transport.list_queues() == ["there"]
+
+
+def test_describe_says_what_the_transport_is_and_where_it_sends(subject: Subject) -> None:
+    description = subject.transport.describe()
+    if subject.variant is None:
+        assert description == "memory (one process)"
+        return
+    endpoint = subject.transport.client.meta.endpoint_url  # type: ignore[attr-defined]
+    assert description == f"sqs {endpoint} (prefix {get_settings().queue_prefix})"
+
+
 def test_ensuring_a_queue_that_exists_keeps_its_messages(subject: Subject) -> None:
     subject.transport.send_batch(QUEUE, messages("kept"))
     subject.transport.ensure_queue(QUEUE)
@@ -463,6 +482,7 @@ CALLS: dict[str, Callable[[Transport], object]] = {
     "list_queues": lambda t: t.list_queues(),
     "quarantine": lambda t: t.quarantine(SOMEBODY),
     "ensure_queue": lambda t: t.ensure_queue(QUEUE),
+    "verify": lambda t: t.verify(QUEUE),
 }
 
 
@@ -476,8 +496,33 @@ def test_every_method_of_an_unreachable_transport_raises_transport_error(
         call(subject.transport)
         return
     unreachable = subject.variant(endpoint_url=f"http://127.0.0.1:{_closed_port()}")
-    with pytest.raises(TransportError, match="Could not connect to the endpoint URL"):
+    with pytest.raises(TransportError, match="Could not connect to the endpoint URL") as raised:
         call(unreachable)
+    # An outage, which may pass: the loops retry it, and the commands start despite it.
+    assert not isinstance(raised.value, TransportMisconfigured)
+
+
+MISTAKES = {
+    "an endpoint that is not a URL": ({"endpoint_url": "localhost:4566"}, ENDPOINT_HINT),
+    "a region that is no region": ({"region_name": "eu west 1"}, REGION_HINT),
+}
+
+
+@pytest.mark.parametrize("mistake", MISTAKES)
+@pytest.mark.parametrize("method", CALLS)
+def test_every_method_of_a_transport_configured_wrong_raises_misconfigured_with_the_fix(
+    subject: Subject, method: str, mistake: str
+) -> None:
+    call = CALLS[method]
+    if subject.variant is None:
+        # Memory reads no setting: nothing to get wrong.
+        call(subject.transport)
+        return
+    changes, hint = MISTAKES[mistake]
+    with pytest.raises(TransportMisconfigured) as raised:
+        call(subject.variant(**changes))
+    assert raised.value.hint == hint
+    assert str(raised.value).endswith(f"({hint})")
 
 
 def test_a_missing_queue_is_an_error_naming_the_fix_when_queues_are_not_created(

@@ -13,20 +13,16 @@ import os
 import socket
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psycopg
-from django.db import connection
-
 from tests.support.processes import (
     REPO_ROOT,
     ManagedProcess,
     ProcessGroup,
-    database_url,
+    private_database,
     subprocess_env,
 )
 
@@ -76,25 +72,16 @@ def _free_port() -> int:
 @contextlib.contextmanager
 def example_database(*, queue_prefix: str) -> Iterator[dict[str, str]]:
     """Create a fresh database for the example project; yield its processes' environment."""
-    name = f"example_{uuid.uuid4().hex[:10]}"
-    server = database_url({**connection.settings_dict, "NAME": "postgres"})
-    with psycopg.connect(server, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    env = subprocess_env(
-        queue_prefix=queue_prefix, settings_dict={**connection.settings_dict, "NAME": name}
-    )
-    env.update(
-        DJANGO_SETTINGS_MODULE="example_project.settings",
-        PYTHONPATH=os.pathsep.join([str(EXAMPLE), str(REPO_ROOT)]),
-        DEMO_HELLO_DELAY_SECONDS="2",
-        ASYNCJOBS_WAIT_TIME_SECONDS="1",
-        DJANGO_SUPERUSER_PASSWORD=PASSWORD,
-    )
-    try:
+    with private_database("example") as settings_dict:
+        env = subprocess_env(queue_prefix=queue_prefix, settings_dict=settings_dict)
+        env.update(
+            DJANGO_SETTINGS_MODULE="example_project.settings",
+            PYTHONPATH=os.pathsep.join([str(EXAMPLE), str(REPO_ROOT)]),
+            DEMO_HELLO_DELAY_SECONDS="2",
+            ASYNCJOBS_WAIT_TIME_SECONDS="1",
+            DJANGO_SUPERUSER_PASSWORD=PASSWORD,
+        )
         yield env
-    finally:
-        with psycopg.connect(server, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @contextlib.contextmanager

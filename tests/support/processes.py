@@ -20,7 +20,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+import uuid
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -77,6 +78,28 @@ def database_url(settings_dict: Mapping[str, Any]) -> str:
     return f"postgres://{credentials}{host}{':' + port if port else ''}/{name}"
 
 
+@contextlib.contextmanager
+def private_database(stem: str) -> Iterator[dict[str, Any]]:
+    """Create an empty database named ``<stem>_<random>`` next to the test database; yield
+    its ``DATABASES`` entry (for :func:`subprocess_env`); drop it afterwards.
+
+    For processes that must see a database of their own: another project's, or one in a state
+    the shared test database must never be in (migrations missing).
+    """
+    import psycopg
+    from django.db import connection
+
+    name = f"{stem}_{uuid.uuid4().hex[:10]}"
+    server = database_url({**connection.settings_dict, "NAME": "postgres"})
+    with psycopg.connect(server, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield {**connection.settings_dict, "NAME": name}
+    finally:
+        with psycopg.connect(server, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def subprocess_env(
     *, queue_prefix: str, settings_dict: Mapping[str, Any] | None = None
 ) -> dict[str, str]:
@@ -113,6 +136,13 @@ def _tail(text: str, limit: int = OUTPUT_TAIL_CHARS) -> str:
     )
 
 
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
 class ManagedProcess:
     """One ``python -m django <command>`` subprocess in a session of its own.
 
@@ -121,21 +151,35 @@ class ManagedProcess:
     """
 
     def __init__(
-        self, command: str, args: tuple[str, ...], *, env: Mapping[str, str], log_path: Path
+        self,
+        command: str,
+        args: tuple[str, ...],
+        *,
+        env: Mapping[str, str],
+        log_path: Path,
+        stderr_apart: bool = False,
     ) -> None:
         self.command = command
         self.args = args
         self.log_path = log_path
+        #: Where stderr goes with *stderr_apart*; otherwise it shares the log with stdout.
+        self.stderr_path = log_path.with_suffix(".stderr.log") if stderr_apart else None
         self.started_at = time.monotonic()
-        with open(log_path, "wb") as log:
-            # The child keeps its own copy of the descriptor.
+        with contextlib.ExitStack() as files:
+            # The child keeps its own copies of the descriptors.
+            log = files.enter_context(open(log_path, "wb"))
+            errors = (
+                files.enter_context(open(self.stderr_path, "wb"))
+                if self.stderr_path
+                else subprocess.STDOUT
+            )
             self._popen = subprocess.Popen(
                 [sys.executable, "-m", "django", command, *args],
                 cwd=REPO_ROOT,
                 env=dict(env),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
-                stderr=subprocess.STDOUT,
+                stderr=errors,
                 start_new_session=True,
             )
 
@@ -154,11 +198,19 @@ class ManagedProcess:
         return self._popen.poll()
 
     def output(self) -> str:
-        """Return everything the process wrote to stdout and stderr so far."""
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
+        """Return everything the process wrote to stdout and stderr so far.
+
+        With stderr apart, stdout comes first, then stderr.
+        """
+        return self.stdout() + self.stderr()
+
+    def stdout(self) -> str:
+        """Return what the process wrote to stdout (and stderr, unless kept apart) so far."""
+        return _read(self.log_path)
+
+    def stderr(self) -> str:
+        """Return what the process wrote to stderr so far, if kept apart; else ``""``."""
+        return _read(self.stderr_path) if self.stderr_path else ""
 
     def describe(self) -> str:
         """Return the command, its state and the end of its output, for assertion messages."""
@@ -238,16 +290,39 @@ class ProcessGroup:
     ) -> None:
         self.close()
 
-    def start(self, command: str, *args: str) -> ManagedProcess:
-        """Start ``python -m django <command> <args>`` and return it without waiting."""
+    def start(
+        self,
+        command: str,
+        *args: str,
+        env: Mapping[str, str] | None = None,
+        stderr_apart: bool = False,
+    ) -> ManagedProcess:
+        """Start ``python -m django <command> <args>`` and return it without waiting.
+
+        *env* replaces the group's environment for this process; with *stderr_apart* its
+        stderr is kept apart from its stdout (:meth:`ManagedProcess.stderr`).
+        """
         log_path = self.log_dir / f"{len(self.started) + 1:02d}-{command}.log"
-        process = ManagedProcess(command, args, env=self.env, log_path=log_path)
+        process = ManagedProcess(
+            command,
+            args,
+            env=self.env if env is None else env,
+            log_path=log_path,
+            stderr_apart=stderr_apart,
+        )
         self.started.append(process)
         return process
 
-    def run(self, command: str, *args: str, timeout: float = 60.0) -> ManagedProcess:
+    def run(
+        self,
+        command: str,
+        *args: str,
+        timeout: float = 60.0,
+        env: Mapping[str, str] | None = None,
+        stderr_apart: bool = False,
+    ) -> ManagedProcess:
         """Start a command that exits by itself (``--once``, ``--burst``) and wait for it."""
-        process = self.start(command, *args)
+        process = self.start(command, *args, env=env, stderr_apart=stderr_apart)
         try:
             process.wait(timeout)
         except ProcessTimeout:

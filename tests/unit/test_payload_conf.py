@@ -108,3 +108,16 @@ def test_the_memory_transport_is_a_deployment_warning_only() -> None:
         assert 'ASYNCJOBS["TRANSPORT"] is "memory"' in message
         # Tests that run a Scheduler and a Worker in one process are what it is for.
         assert warnings(deploy=False) == []
+
+
+def test_a_default_queue_no_default_worker_consumes_is_a_warning() -> None:
+    def warnings() -> list[str]:
+        return [m.msg for m in run_checks() if m.id == "asyncjobs.W003"]
+
+    assert warnings() == []  # "default" is one of the test settings' QUEUES
+    with override_settings(ASYNCJOBS={"QUEUES": ["high", "low"], "DEFAULT_QUEUE": "default"}):
+        (message,) = warnings()
+        assert message.startswith("ASYNCJOBS[\"DEFAULT_QUEUE\"] ('default') is not in")
+        assert "a runworker started without --queues never receives" in message
+    with override_settings(ASYNCJOBS={"QUEUES": ["high", "low"], "MAX_RETRIES": -1}):
+        assert warnings() == []  # invalid settings are asyncjobs.E001's to report

@@ -9,9 +9,11 @@ import datetime as dt
 import inspect
 
 import pytest
+from django.test import override_settings
 
 from django_asyncjobs import job, registry
 from django_asyncjobs.exceptions import DuplicateJobName, JobNotRegistered
+from django_asyncjobs.queues import declared_queues
 from tests.testapp import jobs
 
 
@@ -94,3 +96,12 @@ def test_bad_decorator_options(options: dict[str, object], error: type[Exception
 def test_bad_run_after(run_after: object, error: type[Exception]) -> None:
     with pytest.raises(error):
         jobs.add.using(run_after=run_after)  # type: ignore[arg-type]
+
+
+def test_declared_queues_are_those_the_settings_jobs_schedules_and_tasks_name() -> None:
+    # QUEUES and DEFAULT_QUEUE; "emails" is a Tasks backend's queue (tests/settings.py TASKS).
+    assert {"high", "default", "low", "emails"} <= declared_queues()
+    assert "nightly" not in declared_queues()
+    schedule = {"job": "tests.echo", "cron": "0 3 * * *", "queue": "nightly"}
+    with override_settings(ASYNCJOBS={"QUEUES": ["default"], "PERIODIC_JOBS": [schedule]}):
+        assert {"default", "nightly", "high", "low"} <= declared_queues()  # high, low: @job

@@ -7,11 +7,15 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
 from django.core.management.base import CommandParser
+from django.db import connections
 
+from ...conf import get_settings
+from ...transports import get_transport
 from ._options import (
     AsyncJobsCommand,
     non_negative_float,
@@ -20,6 +24,7 @@ from ._options import (
     queue_specs,
     refuse_memory_transport,
 )
+from ._startup import check_database, check_transport, startup_line
 
 #: How often the parent looks at its two children.
 _POLL_SECONDS = 0.2
@@ -62,8 +67,16 @@ class Command(AsyncJobsCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        # Refused here too: one clear error, not one from each child process.
+        # The children check all this too; checked here first, a mistake is reported once, not
+        # by each child. (Their warnings, such as other apps' migrations, are theirs to give.)
         refuse_memory_transport("runjobs")
+        using = check_database("runjobs", stderr=self.stderr.write, warn_other_apps=False)
+        connections[using].close()  # the children have their own
+        transport = get_transport()
+        try:
+            check_transport("runjobs", transport, queues=options["queues"] or get_settings().queues)
+        finally:
+            transport.close()
         worker_args = ["runworker"]
         for option in ("concurrency", "processes", "grace"):
             if options[option] is not None:
@@ -73,7 +86,16 @@ class Command(AsyncJobsCommand):
         scheduler_args = ["runscheduler"]
         if options["interval"] is not None:
             scheduler_args += ["--interval", str(options["interval"])]
-        code = run_together([scheduler_args, worker_args], stderr=self.stderr.write)
+
+        def started(pids: list[int]) -> None:
+            self.stdout.write(
+                startup_line("runjobs", f"runscheduler pid {pids[0]}", f"runworker pid {pids[1]}")
+            )
+            self.stdout.flush()
+
+        code = run_together(
+            [scheduler_args, worker_args], stderr=self.stderr.write, on_started=started
+        )
         if code:
             raise SystemExit(code)
 
@@ -93,12 +115,18 @@ def _django_command(arguments: list[str]) -> tuple[list[str], dict[str, str]]:
     return [sys.executable, "-m", "django", *arguments], env
 
 
-def run_together(commands: list[list[str]], *, stderr: Any = print) -> int:
+def run_together(
+    commands: list[list[str]],
+    *,
+    stderr: Any = print,
+    on_started: Callable[[list[int]], None] | None = None,
+) -> int:
     """Run the management *commands* as child processes until one exits or we are signalled.
 
     Each SIGINT/SIGTERM we receive is forwarded once to every child as SIGTERM (the children
     run in their own session, so a terminal's Ctrl+C does not reach them twice): the first
     stops them gracefully, the second at once. Returns the first non-zero exit status, else 0.
+    *on_started* receives the children's pids, in the order of *commands*, once all started.
 
     Example::
 
@@ -116,6 +144,8 @@ def run_together(commands: list[list[str]], *, stderr: Any = print) -> int:
         for arguments in commands:
             argv, env = _django_command(arguments)
             children.append(subprocess.Popen(argv, env=env, start_new_session=True))
+        if on_started is not None:
+            on_started([child.pid for child in children])
         while any(child.poll() is None for child in children):
             if forwarded < len(received):
                 forwarded = len(received)

@@ -6,11 +6,14 @@ from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
 
+from ...conf import get_settings
 from ...exceptions import TransportError
+from ...periodic import schedules
 from ...scheduler import Scheduler
 from ...transports import get_transport
 from ._options import AsyncJobsCommand, positive_float, positive_int, refuse_memory_transport
 from ._signals import graceful_stop
+from ._startup import check_database, check_transport, startup_line
 
 
 class Command(AsyncJobsCommand):
@@ -39,6 +42,7 @@ class Command(AsyncJobsCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         refuse_memory_transport("runscheduler")
+        check_database("runscheduler", stderr=self.stderr.write)
         scheduler = Scheduler(
             transport=get_transport(),
             batch_size=options["batch_size"],
@@ -52,6 +56,21 @@ class Command(AsyncJobsCommand):
                     raise CommandError(f"could not relay jobs: {exc}") from exc
                 self.stdout.write(self.style.SUCCESS(f"Relayed {sent} job(s)."))
                 return
+            # The scheduler sends to every queue; the default one stands for them all.
+            check_transport(
+                "runscheduler", scheduler.transport, queues=[get_settings().default_queue]
+            )
+            self.stdout.write(
+                startup_line(
+                    "runscheduler",
+                    f"interval {scheduler.interval_seconds:g}s",
+                    f"batch size {scheduler.batch_size}",
+                    f"schedules {len(schedules())}",
+                    f"transport {scheduler.transport.describe()}",
+                )
+            )
+            # Under systemd stdout is a pipe, block-buffered: the line must not wait for 8 KiB.
+            self.stdout.flush()
             with graceful_stop(scheduler.stop, on_first=self._stopping):
                 scheduler.run()
         finally:

@@ -7,6 +7,7 @@ from typing import Any
 
 from django.core.management.base import CommandParser
 
+from ...conf import get_settings
 from ...supervisor import Supervisor, supervisor_signals
 from ...transports import get_transport
 from ...worker import Worker
@@ -17,6 +18,7 @@ from ._options import (
     queue_specs,
     refuse_memory_transport,
 )
+from ._startup import check_database, check_transport, startup_line, unknown_queue_warnings
 
 
 class Command(AsyncJobsCommand):
@@ -85,6 +87,32 @@ class Command(AsyncJobsCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         refuse_memory_transport("runworker")
+        check_database("runworker", stderr=self.stderr.write)
+        queues = options["queues"] or list(get_settings().queues)
+        transport = get_transport()
+        try:
+            check_transport("runworker", transport, queues=queues)
+            for warning in unknown_queue_warnings(
+                "runworker", queues, existing=transport.list_queues
+            ):
+                self.stderr.write(warning)
+            where = transport.describe()
+        finally:
+            # The worker processes build their own: a client must not cross a fork.
+            transport.close()
+
+        def started(pids: list[int]) -> None:
+            self.stdout.write(
+                startup_line(
+                    "runworker",
+                    f"worker processes {','.join(map(str, pids))}",
+                    f"queues {','.join(queues)}",
+                    f"concurrency {options['concurrency']}",
+                    f"transport {where}",
+                )
+            )
+            # Under systemd stdout is a pipe, block-buffered: the line must not wait for 8 KiB.
+            self.stdout.flush()
 
         def make_worker(worker_id: str, on_alive: Callable[[], None]) -> Worker:
             return Worker(
@@ -106,6 +134,7 @@ class Command(AsyncJobsCommand):
             grace_seconds=options["grace"],
             respawn=not (options["burst"] or options["max_jobs"]),
             worker_id_base=options["worker_id"],
+            on_started=started,
         )
         with supervisor_signals(supervisor):
             code = supervisor.run()

@@ -33,6 +33,7 @@ def job_json(job: Job) -> dict[str, Any]:
         "args": job.args,
         "kwargs": job.kwargs,
         "attempts": job.attempts,
+        "total_attempts": job.total_attempts,
         "max_retries": job.max_retries,
         "run_at": iso(job.run_at),
         "created_at": iso(job.created_at),
@@ -40,6 +41,7 @@ def job_json(job: Job) -> dict[str, Any]:
         "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at),
         "error": job.error,
+        "note": job.note,
         "progress": job.progress,
     }
 

@@ -60,7 +60,7 @@ def status_list(value: str) -> list[str]:
 
 class Command(AsyncJobsCommand):
     help = (
-        "Operator tools for django-asyncjobs: list, retry, cancel and purge jobs, queue "
+        "Operator tools for django-asyncjobs: list, show, retry, cancel and purge jobs, queue "
         "statistics, and the SQS queues.\n\n"
         "Examples:\n"
         "  manage.py asyncjobs list --status failed --limit 20\n"

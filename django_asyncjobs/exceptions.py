@@ -46,3 +46,17 @@ class WorkerLost(AsyncJobsError):
     Never raised: it names the error of such an attempt (``"WorkerLost: ..."``), e.g. for the
     ``TaskError`` of Django's Tasks API.
     """
+
+
+class UnknownQueue(AsyncJobsError, LookupError):
+    """A queue was named that nobody uses: not configured, no registered job's, no job's.
+
+    Pausing it would change nothing anybody waits for; it is most likely a typo.
+    """
+
+    def __init__(self, queue: str) -> None:
+        self.queue = queue
+        super().__init__(
+            f"unknown queue {queue!r}: not in ASYNCJOBS['QUEUES'], not the queue of a registered "
+            "job, and no job has used it; check the spelling"
+        )

@@ -6,14 +6,18 @@ State changes never go through ``job.save()``: each one is a conditional UPDATE 
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
+from typing import TYPE_CHECKING, Any
 
 import django
+from django.conf import settings
 from django.db import models
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from .fields import BoundedDateTimeField, UUIDArrayField
-from .queries import JobManager
+from .queries import JobManager, ProcessManager, QueueStateManager
 from .status import FINAL_STATUSES, JobStatus
 from .timebounds import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP
 
@@ -24,6 +28,9 @@ __all__ = [
     "JobAttempt",
     "JobStatus",
     "PeriodicSchedule",
+    "Process",
+    "ProcessKind",
+    "QueueState",
     "RegisteredJob",
 ]
 
@@ -276,6 +283,85 @@ class RegisteredJob(models.Model):
         return self.name
 
 
+class QueueState(models.Model):
+    """An operator's pause of one queue, kept until it is resumed (restarts included).
+
+    While ``paused``, the scheduler sends none of the queue's jobs and workers start none: a
+    message already in SQS puts its job back to ``scheduled``. Jobs stay ``scheduled`` and are
+    sent when the queue is resumed. Rows change only through ``QueueState.objects.pause()`` and
+    ``resume()`` (or :mod:`django_asyncjobs.queues`); a queue without a row is not paused.
+
+    Example::
+
+        QueueState.objects.pause("emails", by="alice", reason="mail provider down")
+        QueueState.objects.resume("emails", by="alice")
+    """
+
+    name = models.CharField(_("queue"), max_length=80, primary_key=True)
+    paused = models.BooleanField(_("paused"), default=False)
+    paused_at = models.DateTimeField(_("paused at"), null=True, blank=True)
+    paused_by = models.CharField(_("paused by"), max_length=255, blank=True, default="")
+    reason = models.TextField(_("reason"), blank=True, default="")
+    # Kept after a resume, with the pause it ended: an operator who finds a queue draining a
+    # backlog can see who let it go, and when.
+    resumed_at = models.DateTimeField(_("resumed at"), null=True, blank=True)
+    resumed_by = models.CharField(_("resumed by"), max_length=255, blank=True, default="")
+
+    objects = QueueStateManager()
+
+    class Meta:
+        db_table = "asyncjobs_queue_state"
+        verbose_name = _("queue state")
+        verbose_name_plural = _("queue states")
+        ordering = ["name"]
+        # Rows change only through pause() and resume(): add/change/delete would be misleading.
+        default_permissions = ()
+        permissions = [("pause_queue", "Can pause and resume queues")]
+
+    def __str__(self) -> str:
+        return self.describe()
+
+    def describe(self) -> str:
+        """Say whether the queue is paused, since when, by whom and why, in one line.
+
+        >>> import datetime as dt
+        >>> QueueState(name="emails", paused=True, paused_by="alice", reason="SMTP down",
+        ...     paused_at=dt.datetime(2026, 5, 1, 9, 30, tzinfo=dt.UTC)).describe()
+        "queue 'emails' is paused since 2026-05-01 09:30:00 UTC by alice: SMTP down"
+        """
+        if not self.paused:
+            if self.resumed_at is None:
+                return f"queue {self.name!r} is not paused"
+            return (
+                f"queue {self.name!r} is not paused (resumed {_moment(self.resumed_at)}"
+                f"{_by(self.resumed_by)})"
+            )
+        note = f"queue {self.name!r} is paused since {_moment(self.paused_at)}{_by(self.paused_by)}"
+        return f"{note}: {self.reason}" if self.reason else note
+
+    def as_json(self) -> dict[str, str | None]:
+        """Return the pause as JSON (the HTTP API's and ``asyncjobs list --json``'s form)."""
+        return {
+            "since": self.paused_at.isoformat() if self.paused_at else None,
+            "by": self.paused_by,
+            "reason": self.reason,
+            "message": self.describe(),
+        }
+
+
+def _moment(moment: dt.datetime | None) -> str:
+    """Return *moment* in the current time zone, to the second, with the zone's name."""
+    if moment is None:
+        return "an unknown time"
+    if settings.USE_TZ and timezone.is_aware(moment):
+        moment = timezone.localtime(moment)
+    return moment.strftime("%Y-%m-%d %H:%M:%S %Z").rstrip()
+
+
+def _by(who: str) -> str:
+    return f" by {who}" if who else ""
+
+
 class AttemptOutcome(models.TextChoices):
     """How one attempt ended (empty while it runs)."""
 
@@ -313,3 +399,70 @@ class JobAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"attempt {self.number} of {self.job_id} ({self.outcome or 'running'})"
+
+
+class ProcessKind(models.TextChoices):
+    """What a registered process does."""
+
+    WORKER = "worker", _("worker")
+    SCHEDULER = "scheduler", _("scheduler")
+
+
+class Process(models.Model):
+    """A running ``runworker`` worker process or ``runscheduler``: who consumes, who relays.
+
+    Each one writes its row when it starts, stamps ``heartbeat_at`` as it goes, and deletes the
+    row when it stops cleanly. A row whose heartbeat is older than ``STALE_AFTER_SECONDS`` is a
+    dead process (killed, or its machine lost); the scheduler deletes such rows a day later.
+    The jobs a process runs now are the running jobs whose ``worker`` is its ``name``: they
+    are read from the job rows, never copied here. Rows change through
+    :class:`~django_asyncjobs.queries.ProcessManager`.
+
+    Example::
+
+        Process.objects.live().filter(kind=ProcessKind.SCHEDULER).exists()
+    """
+
+    # Chosen by the process, so that registering again (after a failed write, or after its
+    # row was pruned) is the same idempotent statement as a heartbeat.
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    kind = models.CharField(_("kind"), max_length=16, choices=ProcessKind.choices)
+    name = models.CharField(
+        _("name"), max_length=255, help_text=_("How job rows name it (host:pid for workers).")
+    )
+    host = models.CharField(_("host"), max_length=255)
+    pid = models.PositiveIntegerField(_("pid"))
+    queues = models.JSONField(
+        _("queues"),
+        default=list,
+        blank=True,
+        help_text=_("Queue names and glob patterns a worker consumes, highest priority first."),
+    )
+    concurrency = models.PositiveIntegerField(
+        _("concurrency"), null=True, blank=True, help_text=_("Jobs a worker runs at once.")
+    )
+    version = models.CharField(
+        _("version"), max_length=40, help_text=_("The django-asyncjobs version it runs.")
+    )
+    started_at = models.DateTimeField(_("started at"))
+    heartbeat_at = models.DateTimeField(_("heartbeat at"))
+
+    objects = ProcessManager()
+
+    if TYPE_CHECKING:
+        # Only on rows of ``Process.objects.get_queryset().with_state()``.
+        alive: bool
+        running_jobs: list[dict[str, Any]]
+
+    class Meta:
+        db_table = "asyncjobs_process"
+        verbose_name = _("process")
+        verbose_name_plural = _("processes")
+        ordering = ["kind", "host", "pid"]
+        indexes = [
+            # "Is a scheduler alive", "which workers are alive", and pruning the dead.
+            models.Index(fields=["kind", "heartbeat_at"], name="asyncjobs_process_beat_idx")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.name}"

@@ -29,8 +29,9 @@ from . import periodic, retry
 from .conf import get_settings
 from .db import close_if_unusable, retry_on_lost_connection
 from .exceptions import TransportError
-from .models import Job, RegisteredJob
+from .models import Job, Process, ProcessKind, RegisteredJob
 from .payload import Doorbell
+from .processes import DEAD_PROCESS_RETENTION_SECONDS, PRUNE_DEAD_EVERY_SECONDS, Presence
 from .queries import NOTIFY_CHANNEL, DueJob
 from .registry import registry
 from .transports.base import MAX_BATCH_SIZE, OutgoingMessage, Transport
@@ -91,6 +92,9 @@ class Scheduler:
         self._stop = threading.Event()
         self._listener: psycopg.Connection[Any] | None = None
         self._failing = False
+        #: This scheduler's row in the process table, while :meth:`run` runs.
+        self._presence: Presence | None = None
+        self._processes_pruned_at = float("-inf")
 
     # -- one pass --------------------------------------------------------------------------------
 
@@ -206,6 +210,18 @@ class Scheduler:
             )
         return deleted
 
+    def prune_processes(self) -> int:
+        """Delete the rows of processes dead for a day (every few minutes at most)."""
+        if time.monotonic() - self._processes_pruned_at < PRUNE_DEAD_EVERY_SECONDS:
+            return 0
+        self._processes_pruned_at = time.monotonic()
+        deleted = Process.objects.db_manager(self.using).prune_dead(
+            older_than_seconds=DEAD_PROCESS_RETENTION_SECONDS
+        )
+        if deleted:
+            logger.info("pruned rows of dead processes count=%d", deleted)
+        return deleted
+
     def resend_lost(self) -> int:
         """Make queued jobs whose message was lost due again; return how many."""
         count = Job.objects.db_manager(self.using).resend_lost(
@@ -294,6 +310,9 @@ class Scheduler:
             "scheduler started batch_size=%d interval=%.1fs", self.batch_size, self.interval_seconds
         )
         backoff = 0.0
+        # Registered by the first pass; a failure is logged, and the heartbeats of later
+        # passes write the row once the database answers.
+        self._presence = Presence(kind=ProcessKind.SCHEDULER, using=self.using, logger=logger)
         try:
             while not self._stop.is_set():
                 # Not close_old_connections(): with CONN_MAX_AGE = 0 that opened a new session
@@ -325,16 +344,25 @@ class Scheduler:
                     self._stop.wait(backoff)
         finally:
             self._close_listener()
+            # A clean stop only: a scheduler that crashed leaves its row to go stale.
+            if self._stop.is_set():
+                self._presence.unregister()
             logger.info("scheduler stopped")
 
     def _pass(self) -> float:
         """Run one pass of :meth:`run`; return how long to wait for the next one."""
         if not self._names_recorded:
             self.record_registered_names()
+        # Before the relay: a scheduler that cannot reach SQS is still alive.
+        if self._presence is not None:
+            self._presence.tick()
+            self.prune_processes()
         # A throttled queue is polled fast; housekeeping need not follow it.
         recent = time.monotonic() - self._housekept_at < HOUSEKEEPING_MIN_SECONDS
         self.run_once(relay_only=self.throttled and recent)
-        return self._seconds_to_wait()
+        wait = self._seconds_to_wait()
+        # However long the poll interval, the heartbeat must not go stale between passes.
+        return wait if self._presence is None else min(wait, self._presence.interval_seconds)
 
     def _database_was_lost(self) -> None:
         # The database went away since the last pass: workers could not heartbeat meanwhile,

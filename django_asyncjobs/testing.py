@@ -33,12 +33,13 @@ import psycopg
 from asgiref.sync import async_to_sync
 from django.db import DatabaseError, connections, router, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import Exists, OuterRef
 
 from . import execution, retry
 from .conf import get_settings
 from .context import JobContext
 from .exceptions import AsyncJobsError, JobNotRegistered
-from .models import Job
+from .models import Job, QueueState
 from .queries import ClaimOutcome, DatabaseNow, DueJob, JobQuerySet
 from .registry import JobDefinition, registry
 from .status import JobStatus
@@ -109,6 +110,7 @@ def run_jobs(
     ``captureOnCommitCallbacks(execute=True)`` (pytest-django:
     ``django_capture_on_commit_callbacks``). Unlike a worker, it does not enforce timeouts: a
     job runs to its end. Cron occurrences are not enqueued (call ``my_job.delay()`` instead).
+    Jobs of a paused queue are not run, as the scheduler does not send them.
 
     If a job leaves the test's transaction broken (a database error it did not contain in
     ``atomic()``), its writes are rolled back to a savepoint and the failure recorded, so the
@@ -226,8 +228,10 @@ class _Run:
         return jobs
 
     def _due(self) -> JobQuerySet:
+        # A paused queue's jobs wait, as they do for the scheduler (whose relay skips them).
+        paused = QueueState.objects.filter(name=OuterRef("queue"), paused=True)
         return self.manager.get_queryset().filter(
-            status=JobStatus.SCHEDULED, blocked=False, run_at__lte=DatabaseNow()
+            ~Exists(paused), status=JobStatus.SCHEDULED, blocked=False, run_at__lte=DatabaseNow()
         )
 
     def _candidates(self) -> JobQuerySet:

@@ -8,6 +8,7 @@ is written to Django's admin log. One module per page:
 - :mod:`.actions`: the actions of the job list (retry, cancel, mark succeeded, run again);
 - :mod:`.overview`: the queue overview page and its numbers;
 - :mod:`.periodic`: the periodic schedules (:class:`PeriodicScheduleAdmin`);
+- :mod:`.processes`: the registered workers and schedulers (:class:`ProcessAdmin`);
 - :mod:`.display`: how jobs are shown (status colours, progress, relative times, durations).
 
 Importing this package registers the admin classes; the templates are in
@@ -30,14 +31,16 @@ from .jobs import (
     NameFilter,
     QueueFilter,
 )
-from .overview import QueueOverviewAdmin, QueueStats, queue_overview
+from .overview import QueueOverviewAdmin, QueueStats, attention_context, queue_overview
 from .periodic import PeriodicScheduleAdmin
+from .processes import RUNNING_SHOWN, ProcessAdmin
 
 __all__ = [
     "ACTION_BATCH_SIZE",
     "CONFIRMATION_SAMPLE_SIZE",
     "COUNT_LIMIT",
     "ID_PREFIX_DIGITS",
+    "RUNNING_SHOWN",
     "STATUS_COLOURS",
     "WAITING_SHOWN",
     "AttemptInline",
@@ -48,9 +51,11 @@ __all__ = [
     "JobAdmin",
     "NameFilter",
     "PeriodicScheduleAdmin",
+    "ProcessAdmin",
     "QueueFilter",
     "QueueOverviewAdmin",
     "QueueStats",
+    "attention_context",
     "describe_progress",
     "duration",
     "queue_overview",

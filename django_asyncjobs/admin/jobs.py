@@ -18,7 +18,7 @@ from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Paginator
 from django.db import connections
-from django.db.models import Q, QuerySet, prefetch_related_objects
+from django.db.models import Exists, OuterRef, Q, QuerySet, prefetch_related_objects
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.utils.functional import cached_property
@@ -26,8 +26,9 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from .. import describe
-from ..models import Job, JobAttempt
+from ..models import Job, JobAttempt, QueueState
 from ..queries import ATTEMPT_RELATION, uuid_prefix_range
+from ..queues import WAITING_STATUSES, paused_queues, waiting_note
 from ..status import JobStatus
 from .actions import JOB_PAGE_FIELD, JobActionsAdmin
 from .display import STATUS_COLOURS, describe_progress, duration, preformatted, relative
@@ -88,6 +89,13 @@ class QueueFilter(DistinctFilter):
     title = "queue"
     parameter_name = "queue"
     column = "queue"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        paused = paused_queues()
+        return [
+            (value, f"{label} (paused)" if value in paused else label)
+            for value, label in super().lookups(request, model_admin)
+        ]
 
 
 class NameFilter(DistinctFilter):
@@ -177,7 +185,7 @@ class JobAdmin(QueueOverviewAdmin, JobActionsAdmin):
     list_display = (
         "status_badge",
         "name",
-        "queue",
+        "queue_display",
         "priority",
         "attempts_display",
         "created_at",
@@ -203,7 +211,7 @@ class JobAdmin(QueueOverviewAdmin, JobActionsAdmin):
                     "name",
                     "status_badge",
                     "progress_display",
-                    "queue",
+                    "queue_display",
                     "priority",
                     "worker",
                 )
@@ -232,10 +240,29 @@ class JobAdmin(QueueOverviewAdmin, JobActionsAdmin):
             },
         ),
     )
-    # Everything shown is read-only: the fields are exactly those of the fieldsets.
-    readonly_fields = tuple(
-        name for _, options in fieldsets for name in options["fields"] if isinstance(name, str)
+    # Everything shown is read-only: the fields are exactly those of the fieldsets, and the
+    # note a waiting job of a paused queue gets (get_fieldsets).
+    readonly_fields = (
+        *(name for _, options in fieldsets for name in options["fields"] if isinstance(name, str)),
+        "waiting_display",
     )
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Job]:
+        # One primary-key probe of the small queue state table per row shown.
+        paused = QueueState.objects.filter(name=OuterRef("queue"), paused=True)
+        return super().get_queryset(request).annotate(queue_paused=Exists(paused))
+
+    def get_fieldsets(self, request: HttpRequest, obj: Job | None = None) -> Any:
+        """The fieldsets, and right under the status, why the job waits if its queue is paused."""
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None or not getattr(obj, "queue_paused", False):
+            return fieldsets
+        if obj.status not in WAITING_STATUSES:
+            return fieldsets
+        (title, options), *rest = fieldsets
+        fields = list(options["fields"])
+        fields.insert(fields.index("status_badge") + 1, "waiting_display")
+        return [(title, {**options, "fields": fields}), *rest]
 
     # -- list ------------------------------------------------------------------------------------
 
@@ -248,6 +275,20 @@ class JobAdmin(QueueOverviewAdmin, JobActionsAdmin):
             colour,
             job.status,
         )
+
+    @admin.display(description="queue", ordering="queue")
+    def queue_display(self, job: Job) -> SafeString:
+        if not getattr(job, "queue_paused", False):
+            return format_html("{}", job.queue)
+        return format_html(
+            '{} <span class="asyncjobs-paused" title="no job of this queue is sent or started '
+            'until it is resumed">(paused)</span>',
+            job.queue,
+        )
+
+    @admin.display(description="waiting")
+    def waiting_display(self, job: Job) -> str:
+        return waiting_note(job, paused_queues()) or "-"
 
     @admin.display(description="attempts")
     def attempts_display(self, job: Job) -> SafeString:

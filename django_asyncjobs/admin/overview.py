@@ -1,22 +1,32 @@
 """The admin's queue overview: per queue, jobs by status, age of the oldest waiting job,
-throughput over the last hour, and what SQS holds (dead-letter queues included)."""
+throughput over the last hour, what SQS holds (dead-letter queues included), and whether it is
+paused, with the buttons that pause and resume it (permission ``pause_queue``).
+
+It also owns the banner that the overview, the job list and the process list show when due
+jobs wait and no scheduler is alive, or a queue with waiting jobs has no live worker
+(:func:`attention_context`, template ``admin/django_asyncjobs/attention.html``).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db import connections
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import URLPattern, path
+from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from ..exceptions import TransportError
-from ..models import Job
+from .. import queues
+from ..conf import queue_name_error
+from ..exceptions import TransportError, UnknownQueue
+from ..models import Job, QueueState
+from ..processes import attention
+from ..queues import WAITING_STATUSES
 from ..status import JobStatus
 from ..transports import get_transport
 
@@ -42,6 +52,18 @@ class QueueStats:
     sqs_in_flight: int | None = None
     sqs_dead: int | None = None
     sqs_error: str = ""
+    #: The queue's pause (or the last one, resumed since); ``None``: never paused.
+    state: QueueState | None = None
+
+    @property
+    def paused(self) -> bool:
+        """Return whether the queue is paused."""
+        return self.state is not None and self.state.paused
+
+    @property
+    def waiting(self) -> int:
+        """Return how many jobs wait to be sent or started (scheduled or queued)."""
+        return sum(self.count(status) for status in WAITING_STATUSES)
 
     def count(self, status: str) -> int:
         """Return how many jobs of this queue have *status*."""
@@ -117,8 +139,22 @@ def queue_overview() -> list[QueueStats]:
             )
             index = WINDOW_MINUTES - 1 - min(WINDOW_MINUTES - 1, max(0, minutes_ago))
             series[index] += count
+    for state in QueueState.objects.db_manager(alias).all():
+        # A paused queue shows even without jobs: a pause must never be out of sight.
+        if state.paused or state.name in stats:
+            stats.setdefault(state.name, QueueStats(queue=state.name)).state = state
     _add_sqs_counts(list(stats.values()))
     return [stats[q] for q in sorted(stats)]
+
+
+def attention_context(request: HttpRequest) -> dict[str, Any]:
+    """Return the banner's template context: ``attention`` (the problems, possibly none; see
+    :class:`~django_asyncjobs.processes.Attention`) and ``processes_url`` (the process list,
+    for users who may view it)."""
+    url = ""
+    if request.user.has_perm("django_asyncjobs.view_process"):
+        url = reverse("admin:django_asyncjobs_process_changelist")
+    return {"attention": attention(), "processes_url": url}
 
 
 def _add_sqs_counts(stats: list[QueueStats]) -> None:
@@ -138,7 +174,8 @@ def _add_sqs_counts(stats: list[QueueStats]) -> None:
 
 
 class QueueOverviewAdmin(_ModelAdmin):
-    """Adds the queue overview page (``overview/`` under the job list) to the job admin."""
+    """Adds the queue overview page (``overview/`` under the job list) to the job admin, and
+    its pause and resume buttons (``overview/<queue>/pause/`` and ``.../resume/``)."""
 
     def get_urls(self) -> list[URLPattern]:
         return [
@@ -147,11 +184,33 @@ class QueueOverviewAdmin(_ModelAdmin):
                 self.admin_site.admin_view(self.overview_view),
                 name="django_asyncjobs_job_overview",
             ),
+            path(
+                "overview/<str:queue>/pause/",
+                self.admin_site.admin_view(self.pause_view),
+                name="django_asyncjobs_job_pause_queue",
+            ),
+            path(
+                "overview/<str:queue>/resume/",
+                self.admin_site.admin_view(self.resume_view),
+                name="django_asyncjobs_job_resume_queue",
+            ),
             *super().get_urls(),
         ]
 
+    def has_pause_permission(self, request: HttpRequest) -> bool:
+        """Return whether the user may pause and resume queues."""
+        return request.user.has_perm("django_asyncjobs.pause_queue")
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        """The job list, with the banner (see :func:`attention_context`)."""
+        if request.method == "GET":
+            extra_context = {**attention_context(request), **(extra_context or {})}
+        return super().changelist_view(request, extra_context)
+
     def overview_view(self, request: HttpRequest) -> HttpResponse:
-        """Per queue: counts by status, oldest waiting job, throughput chart, SQS depth."""
+        """Per queue: counts by status, oldest waiting job, throughput chart, SQS depth, pause."""
         if not self.has_view_permission(request):
             raise PermissionDenied
         context = {
@@ -160,5 +219,67 @@ class QueueOverviewAdmin(_ModelAdmin):
             "opts": self.model._meta,
             "queues": queue_overview(),
             "statuses": JobStatus.values,
+            "can_pause": self.has_pause_permission(request),
+            **attention_context(request),
         }
         return TemplateResponse(request, "admin/django_asyncjobs/job/overview.html", context)
+
+    def pause_view(self, request: HttpRequest, queue: str) -> HttpResponse:
+        """Pause *queue* after a confirmation page that asks why (POST only)."""
+        return self._change_queue(request, queue, pausing=True)
+
+    def resume_view(self, request: HttpRequest, queue: str) -> HttpResponse:
+        """Resume *queue* after a confirmation page (POST only)."""
+        return self._change_queue(request, queue, pausing=False)
+
+    def _change_queue(self, request: HttpRequest, queue: str, *, pausing: bool) -> HttpResponse:
+        """The pause and resume buttons: a POST shows the confirmation, its "yes" changes."""
+        if not (self.has_view_permission(request) and self.has_pause_permission(request)):
+            raise PermissionDenied
+        if request.method != "POST":
+            # A state change behind a link would be one click (or one prefetch) away.
+            return HttpResponseNotAllowed(["POST"])
+        overview = reverse(f"{self.admin_site.name}:django_asyncjobs_job_overview")
+        problem = queue_name_error(queue)
+        if problem:
+            self.message_user(request, problem, messages.ERROR)
+            return HttpResponseRedirect(overview)
+        verb = "pause" if pausing else "resume"
+        if request.POST.get("confirmed") != "yes":
+            context = {
+                **self.admin_site.each_context(request),
+                "title": f"Are you sure you want to {verb} queue {queue!r}?",
+                "opts": self.model._meta,
+                "queue": queue,
+                "verb": verb,
+                "pausing": pausing,
+                "state": QueueState.objects.filter(name=queue).first(),
+                "waiting": Job.objects.filter(queue=queue, status__in=WAITING_STATUSES).count(),
+            }
+            return TemplateResponse(
+                request, "admin/django_asyncjobs/job/queue_confirmation.html", context
+            )
+        by = f"{request.user.get_username()} (admin)"
+        try:
+            if pausing:
+                reason = request.POST.get("reason", "").strip()
+                change = queues.pause(queue, by=by, reason=reason)
+            else:
+                change = queues.resume(queue, by=by)
+        except UnknownQueue as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return HttpResponseRedirect(overview)
+        if not change.changed:
+            state = change.state
+            already = state.describe() if state else f"queue {queue!r} is not paused"
+            self.message_user(request, f"{already}; nothing changed.", messages.WARNING)
+            return HttpResponseRedirect(overview)
+        assert change.state is not None
+        # The admin log of a queue state, as the actions log jobs (log_change takes any row).
+        self.log_change(request, change.state, f"{verb}d")  # type: ignore[arg-type]
+        if pausing:
+            done = f"{change.state.describe()}. No job of it is sent or started until resumed."
+        else:
+            done = f"Queue {queue!r} resumed: its due jobs are sent now."
+        self.message_user(request, done, messages.SUCCESS)
+        return HttpResponseRedirect(overview)

@@ -44,6 +44,17 @@ _JOB = {
                 "at": {"type": "string", "format": "date-time"},
             },
         },
+        "queue_paused": {
+            "type": ["object", "null"],
+            "description": "The pause of the job's queue, null when it is not paused. A "
+            "scheduled or queued job of a paused queue waits until the queue is resumed.",
+            "properties": {
+                "since": {"type": "string", "format": "date-time"},
+                "by": {"type": "string"},
+                "reason": {"type": "string"},
+                "message": {"type": "string"},
+            },
+        },
     },
     "required": ["id", "name", "status"],
 }

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from typing import Any
 
 from django.utils.dateparse import parse_datetime
 
 from ..conf import get_settings, queue_name_error
-from ..models import Job
+from ..models import Job, QueueState
+from ..queues import paused_queues
 from ..registry import JobDefinition, registry
 from ..timebounds import timestamp_error
 
@@ -18,8 +20,17 @@ SUBMIT_FIELDS = {"name", "args", "kwargs", "delay", "run_at", "priority", "queue
 MAX_DELAY_SECONDS = 10 * 365 * 24 * 3600
 
 
-def job_json(job: Job) -> dict[str, Any]:
-    """Return the public JSON form of *job*."""
+def job_json(job: Job, *, paused: Mapping[str, QueueState] | None = None) -> dict[str, Any]:
+    """Return the public JSON form of *job*.
+
+    ``queue_paused`` is the pause of the job's queue (``None`` when it is not paused): a
+    scheduled or queued job of a paused queue waits until it is resumed. *paused* is
+    :func:`~django_asyncjobs.queues.paused_queues` read once for a page of jobs; without it,
+    it is read for this job.
+    """
+    if paused is None:
+        paused = paused_queues()
+    state = paused.get(job.queue)
 
     def iso(moment: dt.datetime | None) -> str | None:
         return moment.isoformat() if moment else None
@@ -43,6 +54,7 @@ def job_json(job: Job) -> dict[str, Any]:
         "error": job.error,
         "note": job.note,
         "progress": job.progress,
+        "queue_paused": state.as_json() if state else None,
     }
 
 

@@ -31,6 +31,7 @@ from django.views.decorators.csrf import csrf_exempt
 from ..enqueue import BoundJob, unique_key_for
 from ..models import Job
 from ..queries import ACTIVE_STATUSES
+from ..queues import paused_queues
 from ..registry import JobDefinition
 from ..status import JobStatus
 from .auth import token_user
@@ -242,7 +243,8 @@ def _list(request: HttpRequest) -> HttpResponse:
         query = request.GET.copy()
         query["cursor"] = _encode_cursor(page[-1])
         next_url = f"{request.path}?{query.urlencode()}"
-    return JsonResponse({"results": [job_json(j) for j in page], "next": next_url})
+    paused = paused_queues()
+    return JsonResponse({"results": [job_json(j, paused=paused) for j in page], "next": next_url})
 
 
 def _encode_cursor(job: Job) -> str:

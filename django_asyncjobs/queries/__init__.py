@@ -13,6 +13,10 @@ One module per caller of the ledger:
 - :mod:`.lease`: whoever holds or ends a running job's lease (outcomes, hand-back, heartbeat,
   progress) and the reads that find running jobs whose worker is gone or overdue;
 - :mod:`.operator`: operators (cancel, retry, mark succeeded, run again, purge, id prefixes);
+- :mod:`.queues`: operators' pause and resume of a queue (``QueueState.objects``), which the
+  relay and the claim read;
+- :mod:`.processes`: the process table (``Process.objects``): register, heartbeat, leave, prune,
+  and who is alive running what;
 - :mod:`._sql`: what they share (table names from ``_meta``, SQL fragments, the database's now).
 
 ``JobManager`` is composed of one mixin class per caller, all built on :class:`._sql.Ledger`.
@@ -39,6 +43,8 @@ from .claim import WAITING_NOTE_PREFIX, ClaimOutcome, ClaimQueries, ClaimResult,
 from .enqueue import EnqueueQueries
 from .lease import LeaseQueries, OverdueJob, attempt_outcome
 from .operator import JobQuerySet, OperatorQueries, uuid_prefix_range
+from .processes import ProcessInfo, ProcessManager, ProcessQuerySet
+from .queues import QueueStateManager
 from .relay import DueJob, RelayQueries, RelayResult
 
 __all__ = [
@@ -53,6 +59,10 @@ __all__ = [
     "JobQuerySet",
     "JobRow",
     "OverdueJob",
+    "ProcessInfo",
+    "ProcessManager",
+    "ProcessQuerySet",
+    "QueueStateManager",
     "QueueWork",
     "RelayResult",
     "attempt_outcome",

@@ -41,6 +41,8 @@ ACTIVE_STATUSES = (JobStatus.SCHEDULED.value, JobStatus.QUEUED.value, JobStatus.
 ACTIVE_SQL = ", ".join(f"'{status}'" for status in ACTIVE_STATUSES)
 #: The relation from a job to its attempt history (``JobAttempt.job``'s ``related_name``).
 ATTEMPT_RELATION = "attempt_history"
+#: The model, in the job model's app, that holds each queue's pause.
+QUEUE_STATE_MODEL = "QueueState"
 
 
 #: The model of a manager here: ``django_asyncjobs.models.Job``.
@@ -111,6 +113,28 @@ def attempt_table(model: type[models.Model]) -> str:
     related = model._meta.get_field(ATTEMPT_RELATION).related_model
     assert isinstance(related, type)
     return table(related)
+
+
+def queue_state_table(model: type[models.Model]) -> str:
+    """Return the quoted table name of the queue states beside the job *model* (its app's
+    ``QueueState``).
+
+    Looked up by name at call time, as :func:`attempt_table` is through its relation: a queue
+    is a name, not a foreign key, so no relation leads there.
+    """
+    return table(model._meta.apps.get_model(model._meta.app_label, QUEUE_STATE_MODEL))
+
+
+def paused_sql(model: type[models.Model], *, queue: str) -> str:
+    """SQL that is true while the queue named by the SQL expression *queue* is paused.
+
+    One primary-key probe of the small queue state table: cheap enough for every row a relay
+    or a claim looks at.
+    """
+    return (
+        f"EXISTS (SELECT 1 FROM {queue_state_table(model)} AS qs "
+        f"WHERE qs.name = {queue} AND qs.paused)"
+    )
 
 
 def columns(model: type[models.Model], *, prefix: str = "") -> str:

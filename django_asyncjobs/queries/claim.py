@@ -13,15 +13,24 @@ import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Generic
+from typing import Any, Generic
 
 from django.db import DatabaseError, OperationalError, transaction
-from django.db.models import Count, Q
+from django.db.models import Count, Q, QuerySet
 from django.db.models.functions import Now
 
 from .. import signals
 from ..status import JobStatus
-from ._sql import JobT, Ledger, attempt_table, columns, row, table
+from ._sql import (
+    QUEUE_STATE_MODEL,
+    JobT,
+    Ledger,
+    attempt_table,
+    columns,
+    paused_sql,
+    row,
+    table,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +111,10 @@ class ClaimQueries(Ledger[JobT]):
                 ["default"], worker="w1", registered_names={"app.send"}, stale_after_seconds=60
             ).clear  # True: nothing left to do
         """
-        due = Q(status=JobStatus.SCHEDULED, blocked=False, run_at__lte=Now())
+        # A paused queue's due jobs are not coming: the pause says so where the queue shows.
+        due = Q(status=JobStatus.SCHEDULED, blocked=False, run_at__lte=Now()) & ~Q(
+            queue__in=self._paused_queues().values("name")
+        )
         alive = Q(heartbeat_at__gte=Now() - dt.timedelta(seconds=stale_after_seconds))
         elsewhere = Q(status=JobStatus.RUNNING) & alive & ~Q(worker=worker)
         counts = self.filter(
@@ -115,6 +127,13 @@ class ClaimQueries(Ledger[JobT]):
             due=Count("id", filter=due),
         )
         return QueueWork(**counts)
+
+    def _paused_queues(self) -> QuerySet[Any]:
+        # By name, as _sql.queue_state_table does: this package never imports the models.
+        meta = self.model._meta
+        return meta.apps.get_model(meta.app_label, QUEUE_STATE_MODEL)._default_manager.filter(
+            paused=True
+        )
 
     def claim(
         self,
@@ -172,7 +191,7 @@ class ClaimQueries(Ledger[JobT]):
                     error = CASE WHEN starts_with(j.error, %(waiting)s) THEN '' ELSE j.error END
                 FROM unnest(%(ids)s::uuid[], %(tokens)s::uuid[]) AS m(id, dispatch_token)
                 WHERE j.id = m.id AND j.status = %(queued)s AND j.dispatch_token = m.dispatch_token
-                    AND j.name = ANY(%(names)s)
+                    AND j.name = ANY(%(names)s) AND NOT {paused_sql(self.model, queue="j.queue")}
                 RETURNING j.*
             ), opened AS (
                 INSERT INTO {attempt_table(self.model)}
@@ -208,7 +227,12 @@ class ClaimQueries(Ledger[JobT]):
                 # Inside the transaction: once it commits, nothing may raise (a claimed job
                 # whose result is lost would stay running, run by nobody, until rescued).
                 unclaimed = [(i, t) for i, t in messages if i not in claimed]
-                reasons = self._why_not_claimed(unclaimed, registered_names)
+                reasons = self._put_back_paused(unclaimed)
+                reasons.update(
+                    self._why_not_claimed(
+                        [m for m in unclaimed if m not in reasons], registered_names
+                    )
+                )
         except OperationalError as exc:
             if getattr(exc.__cause__, "sqlstate", None) != _LOCK_NOT_AVAILABLE:
                 raise
@@ -259,6 +283,45 @@ class ClaimQueries(Ledger[JobT]):
                 logger.error("cannot claim job_id=%s error=%s", message[0], exc)
                 results.append(ClaimResult(outcome=ClaimOutcome.BUSY, reason=str(exc)))
         return results
+
+    def _put_back_paused(
+        self, messages: Sequence[tuple[uuid.UUID, uuid.UUID]]
+    ) -> dict[tuple[uuid.UUID, uuid.UUID], ClaimResult[JobT]]:
+        """Put the ``queued`` jobs of paused queues among *messages* back to ``scheduled``.
+
+        A message sent before the pause must not start its job: the job goes back to wait with
+        the rest of its queue, to be sent again (with a new token) once the queue is resumed,
+        and the message is dropped (``NOT_CLAIMABLE``). Fenced by the dispatch token, like a
+        claim. Runs in the claim's transaction, whose row locks it already holds.
+        """
+        if not messages:
+            return {}
+        sql = f"""
+            UPDATE {table(self.model)} AS j
+            SET status = %(scheduled)s, dispatch_token = NULL, enqueued_at = NULL
+            FROM unnest(%(ids)s::uuid[], %(tokens)s::uuid[]) AS m(id, dispatch_token)
+            WHERE j.id = m.id AND j.status = %(queued)s AND j.dispatch_token = m.dispatch_token
+                AND {paused_sql(self.model, queue="j.queue")}
+            RETURNING {columns(self.model, prefix="j.")}, m.dispatch_token AS message_token
+        """
+        jobs = self._returning_many(
+            sql,
+            {
+                "scheduled": JobStatus.SCHEDULED.value,
+                "ids": [job_id for job_id, _ in messages],
+                "tokens": [token for _, token in messages],
+                "queued": JobStatus.QUEUED.value,
+            },
+        )
+        reasons: dict[tuple[uuid.UUID, uuid.UUID], ClaimResult[JobT]] = {}
+        for job in jobs:
+            self._announce(job, old_status=JobStatus.QUEUED)
+            queue = row(job).queue
+            reasons[(job.pk, job.message_token)] = ClaimResult(  # type: ignore[attr-defined]
+                outcome=ClaimOutcome.NOT_CLAIMABLE,
+                reason=f"queue {queue!r} is paused; the job waits as scheduled until it is resumed",
+            )
+        return reasons
 
     def _why_not_claimed(
         self,

@@ -13,7 +13,7 @@ from django.db import models, transaction
 from .. import signals
 from ..status import JobStatus
 from ..timebounds import clamp_sql
-from ._sql import JobT, Ledger, columns, table
+from ._sql import JobT, Ledger, columns, paused_sql, table
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -39,12 +39,24 @@ class RelayQueries(Ledger[JobT]):
     """Find due jobs and hand them to a transport, highest priority first."""
 
     def due_queues(self) -> list[str]:
-        """Return the queues that have due scheduled jobs, without reading every due row.
+        """Return the queues that have due scheduled jobs and are not paused, without reading
+        every due row.
 
-        A loose index scan: one index probe per queue, however deep the backlog.
+        A loose index scan: one index probe per queue, however deep the backlog (a paused
+        queue's backlog included).
         """
+        _, rows = self._execute(
+            f"{self._due_queues_sql()} SELECT queue FROM queues WHERE queue IS NOT NULL "
+            f"AND NOT {paused_sql(self.model, queue='queues.queue')}",
+            {"scheduled": JobStatus.SCHEDULED.value},
+        )
+        return [row[0] for row in rows]
+
+    def _due_queues_sql(self) -> str:
+        """The ``WITH RECURSIVE queues`` clause of every queue with due scheduled jobs (paused
+        ones too); parameter ``scheduled``."""
         jobs_table = table(self.model)
-        sql = f"""
+        return f"""
             WITH RECURSIVE queues AS (
                 (SELECT queue FROM {jobs_table}
                  WHERE status = %(scheduled)s AND NOT blocked AND run_at <= now()
@@ -56,10 +68,7 @@ class RelayQueries(Ledger[JobT]):
                         ORDER BY j.queue LIMIT 1)
                 FROM queues WHERE queues.queue IS NOT NULL
             )
-            SELECT queue FROM queues WHERE queue IS NOT NULL
         """
-        _, rows = self._execute(sql, {"scheduled": JobStatus.SCHEDULED.value})
-        return [row[0] for row in rows]
 
     def queued_counts(self, queues: Collection[str] | None = None) -> dict[str, int]:
         """Return, per queue (of *queues*, or all), how many jobs were sent and not yet started.
@@ -88,13 +97,14 @@ class RelayQueries(Ledger[JobT]):
         those are put back to ``scheduled`` before the commit. If *send* raises, nothing changes.
         Rows locked by another scheduler are skipped, so several schedulers never send a job twice.
         A worker that receives a message before this commits waits on the row lock.
+        A paused queue relays nothing: no job is locked and *send* is not called.
         """
         jobs_table = table(self.model)
         sql = f"""
             WITH due AS (
                 SELECT id FROM {jobs_table}
                 WHERE status = %(scheduled)s AND NOT blocked AND queue = %(queue)s
-                    AND run_at <= now()
+                    AND run_at <= now() AND NOT {paused_sql(self.model, queue="%(queue)s")}
                 ORDER BY priority DESC, run_at
                 LIMIT %(limit)s
                 FOR UPDATE SKIP LOCKED
@@ -139,11 +149,23 @@ class RelayQueries(Ledger[JobT]):
         return RelayResult(sent=len(sent_ids), put_back=len(failed))
 
     def seconds_until_next_due(self) -> float | None:
-        """Return how long until the next scheduled job is due (0 if overdue), or ``None``."""
-        sql = (
-            f"SELECT EXTRACT(EPOCH FROM (min(run_at) - now())) FROM {table(self.model)} "
-            f"WHERE status = %(scheduled)s AND NOT blocked"
-        )
+        """Return how long until the next scheduled job is due (0 if overdue), or ``None``.
+
+        Due jobs of paused queues do not count (the scheduler would poll them without end);
+        their queues' future jobs do, which costs one empty pass when each falls due. Both
+        halves read an index from its start: a paused backlog of any depth is never scanned.
+        """
+        jobs_table = table(self.model)
+        sql = f"""
+            {self._due_queues_sql()}
+            SELECT CASE
+                WHEN EXISTS (SELECT 1 FROM queues WHERE queue IS NOT NULL
+                             AND NOT {paused_sql(self.model, queue="queues.queue")})
+                THEN 0
+                ELSE (SELECT EXTRACT(EPOCH FROM (min(run_at) - now())) FROM {jobs_table}
+                      WHERE status = %(scheduled)s AND NOT blocked AND run_at > now())
+            END
+        """
         _, ((seconds,),) = self._execute(sql, {"scheduled": JobStatus.SCHEDULED.value})
         return None if seconds is None else max(0.0, float(seconds))
 

@@ -6,6 +6,11 @@ and writes ``_last_beat``. It reads the leases of :class:`~.claimed.ClaimedJobs`
 object's lock and writes ``heartbeat_at`` outside it. It stops once the worker is stopping and
 no job of ours runs or waits for its outcome to be written, so a job finishing during a
 graceful stop stays heartbeated until its outcome is recorded.
+
+The same thread keeps the worker's row in the process table (a
+:class:`~django_asyncjobs.processes.Presence`): written at its first tick, beaten with the jobs,
+deleted when the thread ends cleanly. All of it on this thread's connection, so the main
+loop never waits for it, and a database that is away delays none of the worker's own work.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from django.db import DatabaseError, connections
 
 from ..db import close_if_unusable, retry_on_lost_connection
 from ..models import Job
+from ..processes import Presence
 from .claimed import ClaimedJobs
 
 # The worker package's one logger (see loop.py).
@@ -40,12 +46,14 @@ class Heartbeat:
         interval_seconds: float,
         stopping: threading.Event,
         on_alive: Callable[[], None] | None = None,
+        presence: Presence | None = None,
     ) -> None:
         self._claimed = claimed
         self.using = using
         self.interval_seconds = interval_seconds
         self._stopping = stopping
         self.on_alive = on_alive
+        self.presence = presence
         self._last_beat = time.monotonic()
         self._thread: threading.Thread | None = None
 
@@ -70,6 +78,11 @@ class Heartbeat:
                     self.on_alive()
                 if time.monotonic() - self._last_beat >= self.interval_seconds:
                     self._write()
+                if self.presence is not None:
+                    self.presence.tick()
+            # A clean stop only: a worker that died leaves its row to go stale, shown dead.
+            if self.presence is not None:
+                self.presence.unregister()
         finally:
             connections.close_all()
 

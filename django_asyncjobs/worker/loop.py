@@ -36,8 +36,9 @@ from .. import execution
 from ..conf import get_settings
 from ..db import close_if_unusable, retry_on_lost_connection
 from ..exceptions import MalformedMessage
-from ..models import Job
+from ..models import Job, ProcessKind
 from ..payload import Doorbell
+from ..processes import Presence
 from ..queries import ClaimOutcome, QueueWork
 from ..registry import registry
 from ..status import JobStatus
@@ -164,6 +165,15 @@ class Worker:
             interval_seconds=conf.heartbeat_interval_seconds,
             stopping=self._stopping,
             on_alive=on_alive,
+            # The worker's row in the process table, kept by the heartbeat thread.
+            presence=Presence(
+                kind=ProcessKind.WORKER,
+                name=self.worker_id,
+                queues=self._inbox.queue_specs,
+                concurrency=concurrency,
+                using=self.using,
+                logger=logger,
+            ),
         )
         #: Set by signal handlers (plain attributes only: a handler must not take locks).
         self._stop_request: bool | None = None

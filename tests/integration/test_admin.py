@@ -12,20 +12,12 @@ from django.contrib.auth.models import Permission, User
 from django.test import Client
 
 from django_asyncjobs.models import Job
+from tests.support.admin import staff
 from tests.testapp import jobs
 
 pytestmark = pytest.mark.django_db
 
 URL = "/admin/django_asyncjobs/job/"
-
-
-def staff(*perms: str) -> Client:
-    user = User.objects.create_user("staff", password="x", is_staff=True)
-    for codename in perms:
-        user.user_permissions.add(Permission.objects.get(codename=codename))
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def test_changelist_filters_and_search() -> None:

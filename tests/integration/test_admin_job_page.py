@@ -11,13 +11,13 @@ import uuid
 
 import pytest
 from django.contrib.admin.models import LogEntry
-from django.contrib.auth.models import Permission, User
 from django.test import Client
 
 from django_asyncjobs.models import Job, JobAttempt
 from django_asyncjobs.queries import ClaimOutcome
 from django_asyncjobs.transports.memory import MemoryTransport
 from tests.conftest import drain, relay
+from tests.support.admin import staff
 from tests.testapp import jobs
 
 pytestmark = pytest.mark.django_db
@@ -27,12 +27,8 @@ ALL_ACTIONS = ("retry_job", "cancel_job", "mark_succeeded_job", "run_again_job")
 
 
 def user_client(*perms: str, username: str = "ops") -> Client:
-    user = User.objects.create_user(username, password="x", is_staff=True)
-    for codename in ("view_job", *perms):
-        user.user_permissions.add(Permission.objects.get(codename=codename))
-    client = Client()
-    client.force_login(user)
-    return client
+    """A staff client that may view jobs and take the actions of *perms*."""
+    return staff("view_job", *perms, username=username)
 
 
 def job_in(status: str) -> Job:

@@ -290,7 +290,7 @@ def test_an_unexpected_error_is_a_logged_json_500_that_stores_nothing(
     # As a server does: Django's test client would raise the exception in the test instead.
     client = Client(raise_request_exception=False)
 
-    def broken(job: Job) -> dict[str, Any]:
+    def broken(job: Job, **options: Any) -> dict[str, Any]:
         raise RuntimeError("a bug in the serializer")
 
     monkeypatch.setattr(views, "job_json", broken)

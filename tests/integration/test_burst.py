@@ -16,6 +16,7 @@ import pytest
 from django.db import connections
 from django.test import override_settings
 
+from django_asyncjobs import queues
 from django_asyncjobs.models import Job
 from django_asyncjobs.transports.memory import MemoryTransport
 from django_asyncjobs.worker import EXIT_UNFINISHED
@@ -124,3 +125,17 @@ def test_a_burst_worker_with_nothing_to_do_stops_at_once(memory_transport: Memor
 def started(row: Job) -> float:
     assert row.started_at is not None
     return row.started_at.timestamp()
+
+
+def test_a_paused_queues_due_jobs_do_not_keep_a_burst_worker_waiting(
+    memory_transport: MemoryTransport, caplog: pytest.LogCaptureFixture
+) -> None:
+    queues.pause("default", by="test")
+    enqueued = jobs.add.delay(1, 2)  # due, in a paused queue: the pause says why it waits
+
+    with caplog.at_level(logging.INFO, logger="django_asyncjobs"):
+        worker = drain(memory_transport)
+
+    assert worker.exit_code == 0
+    assert Job.objects.get(id=enqueued.id).status == "scheduled"
+    assert "due jobs were not sent" not in caplog.text

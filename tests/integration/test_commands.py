@@ -151,7 +151,8 @@ def test_stats_counts_jobs_per_queue_and_status(queue_prefix: str) -> None:
     by_queue = {row.split()[0]: row.split() for row in rows}
     assert by_queue["default"][1] == "1" and by_queue["default"][5] == "1"  # scheduled, failed
     assert by_queue["low"][1] == "1"
-    assert by_queue["default"][-2] == "0+0"  # SQS: visible + in flight
+    assert by_queue["default"][-3] == "0+0"  # SQS: visible + in flight
+    assert by_queue["default"][-1] == "-"  # not paused
 
 
 def test_the_scheduler_prunes_finished_jobs_past_the_retention(queue_prefix: str) -> None:

@@ -80,9 +80,9 @@ def test_after_migration_0013_the_database_refuses_an_unreadable_run_at(
 
 
 @pytest.fixture
-def at_0014(transactional_db: None) -> Iterator[None]:
-    """Move the schema back to before migration 0015; forward to the latest afterwards."""
-    _migrate([(APP, "0014_sql_enqueue_policy_run_at_range")])
+def at_0016(transactional_db: None) -> Iterator[None]:
+    """Move the schema back to before migration 0017; forward to the latest afterwards."""
+    _migrate([(APP, "0016_process")])
     try:
         yield
     finally:
@@ -92,8 +92,8 @@ def at_0014(transactional_db: None) -> Iterator[None]:
         _migrate(MigrationExecutor(connection).loader.graph.leaf_nodes(APP))
 
 
-def test_migration_0015_numbers_attempts_on_and_moves_notes_out_of_the_error(
-    at_0014: None,
+def test_migration_0017_numbers_attempts_on_and_moves_notes_out_of_the_error(
+    at_0016: None,
 ) -> None:
     retried, interrupted, older, marked = (uuid.uuid4() for _ in range(4))
     history = {

@@ -125,6 +125,14 @@ def queue_list(value: str) -> list[str]:
     return queues
 
 
+def queue_name(value: str) -> str:
+    """Parse one queue name (no pattern)."""
+    problem = queue_name_error(value)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return value
+
+
 def queue_specs(value: str) -> list[str]:
     """Parse ``high,reports-*,low``: queue names and glob patterns, highest priority first."""
     specs = [q.strip() for q in value.split(",") if q.strip()]

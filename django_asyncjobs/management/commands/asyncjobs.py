@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import getpass
 import json
 import re
+import socket
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -15,14 +17,15 @@ from django.db.models import Count, Min
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from ... import describe
+from ... import describe, queues
 from ...conf import get_settings
-from ...exceptions import TransportError
-from ...models import Job, JobAttempt
+from ...exceptions import TransportError, UnknownQueue
+from ...models import Job, JobAttempt, Process, ProcessKind, QueueState
+from ...processes import attention
 from ...status import FINAL_STATUSES, JobStatus
 from ...timebounds import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP
 from ...transports import Transport, get_transport
-from ._options import AsyncJobsCommand, positive_int, queue_list
+from ._options import AsyncJobsCommand, positive_int, queue_list, queue_name
 
 #: Dead-letter bodies are shown up to this many characters: they may be anything.
 BODY_PREVIEW_CHARS = 200
@@ -71,6 +74,9 @@ class Command(AsyncJobsCommand):
         "  manage.py asyncjobs cancel 3f2a9c1e 7b0d4e22\n"
         "  manage.py asyncjobs purge --older-than 30d\n"
         "  manage.py asyncjobs stats\n"
+        "  manage.py asyncjobs pause emails --reason 'SMTP provider down'\n"
+        "  manage.py asyncjobs resume emails\n"
+        "  manage.py asyncjobs processes --json\n"
         "  manage.py asyncjobs api-token deploy-bot\n"
         "  manage.py asyncjobs create-queues\n"
         "  manage.py asyncjobs dead-letters --queue default\n"
@@ -114,7 +120,41 @@ class Command(AsyncJobsCommand):
         )
         purge.add_argument("--batch-size", type=positive_int, default=1000)
 
-        commands.add_parser("stats", help="Jobs per queue and status, oldest waiting, SQS depth.")
+        commands.add_parser(
+            "stats",
+            help="Jobs per queue and status, oldest waiting, pauses, SQS depth; and whether a "
+            "scheduler and a worker for each queue with waiting jobs are alive.",
+        )
+        pause = commands.add_parser(
+            "pause",
+            help="Pause a queue: no job of it is sent or started until it is resumed; running "
+            "jobs finish. Exits 0 when the queue is paused afterwards (also if it was already).",
+        )
+        pause.add_argument("queue", type=queue_name, help="The queue, e.g. default.")
+        pause.add_argument("--reason", default="", help="Why; shown wherever the queue shows.")
+        pause.add_argument(
+            "--force",
+            action="store_true",
+            help="Pause a queue nobody uses yet (not configured, no job has used it).",
+        )
+        resume = commands.add_parser(
+            "resume",
+            help="Resume a paused queue: its due jobs are sent at once. Exits 0 when the queue "
+            "is not paused afterwards (also if it was not).",
+        )
+        resume.add_argument("queue", type=queue_name, help="The queue, e.g. default.")
+        for sub in (pause, resume):
+            sub.add_argument(
+                "--by",
+                default=None,
+                help="Who, as shown with the pause (default: the OS user and host).",
+            )
+        processes = commands.add_parser(
+            "processes",
+            help="The registered workers and schedulers, alive or dead, and the jobs each one "
+            "runs now.",
+        )
+        processes.add_argument("--json", action="store_true", help="One JSON object per line.")
         token = commands.add_parser(
             "api-token", help="Print a bearer token of the HTTP jobs API for a user."
         )
@@ -158,9 +198,10 @@ class Command(AsyncJobsCommand):
         if options["queue"]:
             jobs = jobs.filter(queue=options["queue"])
         rows = list(jobs[: options["limit"]])
+        paused = queues.paused_queues()
         if options["json"]:
             for job in rows:
-                self.stdout.write(json.dumps(_as_dict(job)))
+                self.stdout.write(json.dumps(_as_dict(job, paused)))
             return
         if not rows:
             self.stdout.write("no jobs match")
@@ -172,7 +213,7 @@ class Command(AsyncJobsCommand):
                     str(job.id)[:8],
                     job.name,
                     job.status,
-                    job.queue,
+                    f"{job.queue} (paused)" if job.queue in paused else job.queue,
                     str(job.priority),
                     describe.attempts_summary(job),
                     timezone.localtime(job.created_at).strftime("%Y-%m-%d %H:%M:%S"),
@@ -180,20 +221,37 @@ class Command(AsyncJobsCommand):
                 )
             )
         self._print_table(table)
+        self._explain_pauses(paused, rows)
+
+    def _explain_pauses(self, paused: dict[str, QueueState], rows: Sequence[Job]) -> None:
+        """Say, under a table of *rows*, why those of a paused queue wait, and how to resume."""
+        for queue, state in sorted(paused.items()):
+            waiting = sum(
+                1 for job in rows if job.queue == queue and job.status in queues.WAITING_STATUSES
+            )
+            if not waiting:
+                continue
+            self.stdout.write(
+                self.style.WARNING(
+                    f"{state.describe()}; {waiting} job(s) above wait for "
+                    f"'manage.py asyncjobs resume {queue}'"
+                )
+            )
 
     def _show(self, options: dict[str, Any]) -> None:
         (job_id,) = self._resolve([options["id"]])
         job = Job.objects.get(id=job_id)
         attempts = list(job.attempt_history.order_by("started_at", "id"))
+        paused = queues.paused_queues()
         if options["json"]:
-            self.stdout.write(json.dumps(_as_full_dict(job, attempts), indent=2))
+            self.stdout.write(json.dumps(_as_full_dict(job, attempts, paused), indent=2))
             return
         heading = self.style.MIGRATE_HEADING
         self.stdout.write(heading(f"Job {job.id}"))
         fields = [
             ("name", job.name),
             ("status", job.status),
-            ("queue", f"{job.queue} (priority {job.priority})"),
+            ("queue", f"{job.queue} (priority {job.priority}{', paused' * (job.queue in paused)})"),
             ("attempts", _attempts_line(job)),
             ("worker", job.worker or "-"),
             ("run at", _local(job.run_at)),
@@ -203,6 +261,9 @@ class Command(AsyncJobsCommand):
             ("depends on", ", ".join(str(d) for d in job.depends_on) or "-"),
             ("heartbeat", _local(job.heartbeat_at)),
         ]
+        waiting = queues.waiting_note(job, paused)
+        if waiting:
+            fields.append(("waiting", waiting))
         if job.progress:
             fields.append(("progress", json.dumps(job.progress, ensure_ascii=False)))
         if job.note:
@@ -340,25 +401,87 @@ class Command(AsyncJobsCommand):
             .values_list("queue")
             .annotate(oldest=Min("run_at"))
         )
+        paused = queues.paused_queues()
         now = timezone.now()
         statuses = JobStatus.values
-        header = ["QUEUE", *[s.upper() for s in statuses], "OLDEST DUE", "SQS", "DEAD"]
+        header = ["QUEUE", *[s.upper() for s in statuses], "OLDEST DUE", "SQS", "DEAD", "PAUSED"]
         table = [header]
         transport = get_transport()
-        for queue in sorted(by_queue):
+        for queue in sorted(by_queue.keys() | paused.keys()):
+            in_status = by_queue.get(queue, {})
             oldest = waiting.get(queue)
             sqs, dead = self._sqs_counts(transport, queue)
             table.append(
                 [
                     queue,
-                    *[str(by_queue[queue].get(s, 0)) for s in statuses],
+                    *[str(in_status.get(s, 0)) for s in statuses],
                     f"{(now - oldest).total_seconds():.0f}s" if oldest else "-",
                     sqs,
                     dead,
+                    "yes" if queue in paused else "-",
                 ]
             )
         transport.close()
         self._print_table(table)
+        for queue, state in sorted(paused.items()):
+            in_status = by_queue.get(queue, {})
+            waiting_jobs = sum(in_status.get(s, 0) for s in queues.WAITING_STATUSES)
+            self.stdout.write(self.style.WARNING(f"{state.describe()}; {waiting_jobs} job(s) wait"))
+        self._print_processes_summary()
+
+    def _print_processes_summary(self) -> None:
+        """Write how many processes are alive, then what needs attention, one line each."""
+        alive = dict(Process.objects.live().order_by().values_list("kind").annotate(n=Count("id")))
+        dead = Process.objects.count() - sum(alive.values())
+        self.stdout.write(
+            f"processes alive: {alive.get(ProcessKind.SCHEDULER, 0)} scheduler(s), "
+            f"{alive.get(ProcessKind.WORKER, 0)} worker(s)"
+            + (f"; {dead} dead" if dead else "")
+            + " (see `asyncjobs processes`)"
+        )
+        for line in attention().messages:
+            self.stdout.write(self.style.WARNING(f"WARNING: {line}"))
+
+    def _processes(self, options: dict[str, Any]) -> None:
+        rows = list(Process.objects.get_queryset().with_state().order_by("kind", "host", "pid"))
+        if options["json"]:
+            for process in rows:
+                self.stdout.write(json.dumps(_process_as_dict(process)))
+            return
+        if not rows:
+            self.stdout.write(
+                "no processes registered: start `manage.py runscheduler` and `manage.py runworker`"
+            )
+        else:
+            now = timezone.now()
+            table = [
+                (
+                    "STATE", "KIND", "NAME", "HOST", "PID", "QUEUES", "CONCURRENCY", "VERSION",
+                    "STARTED", "HEARTBEAT", "RUNNING NOW",
+                )
+            ]  # fmt: skip
+            for process in rows:
+                running = process.running_jobs or []
+                table.append(
+                    (
+                        "alive" if process.alive else "dead",
+                        process.kind,
+                        process.name,
+                        process.host,
+                        str(process.pid),
+                        ",".join(process.queues or []) or "-",
+                        "-" if process.concurrency is None else str(process.concurrency),
+                        process.version,
+                        timezone.localtime(process.started_at).strftime("%Y-%m-%d %H:%M:%S"),
+                        _ago((now - process.heartbeat_at).total_seconds()),
+                        f"{len(running)}: " + ", ".join(job["name"] for job in running)
+                        if running
+                        else "0",
+                    )
+                )
+            self._print_table(table)
+        for line in attention().messages:
+            self.stdout.write(self.style.WARNING(f"WARNING: {line}"))
 
     @staticmethod
     def _sqs_counts(transport: Transport, queue: str) -> tuple[str, str]:
@@ -370,6 +493,50 @@ class Command(AsyncJobsCommand):
         except TransportError:
             return "unreachable", "-"
         return f"{counts.visible}+{counts.in_flight}", str(dead)
+
+    def _pause(self, options: dict[str, Any]) -> None:
+        queue = options["queue"]
+        by = options["by"] or _operator()
+        unused = options["force"] and not queues.is_known(queue)
+        try:
+            change = queues.pause(queue, by=by, reason=options["reason"], force=options["force"])
+        except UnknownQueue as exc:
+            raise CommandError(
+                f"{exc}; pass --force to pause it anyway (jobs enqueued to it later will wait)"
+            ) from None
+        assert change.state is not None
+        if not change.changed:
+            self.stdout.write(f"{change.state.describe()}; nothing changed")
+            return
+        if unused:
+            self.stderr.write(
+                self.style.WARNING(
+                    f"warning: queue {queue!r} is not in ASYNCJOBS['QUEUES'] and no job has "
+                    "used it so far; paused anyway (--force)"
+                )
+            )
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"{change.state.describe()}; no job of it is sent or started until "
+                f"'manage.py asyncjobs resume {queue}' (running jobs finish)"
+            )
+        )
+
+    def _resume(self, options: dict[str, Any]) -> None:
+        queue = options["queue"]
+        try:
+            change = queues.resume(queue, by=options["by"] or _operator())
+        except UnknownQueue as exc:
+            raise CommandError(str(exc)) from None
+        if not change.changed:
+            self.stdout.write(f"queue {queue!r} is not paused; nothing changed")
+            return
+        waiting = Job.objects.filter(queue=queue, status=JobStatus.SCHEDULED).count()
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"queue {queue!r} resumed; its {waiting} scheduled job(s) are sent when due"
+            )
+        )
 
     def _resolve(self, ids: list[str]) -> list[uuid.UUID]:
         resolved = []
@@ -466,7 +633,47 @@ class Command(AsyncJobsCommand):
         self.stdout.write(self.style.SUCCESS(f"{total} message(s) redriven"))
 
 
-def _as_dict(job: Job) -> dict[str, Any]:
+def _operator() -> str:
+    """Return who runs this command, as ``user@host``, for the pause's "by"."""
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):  # no login name and no passwd entry (some containers)
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def _ago(seconds: float) -> str:
+    """Return an age as one word and "ago": "12s ago", "5m ago", "3h ago", "2d ago".
+
+    >>> _ago(7213)
+    '2h ago'
+    """
+    for unit, size, below in (("s", 1, 120), ("m", 60, 7200), ("h", 3600, 172800)):
+        if seconds < below:
+            return f"{max(0.0, seconds) / size:.0f}{unit} ago"
+    return f"{seconds / 86400:.0f}d ago"
+
+
+def _process_as_dict(process: Process) -> dict[str, Any]:
+    """A process row of ``with_state()`` as JSON: its fields, ``alive`` and ``running_jobs``."""
+    return {
+        "id": str(process.id),
+        "kind": process.kind,
+        "name": process.name,
+        "host": process.host,
+        "pid": process.pid,
+        "queues": process.queues,
+        "concurrency": process.concurrency,
+        "version": process.version,
+        "started_at": process.started_at.isoformat(),
+        "heartbeat_at": process.heartbeat_at.isoformat(),
+        "alive": process.alive,
+        "running_jobs": process.running_jobs,
+    }
+
+
+def _as_dict(job: Job, paused: dict[str, QueueState]) -> dict[str, Any]:
+    state = paused.get(job.queue)
     return {
         "id": str(job.id),
         "name": job.name,
@@ -484,6 +691,7 @@ def _as_dict(job: Job) -> dict[str, Any]:
         "run_at": job.run_at.isoformat(),
         "started_at": job.started_at.isoformat() if job.started_at else None,
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+        "queue_paused": state.as_json() if state else None,
     }
 
 
@@ -491,10 +699,12 @@ def _iso(moment: dt.datetime | None) -> str | None:
     return moment.isoformat() if moment else None
 
 
-def _as_full_dict(job: Job, attempts: Sequence[JobAttempt]) -> dict[str, Any]:
+def _as_full_dict(
+    job: Job, attempts: Sequence[JobAttempt], paused: dict[str, QueueState]
+) -> dict[str, Any]:
     """Return everything ``asyncjobs show --json`` prints: the job, its timeline, its attempts."""
     return {
-        **_as_dict(job),
+        **_as_dict(job, paused),
         "interruptions": job.interruptions,
         "at_most_once": job.at_most_once,
         "timeout": job.timeout,

@@ -45,7 +45,7 @@ NOTES = """
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("django_asyncjobs", "0014_sql_enqueue_policy_run_at_range"),
+        ("django_asyncjobs", "0016_process"),
     ]
 
     operations = [

@@ -291,3 +291,17 @@ def test_show_refuses_an_unknown_or_ambiguous_id() -> None:
     with pytest.raises(CommandError, match="no job 00000000-0000-4000-8000-000000000000"):
         run("show", "00000000-0000-4000-8000-000000000000")
     assert run("show", "abcd00009").startswith("Job abcd0000-9999-4000-8000-000000000002")
+
+
+def test_show_says_why_a_job_of_a_paused_queue_waits() -> None:
+    from django_asyncjobs import queues
+
+    job = jobs.add.delay(1, 2)
+    queues.pause("default", by="alice", reason="SMTP provider down")
+
+    out = run("show", str(job.id))
+    data = json.loads(run("show", str(job.id), "--json"))
+
+    assert re.search(r"^  queue +default \(priority 0, paused\)$", out, re.M)
+    assert re.search(r"^  waiting +waiting: queue 'default' is paused since .+ by alice", out, re.M)
+    assert data["queue_paused"]["by"] == "alice"

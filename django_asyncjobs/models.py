@@ -56,7 +56,23 @@ class Job(models.Model):
         _("status"), max_length=16, choices=JobStatus.choices, default=JobStatus.SCHEDULED
     )
     run_at = BoundedDateTimeField(_("run at"), help_text=_("Not sent to a worker before this."))
-    attempts = models.PositiveIntegerField(_("attempts"), default=0)
+    attempts = models.PositiveIntegerField(
+        _("attempts"),
+        default=0,
+        help_text=_(
+            "Attempts counted against the retry limit: an operator's retry starts again from 0, "
+            "and a free interruption gives its attempt back."
+        ),
+    )
+    # Never reset: an operator's retry gives a job a fresh retry budget (``attempts``), not a
+    # fresh history, so the attempts of the history are numbered on.
+    total_attempts = models.PositiveIntegerField(
+        _("total attempts"),
+        default=0,
+        help_text=_(
+            "Times the job started, over its whole life; the number of its latest attempt."
+        ),
+    )
     interruptions = models.PositiveIntegerField(
         _("interruptions"),
         default=0,
@@ -81,6 +97,12 @@ class Job(models.Model):
     result = models.JSONField(_("result"), null=True, blank=True)
     error = models.TextField(_("error"), blank=True, default="")
     traceback = models.TextField(_("traceback"), blank=True, default="")
+    note = models.TextField(
+        _("note"),
+        blank=True,
+        default="",
+        help_text=_("What an operator said when they settled the job by hand (mark as succeeded)."),
+    )
     progress = models.JSONField(
         _("progress"),
         null=True,

@@ -168,7 +168,7 @@ class Scheduler:
             definition = registry.get(job.name) if job.name in registry.names() else None
             error = (
                 f"WorkerLost: no heartbeat from worker {job.worker} for over "
-                f"{self.stale_after_seconds:g} s during attempt {job.attempts}"
+                f"{self.stale_after_seconds:g} s during attempt {job.total_attempts}"
             )
             stored = manager.end_attempt(
                 job=job,
@@ -187,7 +187,7 @@ class Scheduler:
                     "rescued job of a lost worker name=%s id=%s attempt=%d worker=%s status=%s",
                     job.name,
                     job.id,
-                    job.attempts,
+                    job.total_attempts,
                     job.worker,
                     stored.status,
                 )

@@ -308,14 +308,14 @@ class Supervisor:
                     free_interruptions=self.free_interruptions,
                 ),
                 error=f"interrupted: worker {child.worker_id} stopped ({how}) "
-                f"during attempt {job.attempts}",
+                f"during attempt {job.total_attempts}",
             )
             if back is not None:
                 logger.warning(
                     "job handed back name=%s id=%s attempt=%d status=%s",
                     job.name,
                     job.id,
-                    job.attempts,
+                    job.total_attempts,
                     back.status,
                 )
             return
@@ -327,7 +327,7 @@ class Supervisor:
             reason = child.kill_reasons.get(job.id) or next(iter(child.kill_reasons.values()), how)
             error = (
                 f"WorkerLost: worker process {child.worker_id} {reason} "
-                f"during attempt {job.attempts}"
+                f"during attempt {job.total_attempts}"
             )
             ending = retry.Ending.LOST
         stored = Job.objects.end_attempt(
@@ -346,7 +346,7 @@ class Supervisor:
                 "error=%s",
                 job.name,
                 job.id,
-                job.attempts,
+                job.total_attempts,
                 stored.status,
                 error,
             )

@@ -67,7 +67,9 @@ class JobFailed(AsyncJobsError):
 
     def __init__(self, job: Job) -> None:
         self.job = job
-        super().__init__(f"job {job.name} ({job.id}) failed on attempt {job.attempts}: {job.error}")
+        super().__init__(
+            f"job {job.name} ({job.id}) failed on attempt {job.total_attempts}: {job.error}"
+        )
 
 
 def run_jobs(
@@ -319,7 +321,7 @@ class _Run:
         definition = registry.get(job.name)
         assert job.lease_token is not None
         caught: list[BaseException] = []
-        logger.info("job started name=%s id=%s attempt=%d", job.name, job.id, job.attempts)
+        logger.info("job started name=%s id=%s attempt=%d", job.name, job.id, job.total_attempts)
         try:
             with _contained(connections[self.using]):
                 outcome = self._execute(_capturing(definition, caught), job)
@@ -337,7 +339,7 @@ class _Run:
                 raise JobFailed(stored)
             error = caught[0]
             error.add_note(
-                f"raised by job {job.name} ({job.id}), attempt {job.attempts}, in "
+                f"raised by job {job.name} ({job.id}), attempt {job.total_attempts}, in "
                 f"run_jobs(raise_errors=True); the job is now {stored.status}"
             )
             raise error
@@ -383,7 +385,7 @@ class _Run:
             stored.status,
             job.name,
             job.id,
-            job.attempts,
+            job.total_attempts,
             "" if outcome.ok else f" error={outcome.error}",
         )
         return stored
@@ -396,7 +398,7 @@ class _Run:
                 job=job,
                 lease_token=job.lease_token,
                 decide=functools.partial(retry.decide, ending=retry.Ending.INTERRUPTED),
-                error=f"interrupted: run_jobs() was stopped during attempt {job.attempts}",
+                error=f"interrupted: run_jobs() was stopped during attempt {job.total_attempts}",
             )
         except DatabaseError as exc:
             # The exception on its way out matters more; the row stays running.

@@ -3,22 +3,31 @@
 Each asks for confirmation, needs its own permission, changes rows only through the state
 transitions of the job manager (which send the matching signals), and is written to Django's
 admin log. A selection of any size is handled in batches.
+
+The job page offers the same actions as buttons (:meth:`JobActionsAdmin.actions_for`): each
+posts the job to the list's action, so it goes through the same permission check, confirmation
+page and transition, and then returns to the job page.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.admin.utils import quote
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.html import format_html
 
 from ..models import Job
+from ..status import JobStatus
 
 if TYPE_CHECKING:
     _ModelAdmin = admin.ModelAdmin[Job]
@@ -29,6 +38,44 @@ else:  # generic only in django-stubs
 ACTION_BATCH_SIZE = 500
 #: The confirmation page lists this many of the selected jobs and counts the rest.
 CONFIRMATION_SAMPLE_SIZE = 100
+#: The POST field a job page's button adds: the job whose page to return to after the action.
+JOB_PAGE_FIELD = "_job_page"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobPageAction:
+    """A button of the job page: the list action it posts to, and the statuses it applies to.
+
+    ``statuses`` are those the action's transition starts from (``queries/operator.py``);
+    ``None`` is any status.
+    """
+
+    action: str
+    label: str
+    statuses: frozenset[str] | None
+
+
+#: The job page's buttons, in the order shown.
+JOB_PAGE_ACTIONS = (
+    JobPageAction(
+        action="retry_jobs",
+        label="Retry",
+        statuses=frozenset({JobStatus.FAILED, JobStatus.CANCELLED}),
+    ),
+    JobPageAction(
+        action="cancel_jobs",
+        label="Cancel",
+        statuses=frozenset({JobStatus.SCHEDULED, JobStatus.QUEUED}),
+    ),
+    JobPageAction(
+        action="mark_succeeded",
+        label="Mark as succeeded",
+        statuses=frozenset(
+            {JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.SCHEDULED, JobStatus.QUEUED}
+        ),
+    ),
+    JobPageAction(action="run_again", label="Run again", statuses=None),
+)
 
 
 class JobActionsAdmin(_ModelAdmin):
@@ -47,6 +94,22 @@ class JobActionsAdmin(_ModelAdmin):
 
     def has_run_again_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("django_asyncjobs.run_again_job")
+
+    def actions_for(self, request: HttpRequest, job: Job) -> list[JobPageAction]:
+        """Return the buttons of *job*'s page: the actions that apply to its status and that
+        the user may take (the permission check is the list's own, ``get_actions``).
+
+        Example::
+
+            [a.label for a in job_admin.actions_for(request, failed_job)]  # ['Retry', ...]
+        """
+        allowed = self.get_actions(request)
+        return [
+            button
+            for button in JOB_PAGE_ACTIONS
+            if button.action in allowed
+            and (button.statuses is None or job.status in button.statuses)
+        ]
 
     @admin.action(description="Retry selected failed or cancelled jobs", permissions=["retry"])
     def retry_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> HttpResponse | None:
@@ -93,6 +156,7 @@ class JobActionsAdmin(_ModelAdmin):
         message counts the jobs changed and those skipped because of their status.
         """
         across = _select_across(request)
+        job_page = _job_page(request, across=across)
         if request.POST.get("confirmed") != "yes":
             total = queryset.count()
             sample = list(queryset[:CONFIRMATION_SAMPLE_SIZE])
@@ -113,6 +177,8 @@ class JobActionsAdmin(_ModelAdmin):
                 "action": request.POST.get("action", ""),
                 "opts": self.model._meta,
                 "action_checkbox_name": ACTION_CHECKBOX_NAME,
+                "job_page": job_page,
+                "job_page_field": JOB_PAGE_FIELD,
             }
             return TemplateResponse(
                 request, "admin/django_asyncjobs/job/action_confirmation.html", context
@@ -120,6 +186,7 @@ class JobActionsAdmin(_ModelAdmin):
         selected = changed = 0
         # A new job "run again" makes may match the selection's filters: it is not selected.
         created: set[uuid.UUID] = set()
+        copies: list[Job] = []
         for batch in _in_batches(queryset, batch_size=ACTION_BATCH_SIZE):
             for job in batch:
                 if job.pk in created:
@@ -132,11 +199,42 @@ class JobActionsAdmin(_ModelAdmin):
                 self.log_change(request, job, f"{done_verb} ({job.status} -> {result.status})")
                 if result.pk != job.pk:
                     created.add(result.pk)
+                    copies.append(result)
                     self.log_addition(request, result, f"run again as a copy of {job.pk}")
         level = messages.SUCCESS if changed == selected else messages.WARNING
         skipped = f"; {selected - changed:,} skipped (wrong status)" if changed != selected else ""
         self.message_user(request, f"{changed:,} job(s) {done_verb}{skipped}.", level)
+        if job_page is None:
+            return None
+        if len(copies) == 1:
+            self.message_user(
+                request,
+                format_html(
+                    'The new job is <a href="{}">{}</a>.',
+                    self._job_url(copies[0].pk),
+                    copies[0].pk,
+                ),
+                messages.INFO,
+            )
+        return HttpResponseRedirect(self._job_url(job_page))
+
+    def _job_url(self, job_id: uuid.UUID | str) -> str:
+        opts = self.model._meta
+        return reverse(
+            f"{self.admin_site.name}:{opts.app_label}_{opts.model_name}_change",
+            args=(quote(job_id),),
+        )
+
+
+def _job_page(request: HttpRequest, *, across: bool) -> str | None:
+    """Return the id of the job whose page the action was started from, if it was.
+
+    Only a button of that job's page posts it, with that job alone selected.
+    """
+    job_id = request.POST.get(JOB_PAGE_FIELD)
+    if not job_id or across or request.POST.getlist(ACTION_CHECKBOX_NAME) != [job_id]:
         return None
+    return job_id
 
 
 def _select_across(request: HttpRequest) -> bool:

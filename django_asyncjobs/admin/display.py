@@ -9,6 +9,8 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
+# Durations are said the same way by the admin and by ``asyncjobs show``.
+from ..describe import duration as duration
 from ..status import JobStatus
 
 STATUS_COLOURS = {
@@ -57,17 +59,6 @@ def relative(moment: dt.datetime | None, *, now: dt.datetime | None = None) -> s
     else:
         text = f"{amount / 86400:.0f} d"
     return f"{text} ago" if seconds >= 0 else f"in {text}"
-
-
-def duration(start: dt.datetime | None, end: dt.datetime | None) -> str:
-    """Return the time between two moments as "1.25 s", "3 min 4 s" or "-"."""
-    if start is None or end is None:
-        return "-"
-    seconds = (end - start).total_seconds()
-    if seconds < 60:
-        return f"{seconds:.2f} s"
-    minutes, rest = divmod(int(seconds), 60)
-    return f"{minutes} min {rest} s"
 
 
 def preformatted(text: str) -> SafeString:

@@ -10,23 +10,27 @@ import datetime as dt
 import json
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Paginator
 from django.db import connections
-from django.db.models import Exists, OuterRef, Q, QuerySet
-from django.http import HttpRequest
+from django.db.models import Exists, OuterRef, Q, QuerySet, prefetch_related_objects
+from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
+from .. import describe
 from ..models import Job, JobAttempt, QueueState
-from ..queries import uuid_prefix_range
+from ..queries import ATTEMPT_RELATION, uuid_prefix_range
 from ..queues import WAITING_STATUSES, paused_queues, waiting_note
 from ..status import JobStatus
-from .actions import JobActionsAdmin
+from .actions import JOB_PAGE_FIELD, JobActionsAdmin
 from .display import STATUS_COLOURS, describe_progress, duration, preformatted, relative
 from .overview import QueueOverviewAdmin
 
@@ -118,15 +122,50 @@ class CreatedFilter(admin.SimpleListFilter):
         return queryset.filter(created_at__gte=timezone.now() - dt.timedelta(seconds=seconds))
 
 
+class JobChangeList(ChangeList):
+    """The job list, with the attempt history of the jobs on the page (one more query): a job's
+    duration is its latest attempt's, not the time until an operator ended it."""
+
+    def get_results(self, request: HttpRequest) -> None:
+        super().get_results(request)
+        # Evaluates the page once; the template iterates the same cached rows.
+        prefetch_related_objects(list(self.result_list), ATTEMPT_RELATION)
+
+
+def attempts_of(job: Job) -> list[JobAttempt]:
+    """Return *job*'s attempts, oldest first (prefetched on the list and the job page)."""
+    return list(job.attempt_history.all())
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteRefusal:
+    """Why a job may not be deleted, as the delete pages list it (their "protected" objects).
+
+    ``reason`` groups them on the page: ``"running"`` or ``"waited for"``.
+    """
+
+    reason: str
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
 class AttemptInline(_AttemptInline):
-    """The history of every attempt, oldest first."""
+    """The history of every attempt, oldest first, numbered on across operator retries."""
 
     model = JobAttempt
     extra = 0
     can_delete = False
-    fields = ("number", "worker", "started_at", "finished_at", "outcome", "error")
+    fields = ("number", "worker", "started_at", "finished_at", "run_duration", "outcome", "error")
     readonly_fields = fields
-    ordering = ("started_at",)
+    ordering = ("started_at", "id")
+
+    @admin.display(description="duration")
+    def run_duration(self, attempt: JobAttempt) -> str:
+        if attempt.finished_at is None:  # still running: the time so far
+            return f"{duration(attempt.started_at, timezone.now())} so far"
+        return duration(attempt.started_at, attempt.finished_at)
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -162,6 +201,7 @@ class JobAdmin(QueueOverviewAdmin, JobActionsAdmin):
     paginator = CappedCountPaginator
     list_per_page = 50
     inlines = (AttemptInline,)
+    change_form_template = "admin/django_asyncjobs/job/change_form.html"
     fieldsets = (
         (
             None,
@@ -177,8 +217,11 @@ class JobAdmin(QueueOverviewAdmin, JobActionsAdmin):
                 )
             },
         ),
-        ("Arguments and result", {"fields": ("args_pretty", "kwargs_pretty", "result_pretty")}),
-        ("Error", {"fields": ("error", "traceback_pretty")}),
+        (
+            "Arguments and result",
+            {"fields": ("args_pretty", "kwargs_pretty", "result_pretty", "note")},
+        ),
+        ("Error", {"fields": ("error_display", "traceback_pretty")}),
         ("Timeline", {"fields": ("timeline",)}),
         (
             "Scheduling",
@@ -248,8 +291,16 @@ class JobAdmin(QueueOverviewAdmin, JobActionsAdmin):
         return waiting_note(job, paused_queues()) or "-"
 
     @admin.display(description="attempts")
-    def attempts_display(self, job: Job) -> str:
-        return f"{job.attempts} / {job.max_retries + 1}"
+    def attempts_display(self, job: Job) -> SafeString:
+        return format_html(
+            '<span class="asyncjobs-attempts" title="ran {} time(s); {} of the {} attempts '
+            'allowed are used ({})">{}</span>',
+            describe.times_run(job),
+            job.attempts,
+            job.max_retries + 1,
+            describe.COUNTED_EXPLAINED,
+            describe.attempts_summary(job),
+        )
 
     @admin.display(description="due", ordering="run_at")
     def due(self, job: Job) -> str:
@@ -257,8 +308,10 @@ class JobAdmin(QueueOverviewAdmin, JobActionsAdmin):
 
     @admin.display(description="duration")
     def duration_display(self, job: Job) -> str:
-        end = job.finished_at or (timezone.now() if job.status == JobStatus.RUNNING else None)
-        return duration(job.started_at, end)
+        return describe.run_duration(job, attempts_of(job), now=timezone.now())
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return JobChangeList
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Job], search_term: str
@@ -301,29 +354,60 @@ class JobAdmin(QueueOverviewAdmin, JobActionsAdmin):
     def result_pretty(self, job: Job) -> SafeString:
         return preformatted(json.dumps(job.result, indent=2, ensure_ascii=False))
 
+    @admin.display(description="error")
+    def error_display(self, job: Job) -> SafeString:
+        if not job.error:
+            return format_html("{}", "-")
+        origin = describe.error_origin(job, attempts_of(job))
+        if not origin:
+            return preformatted(job.error)
+        return format_html(
+            '<p class="asyncjobs-error-origin">{}</p>{}',
+            origin[0].upper() + origin[1:] + ".",
+            preformatted(job.error),
+        )
+
     @admin.display(description="traceback")
     def traceback_pretty(self, job: Job) -> SafeString:
         return preformatted(job.traceback or "-")
 
     @admin.display(description="timeline")
     def timeline(self, job: Job) -> SafeString:
-        steps = [
-            ("created", job.created_at, None),
-            ("enqueued", job.enqueued_at, job.created_at),
-            ("started", job.started_at, job.enqueued_at),
-            ("finished", job.finished_at, job.started_at),
-        ]
         parts = [
             format_html(
                 '<span class="asyncjobs-step"><b>{}</b> {}{}</span>',
-                label,
-                timezone.localtime(moment).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3],
-                f" (+{duration(previous, moment)})" if previous else "",
+                step.label,
+                timezone.localtime(step.moment).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3],
+                step.after,
             )
-            for label, moment, previous in steps
-            if moment is not None
+            for step in describe.timeline(job, attempts_of(job))
         ]
         return format_html("{}", SafeString(" &rarr; ".join(parts)))
+
+    def get_object(
+        self, request: HttpRequest, object_id: str, from_field: str | None = None
+    ) -> Job | None:
+        job = super().get_object(request, object_id, from_field)
+        if job is not None:
+            # The error, timeline and durations of the page all read the history.
+            prefetch_related_objects([job], ATTEMPT_RELATION)
+        return job
+
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: Job | None = None,
+    ) -> HttpResponse:
+        """Add the buttons of the actions that apply to the job and that the user may take."""
+        if obj is not None:
+            context["job_actions"] = self.actions_for(request, obj)
+            context["action_checkbox_name"] = ACTION_CHECKBOX_NAME
+            context["job_page_field"] = JOB_PAGE_FIELD
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -332,37 +416,47 @@ class JobAdmin(QueueOverviewAdmin, JobActionsAdmin):
         # Rows change only through the state transitions; the detail page is read-only.
         return False
 
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        if obj is not None and obj.status == JobStatus.RUNNING:
-            return False
-        return super().has_delete_permission(request, obj)
-
     def get_deleted_objects(
         self, objs: Sequence[Job] | QuerySet[Job], request: HttpRequest
     ) -> tuple[list[Any], dict[str, int], set[str], list[Any]]:
-        """Refuse to delete a job that blocked jobs still wait for, naming them.
+        """Refuse to delete a running job, or a job that blocked jobs still wait for, saying so.
 
-        Deleting a dependency cancels its dependents (the scheduler's next pass), which an
-        operator cleaning up old rows rarely means to do: they are listed as protected instead,
-        which makes the delete page and the "delete selected" action refuse, also on a POST
-        that skipped the confirmation. The operator cancels them first, or lets the job run.
+        A running job is its worker's until the attempt ends. Deleting a dependency cancels its
+        dependents (the scheduler's next pass), which an operator cleaning up old rows rarely
+        means to do. Both are listed as protected (:class:`DeleteRefusal`), which makes the
+        delete page and the "delete selected" action refuse, with the reason, also on a POST
+        that skipped the confirmation. (Refusing through ``has_delete_permission`` instead would
+        tell the operator they lack a permission they have.)
         """
         deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
-        ids = [obj.pk for obj in objs]
+        jobs = list(objs)
+        running = [
+            DeleteRefusal(
+                "running",
+                f"{job.name} {job.pk} is running (attempt {job.total_attempts}, worker "
+                f"{job.worker or '-'})",
+            )
+            for job in jobs
+            if job.status == JobStatus.RUNNING
+        ]
+        refusals: list[Any] = running[:WAITING_SHOWN]
+        if len(running) > WAITING_SHOWN:
+            refusals.append(DeleteRefusal("running", "... and more"))
+        ids = [job.pk for job in jobs]
         waiting = Job.objects.waiting_for(ids, limit=WAITING_SHOWN + 1)
         if waiting:
             selected = {str(pk) for pk in ids}
-            protected = [
-                *protected,
-                *(
+            refusals += [
+                DeleteRefusal(
+                    "waited for",
                     f"{job.name} {job.pk} (scheduled) waits for "
-                    + ", ".join(str(d) for d in job.depends_on if str(d) in selected)
-                    for job in waiting[:WAITING_SHOWN]
-                ),
+                    + ", ".join(str(d) for d in job.depends_on if str(d) in selected),
+                )
+                for job in waiting[:WAITING_SHOWN]
             ]
             if len(waiting) > WAITING_SHOWN:
-                protected.append("... and more")
-        return deleted, counts, perms_needed, protected
+                refusals.append(DeleteRefusal("waited for", "... and more"))
+        return deleted, counts, perms_needed, [*protected, *refusals]
 
 
 def _search_condition(term: str) -> Q:

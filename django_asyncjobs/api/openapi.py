@@ -18,7 +18,14 @@ _JOB = {
         "priority": {"type": "integer"},
         "args": {"type": "array"},
         "kwargs": {"type": "object"},
-        "attempts": {"type": "integer"},
+        "attempts": {
+            "type": "integer",
+            "description": "Attempts counted against max_retries (0 again after a retry).",
+        },
+        "total_attempts": {
+            "type": "integer",
+            "description": "Times the job started, over its whole life.",
+        },
         "max_retries": {"type": "integer"},
         "run_at": {"type": "string", "format": "date-time"},
         "created_at": {"type": "string", "format": "date-time"},
@@ -26,6 +33,7 @@ _JOB = {
         "started_at": {"type": ["string", "null"], "format": "date-time"},
         "finished_at": {"type": ["string", "null"], "format": "date-time"},
         "error": {"type": "string"},
+        "note": {"type": "string", "description": "An operator's note (mark as succeeded)."},
         "progress": {
             "type": ["object", "null"],
             "description": "What the running job last reported with report_progress().",

@@ -44,6 +44,7 @@ def job_json(job: Job, *, paused: Mapping[str, QueueState] | None = None) -> dic
         "args": job.args,
         "kwargs": job.kwargs,
         "attempts": job.attempts,
+        "total_attempts": job.total_attempts,
         "max_retries": job.max_retries,
         "run_at": iso(job.run_at),
         "created_at": iso(job.created_at),
@@ -51,6 +52,7 @@ def job_json(job: Job, *, paused: Mapping[str, QueueState] | None = None) -> dic
         "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at),
         "error": job.error,
+        "note": job.note,
         "progress": job.progress,
         "queue_paused": state.as_json() if state else None,
     }

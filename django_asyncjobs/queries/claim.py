@@ -164,6 +164,10 @@ class ClaimQueries(Ledger[JobT]):
         """Take ``queued`` jobs for *worker*, one statement for all: ``running``, attempts + 1, a
         new lease token each. Returns one result per ``(job_id, dispatch_token)`` of *messages*.
 
+        Each claim opens an attempt in the history, numbered by ``total_attempts``, which an
+        operator's retry never resets: the history reads 1, 2, 3, 4 across retries, while
+        ``attempts`` counts against the retry limit of the current retry only.
+
         A claim succeeds only while the message's dispatch token is the job's current one, so a
         duplicate or stale message claims nothing. Waits at most *lock_timeout_seconds* for rows
         the scheduler has locked and not committed yet (outcome ``BUSY``).
@@ -180,7 +184,8 @@ class ClaimQueries(Ledger[JobT]):
         sql = f"""
             WITH changed AS (
                 UPDATE {jobs_table} AS j
-                SET status = %(running)s, attempts = j.attempts + 1, started_at = now(),
+                SET status = %(running)s, attempts = j.attempts + 1,
+                    total_attempts = j.total_attempts + 1, started_at = now(),
                     heartbeat_at = now(), finished_at = NULL, worker = %(worker)s,
                     progress = NULL, lease_token = gen_random_uuid(),
                     error = CASE WHEN starts_with(j.error, %(waiting)s) THEN '' ELSE j.error END
@@ -191,7 +196,7 @@ class ClaimQueries(Ledger[JobT]):
             ), opened AS (
                 INSERT INTO {attempt_table(self.model)}
                     (job_id, number, worker, started_at, outcome, error, traceback)
-                SELECT id, attempts, worker, started_at, '', '', '' FROM changed
+                SELECT id, total_attempts, worker, started_at, '', '', '' FROM changed
             )
             SELECT {columns(self.model)} FROM changed
         """

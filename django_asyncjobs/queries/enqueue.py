@@ -181,12 +181,13 @@ class EnqueueQueries(Ledger[JobT]):
             WITH inserted AS (
                 INSERT INTO {jobs_table} (
                     id, name, args, kwargs, queue, priority, status, run_at, attempts,
-                    interruptions, max_retries, at_most_once, refused_deliveries, timeout, error,
-                    traceback, created_at, worker, task_backend, unique_key, depends_on, blocked
+                    total_attempts, interruptions, max_retries, at_most_once, refused_deliveries,
+                    timeout, error, traceback, note, created_at, worker, task_backend, unique_key,
+                    depends_on, blocked
                 )
                 SELECT r.id, %(name)s, r.a::jsonb, r.k::jsonb, %(queue)s, %(priority)s,
-                    %(scheduled)s, {run_at_sql}, 0, 0, %(max_retries)s, %(at_most_once)s, 0,
-                    %(timeout)s, '', '', now(), '', %(task_backend)s,
+                    %(scheduled)s, {run_at_sql}, 0, 0, 0, %(max_retries)s, %(at_most_once)s, 0,
+                    %(timeout)s, '', '', '', now(), '', %(task_backend)s,
                     r.unique_key, %(depends_on)s::uuid[], {blocked_sql}
                 FROM unnest(%(ids)s::uuid[], %(args)s::text[], %(kwargs)s::text[],
                     %(unique_keys)s::text[]) WITH ORDINALITY AS r(id, a, k, unique_key, n)
@@ -228,6 +229,7 @@ class EnqueueQueries(Ledger[JobT]):
             "status": JobStatus.SCHEDULED.value,
             "run_at": run_at,
             "attempts": 0,
+            "total_attempts": 0,
             "interruptions": 0,
             "max_retries": max_retries,
             "at_most_once": at_most_once,
@@ -239,6 +241,7 @@ class EnqueueQueries(Ledger[JobT]):
             "blocked": bool(blocked),
             "error": "",
             "traceback": "",
+            "note": "",
             "worker": "",
         }
         jobs: list[JobT | None] = []

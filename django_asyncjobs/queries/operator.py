@@ -102,6 +102,9 @@ class OperatorQueries(EnqueueQueries[JobT]):
     def retry(self, job_id: uuid.UUID | str) -> JobT | None:
         """Schedule a ``failed`` or ``cancelled`` job to run now with a fresh retry budget.
 
+        ``attempts`` starts again from 0, so the job gets ``max_retries`` retries anew;
+        ``total_attempts`` goes on, so its next attempt is numbered after the earlier ones.
+
         Returns ``None`` when the job is in any other status (a running job is never touched),
         or when another active job holds its unique key.
         """
@@ -112,15 +115,17 @@ class OperatorQueries(EnqueueQueries[JobT]):
         """Mark a ``failed``, ``cancelled``, ``scheduled`` or ``queued`` job as succeeded by hand.
 
         For an operator who fixed the data themselves: the job will not run, its dependents are
-        released. Returns ``None`` for a running or already succeeded job.
+        released. *note* (who did it, and why) is stored in ``note``; ``error`` and ``traceback``
+        are emptied, as for any succeeded job (the attempt history keeps the errors of the
+        attempts that failed). Returns ``None`` for a running or already succeeded job.
         """
         jobs_table = table(self.model)
         sql = f"""
             WITH old AS (SELECT id, status FROM {jobs_table} WHERE id = %(id)s FOR UPDATE),
             changed AS (
                 UPDATE {jobs_table} AS j
-                SET status = %(succeeded)s, finished_at = now(), error = %(note)s,
-                    traceback = '', dispatch_token = NULL, lease_token = NULL, blocked = false
+                SET status = %(succeeded)s, finished_at = now(), error = '', traceback = '',
+                    note = %(note)s, dispatch_token = NULL, lease_token = NULL, blocked = false
                 FROM old WHERE j.id = old.id
                     AND old.status IN (%(failed)s, %(cancelled)s, %(scheduled)s, %(queued)s)
                 RETURNING j.*, old.status AS old_status

@@ -205,7 +205,7 @@ class ClaimedJobs:
                     "lease lost; outcome discarded name=%s id=%s attempt=%d",
                     entry.job.name,
                     entry.job.id,
-                    entry.job.attempts,
+                    entry.job.total_attempts,
                 )
                 continue
             verb = job.status if job.status != JobStatus.SCHEDULED else "retrying"
@@ -220,7 +220,7 @@ class ClaimedJobs:
                 verb,
                 entry.job.name,
                 entry.job.id,
-                entry.job.attempts,
+                entry.job.total_attempts,
                 outcome.duration_seconds,
                 "" if outcome.ok else f" error={outcome.error}",
             )
@@ -243,7 +243,9 @@ class ClaimedJobs:
         manager = Job.objects.db_manager(self.using)
         for entry in entries:
             job = entry.job
-            reason = f"interrupted: worker {worker_id} shut down during attempt {job.attempts}"
+            reason = (
+                f"interrupted: worker {worker_id} shut down during attempt {job.total_attempts}"
+            )
             try:
                 hand_back = functools.partial(
                     manager.end_attempt,
@@ -269,7 +271,7 @@ class ClaimedJobs:
                     "job handed back name=%s id=%s attempt=%d status=%s",
                     job.name,
                     job.id,
-                    job.attempts,
+                    job.total_attempts,
                     stored.status,
                 )
         # Async jobs are cancelled, and abandoned threads end with the process, when the worker

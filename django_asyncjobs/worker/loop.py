@@ -509,7 +509,7 @@ class Worker:
             "job started name=%s id=%s attempt=%d queue=%s receives=%d",
             job.name,
             job.id,
-            job.attempts,
+            job.total_attempts,
             job.queue,
             receives,
         )

@@ -107,3 +107,41 @@ def test_an_operator_finds_a_failed_job_retries_it_and_sees_it_succeed(
 
 def worker_id_of(job: Job) -> str:
     return job.worker
+
+
+def log_in(page: Any, live_server: Any, next_path: str) -> None:
+    """Log in as the superuser "ops" on the admin's login page, then go to *next_path*."""
+    User.objects.create_superuser("ops", password="a-long-test-password")
+    page.goto(f"{live_server.url}/admin/login/?next={next_path}")
+    page.fill("#id_username", "ops")
+    page.fill("#id_password", "a-long-test-password")
+    page.click("input[type=submit]")
+
+
+def test_an_operator_retries_a_failed_job_from_its_page(
+    page: Any, live_server: Any, tmp_path: Path
+) -> None:
+    from tests.testapp import jobs
+
+    job = jobs.fails_now.delay("from-the-page")
+    Job.objects.filter(pk=job.pk).update(status="failed", error="RuntimeError: it broke")
+    job_path = f"/admin/django_asyncjobs/job/{job.pk}/change/"
+    log_in(page, live_server, job_path)
+    tools = page.locator(".object-tools")
+    tools.locator("button:text('Retry')").wait_for()
+    assert tools.locator("form.asyncjobs-job-action button").all_inner_texts() == [
+        "RETRY…",
+        "MARK AS SUCCEEDED…",
+        "RUN AGAIN…",
+    ]
+    screenshot(page, "admin-job-actions.png", tmp_path)
+
+    tools.locator("button:text('Retry')").click()
+    page.wait_for_selector("text=Are you sure you want to retry 1 job(s)?")
+    page.click("input[value='Yes, retry']")
+
+    page.wait_for_selector("text=1 job(s) retried.")
+    assert page.url == f"{live_server.url}{job_path}"
+    assert page.locator(".asyncjobs-status").inner_text() == "scheduled"
+    assert "CANCEL…" in tools.locator("form.asyncjobs-job-action button").all_inner_texts()
+    assert Job.objects.get(pk=job.pk).status == "scheduled"

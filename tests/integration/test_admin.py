@@ -93,11 +93,32 @@ def test_retry_and_cancel_need_their_permissions() -> None:
     assert "0 job(s) cancelled; 1 skipped (wrong status)" in page
 
 
-def test_running_jobs_cannot_be_deleted() -> None:
+def test_deleting_a_running_job_is_refused_saying_it_is_running() -> None:
     job = jobs.add.delay(1, 2)
-    Job.objects.filter(pk=job.pk).update(status="running")
+    other = jobs.add.delay(3, 4)
+    Job.objects.filter(pk=job.pk).update(
+        status="running", worker="host:7", attempts=1, total_attempts=3
+    )
     client = staff("view_job", "delete_job")
-    assert client.get(f"{URL}{job.pk}/delete/").status_code == 403
+
+    page = client.get(f"{URL}{job.pk}/delete/").content.decode()
+    posted = client.post(f"{URL}{job.pk}/delete/", {"post": "yes"}).content.decode()
+    action = {"action": "delete_selected", "index": "0"}
+    selected = [str(job.pk), str(other.pk)]
+    listed_page = client.post(URL, {**action, "_selected_action": selected}).content.decode()
+    confirmed = client.post(
+        URL, {**action, "_selected_action": selected, "post": "yes"}
+    ).content.decode()
+
+    assert "This job cannot be deleted: it is running." in page
+    assert f"tests.testapp.jobs.add {job.pk} is running (attempt 3, worker host:7)" in page
+    assert 'name="post"' not in page  # no confirmation button
+    assert "it is running" in posted
+    assert "The selected jobs cannot be deleted: these are running." in listed_page
+    assert "these are running" in confirmed
+    for text in (page, posted, listed_page, confirmed):
+        assert "have permission" not in text  # what Django said when the refusal was one
+    assert Job.objects.filter(pk__in=[job.pk, other.pk]).count() == 2
 
 
 def superuser() -> Client:
@@ -177,7 +198,8 @@ def test_mark_succeeded_and_run_again_are_logged_and_guarded() -> None:
     operator.force_login(user)
     assert "1 job(s) marked as succeeded" in _post_action(operator, "mark_succeeded", job)
     row = Job.objects.get(pk=job.pk)
-    assert row.status == "succeeded" and "marked as succeeded by staff" in row.error
+    assert row.status == "succeeded" and "marked as succeeded by staff" in row.note
+    assert row.error == ""  # the note is not an error
     assert "1 job(s) enqueued again" in _post_action(operator, "run_again", job)
     copy = Job.objects.exclude(pk=job.pk).get(name=job.name)
     assert copy.status == "scheduled" and copy.args == [1, 2]

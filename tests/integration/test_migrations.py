@@ -9,7 +9,7 @@ import pytest
 from django.db import IntegrityError, connection, transaction
 from django.db.migrations.executor import MigrationExecutor
 
-from django_asyncjobs.models import Job
+from django_asyncjobs.models import Job, JobAttempt
 from django_asyncjobs.timebounds import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP
 
 APP = "django_asyncjobs"
@@ -77,3 +77,82 @@ def test_after_migration_0013_the_database_refuses_an_unreadable_run_at(
     ):
         cursor.execute(_INSERT, [uuid.uuid4(), "tests.echo", "scheduled", "10000-01-01+00"])
     assert not Job.objects.exists()
+
+
+@pytest.fixture
+def at_0016(transactional_db: None) -> Iterator[None]:
+    """Move the schema back to before migration 0017; forward to the latest afterwards."""
+    _migrate([(APP, "0016_process")])
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DELETE FROM asyncjobs_attempt")
+            cursor.execute("DELETE FROM asyncjobs_job")
+        _migrate(MigrationExecutor(connection).loader.graph.leaf_nodes(APP))
+
+
+def test_migration_0017_numbers_attempts_on_and_moves_notes_out_of_the_error(
+    at_0016: None,
+) -> None:
+    retried, interrupted, older, marked = (uuid.uuid4() for _ in range(4))
+    history = {
+        # Two attempts, an operator's retry (attempts back to 0), two more: numbered 1, 2, 1, 2.
+        retried: [1, 2, 1, 2],
+        # A free interruption gave its attempt back: both were numbered 1.
+        interrupted: [1, 1],
+        # Two attempts ran before the history existed; the two recorded were numbered 3, 4.
+        older: [3, 4],
+    }
+    with connection.cursor() as cursor:
+        for job_id in (retried, interrupted, older, marked):
+            cursor.execute(_INSERT, [job_id, "tests.echo", "failed", "2026-06-01 00:00:00+00"])
+        cursor.execute(
+            "UPDATE asyncjobs_job SET attempts = 2 WHERE id IN (%s, %s)", [retried, older]
+        )
+        cursor.execute("UPDATE asyncjobs_job SET attempts = 1 WHERE id = %s", [interrupted])
+        cursor.execute(
+            "UPDATE asyncjobs_job SET status = 'succeeded', error = %s WHERE id = %s",
+            ["marked as succeeded by ops in the admin", marked],
+        )
+        for job_id, recorded in history.items():
+            for minute, number in enumerate(recorded):
+                cursor.execute(
+                    "INSERT INTO asyncjobs_attempt (job_id, number, worker, started_at, "
+                    "outcome, error, traceback) VALUES (%s, %s, 'w', "
+                    "'2026-06-01 00:00:00+00'::timestamptz + %s * interval '1 minute', "
+                    "'failed', '', '')",
+                    [job_id, number, minute],
+                )
+
+    _migrate(MigrationExecutor(connection).loader.graph.leaf_nodes(APP))
+
+    def numbers(job_id: uuid.UUID) -> list[int]:
+        return list(
+            JobAttempt.objects.filter(job_id=job_id)
+            .order_by("started_at")
+            .values_list("number", flat=True)
+        )
+
+    assert numbers(retried) == [1, 2, 3, 4]
+    assert numbers(interrupted) == [1, 2]
+    assert numbers(older) == [3, 4]
+    rows = {job.id: job for job in Job.objects.all()}
+    assert {job_id: rows[job_id].total_attempts for job_id in history} == {
+        retried: 4,
+        interrupted: 2,
+        older: 4,
+    }
+    assert rows[retried].attempts == 2  # the retry limit still counts from the last retry
+    assert (rows[marked].note, rows[marked].error) == (
+        "marked as succeeded by ops in the admin",
+        "",
+    )
+    assert rows[marked].total_attempts == 0
+    # Rows inserted by SQL that names none of the new columns (an older enqueue) get defaults.
+    with connection.cursor() as cursor:
+        cursor.execute(_INSERT, [uuid.uuid4(), "tests.echo", "scheduled", "2026-06-01 00:00:00+00"])
+    assert set(Job.objects.values_list("note", flat=True)) == {
+        "",
+        "marked as succeeded by ops in the admin",
+    }

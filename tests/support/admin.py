@@ -6,10 +6,10 @@ from django.contrib.auth.models import Permission, User
 from django.test import Client
 
 
-def staff(*perms: str) -> Client:
-    """Return a client logged in as a new staff user ("staff") with the permissions *perms*
+def staff(*perms: str, username: str = "staff") -> Client:
+    """Return a client logged in as a new staff user (*username*) with the permissions *perms*
     (codenames such as ``view_job``) and no other."""
-    user = User.objects.create_user("staff", password="x", is_staff=True)
+    user = User.objects.create_user(username, password="x", is_staff=True)
     for codename in perms:
         user.user_permissions.add(Permission.objects.get(codename=codename))
     client = Client()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import getpass
 import json
 import re
@@ -16,10 +17,10 @@ from django.db.models import Count, Min
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from ... import queues
+from ... import describe, queues
 from ...conf import get_settings
 from ...exceptions import TransportError, UnknownQueue
-from ...models import Job, Process, ProcessKind, QueueState
+from ...models import Job, JobAttempt, Process, ProcessKind, QueueState
 from ...processes import attention
 from ...status import FINAL_STATUSES, JobStatus
 from ...timebounds import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP
@@ -28,6 +29,8 @@ from ._options import AsyncJobsCommand, positive_int, queue_list, queue_name
 
 #: Dead-letter bodies are shown up to this many characters: they may be anything.
 BODY_PREVIEW_CHARS = 200
+#: ``show`` prints a JSON value up to this long on one line, a longer one indented.
+PRETTY_LINE_CHARS = 80
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -60,11 +63,12 @@ def status_list(value: str) -> list[str]:
 
 class Command(AsyncJobsCommand):
     help = (
-        "Operator tools for django-asyncjobs: list, retry, cancel and purge jobs, queue "
+        "Operator tools for django-asyncjobs: list, show, retry, cancel and purge jobs, queue "
         "statistics, and the SQS queues.\n\n"
         "Examples:\n"
         "  manage.py asyncjobs list --status failed --limit 20\n"
         "  manage.py asyncjobs list --name app.jobs.send_receipt --json\n"
+        "  manage.py asyncjobs show 3f2a9c1e\n"
         "  manage.py asyncjobs retry 3f2a9c1e\n"
         "  manage.py asyncjobs retry --all-failed --name app.jobs.send_receipt\n"
         "  manage.py asyncjobs cancel 3f2a9c1e 7b0d4e22\n"
@@ -87,6 +91,14 @@ class Command(AsyncJobsCommand):
         listing.add_argument("--queue", default=None, help="Queue name.")
         listing.add_argument("--limit", type=positive_int, default=50, help="Rows (50).")
         listing.add_argument("--json", action="store_true", help="One JSON object per line.")
+
+        show = commands.add_parser(
+            "show",
+            help="Print one job whole: arguments, result, error, traceback, timeline and "
+            "attempt history.",
+        )
+        show.add_argument("id", help="Job id or unique id prefix.")
+        show.add_argument("--json", action="store_true", help="One JSON object.")
 
         retry = commands.add_parser("retry", help="Retry failed or cancelled jobs, due now.")
         retry.add_argument("ids", nargs="*", help="Job ids or unique id prefixes.")
@@ -203,7 +215,7 @@ class Command(AsyncJobsCommand):
                     job.status,
                     f"{job.queue} (paused)" if job.queue in paused else job.queue,
                     str(job.priority),
-                    f"{job.attempts} / {job.max_retries + 1}",
+                    describe.attempts_summary(job),
                     timezone.localtime(job.created_at).strftime("%Y-%m-%d %H:%M:%S"),
                     job.error.splitlines()[0][:60] if job.error else "",
                 )
@@ -226,12 +238,97 @@ class Command(AsyncJobsCommand):
                 )
             )
 
-    def _print_table(self, table: Sequence[Sequence[str]]) -> None:
+    def _show(self, options: dict[str, Any]) -> None:
+        (job_id,) = self._resolve([options["id"]])
+        job = Job.objects.get(id=job_id)
+        attempts = list(job.attempt_history.order_by("started_at", "id"))
+        paused = queues.paused_queues()
+        if options["json"]:
+            self.stdout.write(json.dumps(_as_full_dict(job, attempts, paused), indent=2))
+            return
+        heading = self.style.MIGRATE_HEADING
+        self.stdout.write(heading(f"Job {job.id}"))
+        fields = [
+            ("name", job.name),
+            ("status", job.status),
+            ("queue", f"{job.queue} (priority {job.priority}{', paused' * (job.queue in paused)})"),
+            ("attempts", _attempts_line(job)),
+            ("worker", job.worker or "-"),
+            ("run at", _local(job.run_at)),
+            ("timeout", f"{job.timeout:g} s" if job.timeout is not None else "-"),
+            ("at most once", "yes" if job.at_most_once else "no"),
+            ("unique key", job.unique_key or "-"),
+            ("depends on", ", ".join(str(d) for d in job.depends_on) or "-"),
+            ("heartbeat", _local(job.heartbeat_at)),
+        ]
+        waiting = queues.waiting_note(job, paused)
+        if waiting:
+            fields.append(("waiting", waiting))
+        if job.progress:
+            fields.append(("progress", json.dumps(job.progress, ensure_ascii=False)))
+        if job.note:
+            fields.append(("note", job.note))
+        self._print_fields(fields)
+        self._section("Arguments")
+        self._print_fields(
+            [("args", _pretty(job.args)), ("kwargs", _pretty(job.kwargs))],
+        )
+        self._section("Result")
+        self._indented(_pretty(job.result))
+        origin = describe.error_origin(job, attempts)
+        self._section(f"Error, {origin}" if origin else "Error")
+        self._indented(job.error or "-")
+        self._section("Traceback")
+        self._indented(job.traceback or "-")
+        self._section("Timeline")
+        steps = describe.timeline(job, attempts)
+        self._print_fields([(step.label, _local(step.moment) + step.after) for step in steps])
+        self._section("Attempts")
+        if not attempts:
+            self._indented("none")
+            return
+        now = timezone.now()
+        table = [("#", "WORKER", "STARTED", "DURATION", "OUTCOME", "ERROR")]
+        for attempt in attempts:
+            table.append(
+                (
+                    str(attempt.number),
+                    attempt.worker,
+                    _local(attempt.started_at),
+                    describe.duration(attempt.started_at, attempt.finished_at or now)
+                    + ("" if attempt.finished_at else " so far"),
+                    attempt.get_outcome_display() if attempt.outcome else "running",
+                    attempt.error.splitlines()[0][:80] if attempt.error else "",
+                )
+            )
+        self._print_table(table, indent="  ")
+
+    def _section(self, title: str) -> None:
+        self.stdout.write("")
+        self.stdout.write(self.style.MIGRATE_HEADING(title))
+
+    def _indented(self, text: str) -> None:
+        for line in text.splitlines() or [""]:
+            self.stdout.write(f"  {line}".rstrip())
+
+    def _print_fields(self, fields: Sequence[tuple[str, str]]) -> None:
+        """Write *fields* as aligned ``label  value`` lines; a value of many lines is indented."""
+        width = max(len(label) for label, _ in fields)
+        for label, value in fields:
+            first, *rest = value.splitlines() or [""]
+            self.stdout.write(f"  {label.ljust(width)}  {first}".rstrip())
+            for line in rest:
+                self.stdout.write(f"  {' ' * width}  {line}".rstrip())
+
+    def _print_table(self, table: Sequence[Sequence[str]], *, indent: str = "") -> None:
         """Write *table* (a header row, then rows) with aligned columns."""
         widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
         for index, row in enumerate(table):
-            line = "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-            self.stdout.write(self.style.MIGRATE_HEADING(line) if index == 0 else line.rstrip())
+            line = indent + "  ".join(
+                cell.ljust(width) for cell, width in zip(row, widths, strict=True)
+            )
+            line = line.rstrip()
+            self.stdout.write(self.style.MIGRATE_HEADING(line) if index == 0 else line)
 
     def _retry(self, options: dict[str, Any]) -> None:
         if options["all_failed"]:
@@ -584,6 +681,7 @@ def _as_dict(job: Job, paused: dict[str, QueueState]) -> dict[str, Any]:
         "queue": job.queue,
         "priority": job.priority,
         "attempts": job.attempts,
+        "total_attempts": job.total_attempts,
         "max_retries": job.max_retries,
         "args": job.args,
         "kwargs": job.kwargs,
@@ -595,3 +693,72 @@ def _as_dict(job: Job, paused: dict[str, QueueState]) -> dict[str, Any]:
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
         "queue_paused": state.as_json() if state else None,
     }
+
+
+def _iso(moment: dt.datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def _as_full_dict(
+    job: Job, attempts: Sequence[JobAttempt], paused: dict[str, QueueState]
+) -> dict[str, Any]:
+    """Return everything ``asyncjobs show --json`` prints: the job, its timeline, its attempts."""
+    return {
+        **_as_dict(job, paused),
+        "interruptions": job.interruptions,
+        "at_most_once": job.at_most_once,
+        "timeout": job.timeout,
+        "unique_key": job.unique_key,
+        "depends_on": [str(d) for d in job.depends_on],
+        "blocked": job.blocked,
+        "worker": job.worker,
+        "progress": job.progress,
+        "traceback": job.traceback,
+        "note": job.note,
+        "error_origin": describe.error_origin(job, attempts),
+        "enqueued_at": _iso(job.enqueued_at),
+        "heartbeat_at": _iso(job.heartbeat_at),
+        "timeline": [
+            {"step": step.label, "at": step.moment.isoformat()}
+            for step in describe.timeline(job, attempts)
+        ],
+        "attempt_history": [
+            {
+                "number": attempt.number,
+                "worker": attempt.worker,
+                "started_at": attempt.started_at.isoformat(),
+                "finished_at": _iso(attempt.finished_at),
+                "duration_seconds": (
+                    (attempt.finished_at - attempt.started_at).total_seconds()
+                    if attempt.finished_at
+                    else None
+                ),
+                "outcome": attempt.outcome or "running",
+                "error": attempt.error,
+                "traceback": attempt.traceback,
+            }
+            for attempt in attempts
+        ],
+    }
+
+
+def _attempts_line(job: Job) -> str:
+    """Return the attempts of ``show``: how often the job ran, and its retry limit."""
+    line = f"ran {describe.times_run(job)} time(s); {job.attempts} of {job.max_retries + 1} used"
+    if describe.times_run(job) != job.attempts:
+        line += f" ({describe.COUNTED_EXPLAINED})"
+    return line
+
+
+def _local(moment: dt.datetime | None) -> str:
+    if moment is None:
+        return "-"
+    return timezone.localtime(moment).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def _pretty(value: Any) -> str:
+    """Return *value* as JSON: on one line when it is short, else indented."""
+    line = json.dumps(value, ensure_ascii=False)
+    return (
+        line if len(line) <= PRETTY_LINE_CHARS else json.dumps(value, indent=2, ensure_ascii=False)
+    )

@@ -8,6 +8,7 @@ admin log. A selection of any size is handled in batches.
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
 from ..models import Job
+from ..status import JobStatus
 
 if TYPE_CHECKING:
     _ModelAdmin = admin.ModelAdmin[Job]
@@ -54,10 +56,29 @@ class JobActionsAdmin(_ModelAdmin):
             request, queryset, "retry", "retried", lambda job: Job.objects.retry(job.pk)
         )
 
-    @admin.action(description="Cancel selected scheduled or queued jobs", permissions=["cancel"])
+    @admin.action(
+        description="Cancel selected scheduled, queued or running jobs", permissions=["cancel"]
+    )
     def cancel_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> HttpResponse | None:
+        """Cancel jobs that have not started; ask the workers of running ones to stop them.
+
+        The row records the admin user as ``cancel_requested_by``. A running job stays
+        ``running`` until its worker stops it (an ``async def`` job at once, a ``def`` job at
+        its next check or progress report, or its timeout), then ends ``cancelled``.
+        """
+        by = request.user.get_username()
         return self._confirmed(
-            request, queryset, "cancel", "cancelled", lambda job: Job.objects.cancel(job.pk)
+            request,
+            queryset,
+            "cancel",
+            "cancelled",
+            lambda job: Job.objects.cancel(job.pk, by=by),
+            note=(
+                "Running jobs are not stopped at once: their worker is asked to stop them, and "
+                "they end cancelled once it has."
+            ),
+            kind=_cancel_kind,
+            skipped_reason=_cancel_refusal,
         )
 
     @admin.action(description="Mark selected jobs as succeeded", permissions=["mark_succeeded"])
@@ -84,6 +105,10 @@ class JobActionsAdmin(_ModelAdmin):
         verb: str,
         done_verb: str,
         transition: Callable[[Job], Job | None],
+        *,
+        note: str = "",
+        kind: Callable[[Job], str | None] | None = None,
+        skipped_reason: Callable[[Job], str] | None = None,
     ) -> HttpResponse | None:
         """Show a confirmation page; on "yes", apply *transition* to every selected job.
 
@@ -91,6 +116,10 @@ class JobActionsAdmin(_ModelAdmin):
         batches of ACTION_BATCH_SIZE and each transition is its own short statement, so no lock
         is held across the batch (unless the project wraps requests in a transaction). The
         message counts the jobs changed and those skipped because of their status.
+
+        *note* is shown on the confirmation page. *kind* names a change that is not
+        *done_verb* (a cancel requested for a running job, ``None`` for *done_verb*), and is
+        counted apart; *skipped_reason* says why a job was skipped (default: its status).
         """
         across = _select_across(request)
         if request.POST.get("confirmed") != "yes":
@@ -106,6 +135,7 @@ class JobActionsAdmin(_ModelAdmin):
                 **self.admin_site.each_context(request),
                 "title": f"Are you sure you want to {verb} {total:,} job(s)?",
                 "verb": verb,
+                "note": note,
                 "jobs": sample,
                 "more": f"{total - len(sample):,}" if total > len(sample) else "",
                 "ids": ids,
@@ -118,6 +148,8 @@ class JobActionsAdmin(_ModelAdmin):
                 request, "admin/django_asyncjobs/job/action_confirmation.html", context
             )
         selected = changed = 0
+        others: Counter[str] = Counter()
+        skipped: Counter[str] = Counter()
         # A new job "run again" makes may match the selection's filters: it is not selected.
         created: set[uuid.UUID] = set()
         for batch in _in_batches(queryset, batch_size=ACTION_BATCH_SIZE):
@@ -127,16 +159,37 @@ class JobActionsAdmin(_ModelAdmin):
                 selected += 1
                 result = transition(job)
                 if result is None:
+                    skipped[skipped_reason(job) if skipped_reason else "wrong status"] += 1
                     continue
-                changed += 1
-                self.log_change(request, job, f"{done_verb} ({job.status} -> {result.status})")
+                other = kind(result) if kind else None
+                if other is None:
+                    changed += 1
+                    self.log_change(request, job, f"{done_verb} ({job.status} -> {result.status})")
+                else:
+                    others[other] += 1
+                    self.log_change(request, job, f"{other} ({job.status})")
                 if result.pk != job.pk:
                     created.add(result.pk)
                     self.log_addition(request, result, f"run again as a copy of {job.pk}")
-        level = messages.SUCCESS if changed == selected else messages.WARNING
-        skipped = f"; {selected - changed:,} skipped (wrong status)" if changed != selected else ""
-        self.message_user(request, f"{changed:,} job(s) {done_verb}{skipped}.", level)
+        level = messages.WARNING if skipped else messages.SUCCESS
+        text = f"{changed:,} job(s) {done_verb}"
+        text += "".join(f"; {count:,} {other}" for other, count in others.items())
+        text += "".join(f"; {count:,} skipped ({why})" for why, count in skipped.items())
+        self.message_user(request, f"{text}.", level)
         return None
+
+
+def _cancel_kind(job: Job) -> str | None:
+    """Name a cancel that only requested the stop of a running job."""
+    if job.status == JobStatus.RUNNING:
+        return "running: cancel requested, its worker stops it"
+    return None
+
+
+def _cancel_refusal(job: Job) -> str:
+    if job.status == JobStatus.RUNNING and job.cancel_requested_at is not None:
+        return f"cancel already requested by {job.cancel_requested_by or 'someone'}"
+    return "wrong status"
 
 
 def _select_across(request: HttpRequest) -> bool:

@@ -26,7 +26,14 @@ from ..models import Job, JobAttempt
 from ..queries import uuid_prefix_range
 from ..status import JobStatus
 from .actions import JobActionsAdmin
-from .display import STATUS_COLOURS, describe_progress, duration, preformatted, relative
+from .display import (
+    STATUS_COLOURS,
+    describe_cancel_request,
+    describe_progress,
+    duration,
+    preformatted,
+    relative,
+)
 from .overview import QueueOverviewAdmin
 
 if TYPE_CHECKING:
@@ -162,6 +169,7 @@ class JobAdmin(QueueOverviewAdmin, JobActionsAdmin):
                     "id",
                     "name",
                     "status_badge",
+                    "cancel_request",
                     "progress_display",
                     "queue",
                     "priority",
@@ -251,6 +259,10 @@ class JobAdmin(QueueOverviewAdmin, JobActionsAdmin):
     @admin.display(description="kwargs")
     def kwargs_pretty(self, job: Job) -> SafeString:
         return preformatted(json.dumps(job.kwargs, indent=2, ensure_ascii=False))
+
+    @admin.display(description="cancel requested")
+    def cancel_request(self, job: Job) -> str:
+        return describe_cancel_request(job)
 
     @admin.display(description="progress")
     def progress_display(self, job: Job) -> str:

@@ -40,6 +40,8 @@ def job_json(job: Job) -> dict[str, Any]:
         "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at),
         "error": job.error,
+        "cancel_requested_at": iso(job.cancel_requested_at),
+        "cancel_requested_by": job.cancel_requested_by,
         "progress": job.progress,
     }
 

@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.contrib.auth.models import Permission, User
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connections
@@ -30,6 +29,7 @@ from django_asyncjobs.scheduler import Scheduler
 from django_asyncjobs.signals import job_cancelled
 from django_asyncjobs.transports.memory import MemoryTransport
 from tests.support.ledger import age_heartbeat, claimed
+from tests.support.operators import bearer_headers, staff_client
 from tests.testapp import jobs
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -266,17 +266,8 @@ def test_the_cli_says_what_it_did_for_each_job_and_records_who() -> None:
         cli("cancel", str(row.id), "--by", " ")
 
 
-def api_client(*codenames: str) -> tuple[Client, dict[str, str]]:
-    user = User.objects.create_user("deploy-bot", password="x")
-    for codename in codenames:
-        user.user_permissions.add(Permission.objects.get(codename=codename))
-    token = io.StringIO()
-    call_command("asyncjobs", "api-token", "deploy-bot", stdout=token, stderr=io.StringIO())
-    return Client(), {"Authorization": f"Bearer {token.getvalue().strip()}"}
-
-
 def test_the_api_answers_200_for_a_cancel_202_for_a_request_and_409_when_finished() -> None:
-    client, auth = api_client("cancel_job")
+    client, auth = Client(), bearer_headers("cancel_job", username="deploy-bot")
     waiting = jobs.add.using(run_after=3600).delay(1, 1)
     row = claimed(jobs.ledgered.delay(key="api"))
 
@@ -298,11 +289,7 @@ def test_the_api_answers_200_for_a_cancel_202_for_a_request_and_409_when_finishe
 
 
 def test_the_admin_action_requests_the_cancel_of_running_jobs() -> None:
-    operator = User.objects.create_user("alice", password="x", is_staff=True)
-    for codename in ("view_job", "cancel_job"):
-        operator.user_permissions.add(Permission.objects.get(codename=codename))
-    client = Client()
-    client.force_login(operator)
+    client = staff_client("view_job", "cancel_job", username="alice")
     waiting = jobs.add.using(run_after=3600).delay(1, 1)
     row = claimed(jobs.ledgered.delay(key="admin"))
     data = {"action": "cancel_jobs", "_selected_action": [str(waiting.id), str(row.id)]}

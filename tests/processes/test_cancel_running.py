@@ -9,16 +9,13 @@ is stopped, and never run again although it has retries left.
 
 from __future__ import annotations
 
-import io
-
 import pytest
-from django.contrib.auth.models import Permission, User
-from django.core.management import call_command
 from django.test import Client
 
 from django_asyncjobs.models import Job, JobAttempt
 from tests.support.flows import FLOW_TIMEOUT_SECONDS, start_scheduler, start_worker, wait_for_final
 from tests.support.invariants import check_invariants, phases
+from tests.support.operators import bearer_headers, staff_client
 from tests.support.processes import ProcessGroup, wait_until
 from tests.testapp import jobs
 
@@ -94,11 +91,7 @@ def test_a_sync_job_that_reports_progress_stops_when_cancelled_in_the_admin(
         timeout=FLOW_TIMEOUT_SECONDS,
         message=lambda: f"no progress reported\n{processes.report()}",
     )
-    operator = User.objects.create_user("alice", password="x", is_staff=True)
-    for codename in ("view_job", "cancel_job"):
-        operator.user_permissions.add(Permission.objects.get(codename=codename))
-    client = Client()
-    client.force_login(operator)
+    client = staff_client("view_job", "cancel_job", username="alice")
     data = {"action": "cancel_jobs", "_selected_action": [str(job.id)]}
 
     confirm = client.post("/admin/django_asyncjobs/job/", data).content.decode()
@@ -126,11 +119,7 @@ def test_a_sync_job_that_checks_ends_cancelled_when_cancelled_over_the_api(
     start_worker(processes)
     job = jobs.checks_cancel.delay("api")
     wait_for_start(job, processes)
-    user = User.objects.create_user("deploy-bot", password="x")
-    user.user_permissions.add(Permission.objects.get(codename="cancel_job"))
-    token = io.StringIO()
-    call_command("asyncjobs", "api-token", "deploy-bot", stdout=token, stderr=io.StringIO())
-    auth = {"Authorization": f"Bearer {token.getvalue().strip()}"}
+    auth = bearer_headers("cancel_job", username="deploy-bot")
 
     answer = Client().post(f"/api/jobs/{job.id}/cancel", headers=auth)
     repeated = Client().post(f"/api/jobs/{job.id}/cancel", headers=auth)

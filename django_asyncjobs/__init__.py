@@ -13,8 +13,15 @@ Example::
 
 from __future__ import annotations
 
-from .context import JobContext, areport_progress, current_job, report_progress
+from .context import (
+    JobContext,
+    areport_progress,
+    cancel_requested,
+    current_job,
+    report_progress,
+)
 from .cron import Cron
+from .exceptions import JobCancelled
 from .registry import JobDefinition, job, registry
 from .retry import Backoff
 from .status import JobStatus
@@ -22,10 +29,12 @@ from .status import JobStatus
 __all__ = [
     "Backoff",
     "Cron",
+    "JobCancelled",
     "JobContext",
     "JobDefinition",
     "JobStatus",
     "areport_progress",
+    "cancel_requested",
     "current_job",
     "job",
     "registry",

@@ -62,6 +62,22 @@ class JobTimeout(AsyncJobsError):
         super().__init__(f"timed out after {timeout_seconds:g} s")
 
 
+class JobCancelled(AsyncJobsError):
+    """An operator asked to cancel the running job: raised inside the job to stop it.
+
+    :func:`~django_asyncjobs.report_progress` raises it once the job's worker has learned of the
+    request; a job may raise it itself after :func:`~django_asyncjobs.cancel_requested` said
+    so. Whichever way the attempt then ends, the job ends ``cancelled``, never retried.
+
+    >>> str(JobCancelled(by="alice"))
+    'cancel requested by alice'
+    """
+
+    def __init__(self, message: str = "", *, by: str = "") -> None:
+        self.by = by
+        super().__init__(message or ("cancel requested by " + by if by else "cancel requested"))
+
+
 class WorkerLost(AsyncJobsError):
     """The worker running an attempt died or stopped answering; recorded as the attempt's error.
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 import traceback as traceback_module
 from collections.abc import Awaitable
@@ -15,7 +16,7 @@ from typing import Any, cast
 
 from .conf import get_settings
 from .context import JobContext, running
-from .exceptions import JobTimeout
+from .exceptions import JobCancelled, JobTimeout
 from .payload import check_result, storable_text
 from .registry import JobDefinition
 
@@ -79,6 +80,11 @@ def _invoke(definition: JobDefinition[Any, Any], args: list[Any], kwargs: dict[s
     return definition.target(*args, **kwargs)
 
 
+def cancelled(context: JobContext, *, started: float) -> Outcome:
+    """Return the outcome of an attempt that ended after it was told of its cancel request."""
+    return failure(JobCancelled(by=context.cancel_requested_by), started=started)
+
+
 def run_sync(
     definition: JobDefinition[Any, Any],
     args: list[Any],
@@ -89,15 +95,19 @@ def run_sync(
     """Run a ``def`` job (or a class with a sync ``handle``) and return its outcome.
 
     *context* is what :func:`~django_asyncjobs.current_job` returns to the job's code. The
-    timeout of a sync job is enforced by the worker, which cannot interrupt the thread.
+    timeout of a sync job is enforced by the worker, which cannot interrupt the thread. A job
+    that was told of a cancel request (:meth:`JobContext.cancel_requested`) and then returned
+    normally was cancelled, not successful: it may have stopped half-way.
     """
     started = time.monotonic()
     try:
         with _running(context):
             result = _invoke(definition, args, kwargs)
-        return _success(result, started=started)
     except BaseException as exc:  # SystemExit from a job fails the attempt, not the worker
         return failure(exc, started=started)
+    if context is not None and context.cancel_seen:
+        return cancelled(context, started=started)
+    return _success(result, started=started)
 
 
 async def run_async(
@@ -108,8 +118,18 @@ async def run_async(
     timeout_seconds: float | None,
     context: JobContext | None = None,
 ) -> Outcome:
-    """Run an ``async def`` job, cancelling it when it outlives *timeout_seconds*."""
+    """Run an ``async def`` job, cancelling it when it outlives *timeout_seconds*.
+
+    When an operator cancels the attempt (the worker sets *context*'s cancel request), the
+    task is cancelled at once: ``asyncio.CancelledError`` is raised at the job's current
+    ``await``, and the outcome is a ``JobCancelled`` failure.
+    """
     started = time.monotonic()
+    task = asyncio.current_task()
+    if context is not None and task is not None:
+        loop = asyncio.get_running_loop()
+        # The request is set in the heartbeat thread; the task is cancelled on its own loop.
+        context.on_cancel_request(functools.partial(_cancel_soon, loop, task, context))
     try:
         with _running(context):  # wait_for's task copies the context, so the job sees it
             awaitable = cast(Awaitable[Any], _invoke(definition, args, kwargs))
@@ -118,10 +138,30 @@ async def run_async(
         assert timeout_seconds is not None
         return failure(JobTimeout(timeout_seconds), started=started)
     except asyncio.CancelledError:
-        raise  # the worker cancels jobs it hands back at shutdown
+        if context is None or not context.cancel_seen:
+            raise  # the worker cancels jobs it hands back at shutdown
+        if task is not None:
+            task.uncancel()  # this cancellation is handled: it ends the attempt, not the task
+        return cancelled(context, started=started)
     except BaseException as exc:
         return failure(exc, started=started)
+    if context is not None and context.cancel_seen:
+        return cancelled(context, started=started)  # it swallowed the cancellation
     return _success(result, started=started)
+
+
+def _cancel_soon(
+    loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any], context: JobContext
+) -> None:
+    with contextlib.suppress(RuntimeError):  # the loop is closed: the job is long over
+        loop.call_soon_threadsafe(_cancel_task, task, context)
+
+
+def _cancel_task(task: asyncio.Task[Any], context: JobContext) -> None:
+    """Cancel the running job's *task* (on its event loop), once its cancel was requested."""
+    if not task.done():
+        context.mark_cancel_seen()
+        task.cancel("cancel requested")
 
 
 def timed_out(timeout_seconds: float, *, started: float) -> Outcome:

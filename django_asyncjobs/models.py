@@ -115,6 +115,20 @@ class Job(models.Model):
     finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
     heartbeat_at = models.DateTimeField(_("heartbeat at"), null=True, blank=True)
     worker = models.CharField(_("worker"), max_length=255, blank=True, default="")
+    # A request, not a status: a running job stays running until its worker stops it.
+    cancel_requested_at = models.DateTimeField(
+        _("cancel requested at"),
+        null=True,
+        blank=True,
+        help_text=_("When an operator asked to cancel the job."),
+    )
+    cancel_requested_by = models.CharField(
+        _("cancel requested by"),
+        max_length=255,
+        blank=True,
+        default="",
+        help_text=_("Who asked to cancel the job: an admin user, an API user, or a CLI operator."),
+    )
     task_backend = models.CharField(
         _("task backend"),
         max_length=100,
@@ -233,6 +247,11 @@ class Job(models.Model):
     def is_final(self) -> bool:
         """Return whether the job has reached a status it never leaves on its own."""
         return self.status in FINAL_STATUSES
+
+    @property
+    def cancel_requested(self) -> bool:
+        """Return whether an operator asked to cancel the job (read by the retry decision)."""
+        return self.cancel_requested_at is not None
 
 
 class PeriodicSchedule(models.Model):
@@ -370,6 +389,7 @@ class AttemptOutcome(models.TextChoices):
     TIMED_OUT = "timed out", _("timed out")
     LOST = "lost", _("worker lost")
     INTERRUPTED = "interrupted", _("interrupted")
+    CANCELLED = "cancelled", _("cancelled")
 
 
 class JobAttempt(models.Model):

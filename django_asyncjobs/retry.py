@@ -2,13 +2,15 @@
 
 An attempt that did not succeed ended in one of three ways (:class:`Ending`). :func:`decide`
 turns the ending and the job's row into a :class:`Decision`: retry after a backoff, hand back
-(due again at once), or fail for good. The worker, the scheduler, the supervisor and
-``run_jobs()`` call it; ``JobManager.end_attempt`` only records the decision it is given, and
-only while the row still holds the values the decision was made from.
+(due again at once), fail for good, or, when an operator asked to cancel the job, cancel it.
+The worker, the scheduler, the supervisor and ``run_jobs()`` call it;
+``JobManager.end_attempt`` only records the decision it is given, and only while the row still
+holds the values the decision was made from.
 
 The policy comes from the row (``attempts``, ``max_retries``, ``at_most_once``,
-``interruptions``), never from the code's job definition, so that a process that does not know
-the job's name (a rolling deploy) decides as one that does. Only the backoff comes from the
+``interruptions``, and whether a cancel was requested), never from the code's job definition,
+so that a process that does not know the job's name (a rolling deploy) decides as one that
+does. Only the backoff comes from the
 code, when the caller knows the job; otherwise the project's default applies.
 
 This module is pure: it reads settings only for defaults, and never the database.
@@ -114,6 +116,8 @@ class Action(Enum):
     HAND_BACK = "hand back"
     #: Failed for good.
     FAIL = "fail"
+    #: Cancelled: an operator asked to cancel the job while it ran. Never retried.
+    CANCEL = "cancel"
 
 
 class AttemptRow(Protocol):
@@ -131,6 +135,9 @@ class AttemptRow(Protocol):
     @property
     def interruptions(self) -> int: ...
 
+    @property
+    def cancel_requested(self) -> bool: ...
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Basis:
@@ -144,6 +151,7 @@ class Basis:
     max_retries: int
     at_most_once: bool
     interruptions: int
+    cancel_requested: bool = False
 
     @classmethod
     def of(cls, row: AttemptRow) -> Basis:
@@ -153,6 +161,7 @@ class Basis:
             max_retries=row.max_retries,
             at_most_once=row.at_most_once,
             interruptions=row.interruptions,
+            cancel_requested=row.cancel_requested,
         )
 
 
@@ -179,6 +188,8 @@ def decide(
 ) -> Decision:
     """Decide what becomes of the job whose attempt ended in *ending*, from its *row*.
 
+    - Whatever the ending: ``CANCEL`` when an operator asked to cancel the job while it ran
+      (``row.cancel_requested``). The request wins over retries, hand-backs and rescues.
     - ``INTERRUPTED``: handed back, due at once. The job's first *free_interruptions*
       interruptions (``None``: the ``FREE_INTERRUPTIONS`` setting) give the attempt back, so
       deploys do not use up retries; later ones count it. Failed instead when the row is
@@ -197,8 +208,13 @@ def decide(
     30.0
     >>> decide(row, ending=Ending.INTERRUPTED, free_interruptions=3).refund_attempt
     True
+    >>> decide(Basis(attempts=1, max_retries=3, at_most_once=False, interruptions=0,
+    ...              cancel_requested=True), ending=Ending.LOST).action
+    <Action.CANCEL: 'cancel'>
     """
     basis = Basis.of(row)
+    if basis.cancel_requested:
+        return Decision(action=Action.CANCEL, ending=ending, basis=basis)
     if ending is Ending.INTERRUPTED:
         if free_interruptions is None:
             free_interruptions = get_settings().free_interruptions

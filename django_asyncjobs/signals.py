@@ -33,7 +33,8 @@ job_succeeded = Signal()
 job_failed = Signal()
 #: The attempt failed and the job is scheduled again at ``job.run_at`` (``job``).
 job_retrying = Signal()
-#: The job was cancelled before it ran (``job``).
+#: The job was cancelled (``job``): before it ran, or, when an operator cancelled a running job,
+#: once its attempt ended (``job.cancel_requested_by`` says who asked).
 job_cancelled = Signal()
 #: Any status change (``job``, ``old_status`` -- ``None`` for a new job --, ``new_status``).
 job_status_changed = Signal()

@@ -10,7 +10,8 @@ class JobStatus(models.TextChoices):
     """Where a job is in its life.
 
     ``scheduled`` -> ``queued`` -> ``running`` -> ``succeeded`` | ``failed``, or back to
-    ``scheduled`` for a retry; ``cancelled`` from ``scheduled`` or ``queued``.
+    ``scheduled`` for a retry; ``cancelled`` from ``scheduled`` or ``queued`` at once, and from
+    ``running`` once its worker acted on an operator's cancel request.
 
     >>> JobStatus.SUCCEEDED == "succeeded"
     True

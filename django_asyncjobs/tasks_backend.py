@@ -72,11 +72,17 @@ _STATUS = {
     JobStatus.RUNNING: TaskResultStatus.RUNNING,
     JobStatus.SUCCEEDED: TaskResultStatus.SUCCESSFUL,
     JobStatus.FAILED: TaskResultStatus.FAILED,
-    # Django has no "cancelled": the task will never run, it "was unable to start".
+    # Django has no "cancelled": the task will not run (again), it "was unable to start" or was
+    # stopped by an operator.
     JobStatus.CANCELLED: TaskResultStatus.FAILED,
 }
 #: Attempt outcomes that are errors of the task (an interrupted attempt was handed back).
-_ERROR_OUTCOMES = {AttemptOutcome.FAILED, AttemptOutcome.TIMED_OUT, AttemptOutcome.LOST}
+_ERROR_OUTCOMES = {
+    AttemptOutcome.FAILED,
+    AttemptOutcome.TIMED_OUT,
+    AttemptOutcome.LOST,
+    AttemptOutcome.CANCELLED,
+}
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -386,14 +392,29 @@ def _bridge(django_signal: Signal) -> Callable[..., None]:
     return receiver
 
 
+def _cancelled_while_running(sender: Any, job: Job, **kwargs: Any) -> None:
+    """Send ``task_finished`` for a task an operator cancelled while it ran (its attempt was
+    closed by the statement that cancelled it); a task cancelled before it started sends
+    nothing, as it never started."""
+    if job.finished_at is None or job.name not in _tasks:
+        return
+    ended = job.attempt_history.filter(
+        outcome=AttemptOutcome.CANCELLED, finished_at=job.finished_at
+    )
+    if ended.exists():
+        _finished(sender, job=job, **kwargs)
+
+
+_finished = _bridge(task_finished)
 # Sent after the transaction of each change commits, in the process that made it: task_started
 # in the worker that claimed the job, task_finished where the attempt ended (the worker, or the
 # scheduler that rescued a lost one).
 _RECEIVERS = [
     (signals.job_started, _bridge(task_started)),
-    (signals.job_succeeded, _bridge(task_finished)),
-    (signals.job_failed, _bridge(task_finished)),
-    (signals.job_retrying, _bridge(task_finished)),
+    (signals.job_succeeded, _finished),
+    (signals.job_failed, _finished),
+    (signals.job_retrying, _finished),
+    (signals.job_cancelled, _cancelled_while_running),
 ]
 for _signal, _receiver in _RECEIVERS:
     _signal.connect(_receiver, weak=False, dispatch_uid=f"asyncjobs-tasks-{id(_receiver)}")

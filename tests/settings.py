@@ -77,7 +77,7 @@ ASYNCJOBS = {
     "WAIT_TIME_SECONDS": 1,
     # Process tests change these through the environment of the processes they start.
     "VISIBILITY_TIMEOUT_SECONDS": int(os.environ.get("ASYNCJOBS_TEST_VISIBILITY_TIMEOUT", "5")),
-    "HEARTBEAT_INTERVAL_SECONDS": 0.5,
+    "HEARTBEAT_INTERVAL_SECONDS": float(os.environ.get("ASYNCJOBS_TEST_HEARTBEAT_INTERVAL", "0.5")),
     "STALE_AFTER_SECONDS": float(os.environ.get("ASYNCJOBS_TEST_STALE_AFTER", "5")),
     "REQUEUE_AFTER_SECONDS": float(os.environ.get("ASYNCJOBS_TEST_REQUEUE_AFTER", "60")),
     "MAX_QUEUED_PER_QUEUE": int(os.environ.get("ASYNCJOBS_TEST_MAX_QUEUED", "50")),

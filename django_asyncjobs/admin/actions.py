@@ -12,6 +12,7 @@ page and transition, and then returns to the job page.
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -65,7 +66,7 @@ JOB_PAGE_ACTIONS = (
     JobPageAction(
         action="cancel_jobs",
         label="Cancel",
-        statuses=frozenset({JobStatus.SCHEDULED, JobStatus.QUEUED}),
+        statuses=frozenset({JobStatus.SCHEDULED, JobStatus.QUEUED, JobStatus.RUNNING}),
     ),
     JobPageAction(
         action="mark_succeeded",
@@ -109,6 +110,8 @@ class JobActionsAdmin(_ModelAdmin):
             for button in JOB_PAGE_ACTIONS
             if button.action in allowed
             and (button.statuses is None or job.status in button.statuses)
+            # A running job whose cancel was requested is being stopped: asking again does not.
+            and not (button.action == "cancel_jobs" and job.cancel_requested_at is not None)
         ]
 
     @admin.action(description="Retry selected failed or cancelled jobs", permissions=["retry"])
@@ -117,10 +120,29 @@ class JobActionsAdmin(_ModelAdmin):
             request, queryset, "retry", "retried", lambda job: Job.objects.retry(job.pk)
         )
 
-    @admin.action(description="Cancel selected scheduled or queued jobs", permissions=["cancel"])
+    @admin.action(
+        description="Cancel selected scheduled, queued or running jobs", permissions=["cancel"]
+    )
     def cancel_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> HttpResponse | None:
+        """Cancel jobs that have not started; ask the workers of running ones to stop them.
+
+        The row records the admin user as ``cancel_requested_by``. A running job stays
+        ``running`` until its worker stops it (an ``async def`` job at once, a ``def`` job at
+        its next check or progress report, or its timeout), then ends ``cancelled``.
+        """
+        by = request.user.get_username()
         return self._confirmed(
-            request, queryset, "cancel", "cancelled", lambda job: Job.objects.cancel(job.pk)
+            request,
+            queryset,
+            "cancel",
+            "cancelled",
+            lambda job: Job.objects.cancel(job.pk, by=by),
+            note=(
+                "Running jobs are not stopped at once: their worker is asked to stop them, and "
+                "they end cancelled once it has."
+            ),
+            kind=_cancel_kind,
+            skipped_reason=_cancel_refusal,
         )
 
     @admin.action(description="Mark selected jobs as succeeded", permissions=["mark_succeeded"])
@@ -147,6 +169,10 @@ class JobActionsAdmin(_ModelAdmin):
         verb: str,
         done_verb: str,
         transition: Callable[[Job], Job | None],
+        *,
+        note: str = "",
+        kind: Callable[[Job], str | None] | None = None,
+        skipped_reason: Callable[[Job], str] | None = None,
     ) -> HttpResponse | None:
         """Show a confirmation page; on "yes", apply *transition* to every selected job.
 
@@ -154,6 +180,10 @@ class JobActionsAdmin(_ModelAdmin):
         batches of ACTION_BATCH_SIZE and each transition is its own short statement, so no lock
         is held across the batch (unless the project wraps requests in a transaction). The
         message counts the jobs changed and those skipped because of their status.
+
+        *note* is shown on the confirmation page. *kind* names a change that is not
+        *done_verb* (a cancel requested for a running job, ``None`` for *done_verb*), and is
+        counted apart; *skipped_reason* says why a job was skipped (default: its status).
         """
         across = _select_across(request)
         job_page = _job_page(request, across=across)
@@ -170,6 +200,7 @@ class JobActionsAdmin(_ModelAdmin):
                 **self.admin_site.each_context(request),
                 "title": f"Are you sure you want to {verb} {total:,} job(s)?",
                 "verb": verb,
+                "note": note,
                 "jobs": sample,
                 "more": f"{total - len(sample):,}" if total > len(sample) else "",
                 "ids": ids,
@@ -184,6 +215,8 @@ class JobActionsAdmin(_ModelAdmin):
                 request, "admin/django_asyncjobs/job/action_confirmation.html", context
             )
         selected = changed = 0
+        others: Counter[str] = Counter()
+        skipped: Counter[str] = Counter()
         # A new job "run again" makes may match the selection's filters: it is not selected.
         created: set[uuid.UUID] = set()
         copies: list[Job] = []
@@ -194,16 +227,24 @@ class JobActionsAdmin(_ModelAdmin):
                 selected += 1
                 result = transition(job)
                 if result is None:
+                    skipped[skipped_reason(job) if skipped_reason else "wrong status"] += 1
                     continue
-                changed += 1
-                self.log_change(request, job, f"{done_verb} ({job.status} -> {result.status})")
+                other = kind(result) if kind else None
+                if other is None:
+                    changed += 1
+                    self.log_change(request, job, f"{done_verb} ({job.status} -> {result.status})")
+                else:
+                    others[other] += 1
+                    self.log_change(request, job, f"{other} ({job.status})")
                 if result.pk != job.pk:
                     created.add(result.pk)
                     copies.append(result)
                     self.log_addition(request, result, f"run again as a copy of {job.pk}")
-        level = messages.SUCCESS if changed == selected else messages.WARNING
-        skipped = f"; {selected - changed:,} skipped (wrong status)" if changed != selected else ""
-        self.message_user(request, f"{changed:,} job(s) {done_verb}{skipped}.", level)
+        level = messages.WARNING if skipped else messages.SUCCESS
+        text = f"{changed:,} job(s) {done_verb}"
+        text += "".join(f"; {count:,} {other}" for other, count in others.items())
+        text += "".join(f"; {count:,} skipped ({why})" for why, count in skipped.items())
+        self.message_user(request, f"{text}.", level)
         if job_page is None:
             return None
         if len(copies) == 1:
@@ -235,6 +276,19 @@ def _job_page(request: HttpRequest, *, across: bool) -> str | None:
     if not job_id or across or request.POST.getlist(ACTION_CHECKBOX_NAME) != [job_id]:
         return None
     return job_id
+
+
+def _cancel_kind(job: Job) -> str | None:
+    """Name a cancel that only requested the stop of a running job."""
+    if job.status == JobStatus.RUNNING:
+        return "running: cancel requested, its worker stops it"
+    return None
+
+
+def _cancel_refusal(job: Job) -> str:
+    if job.status == JobStatus.RUNNING and job.cancel_requested_at is not None:
+        return f"cancel already requested by {job.cancel_requested_by or 'someone'}"
+    return "wrong status"
 
 
 def _select_across(request: HttpRequest) -> bool:

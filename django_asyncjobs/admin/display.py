@@ -40,6 +40,25 @@ def describe_progress(progress: dict[str, Any] | None) -> str:
     return text
 
 
+def describe_cancel_request(job: Any) -> str:
+    """Return who asked to cancel *job* and when, and what came of it; "-" if nobody did.
+
+    >>> from types import SimpleNamespace
+    >>> describe_cancel_request(SimpleNamespace(cancel_requested_at=None))
+    '-'
+    """
+    moment = job.cancel_requested_at
+    if moment is None:
+        return "-"
+    when = timezone.localtime(moment).strftime("%Y-%m-%d %H:%M:%S")
+    text = f"by {job.cancel_requested_by or 'an unnamed operator'} at {when}"
+    if job.status == JobStatus.RUNNING:
+        return f"{text}; its worker stops the job (at the latest at its timeout)"
+    if job.status == JobStatus.SUCCEEDED:
+        return f"{text}; the job had finished before its worker could stop it"
+    return text
+
+
 def relative(moment: dt.datetime | None, *, now: dt.datetime | None = None) -> str:
     """Return *moment* as "in 3 min" or "12 s ago".
 

@@ -31,7 +31,14 @@ from ..queries import ATTEMPT_RELATION, uuid_prefix_range
 from ..queues import WAITING_STATUSES, paused_queues, waiting_note
 from ..status import JobStatus
 from .actions import JOB_PAGE_FIELD, JobActionsAdmin
-from .display import STATUS_COLOURS, describe_progress, duration, preformatted, relative
+from .display import (
+    STATUS_COLOURS,
+    describe_cancel_request,
+    describe_progress,
+    duration,
+    preformatted,
+    relative,
+)
 from .overview import QueueOverviewAdmin
 
 if TYPE_CHECKING:
@@ -210,6 +217,7 @@ class JobAdmin(QueueOverviewAdmin, JobActionsAdmin):
                     "id",
                     "name",
                     "status_badge",
+                    "cancel_request",
                     "progress_display",
                     "queue_display",
                     "priority",
@@ -345,6 +353,10 @@ class JobAdmin(QueueOverviewAdmin, JobActionsAdmin):
     @admin.display(description="kwargs")
     def kwargs_pretty(self, job: Job) -> SafeString:
         return preformatted(json.dumps(job.kwargs, indent=2, ensure_ascii=False))
+
+    @admin.display(description="cancel requested")
+    def cancel_request(self, job: Job) -> str:
+        return describe_cancel_request(job)
 
     @admin.display(description="progress")
     def progress_display(self, job: Job) -> str:

@@ -34,6 +34,15 @@ _JOB = {
         "finished_at": {"type": ["string", "null"], "format": "date-time"},
         "error": {"type": "string"},
         "note": {"type": "string", "description": "An operator's note (mark as succeeded)."},
+        "cancel_requested_at": {
+            "type": ["string", "null"],
+            "format": "date-time",
+            "description": "When an operator asked to cancel the job.",
+        },
+        "cancel_requested_by": {
+            "type": "string",
+            "description": "Who asked to cancel the job (empty while nobody has).",
+        },
         "progress": {
             "type": ["object", "null"],
             "description": "What the running job last reported with report_progress().",
@@ -198,7 +207,15 @@ def document(*, base_path: str = "") -> dict[str, Any]:
             "post": {
                 "operationId": "cancelJob",
                 "parameters": [_ID],
-                "responses": {"200": _json(_JOB, "Cancelled"), **_errors(401, 403, 404, 409)},
+                "responses": {
+                    "200": _json(_JOB, "Cancelled: it had not started"),
+                    "202": _json(
+                        _JOB,
+                        "Cancel requested: the job is running, and its worker stops it; it "
+                        "ends cancelled",
+                    ),
+                    **_errors(401, 403, 404, 409),
+                },
             }
         },
         "/openapi.json": {

@@ -53,6 +53,8 @@ def job_json(job: Job, *, paused: Mapping[str, QueueState] | None = None) -> dic
         "finished_at": iso(job.finished_at),
         "error": job.error,
         "note": job.note,
+        "cancel_requested_at": iso(job.cancel_requested_at),
+        "cancel_requested_by": job.cancel_requested_by,
         "progress": job.progress,
         "queue_paused": state.as_json() if state else None,
     }

@@ -306,8 +306,31 @@ def retry(request: HttpRequest, job_id: str) -> HttpResponse:
 
 @api_view(methods=("POST",), permission="django_asyncjobs.cancel_job")
 def cancel(request: HttpRequest, job_id: str) -> HttpResponse:
-    """``POST /jobs/<id>/cancel``: a scheduled or queued job."""
-    return _transition(job_id, Job.objects.cancel, "only scheduled or queued jobs can be cancelled")
+    """``POST /jobs/<id>/cancel``: 200 with the cancelled job when it had not started; 202 with
+    the still running job when its cancel was requested (now, or before: the answer is the same
+    while it runs), for its worker to act on; 409 when it has finished.
+
+    The caller's user is recorded as ``cancel_requested_by``.
+    """
+    found = _get(job_id)
+    if found is None:
+        return error(404, f"no job {job_id}")
+    by = request.user.get_username()
+    with transaction.atomic(using=router.db_for_write(Job)):
+        changed = Job.objects.cancel(found.id, by=by)
+        if changed is None:
+            current = Job.objects.filter(id=found.id).first()
+            if current is None:
+                return error(404, f"no job {job_id}")
+            if current.status == JobStatus.RUNNING and current.cancel_requested_at is not None:
+                return JsonResponse(job_json(current), status=202)
+            return error(
+                409,
+                f"the job is {current.status}; only scheduled, queued or running jobs can be "
+                "cancelled",
+            )
+        status = 200 if changed.status == JobStatus.CANCELLED else 202
+        return JsonResponse(job_json(changed), status=status)
 
 
 def _transition(

@@ -33,6 +33,7 @@ from typing import Any
 from ._sql import (
     ACTIVE_STATUSES,
     ATTEMPT_RELATION,
+    CANCEL_CHANNEL,
     NOTIFY_CHANNEL,
     DatabaseNow,
     JobRow,
@@ -41,7 +42,7 @@ from ._sql import (
 )
 from .claim import WAITING_NOTE_PREFIX, ClaimOutcome, ClaimQueries, ClaimResult, QueueWork
 from .enqueue import EnqueueQueries
-from .lease import LeaseQueries, OverdueJob, attempt_outcome
+from .lease import HeartbeatReply, LeaseQueries, OverdueJob, attempt_outcome
 from .operator import JobQuerySet, OperatorQueries, uuid_prefix_range
 from .processes import ProcessInfo, ProcessManager, ProcessQuerySet
 from .queues import QueueStateManager
@@ -49,12 +50,14 @@ from .relay import DueJob, RelayQueries, RelayResult
 
 __all__ = [
     "ACTIVE_STATUSES",
+    "CANCEL_CHANNEL",
     "NOTIFY_CHANNEL",
     "WAITING_NOTE_PREFIX",
     "ClaimOutcome",
     "ClaimResult",
     "DatabaseNow",
     "DueJob",
+    "HeartbeatReply",
     "JobManager",
     "JobQuerySet",
     "JobRow",

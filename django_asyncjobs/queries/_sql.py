@@ -35,6 +35,9 @@ from ..timebounds import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, clamp_sql
 
 #: LISTEN/NOTIFY channel that wakes the scheduler when jobs are written.
 NOTIFY_CHANNEL = "asyncjobs"
+#: LISTEN/NOTIFY channel that tells workers an operator asked to cancel a running job (the
+#: payload is the job's id); their heartbeat reads the request back from the row.
+CANCEL_CHANNEL = "asyncjobs_cancel"
 #: Statuses of a job that holds its unique key.
 ACTIVE_STATUSES = (JobStatus.SCHEDULED.value, JobStatus.QUEUED.value, JobStatus.RUNNING.value)
 #: ``ACTIVE_STATUSES`` as an SQL list; it must match the unique index's condition literally.

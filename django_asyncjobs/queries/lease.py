@@ -50,6 +50,18 @@ _MOST_DECISIONS = 5
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class HeartbeatReply:
+    """What a heartbeat learned: leases that were lost, and cancels operators requested.
+
+    ``cancel_requests`` maps the id of each job (of those heartbeated) that an operator asked
+    to cancel to who asked.
+    """
+
+    lost: set[uuid.UUID]
+    cancel_requests: dict[uuid.UUID, str]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class OverdueJob:
     """A running job that outlived its timeout (plus slack): its worker process must be ended."""
 
@@ -59,11 +71,13 @@ class OverdueJob:
 
 
 def attempt_outcome(error: str) -> str:
-    """Return the attempt outcome an error text records: timed out, lost, or failed.
+    """Return the attempt outcome an error text records: cancelled, timed out, lost, or failed.
 
     >>> attempt_outcome("WorkerLost: worker process w1 was killed by SIGKILL")
     'lost'
     """
+    if error.startswith("JobCancelled"):
+        return "cancelled"
     if error.startswith("JobTimeout"):
         return "timed out"
     if error.startswith("WorkerLost"):
@@ -92,7 +106,9 @@ class LeaseQueries(Ledger[JobT]):
         """Mark a running job ``succeeded`` with its JSON *result*, if the lease is still ours.
 
         Returns ``None`` when the lease was lost (the job was rescued or changed meanwhile): the
-        write is discarded so a newer attempt's outcome is never overwritten.
+        write is discarded so a newer attempt's outcome is never overwritten. A success stands
+        even when an operator asked to cancel the job meanwhile: the job finished before its
+        worker could stop it, and its ``cancel_requested_at`` shows the request came too late.
         """
         (job,) = self.record_successes([(job_id, lease_token, result)])
         return job
@@ -161,9 +177,11 @@ class LeaseQueries(Ledger[JobT]):
         supervisor's). *decide* turns a row into a :class:`~django_asyncjobs.retry.Decision`;
         callers pass :func:`django_asyncjobs.retry.decide` with the ending and the backoff they
         know. The decision is recorded in one statement: ``scheduled`` again (after its delay,
-        or at once for a hand-back) or ``failed``, the attempt closed in the history, the
-        scheduler woken, and ``job_retrying`` or ``job_failed`` sent after the commit (a
-        hand-back sends ``job_status_changed`` only).
+        or at once for a hand-back), ``failed``, or ``cancelled`` (an operator asked to cancel
+        the job: :func:`~django_asyncjobs.retry.decide` reads that from the row), the attempt
+        closed in the history, the scheduler woken, and ``job_retrying``, ``job_failed`` or
+        ``job_cancelled`` sent after the commit (a hand-back sends ``job_status_changed``
+        only).
 
         Fenced by *lease_token*, and with *stale_after_seconds* (the scheduler's rescue) by a
         heartbeat at least that old, so that a worker that came back in time keeps its job and
@@ -234,8 +252,12 @@ class LeaseQueries(Ledger[JobT]):
         stale_after_seconds: float | None,
     ) -> JobT | None:
         """Write *decision* in one statement, fenced by the lease and the decision's basis."""
-        interrupted = decision.ending is Ending.INTERRUPTED
-        if decision.action is Action.FAIL:
+        cancel = decision.action is Action.CANCEL
+        interrupted = decision.ending is Ending.INTERRUPTED and not cancel
+        if cancel:
+            status = JobStatus.CANCELLED
+            run_at_sql = "run_at"
+        elif decision.action is Action.FAIL:
             status = JobStatus.FAILED
             # A failed job keeps its run_at; a handed-back one records when it was handed back.
             run_at_sql = "now()" if interrupted else "run_at"
@@ -258,18 +280,27 @@ class LeaseQueries(Ledger[JobT]):
         # committed version of the row once it holds the row lock, so a change committed
         # before this statement is seen, and one made after it waits for it and then finds the
         # lease cleared. end_attempt() then reads the row again and decides again.
+        # A cancelled job's error says who cancelled it, and how the attempt ended when that was
+        # not by stopping for the request (a timeout, a lost worker); the attempt keeps the
+        # error it ended with.
         sql = f"""
             WITH changed AS (
                 UPDATE {table(self.model)}
                 SET status = %(status)s, run_at = {run_at_sql},
                     attempts = attempts - %(refund)s,
                     interruptions = interruptions + %(interruption)s,
-                    finished_at = CASE WHEN %(fail)s THEN now() END,
+                    finished_at = CASE WHEN %(final)s THEN now() END,
                     dispatch_token = NULL, lease_token = NULL,
-                    error = %(error)s, traceback = %(traceback)s
+                    error = CASE WHEN %(cancel)s THEN concat(
+                        'JobCancelled: cancel requested', ' by ' || nullif(cancel_requested_by, ''),
+                        CASE WHEN NOT starts_with(%(error)s, 'JobCancelled')
+                            THEN '; the attempt ended with ' || %(error)s END
+                    ) ELSE %(error)s END,
+                    traceback = %(traceback)s
                 WHERE id = %(id)s AND status = %(running)s AND lease_token = %(lease)s
                     AND attempts = %(attempts)s AND max_retries = %(max_retries)s
                     AND at_most_once = %(at_most_once)s AND interruptions = %(interruptions)s
+                    AND (cancel_requested_at IS NOT NULL) = %(cancel_requested)s
                     {stale_sql}
                 RETURNING *
             ), {_close_attempt_sql(self.model)}
@@ -281,9 +312,10 @@ class LeaseQueries(Ledger[JobT]):
             {
                 "status": status.value,
                 "retry_in": storable_delay_seconds(decision.retry_in_seconds),
-                "refund": int(decision.refund_attempt),
+                "refund": int(decision.refund_attempt and not cancel),
                 "interruption": int(interrupted),
-                "fail": decision.action is Action.FAIL,
+                "final": decision.action in (Action.FAIL, Action.CANCEL),
+                "cancel": cancel,
                 "error": error,
                 "traceback": traceback,
                 "id": job_id,
@@ -293,16 +325,25 @@ class LeaseQueries(Ledger[JobT]):
                 "max_retries": basis.max_retries,
                 "at_most_once": basis.at_most_once,
                 "interruptions": basis.interruptions,
+                "cancel_requested": basis.cancel_requested,
                 "stale_after": stale_after_seconds,
-                "attempt_outcome": "interrupted" if interrupted else attempt_outcome(error),
+                "attempt_outcome": (
+                    "cancelled"
+                    if cancel
+                    else "interrupted"
+                    if interrupted
+                    else attempt_outcome(error)
+                ),
                 "attempt_error": error,
                 "channel": NOTIFY_CHANNEL,
             },
         )
 
     def _announce_ending(self, job: JobT, decision: Decision) -> None:
-        if decision.action is Action.FAIL:
-            signal: Signal | None = signals.job_failed
+        if decision.action is Action.CANCEL:
+            signal: Signal | None = signals.job_cancelled
+        elif decision.action is Action.FAIL:
+            signal = signals.job_failed
         elif decision.ending is Ending.INTERRUPTED:
             signal = None  # a hand-back is not a retry: job_status_changed only
         else:
@@ -401,19 +442,25 @@ class LeaseQueries(Ledger[JobT]):
             error=reason,
         )
 
-    def heartbeat(self, leases: Collection[tuple[uuid.UUID, uuid.UUID]]) -> set[uuid.UUID]:
+    def heartbeat(self, leases: Collection[tuple[uuid.UUID, uuid.UUID]]) -> HeartbeatReply:
         """Stamp ``heartbeat_at`` on running jobs whose ``(id, lease_token)`` is still current.
 
-        Returns the ids whose lease was lost, so the worker can stop caring about them.
+        Returns the ids whose lease was lost, so the worker can stop caring about them, and, in
+        the same statement, the cancels operators requested for the others, so the worker can
+        stop those jobs. Example::
+
+            reply = Job.objects.heartbeat([(job.id, job.lease_token)])
+            reply.lost                 # set(): the lease is still ours
+            reply.cancel_requests      # {job.id: "alice"} once alice cancelled the job
         """
         if not leases:
-            return set()
+            return HeartbeatReply(lost=set(), cancel_requests={})
         ids = [job_id for job_id, _ in leases]
         sql = f"""
             UPDATE {table(self.model)} AS j SET heartbeat_at = now()
             FROM unnest(%(ids)s::uuid[], %(leases)s::uuid[]) AS l(id, lease_token)
             WHERE j.id = l.id AND j.lease_token = l.lease_token AND j.status = %(running)s
-            RETURNING j.id
+            RETURNING j.id, j.cancel_requested_at IS NOT NULL, j.cancel_requested_by
         """
         _, rows = self._execute(
             sql,
@@ -423,7 +470,10 @@ class LeaseQueries(Ledger[JobT]):
                 "running": JobStatus.RUNNING.value,
             },
         )
-        return set(ids) - {row[0] for row in rows}
+        return HeartbeatReply(
+            lost=set(ids) - {job_id for job_id, _, _ in rows},
+            cancel_requests={job_id: by for job_id, requested, by in rows if requested},
+        )
 
     def record_progress(
         self, job_id: uuid.UUID, lease_token: uuid.UUID, progress: dict[str, Any]

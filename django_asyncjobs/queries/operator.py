@@ -1,8 +1,9 @@
 """The queries of operators (the admin, the ``asyncjobs`` command, the HTTP API): cancel, retry,
 mark succeeded, run again, purge, and finding jobs by a prefix of their id.
 
-Each change names the statuses it may start from, so an operator never touches a running job
-(its worker holds the lease) and two operators acting at once change a job once.
+Each change names the statuses it may start from, so an operator never changes the status of a
+running job (its worker holds the lease) and two operators acting at once change a job once. The
+one write to a running row is a cancel request, which its worker acts on.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ from .. import signals
 from ..status import FINAL_STATUSES, JobStatus
 from ._sql import (
     ACTIVE_SQL,
+    CANCEL_CHANNEL,
     NOTIFY_CHANNEL,
     DatabaseNow,
     JobRow,
     JobT,
     attempt_table,
     columns,
+    row,
     table,
     wake_dependents_sql,
 )
@@ -66,34 +69,72 @@ class JobQuerySet(models.QuerySet[JobT]):
 
 
 class OperatorQueries(EnqueueQueries[JobT]):
-    """Operator actions on jobs that are not running; "run again" is an enqueue."""
+    """Operator actions on jobs (running ones only get a cancel request); "run again" is an
+    enqueue."""
 
-    def cancel(self, job_id: uuid.UUID | str) -> JobT | None:
-        """Cancel a job that has not started (``scheduled`` or ``queued``); ``None`` if it had.
+    def cancel(self, job_id: uuid.UUID | str, *, by: str = "") -> JobT | None:
+        """Cancel a job on behalf of *by*; ``None`` if it is finished or its cancel was
+        requested already.
 
-        A message already sent for a queued job is dropped by the worker that receives it.
+        - ``scheduled`` or ``queued``: ``cancelled`` now (the returned row says so). A message
+          already sent for a queued job is dropped by the worker that receives it.
+        - ``running``: the cancel is *requested* (the returned row is still ``running``, with
+          ``cancel_requested_at`` set). Its worker learns of it within a fraction of a second
+          (a NOTIFY, and at the latest its next heartbeat) and stops the job: an ``async def``
+          job at once, a ``def`` job when it checks :func:`~django_asyncjobs.cancel_requested`
+          or reports progress, or at its timeout. The row then ends ``cancelled``, never
+          retried; whoever ends the attempt (the worker, its supervisor, the scheduler's rescue
+          of a lost worker) cancels it. A job that finishes successfully before its worker
+          learns of the request stays ``succeeded``.
+
+        Either way the row records who asked (*by*: an admin user, an API user, a CLI operator)
+        and when. Example::
+
+            job = Job.objects.cancel(job_id, by="alice")
+            if job is None: ...                    # finished, or already being cancelled
+            elif job.status == "cancelled": ...    # it had not started
+            else: ...                              # running: its worker stops it
         """
         jobs_table = table(self.model)
         sql = f"""
-            WITH old AS (SELECT id, status FROM {jobs_table} WHERE id = %(id)s FOR UPDATE)
-            UPDATE {jobs_table} AS j
-            SET status = %(cancelled)s, finished_at = now(), dispatch_token = NULL
-            FROM old WHERE j.id = old.id AND old.status IN (%(scheduled)s, %(queued)s)
-            RETURNING {columns(self.model, prefix="j.")},
-                old.status AS old_status, pg_notify(%(channel)s, '')
+            WITH old AS (SELECT id, status FROM {jobs_table} WHERE id = %(id)s FOR UPDATE),
+            changed AS (
+                UPDATE {jobs_table} AS j
+                SET status = CASE WHEN old.status = %(running)s THEN j.status
+                        ELSE %(cancelled)s END,
+                    finished_at = CASE WHEN old.status = %(running)s THEN NULL ELSE now() END,
+                    dispatch_token = CASE WHEN old.status = %(running)s THEN j.dispatch_token END,
+                    cancel_requested_at = now(), cancel_requested_by = %(by)s
+                FROM old WHERE j.id = old.id AND (
+                    old.status IN (%(scheduled)s, %(queued)s)
+                    OR (old.status = %(running)s AND j.cancel_requested_at IS NULL)
+                )
+                RETURNING j.*, old.status AS old_status
+            )
+            SELECT {columns(self.model)}, old_status,
+                pg_notify(
+                    CASE WHEN old_status = %(running)s THEN %(cancel_channel)s
+                        ELSE %(channel)s END,
+                    CASE WHEN old_status = %(running)s THEN id::text ELSE '' END
+                )
+            FROM changed
         """
-        # The NOTIFY lets the scheduler cancel this job's dependents at once.
+        # The NOTIFY on the cancel channel tells the workers, one of which runs the job; the one
+        # on the scheduler's lets it cancel the dependents of a job that had not started.
         job = self._returning(
             sql,
             {
                 "id": job_id,
+                "by": by[:255],
                 "cancelled": JobStatus.CANCELLED.value,
                 "scheduled": JobStatus.SCHEDULED.value,
                 "queued": JobStatus.QUEUED.value,
+                "running": JobStatus.RUNNING.value,
                 "channel": NOTIFY_CHANNEL,
+                "cancel_channel": CANCEL_CHANNEL,
             },
         )
-        if job is not None:
+        if job is not None and row(job).status == JobStatus.CANCELLED:
             self._announce(
                 job, old_status=getattr(job, "old_status", None), signal=signals.job_cancelled
             )
@@ -103,7 +144,8 @@ class OperatorQueries(EnqueueQueries[JobT]):
         """Schedule a ``failed`` or ``cancelled`` job to run now with a fresh retry budget.
 
         ``attempts`` starts again from 0, so the job gets ``max_retries`` retries anew;
-        ``total_attempts`` goes on, so its next attempt is numbered after the earlier ones.
+        ``total_attempts`` goes on, so its next attempt is numbered after the earlier ones. A
+        cancelled job's cancel request is cleared with it, so the new attempt runs.
 
         Returns ``None`` when the job is in any other status (a running job is never touched),
         or when another active job holds its unique key.
@@ -115,9 +157,10 @@ class OperatorQueries(EnqueueQueries[JobT]):
         """Mark a ``failed``, ``cancelled``, ``scheduled`` or ``queued`` job as succeeded by hand.
 
         For an operator who fixed the data themselves: the job will not run, its dependents are
-        released. *note* (who did it, and why) is stored in ``note``; ``error`` and ``traceback``
-        are emptied, as for any succeeded job (the attempt history keeps the errors of the
-        attempts that failed). Returns ``None`` for a running or already succeeded job.
+        released, and a cancelled job's cancel request is cleared (the admin log keeps who
+        cancelled it). *note* (who did it, and why) is stored in ``note``; ``error`` and
+        ``traceback`` are emptied, as for any succeeded job (the attempt history keeps the errors
+        of the attempts that failed). Returns ``None`` for a running or already succeeded job.
         """
         jobs_table = table(self.model)
         sql = f"""
@@ -125,7 +168,8 @@ class OperatorQueries(EnqueueQueries[JobT]):
             changed AS (
                 UPDATE {jobs_table} AS j
                 SET status = %(succeeded)s, finished_at = now(), error = '', traceback = '',
-                    note = %(note)s, dispatch_token = NULL, lease_token = NULL, blocked = false
+                    note = %(note)s, dispatch_token = NULL, lease_token = NULL, blocked = false,
+                    cancel_requested_at = NULL, cancel_requested_by = ''
                 FROM old WHERE j.id = old.id
                     AND old.status IN (%(failed)s, %(cancelled)s, %(scheduled)s, %(queued)s)
                 RETURNING j.*, old.status AS old_status
@@ -200,7 +244,8 @@ class OperatorQueries(EnqueueQueries[JobT]):
             UPDATE {jobs_table} AS j
             SET status = %(scheduled)s, run_at = now(), attempts = 0, interruptions = 0,
                 refused_deliveries = 0, finished_at = NULL, dispatch_token = NULL,
-                lease_token = NULL, blocked = false
+                lease_token = NULL, blocked = false, cancel_requested_at = NULL,
+                cancel_requested_by = ''
             FROM old WHERE j.id = old.id
             RETURNING {columns(self.model, prefix="j.")},
                 old.status AS old_status, pg_notify(%(channel)s, '')

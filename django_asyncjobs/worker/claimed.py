@@ -11,9 +11,11 @@
   Only the main loop adds and removes them.
 
 The heartbeat thread reads the leases of both (:meth:`~ClaimedJobs.leases`): a finished job
-whose outcome is not written is still ours. The long-poll threads read how many jobs run
-(:meth:`~ClaimedJobs.running_count`). Every database write here (outcomes, hand-backs) is made
-by the main loop, outside the lock.
+whose outcome is not written is still ours. It also passes on the cancels operators requested
+(:meth:`~ClaimedJobs.request_cancels`), which set the ``cancel`` of running entries (a
+:class:`~django_asyncjobs.context.CancelRequest`, thread-safe on its own). The long-poll
+threads read how many jobs run (:meth:`~ClaimedJobs.running_count`). Every database write
+here (outcomes, hand-backs) is made by the main loop, outside the lock.
 """
 
 from __future__ import annotations
@@ -22,13 +24,14 @@ import functools
 import logging
 import threading
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import DatabaseError
 
 from .. import execution, retry
+from ..context import CancelRequest
 from ..db import close_if_unusable, retry_on_lost_connection
 from ..models import Job
 from ..registry import JobDefinition
@@ -53,6 +56,8 @@ class Running:
     deadline: float | None
     outcome: execution.Outcome | None = None
     abandoned: bool = False
+    #: Set when an operator asks to cancel the job; its context reads it.
+    cancel: CancelRequest = field(default_factory=CancelRequest)
 
 
 class ClaimedJobs:
@@ -93,6 +98,34 @@ class ClaimedJobs:
                 max(0.0, e.deadline - now) for e in self._running.values() if e.deadline is not None
             ]
         return min(waits, default=None)
+
+    # -- written by the heartbeat thread ---------------------------------------------------------
+
+    def request_cancels(self, requests: Mapping[uuid.UUID, str]) -> None:
+        """Tell the running jobs of *requests* (job id -> who asked) that they are cancelled.
+
+        An ``async def`` job's task is cancelled at once; a ``def`` job learns it from its
+        context (a check, its next progress report) or is stopped at its timeout. Jobs that
+        finished meanwhile are left alone: their outcome is recorded as it is.
+        """
+        with self._lock:
+            entries = [
+                (self._running[job_id], by)
+                for job_id, by in requests.items()
+                if job_id in self._running and self._running[job_id].outcome is None
+            ]
+        for entry, by in entries:
+            # Outside the lock: for an async job this schedules the task's cancellation.
+            if entry.cancel.request(by):
+                logger.warning(
+                    "cancel requested name=%s id=%s by=%s; %s",
+                    entry.job.name,
+                    entry.job.id,
+                    by or "-",
+                    "cancelling its task"
+                    if entry.definition.is_async
+                    else "it stops at its next check or progress report, or at its timeout",
+                )
 
     # -- written by job threads and the event loop thread ----------------------------------------
 
@@ -209,9 +242,17 @@ class ClaimedJobs:
                 )
                 continue
             verb = job.status if job.status != JobStatus.SCHEDULED else "retrying"
+            if outcome.ok and job.cancel_requested_at is not None:
+                # Finished before the request reached it: the success stands.
+                logger.warning(
+                    "job succeeded before its cancel request reached it name=%s id=%s by=%s",
+                    entry.job.name,
+                    entry.job.id,
+                    job.cancel_requested_by or "-",
+                )
             if outcome.ok:
                 log = logger.info
-            elif verb == "retrying":
+            elif verb in ("retrying", JobStatus.CANCELLED):
                 log = logger.warning
             else:
                 log = logger.error

@@ -1,11 +1,19 @@
-"""The heartbeat thread: tell the supervisor we are alive, and keep our leases fresh.
+"""The heartbeat thread: tell the supervisor we are alive, keep our leases fresh, and learn of
+cancels operators request for our running jobs.
 
 :class:`Heartbeat` owns one thread (``asyncjobs-heartbeat``) and, through Django's per-thread
 connections, its own database connection, which it closes when it ends. Only that thread reads
-and writes ``_last_beat``. It reads the leases of :class:`~.claimed.ClaimedJobs` under that
-object's lock and writes ``heartbeat_at`` outside it. It stops once the worker is stopping and
-no job of ours runs or waits for its outcome to be written, so a job finishing during a
-graceful stop stays heartbeated until its outcome is recorded.
+and writes ``_last_beat`` and ``_listening``. It reads the leases of
+:class:`~.claimed.ClaimedJobs` under that object's lock and writes ``heartbeat_at`` outside it.
+It stops once the worker is stopping and no job of ours runs or waits for its outcome to be
+written, so a job finishing during a graceful stop stays heartbeated until its outcome is
+recorded.
+
+Cancels: every heartbeat reads back, in the same statement, whether an operator asked to cancel
+one of our jobs. So that a cancel takes a fraction of a second rather than a heartbeat interval,
+the connection also LISTENs on the cancel channel; a NOTIFY naming one of our jobs makes the
+next tick heartbeat at once. A NOTIFY that is missed (the connection was replaced) costs only
+that delay.
 
 The same thread keeps the worker's row in the process table (a
 :class:`~django_asyncjobs.processes.Presence`): written at its first tick, beaten with the jobs,
@@ -19,12 +27,15 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
+import psycopg
 from django.db import DatabaseError, connections
 
 from ..db import close_if_unusable, retry_on_lost_connection
 from ..models import Job
 from ..processes import Presence
+from ..queries import CANCEL_CHANNEL
 from .claimed import ClaimedJobs
 
 # The worker package's one logger (see loop.py).
@@ -56,6 +67,8 @@ class Heartbeat:
         self.presence = presence
         self._last_beat = time.monotonic()
         self._thread: threading.Thread | None = None
+        #: The psycopg connection our LISTEN was issued on (Django may replace it).
+        self._listening: Any = None
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._beat, name="asyncjobs-heartbeat", daemon=True)
@@ -76,7 +89,8 @@ class Heartbeat:
             while not self._stopping.wait(HEARTBEAT_TICK_SECONDS) or self._claimed.has_work():
                 if self.on_alive is not None:
                     self.on_alive()
-                if time.monotonic() - self._last_beat >= self.interval_seconds:
+                notified = self._cancel_notified()
+                if notified or time.monotonic() - self._last_beat >= self.interval_seconds:
                     self._write()
                 if self.presence is not None:
                     self.presence.tick()
@@ -86,6 +100,35 @@ class Heartbeat:
         finally:
             connections.close_all()
 
+    def _cancel_notified(self) -> bool:
+        """Return whether a NOTIFY on the cancel channel named one of our jobs since last time.
+
+        LISTENs once a job of ours runs, on a connection that does not yet (a new one after an
+        outage), so an idle worker opens no connection for it. Once listening, drains every
+        notification each tick (no query: a look at the socket), so none pile up on the server
+        for this session.
+        """
+        leases = self._claimed.leases()
+        if not leases and self._listening is None:
+            return False
+        wrapper = connections[self.using]
+        try:
+            wrapper.ensure_connection()
+            raw = wrapper.connection
+            if raw is not self._listening:
+                raw.execute(f"LISTEN {CANCEL_CHANNEL}")
+                self._listening = raw
+            named = {notify.payload for notify in raw.notifies(timeout=0)}
+        except (DatabaseError, psycopg.Error) as exc:
+            # The heartbeat's read-back still learns of cancels, an interval later.
+            logger.debug("cannot listen for cancels error=%s", exc)
+            self._listening = None
+            close_if_unusable(self.using, after_error=True)
+            return False
+        if not named:
+            return False
+        return any(str(job_id) in named for job_id, _ in leases)
+
     def _write(self) -> None:
         leases = self._claimed.leases()
         if not leases:
@@ -93,11 +136,13 @@ class Heartbeat:
             return
         manager = Job.objects.db_manager(self.using)
         try:
-            lost = retry_on_lost_connection(lambda: manager.heartbeat(leases), using=self.using)
+            reply = retry_on_lost_connection(lambda: manager.heartbeat(leases), using=self.using)
         except DatabaseError as exc:
             logger.error("heartbeat failed error=%s", exc)
             close_if_unusable(self.using, after_error=True)
             return
         self._last_beat = time.monotonic()
-        for job_id in lost:
+        for job_id in reply.lost:
             logger.warning("lease lost while running id=%s", job_id)
+        if reply.cancel_requests:
+            self._claimed.request_cancels(reply.cancel_requests)

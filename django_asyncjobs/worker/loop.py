@@ -499,6 +499,10 @@ class Worker:
             started=now,
             deadline=deadline,
         )
+        if job.cancel_requested_at is not None:
+            # Only a hand-written row gets here (a cancel ends a queued job), but the row is the
+            # truth: the job learns of the request from its start.
+            entry.cancel.request(job.cancel_requested_by)
         self._claimed.add(entry)
         self._inbox.note_start(now)
         self.jobs_started += 1

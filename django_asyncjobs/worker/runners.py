@@ -58,7 +58,7 @@ class Runners:
                     job.args,
                     job.kwargs,
                     timeout_seconds=job.timeout,
-                    context=JobContext.for_job(job),
+                    context=JobContext.for_job(job, cancel=entry.cancel),
                 ),
                 loop,
             )
@@ -165,7 +165,7 @@ class Runners:
                 entry.definition,
                 entry.job.args,
                 entry.job.kwargs,
-                context=JobContext.for_job(entry.job),
+                context=JobContext.for_job(entry.job, cancel=entry.cancel),
             )
         finally:
             # A job that left an atomic block open spoils this thread's connection handlers

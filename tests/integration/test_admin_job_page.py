@@ -63,7 +63,7 @@ def buttons(client: Client, job: Job) -> dict[str, dict[str, list[str]]]:
         ("cancelled", ["retry_jobs", "mark_succeeded", "run_again"]),
         ("scheduled", ["cancel_jobs", "mark_succeeded", "run_again"]),
         ("queued", ["cancel_jobs", "mark_succeeded", "run_again"]),
-        ("running", ["run_again"]),
+        ("running", ["cancel_jobs", "run_again"]),
         ("succeeded", ["run_again"]),
     ],
 )

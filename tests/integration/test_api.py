@@ -192,7 +192,7 @@ def test_retry_cancel_result_errors_and_404() -> None:
     assert post(client, f"/jobs/{failed.id}/retry", headers=auth).json()["status"] == "scheduled"
     assert post(client, f"/jobs/{failed.id}/cancel", headers=auth).json()["status"] == "cancelled"
     again = post(client, f"/jobs/{failed.id}/cancel", headers=auth)
-    assert again.status_code == 409 and "only scheduled or queued" in again.json()["error"]
+    assert again.status_code == 409 and "only scheduled, queued or running" in again.json()["error"]
     missing = uuid.uuid4()
     for path in (f"/jobs/{missing}", f"/jobs/{missing}/result"):
         assert client.get(f"{API}{path}", headers=auth).status_code == 404

@@ -12,27 +12,10 @@ from django.db import connection
 from django_asyncjobs import retry
 from django_asyncjobs.models import Job
 from django_asyncjobs.retry import Action, Backoff, Ending, decide
-from django_asyncjobs.transports.memory import MemoryTransport
-from tests.conftest import relay
+from tests.support.ledger import claimed
 from tests.testapp import jobs
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def claimed(job: Job) -> Job:
-    """Relay *job* and claim it as a worker would; return the running row."""
-    relay(MemoryTransport())
-    token = Job.objects.get(id=job.id).dispatch_token
-    assert token is not None
-    result = Job.objects.claim(
-        job_id=job.id,
-        dispatch_token=token,
-        worker="w1",
-        registered_names={job.name},
-        lock_timeout_seconds=1,
-    )
-    assert result.job is not None
-    return result.job
 
 
 def silence(job: Job) -> None:

@@ -83,7 +83,7 @@ def test_cancel_jobs_that_have_not_started() -> None:
     waiting = jobs.add.using(run_after=3600).delay(1, 1)
     assert f"{waiting.id} cancelled" in run("cancel", str(waiting.id))
     assert Job.objects.get(id=waiting.id).status == "cancelled"
-    with pytest.raises(CommandError, match="is cancelled; only scheduled or queued"):
+    with pytest.raises(CommandError, match="is cancelled; only scheduled, queued or running"):
         run("cancel", str(waiting.id))
 
 

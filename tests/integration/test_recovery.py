@@ -14,35 +14,10 @@ from django_asyncjobs.models import Job
 from django_asyncjobs.scheduler import Scheduler
 from django_asyncjobs.transports.memory import MemoryTransport
 from tests.conftest import _current_asyncjobs, drain, relay
+from tests.support.ledger import age_heartbeat, claimed
 from tests.testapp import jobs
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def claimed(job: Job, *, worker: str = "w1") -> Job:
-    """Relay *job* and claim it as *worker* would; return the running row."""
-    transport = MemoryTransport()
-    relay(transport)
-    row = Job.objects.get(id=job.id)
-    assert row.dispatch_token is not None
-    result = Job.objects.claim(
-        job_id=job.id,
-        dispatch_token=row.dispatch_token,
-        worker=worker,
-        registered_names={job.name},
-        lock_timeout_seconds=1,
-    )
-    assert result.job is not None
-    return result.job
-
-
-def age_heartbeat(job: Job, seconds: float) -> None:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "UPDATE asyncjobs_job SET heartbeat_at = now() - %s * interval '1 second' "
-            "WHERE id = %s",
-            [seconds, job.id],
-        )
 
 
 def test_free_interruptions_do_not_use_attempts_and_later_ones_do() -> None:

@@ -15,15 +15,15 @@ import json
 import uuid
 
 import pytest
-from django.contrib.auth.models import Permission, User
 from django.core.management import call_command
 from django.db import DatabaseError, IntegrityError, connection
-from django.test import Client, override_settings
+from django.test import override_settings
 
 from django_asyncjobs.models import Job
 from django_asyncjobs.timebounds import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP
 from django_asyncjobs.transports.memory import MemoryTransport
 from tests.conftest import drain, relay
+from tests.support.admin import staff
 from tests.testapp import jobs
 
 WEST = dt.timezone(dt.timedelta(hours=-5))
@@ -117,15 +117,6 @@ def test_a_retry_longer_than_any_row_can_hold_is_due_at_the_latest_time() -> Non
     assert "endless fails" in row.error
 
 
-def staff_client() -> Client:
-    user = User.objects.create_user("operator", password="x", is_staff=True)
-    for codename in ("view_job", "cancel_job"):
-        user.user_permissions.add(Permission.objects.get(codename=codename))
-    client = Client()
-    client.force_login(user)
-    return client
-
-
 # One transaction, rolled back at the end: the constraint is dropped for this test only.
 @pytest.mark.django_db
 @pytest.mark.parametrize("time_zone", ["UTC", "Pacific/Kiritimati", "Pacific/Pago_Pago"])
@@ -143,7 +134,7 @@ def test_every_list_of_jobs_loads_a_row_stored_outside_the_range(time_zone: str)
         str(ancient): EARLIEST_TIMESTAMP.isoformat(),
         str(ok.id): ok.run_at.isoformat(),
     }
-    client = staff_client()
+    client = staff("view_job", "cancel_job", username="operator")
     with override_settings(TIME_ZONE=time_zone):
         listed = client.get("/api/jobs")
         assert listed.status_code == 200, listed.content

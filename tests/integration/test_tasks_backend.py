@@ -18,6 +18,7 @@ from django.core import mail
 from django.db import transaction
 from django.utils import timezone
 
+from django_asyncjobs import retry
 from django_asyncjobs.models import Job
 from django_asyncjobs.tasks_backend import AsyncJobsBackend, exception_class_path
 from django_asyncjobs.tasks_compat import (
@@ -34,6 +35,7 @@ from django_asyncjobs.tasks_compat import (
 )
 from django_asyncjobs.transports.memory import MemoryTransport
 from tests.conftest import drain, relay
+from tests.support.ledger import claimed
 from tests.support.processes import wait_until
 from tests.testapp import jobs, tasks
 from tests.testapp.models import Execution
@@ -390,3 +392,33 @@ def test_exception_class_paths_from_stored_errors() -> None:
     assert exception_class_path("", "WorkerLost: gone") == "django_asyncjobs.exceptions.WorkerLost"
     assert exception_class_path("x\nmy.mod.Oops: no", "") == "my.mod.Oops"
     assert exception_class_path("", "") == "builtins.Exception"
+
+
+def test_a_task_cancelled_while_running_finishes_failed_and_one_cancelled_before_never_ran() -> (
+    None
+):
+    running = tasks.add.enqueue(1, 2)
+    waiting = tasks.add.using(run_after=timezone.now() + dt.timedelta(hours=1)).enqueue(3, 4)
+    row = claimed(Job.objects.get(pk=running.id))
+    assert row.lease_token is not None
+    Job.objects.cancel(row.id, by="alice")
+    Job.objects.end_attempt(
+        job=row,
+        lease_token=row.lease_token,
+        decide=functools.partial(retry.decide, ending=retry.Ending.FAILED),
+        error="JobCancelled: cancel requested by alice",
+    )
+    Job.objects.cancel(waiting.id, by="alice")
+
+    running.refresh()
+    waiting.refresh()
+    assert running.status == TaskResultStatus.FAILED
+    assert [e.exception_class_path for e in running.errors] == [
+        "django_asyncjobs.exceptions.JobCancelled"
+    ]
+    assert [(s, status) for s, _, status in signals_for(running.id)][-1] == (
+        "task_finished",
+        "FAILED",
+    )
+    assert waiting.status == TaskResultStatus.FAILED and waiting.errors == []
+    assert "task_finished" not in [s for s, _, _ in signals_for(waiting.id)]

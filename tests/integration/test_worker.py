@@ -288,7 +288,7 @@ def test_a_stale_worker_cannot_overwrite_a_newer_outcome() -> None:
         Job.objects.record_success(job_id=job.id, lease_token=claim.job.lease_token, result=99)
         is None
     )
-    assert Job.objects.heartbeat([(job.id, claim.job.lease_token)]) == {job.id}
+    assert Job.objects.heartbeat([(job.id, claim.job.lease_token)]).lost == {job.id}
     assert fresh(job).result is None
 
 

@@ -13,7 +13,14 @@ import time
 import uuid
 from typing import Any
 
-from django_asyncjobs import Backoff, areport_progress, current_job, job, report_progress
+from django_asyncjobs import (
+    Backoff,
+    areport_progress,
+    cancel_requested,
+    current_job,
+    job,
+    report_progress,
+)
 
 from .durable import retry_through_restart
 from .models import Execution
@@ -253,6 +260,57 @@ async def async_progressing(steps: int) -> dict[str, Any]:
     context = current_job()
     written = [await areport_progress(i, steps, f"step {i}") for i in range(1, steps + 1)]
     return {"attempt": context.attempt if context else None, "written": written}
+
+
+# -- jobs of the running-job cancel tests (tests/processes/test_cancel_running.py) ---------------
+# Each records "start" when it begins and "finish" only if it ran to its end, so a test can tell
+# a job that was stopped from one that completed. They retry, so a test also sees that a
+# cancelled job is never run again.
+
+
+@job(name="tests.cancel.async_waits", max_retries=3, timeout=120)
+async def async_waits(key: str, seconds: float = 60.0) -> str:
+    """An ``async def`` job that awaits *seconds*; a cancel stops it at that await."""
+    from asgiref.sync import sync_to_async
+
+    await sync_to_async(_phase)("cancel.async_waits", key, "start")
+    await asyncio.sleep(seconds)
+    await sync_to_async(_phase)("cancel.async_waits", key, "finish")
+    return "waited"
+
+
+@job(name="tests.cancel.reports_progress", max_retries=3, timeout=120)
+def reports_progress(key: str, steps: int = 600) -> str:
+    """A ``def`` job that reports progress each 0.1 s step: the report after a cancel raises."""
+    _phase("cancel.reports_progress", key, "start")
+    for step in range(1, steps + 1):
+        time.sleep(0.1)
+        report_progress(step, steps, f"step {step}")
+    _phase("cancel.reports_progress", key, "finish")
+    return "all steps"
+
+
+@job(name="tests.cancel.checks", max_retries=3, timeout=120)
+def checks_cancel(key: str, seconds: float = 60.0) -> str:
+    """A ``def`` job that checks ``cancel_requested()`` and returns early (it still ends
+    cancelled, since it was told)."""
+    _phase("cancel.checks", key, "start")
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if cancel_requested():
+            return "stopped early"
+        time.sleep(0.05)
+    _phase("cancel.checks", key, "finish")
+    return "ran to the end"
+
+
+@job(name="tests.cancel.ignores", max_retries=3, timeout=4)
+def ignores_cancel(key: str, seconds: float = 60.0) -> str:
+    """A ``def`` job that never checks: only its 4 s timeout stops it."""
+    _phase("cancel.ignores", key, "start")
+    time.sleep(seconds)
+    _phase("cancel.ignores", key, "finish")
+    return "ran to the end"
 
 
 # -- jobs of the run_jobs() tests (tests/integration/test_testing.py) ------------------------------

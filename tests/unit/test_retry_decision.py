@@ -12,13 +12,19 @@ from django_asyncjobs.retry import Action, Backoff, Basis, Ending, decide
 
 
 def row(
-    *, attempts: int = 1, max_retries: int = 3, at_most_once: bool = False, interruptions: int = 0
+    *,
+    attempts: int = 1,
+    max_retries: int = 3,
+    at_most_once: bool = False,
+    interruptions: int = 0,
+    cancel_requested: bool = False,
 ) -> Basis:
     return Basis(
         attempts=attempts,
         max_retries=max_retries,
         at_most_once=at_most_once,
         interruptions=interruptions,
+        cancel_requested=cancel_requested,
     )
 
 
@@ -48,6 +54,24 @@ def test_the_decision_reads_the_row(
     assert decision.refund_attempt is refund
     assert decision.retry_in_seconds == (5 if action is Action.RETRY else 0)
     assert decision.basis == row(**values)
+
+
+@pytest.mark.parametrize("ending", list(Ending))
+@pytest.mark.parametrize(
+    "values", [{}, {"at_most_once": True}, {"attempts": 4}, {"interruptions": 1}]
+)
+def test_a_cancel_request_wins_over_every_retry_and_hand_back(
+    ending: Ending, values: dict[str, Any]
+) -> None:
+    decision = decide(
+        row(cancel_requested=True, **values),
+        ending=ending,
+        backoff=Backoff.fixed(5),
+        free_interruptions=3,
+    )
+    assert decision.action is Action.CANCEL
+    assert (decision.retry_in_seconds, decision.refund_attempt) == (0, False)
+    assert decision.basis.cancel_requested
 
 
 def test_a_fixed_backoff_waits_the_same_before_every_retry() -> None:

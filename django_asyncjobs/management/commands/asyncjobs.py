@@ -61,6 +61,26 @@ def status_list(value: str) -> list[str]:
     return statuses
 
 
+def operator_name(value: str) -> str:
+    """Parse the ``--by`` of ``cancel``: a name of 1 to 255 characters."""
+    name = value.strip()
+    if not 1 <= len(name) <= 255:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a name of 1 to 255 characters")
+    return name
+
+
+def os_user() -> str:
+    """Return the name of the user running the command, or "unknown" when it has none.
+
+    >>> isinstance(os_user(), str)
+    True
+    """
+    try:
+        return getpass.getuser() or "unknown"
+    except (KeyError, OSError):  # a container's uid without a passwd entry or $USER
+        return "unknown"
+
+
 class Command(AsyncJobsCommand):
     help = (
         "Operator tools for django-asyncjobs: list, show, retry, cancel and purge jobs, queue "
@@ -105,8 +125,19 @@ class Command(AsyncJobsCommand):
         retry.add_argument("--all-failed", action="store_true", help="Every failed job.")
         retry.add_argument("--name", default=None, help="With --all-failed: only this job.")
 
-        cancel = commands.add_parser("cancel", help="Cancel jobs that have not started.")
+        cancel = commands.add_parser(
+            "cancel",
+            help="Cancel jobs: scheduled or queued ones at once; for running ones, ask their "
+            "worker to stop them. Exit status 0 when each was cancelled or its cancel "
+            "requested, 1 at the first that cannot be (it has finished).",
+        )
         cancel.add_argument("ids", nargs="+", help="Job ids or unique id prefixes.")
+        cancel.add_argument(
+            "--by",
+            type=operator_name,
+            default=None,
+            help="Who cancels, recorded on the job (default: the user running the command).",
+        )
 
         purge = commands.add_parser("purge", help="Delete finished jobs, in batches.")
         purge.add_argument(
@@ -353,12 +384,41 @@ class Command(AsyncJobsCommand):
         )
 
     def _cancel(self, options: dict[str, Any]) -> None:
-        self._apply(
-            options["ids"],
-            Job.objects.cancel,
-            "cancelled",
-            "only scheduled or queued jobs can be cancelled",
-        )
+        """Cancel each job, or request the cancel of a running one; say which for each.
+
+        Stops with exit status 1 at the first job that has finished (the ones before it were
+        cancelled); a running job whose cancel was requested already is reported, not refused.
+        """
+        by = options["by"] or os_user()
+        for job_id in self._resolve(options["ids"]):
+            job = Job.objects.cancel(job_id, by=by)
+            if job is not None and job.status == JobStatus.CANCELLED:
+                self.stdout.write(self.style.SUCCESS(f"{job_id} cancelled ({job.name})"))
+                continue
+            if job is not None:
+                self.stdout.write(
+                    self.style.WARNING(
+                        f"{job_id} cancel requested ({job.name}): running on {job.worker or '?'}"
+                        ", which stops it (an async job at once, a sync job at its next check "
+                        "or progress report, or at its timeout)"
+                    )
+                )
+                continue
+            current = Job.objects.get(id=job_id)
+            if current.status == JobStatus.RUNNING and current.cancel_requested_at is not None:
+                when = timezone.localtime(current.cancel_requested_at)
+                self.stdout.write(
+                    self.style.WARNING(
+                        f"{job_id} cancel already requested ({current.name}) by "
+                        f"{current.cancel_requested_by or '?'} at {when:%Y-%m-%d %H:%M:%S}; "
+                        "its worker stops it"
+                    )
+                )
+                continue
+            raise CommandError(
+                f"job {job_id} is {current.status}; only scheduled, queued or running jobs can "
+                "be cancelled"
+            )
 
     def _apply(
         self,

@@ -6,8 +6,6 @@ Set ``ASYNCJOBS_SCREENSHOTS=docs`` to write the screenshots the README shows int
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,34 +13,11 @@ import pytest
 from django.contrib.auth.models import User
 
 from django_asyncjobs.models import Job
-from tests.support.browser import CHROMIUM, screenshot
+from tests.support.browser import screenshot
 from tests.support.flows import start_scheduler, start_worker, wait_for_final
 from tests.support.processes import ProcessGroup
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-# Playwright's sync API runs an event loop in this thread; the ORM calls of the test itself are
-# still plain synchronous calls.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
-
-@pytest.fixture
-def page(tmp_path: Path) -> Iterator[Any]:
-    """A Chromium page (Debian's browser, driven by Playwright), closed after the test."""
-    if CHROMIUM is None:
-        if os.environ.get("CI"):
-            pytest.fail("Chromium is missing; .ci/run installs Debian's chromium package")
-        pytest.skip("no chromium on PATH (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        context = browser.new_context(viewport={"width": 1400, "height": 900})
-        try:
-            yield context.new_page()
-        finally:
-            context.close()
-            browser.close()
 
 
 def test_an_operator_finds_a_failed_job_retries_it_and_sees_it_succeed(

@@ -5,6 +5,7 @@ the page when the session is gone."""
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from typing import Any
 
 import pytest
@@ -12,7 +13,8 @@ from django.contrib.auth.models import User
 from django.contrib.sessions.models import Session
 from django.utils import timezone
 
-from django_asyncjobs.models import Job, JobAttempt
+from django_asyncjobs.models import Job, JobAttempt, Process
+from django_asyncjobs.queries import ProcessInfo
 from tests.testapp import jobs
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -82,16 +84,22 @@ def test_the_job_list_and_a_job_page_follow_the_ledger_without_a_reload(
         job_id=job.pk, number=1, worker="host-1:42", started_at=started, outcome="failed",
         finished_at=started + dt.timedelta(seconds=1), error="ValueError: flaky",
     )  # fmt: skip
+    retry = page.locator("form.asyncjobs-job-action button", has_text="Retry")
+    expect(retry).to_have_count(0)  # a running job cannot be retried
     Job.objects.filter(pk=job.pk).update(
-        status="succeeded", attempts=2, result=5, progress={"done": 3, "total": 3},
-        finished_at=timezone.now(),
-    )  # fmt: skip
+        status="failed", attempts=2, progress={"done": 3, "total": 3}, finished_at=timezone.now()
+    )
     status = page.locator(".field-status_badge .asyncjobs-status")
-    expect(status).to_have_text("succeeded", timeout=SEEN_WITHIN_MS)
+    expect(status).to_have_text("failed", timeout=SEEN_WITHIN_MS)
     expect(page.locator(".field-progress_display .readonly")).to_have_text("3 / 3 (100%)")
     expect(attempts).to_have_text("2 / 4")
     expect(attempts).to_be_visible()
     expect(page.locator(".inline-group")).to_contain_text("ValueError: flaky")
+    expect(retry).to_be_visible()  # the buttons follow the status
+    # The toggle was among the buttons that changed: it is still the one that works.
+    expect(page.locator(".asyncjobs-live-toggle")).to_be_visible()
+    expect(page.locator(".asyncjobs-live-toggle")).to_have_count(1)
+    expect(page.locator(".asyncjobs-live-state")).to_contain_text("updated")
     assert same_document(page)
 
     page.goto(f"{live_server.url}{URL}overview/")
@@ -153,6 +161,27 @@ def test_a_ticked_row_holds_the_list_the_toggle_pauses_it_and_actions_follow_new
     page.locator("#action-toggle").check()
     expect(page.locator(".action-counter")).to_have_text("3 of 3 selected")
     expect(page.locator("input.action-select:checked")).to_have_count(3)
+    assert same_document(page)
+
+
+def test_the_processes_page_and_its_banner_follow_the_process_table(
+    page: Any, live_server: Any
+) -> None:
+    from playwright.sync_api import expect
+
+    jobs.add.delay(1, 1)  # due, and no scheduler alive: the banner says so
+    sign_in(page, live_server, "/admin/django_asyncjobs/process/")
+    mark(page)
+    refresh_every_second(page)
+    banner = page.locator(".asyncjobs-attention")
+    expect(banner).to_contain_text("no scheduler is alive")
+
+    scheduler = ProcessInfo(
+        id=uuid.uuid4(), kind="scheduler", name="host-9:7", host="host-9", pid=7
+    )
+    Process.objects.register(scheduler)
+    expect(page.locator("#result_list")).to_contain_text("host-9:7", timeout=SEEN_WITHIN_MS)
+    expect(banner).not_to_contain_text("no scheduler is alive")
     assert same_document(page)
 
 

@@ -1,5 +1,6 @@
-"""Live admin pages: the job list, a job's page and the queue overview carry the live toggle, its
-script (a static file: no inline script) and the markers of the parts that refresh."""
+"""Live admin pages: the job list, a job's page, the queue overview and the process list carry
+the live toggle, its script (a static file: no inline script) and the markers of the parts that
+refresh."""
 
 from __future__ import annotations
 
@@ -18,14 +19,15 @@ URL = "/admin/django_asyncjobs/job/"
 SCRIPT = '<script src="/static/django_asyncjobs/live.js" defer></script>'
 
 
-def test_the_list_job_page_and_overview_carry_the_toggle_script_and_live_regions(
+def test_the_live_pages_carry_the_toggle_script_and_live_regions(
     admin_client: Client,
 ) -> None:
     job = jobs.add.delay(1, 2)
     pages = {
-        URL: ({"results", "pagination"}, 5),
-        f"{URL}{job.pk}/change/": ({"fields", "attempts"}, 5),
-        f"{URL}overview/": ({"queues"}, 10),
+        URL: ({"results", "pagination", "attention"}, 5),
+        f"{URL}{job.pk}/change/": ({"fields", "attempts", "tools"}, 5),
+        f"{URL}overview/": ({"queues", "attention"}, 10),
+        "/admin/django_asyncjobs/process/": ({"results", "pagination", "attention"}, 5),
     }
     for url, (regions, seconds) in pages.items():
         response = admin_client.get(url)

@@ -45,8 +45,15 @@ names the refreshed elements.
         return Array.from(a.childNodes).every((child, i) => sameShape(child, b.childNodes[i]));
     }
 
-    function imported(nodes) {
-        return Array.from(nodes, (node) => document.importNode(node, true));
+    // The toggle of this page, which stays itself when a region around it is replaced.
+    const widget = document.querySelector('.asyncjobs-live');
+
+    function replaceContent(element, nodes) {
+        element.replaceChildren(...Array.from(nodes, (node) => document.importNode(node, true)));
+        const copy = element.querySelector('.asyncjobs-live');
+        if (copy && widget) {
+            copy.replaceWith(widget);
+        }
     }
 
     // Bring `live` from `before` (the server's previous version of it) to `after` (its new
@@ -75,7 +82,7 @@ names the refreshed elements.
             Array.from(was).every((node, i) => sameKind(node, next[i]) && sameKind(node, now[i]));
         if (!paired) {
             // Children came, went or changed kind: this element's content is the server's again.
-            live.replaceChildren(...imported(next));
+            replaceContent(live, next);
             return;
         }
         for (let i = 0; i < was.length; i++) {
@@ -93,7 +100,7 @@ names the refreshed elements.
         // Django's actions script keeps the row checkboxes it found at load: when rows come or
         // go, the whole list is replaced and the script started again on the new rows (the old
         // listeners went with the old elements).
-        region.replaceChildren(...imported(after.childNodes));
+        replaceContent(region, after.childNodes);
         const boxes = region.querySelectorAll('tr input.action-select');
         if (boxes.length && typeof window.Actions === 'function' &&
             document.getElementById('action-toggle')) {
@@ -101,16 +108,18 @@ names the refreshed elements.
         }
     }
 
-    function typing() {
+    // Why the field the user is in holds the update, or ''.
+    function focusReason() {
         const element = document.activeElement;
         if (!element) {
-            return false;
+            return '';
         }
-        if (element.isContentEditable || element.tagName === 'TEXTAREA' ||
-            element.tagName === 'SELECT') {
-            return true;
+        if (element.tagName === 'SELECT') {
+            return 'held while you select';
         }
-        return element.tagName === 'INPUT' && !NOT_TYPED.has(element.type);
+        const typed = element.isContentEditable || element.tagName === 'TEXTAREA' ||
+            (element.tagName === 'INPUT' && !NOT_TYPED.has(element.type));
+        return typed ? 'held while you type' : '';
     }
 
     function changed(control) {
@@ -130,8 +139,9 @@ names the refreshed elements.
 
     // Why an update must wait, or '' when it may happen now.
     function holdReason(regions) {
-        if (typing()) {
-            return 'held while you type';
+        const focused = focusReason();
+        if (focused) {
+            return focused;
         }
         for (const region of regions) {
             if (Array.from(region.querySelectorAll('input, select, textarea')).some(changed)) {
@@ -139,8 +149,9 @@ names the refreshed elements.
             }
         }
         const selection = window.getSelection();
+        const inRegion = (node) => regions.some((region) => region.contains(node));
         if (selection && !selection.isCollapsed &&
-            regions.some((r) => r.contains(selection.anchorNode) || r.contains(selection.focusNode))) {
+            (inRegion(selection.anchorNode) || inRegion(selection.focusNode))) {
             return 'held while text is selected';
         }
         return '';
@@ -169,11 +180,10 @@ names the refreshed elements.
     async function fetchPage(url) {
         const controller = new AbortController();
         const timeout = setTimeout(() => controller.abort(), TIMEOUT_SECONDS * 1000);
-        let response;
         try {
             // redirect: 'manual': an expired session answers with a redirect to the login page,
             // which must never take the place of this page.
-            response = await fetch(url, {
+            const response = await fetch(url, {
                 credentials: 'same-origin', redirect: 'manual', cache: 'no-store',
                 signal: controller.signal,
             });
@@ -194,7 +204,7 @@ names the refreshed elements.
         }
     }
 
-    function start(widget) {
+    function start() {
         const regions = Array.from(document.querySelectorAll('[data-asyncjobs-live]'));
         if (!regions.length) {
             return;
@@ -305,8 +315,7 @@ names the refreshed elements.
         }
     }
 
-    const widget = document.querySelector('.asyncjobs-live');
     if (widget) {
-        start(widget);
+        start();
     }
 }

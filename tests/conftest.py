@@ -8,10 +8,15 @@ one kind and the five kinds together are the whole suite:
 - ``processes``: real ``runscheduler`` / ``runworker`` subprocesses, PostgreSQL and moto_server
 - ``faults``: processes with a fault injected (kills, stops, service restarts, hostile messages)
 - ``browser``: Chromium driven through Playwright against a live server
+
+Tests that take the ``sqs_endpoint`` fixture run once against the run's SQS (moto_server) and
+once against LocalStack; the LocalStack runs carry the ``localstack`` marker as well as their
+kind's, so ``-m "not localstack"`` leaves them out.
 """
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -91,15 +96,49 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         raise pytest.UsageError("tests outside their kind:\n  " + "\n  ".join(problems))
 
 
+#: The SQS endpoints of ``sqs_endpoint``: the run's own (moto_server, or the endpoint that
+#: ``AWS_ENDPOINT_URL_SQS`` names), and LocalStack, whose runs are marked ``localstack``.
+SQS_ENDPOINTS = (
+    pytest.param("moto", id="moto"),
+    pytest.param("localstack", id="localstack", marks=pytest.mark.localstack),
+)
+
+
+def use_sqs_endpoint(request: pytest.FixtureRequest, endpoint: str) -> str:
+    """Point this test's SQS clients at *endpoint* (``moto`` or ``localstack``); return its URL.
+
+    boto3 reads ``AWS_ENDPOINT_URL_SQS`` whenever it builds a client, and the ``processes``
+    fixture hands the variable on: the test's transports, ``sqs_client()`` and the processes it
+    starts all meet the same endpoint, until the test ends.
+    """
+    if endpoint == "localstack":
+        url: str = request.getfixturevalue("localstack_url")
+        request.getfixturevalue("monkeypatch").setenv("AWS_ENDPOINT_URL_SQS", url)
+    return os.environ["AWS_ENDPOINT_URL_SQS"]
+
+
+@pytest.fixture(params=SQS_ENDPOINTS)
+def sqs_endpoint(request: pytest.FixtureRequest) -> str:
+    """Run the test against each SQS endpoint in turn; return the URL of this run's one.
+
+    Example::
+
+        @pytest.mark.usefixtures("sqs_endpoint")
+        def test_jobs_run(processes: ProcessGroup) -> None: ...  # [moto] and [localstack]
+    """
+    return use_sqs_endpoint(request, request.param)
+
+
 @pytest.fixture
 def processes(
     request: pytest.FixtureRequest, transactional_db: None, queue_prefix: str, tmp_path: Path
 ) -> Iterator[ProcessGroup]:
     """Start management commands for one test; stop them all afterwards, even if it failed."""
-    # A test that restarts or pauses a service may get a private one (tests/plugin.py), which
-    # repoints this test's database connection or SQS endpoint: set it up first, so that the
-    # processes are pointed there too (and are stopped before it is).
-    for service in ("postgres_server", "moto_server"):
+    # A test that restarts or pauses a service may get a private one (tests/plugin.py), and a
+    # test may choose its SQS endpoint; either repoints this test's database connection or SQS
+    # endpoint: set it up first, so that the processes are pointed there too (and are stopped
+    # before it is).
+    for service in ("postgres_server", "moto_server", "sqs_endpoint"):
         if service in request.fixturenames:
             request.getfixturevalue(service)
     group = ProcessGroup(env=subprocess_env(queue_prefix=queue_prefix), log_dir=tmp_path)
@@ -136,8 +175,11 @@ def _current_asyncjobs() -> dict[str, object]:
 
 
 @pytest.fixture
-def sqs_transport(queue_prefix: str) -> Iterator[SQSTransport]:
-    """An SQS transport talking to moto_server (or the endpoint in the environment)."""
+def sqs_transport(request: pytest.FixtureRequest, queue_prefix: str) -> Iterator[SQSTransport]:
+    """An SQS transport talking to moto_server (or the endpoint in the environment, or the one
+    ``sqs_endpoint`` chose)."""
+    if "sqs_endpoint" in request.fixturenames:
+        request.getfixturevalue("sqs_endpoint")
     transport = SQSTransport(get_settings())
     yield transport
     transport.close()

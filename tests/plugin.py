@@ -1,8 +1,11 @@
-"""Provide PostgreSQL and moto_server to the test run (``-p tests.plugin``).
+"""Provide PostgreSQL, moto_server and LocalStack to the test run (``-p tests.plugin``).
 
 Services missing from the environment are started before pytest-django loads
 the Django settings, which read ``DATABASE_URL`` and the SQS endpoint from
-``os.environ``, and are stopped when pytest exits.
+``os.environ``, and are stopped when pytest exits. LocalStack, the second SQS
+endpoint, is started only when a selected test needs it (one marked
+``localstack``), in the background as soon as the tests are collected, and
+stopped at the end of the run.
 
 Services named by the environment (a team's own servers, CI service containers, tox passing
 the variables on) are used as they are, except by the fault tests that restart PostgreSQL or
@@ -13,17 +16,20 @@ throwaway servers, or fail them when none can be started.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, TypeVar
 
 import pytest
 
+from tests.localstack import BackgroundStart, default_venv
 from tests.services import MotoServer, PostgresServer, ensure_services, stop_services
 
 if TYPE_CHECKING:
     from pytest_django import DjangoDbBlocker
 
 _started_key = pytest.StashKey[list[PostgresServer | MotoServer]]()
+_localstack_key = pytest.StashKey[BackgroundStart]()
 _T = TypeVar("_T", PostgresServer, MotoServer)
 
 
@@ -52,10 +58,37 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return [f"started: {server!r}" for server in config.stash.get(_started_key, [])]
 
 
+def _start_localstack(config: pytest.Config) -> BackgroundStart:
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+
+    def log(message: str) -> None:
+        if reporter is not None:
+            reporter.write_line(f"tests.localstack: {message}")
+
+    start = config.stash[_localstack_key] = BackgroundStart(log=log)
+    return start
+
+
+# trylast: -m and -k deselect tests in pytest_collection_modifyitems, before this hook.
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start LocalStack in the background if a selected test needs it (``localstack_url``)."""
+    config = session.config
+    if config.option.collectonly or os.environ.get("ASYNCJOBS_TEST_LOCALSTACK_URL"):
+        return
+    if any(item.get_closest_marker("localstack") for item in session.items):
+        _start_localstack(config)
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     """Stop the services started by this plugin."""
-    stop_services(config.stash.get(_started_key, []))
-    config.stash[_started_key] = []
+    try:
+        stop_services(config.stash.get(_started_key, []))
+        config.stash[_started_key] = []
+    finally:
+        localstack = config.stash.get(_localstack_key, None)
+        if localstack is not None:
+            localstack.stop()
 
 
 @pytest.fixture
@@ -104,6 +137,33 @@ def moto_server(
     ) as private:
         monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", private.url)
         yield private
+
+
+@pytest.fixture(scope="session")
+def localstack_url(request: pytest.FixtureRequest) -> str:
+    """Return the URL of LocalStack's SQS, which runs until the end of the run.
+
+    ``ASYNCJOBS_TEST_LOCALSTACK_URL`` names a LocalStack already running (for example its Docker
+    image), which is used as it is. Otherwise LocalStack runs from its venv (tests/localstack.py,
+    built first if need be), started in the background when the tests were collected (or now,
+    for a test that needs it without the ``localstack`` marker). When it can be neither built
+    nor started, every test that needs it fails saying why: a skipped test would prove nothing.
+    ``-m "not localstack"`` leaves those tests out.
+    """
+    configured = os.environ.get("ASYNCJOBS_TEST_LOCALSTACK_URL")
+    if configured:
+        return configured.rstrip("/")
+    start = request.config.stash.get(_localstack_key, None) or _start_localstack(request.config)
+    try:
+        return start.server().url
+    except Exception as exc:
+        error = exc  # failed below, outside this block: the error says it all, without a chain
+    pytest.fail(
+        f"LocalStack (the second SQS endpoint, from the venv {default_venv()}) cannot run: "
+        f"{error}\nFix that, name a running LocalStack in ASYNCJOBS_TEST_LOCALSTACK_URL, or "
+        'leave the LocalStack tests out with -m "not localstack".',
+        pytrace=False,
+    )
 
 
 @contextlib.contextmanager

@@ -41,6 +41,7 @@ from typing import Literal, Self
 __all__ = [
     "MotoServer",
     "PostgresServer",
+    "ServerProcess",
     "ensure_services",
     "find_postgres_bindir",
     "free_port",
@@ -470,20 +471,22 @@ class PostgresServer:
             return None
 
 
-class MotoServer:
-    """Run ``moto_server`` on 127.0.0.1 as a fake AWS (SQS) endpoint.
+class ServerProcess:
+    """A server run as a child process on a free port of 127.0.0.1, its log in a temp directory.
 
-    ``pause()`` freezes the process with SIGSTOP: clients connect but get no
-    answer until ``resume()``, like an SQS outage, and no queued message is
-    lost (unlike stopping the server, which forgets all state).
+    Subclasses say how to start the server (:meth:`_command`, :meth:`_environment`) and how to
+    tell that it is ready (:meth:`_ready`). ``pause()`` freezes the process with SIGSTOP: clients
+    connect but get no answer until ``resume()``, like an outage, and the server's state is kept
+    (unlike stopping it, which forgets everything).
 
-    Example::
+    Example (with the subclass :class:`MotoServer`)::
 
         with MotoServer() as moto:
             sqs = boto3.client("sqs", endpoint_url=moto.url)
-            sqs.create_queue(QueueName="jobs")
-            moto.reset()  # forget all queues between tests
     """
+
+    #: Names the server in errors and in the file name of its log.
+    name = "server"
 
     def __init__(self, startup_timeout: float = 30.0) -> None:
         self._startup_timeout = startup_timeout
@@ -498,7 +501,7 @@ class MotoServer:
     def port(self) -> int:
         """Return the TCP port the server listens on."""
         if self._port is None:
-            raise RuntimeError("MotoServer is not started")
+            raise RuntimeError(f"{self.name} is not started")
         return self._port
 
     @property
@@ -507,11 +510,16 @@ class MotoServer:
         return f"http://127.0.0.1:{self.port}"
 
     @property
+    def tmpdir(self) -> Path:
+        """Return the server's temporary directory (its log, and any state it writes)."""
+        if self._tmpdir is None:
+            raise RuntimeError(f"{self.name} is not started")
+        return self._tmpdir
+
+    @property
     def logfile(self) -> Path:
         """Return the file that receives the server's stdout and stderr."""
-        if self._tmpdir is None:
-            raise RuntimeError("MotoServer is not started")
-        return self._tmpdir / "moto_server.log"
+        return self.tmpdir / f"{self.name}.log"
 
     @property
     def paused(self) -> bool:
@@ -521,8 +529,8 @@ class MotoServer:
     def start(self) -> Self:
         """Start the server and wait until it answers; return ``self``."""
         if self._proc is not None:
-            raise RuntimeError("MotoServer already started")
-        self._tmpdir = Path(tempfile.mkdtemp(prefix="asyncjobs-moto-"))
+            raise RuntimeError(f"{self.name} already started")
+        self._tmpdir = Path(tempfile.mkdtemp(prefix=f"asyncjobs-{self.name}-"))
         try:
             for attempt in range(1, _START_ATTEMPTS + 1):
                 try:
@@ -539,7 +547,7 @@ class MotoServer:
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Terminate the server and delete its log; do nothing if stopped."""
+        """Terminate the server and delete its directory; do nothing if stopped."""
         try:
             self._terminate(timeout)
         finally:
@@ -548,14 +556,8 @@ class MotoServer:
                 self._tmpdir = None
             self._port = None
 
-    def reset(self) -> None:
-        """Delete all queues and messages (``POST /moto-api/reset``)."""
-        request = urllib.request.Request(f"{self.url}/moto-api/reset", data=b"", method="POST")
-        with self._opener.open(request, timeout=10) as response:
-            response.read()
-
     def pause(self) -> None:
-        """Freeze the server (SIGSTOP) to simulate an SQS outage."""
+        """Freeze the server (SIGSTOP) to simulate an outage."""
         self._signal(signal.SIGSTOP)
         self._paused = True
 
@@ -577,21 +579,32 @@ class MotoServer:
 
     def __repr__(self) -> str:
         port = self._port if self._port is not None else "-"
-        return f"<MotoServer port={port} paused={self._paused}>"
+        return f"<{type(self).__name__} port={port} paused={self._paused}>"
+
+    # -- what subclasses say ------------------------------------------------
+
+    def _command(self, port: int) -> list[str]:
+        """Return the command line of a server listening on 127.0.0.1:*port*."""
+        raise NotImplementedError
+
+    def _environment(self, port: int) -> dict[str, str] | None:
+        """Return the server's environment; ``None`` (the default) inherits this process's."""
+        return None
+
+    def _ready(self) -> bool:
+        """Return whether the started server answers requests yet."""
+        raise NotImplementedError
+
+    def _get(self, path: str, *, timeout: float = 1.0) -> bytes | None:
+        """Return the body of a 2xx answer to ``GET path``, or ``None`` (error or no answer)."""
+        try:
+            with self._opener.open(f"{self.url}{path}", timeout=timeout) as response:
+                body: bytes = response.read()
+                return body if 200 <= response.status < 300 else None
+        except (urllib.error.URLError, OSError):
+            return None
 
     # -- internals ----------------------------------------------------------
-
-    @staticmethod
-    def _command(port: int) -> list[str]:
-        args = ["-H", "127.0.0.1", "-p", str(port)]
-        # Prefer the script of the running venv, which may not be on PATH.
-        script = Path(sys.executable).parent / "moto_server"
-        if script.is_file():
-            return [str(script), *args]
-        found = shutil.which("moto_server")
-        if found:
-            return [found, *args]
-        return [sys.executable, "-m", "moto.server", *args]
 
     def _start_once(self) -> None:
         self._terminate(timeout=5)
@@ -600,6 +613,7 @@ class MotoServer:
         with open(self.logfile, "ab") as log:
             self._proc = subprocess.Popen(
                 self._command(self._port),
+                env=self._environment(self._port),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -611,29 +625,20 @@ class MotoServer:
         while True:
             if self._proc.poll() is not None:
                 raise RuntimeError(
-                    f"moto_server exited with {self._proc.returncode}:\n{_tail(self.logfile)}"
+                    f"{self.name} exited with {self._proc.returncode}:\n{_tail(self.logfile)}"
                 )
-            if self._answers():
+            if self._ready():
                 return
             if time.monotonic() > deadline:
                 raise RuntimeError(
-                    f"moto_server did not answer within {self._startup_timeout}s:\n"
+                    f"{self.name} did not answer within {self._startup_timeout}s:\n"
                     f"{_tail(self.logfile)}"
                 )
             time.sleep(0.1)
 
-    def _answers(self) -> bool:
-        try:
-            with self._opener.open(f"{self.url}/moto-api/", timeout=1) as response:
-                response.read()
-                status: int = response.status
-                return 200 <= status < 300
-        except (urllib.error.URLError, OSError):
-            return False
-
     def _signal(self, signum: int) -> None:
         if self._proc is None or self._proc.poll() is not None:
-            raise RuntimeError("MotoServer is not running")
+            raise RuntimeError(f"{self.name} is not running")
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self._proc.pid, signum)
 
@@ -652,6 +657,43 @@ class MotoServer:
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         self._paused = False
+
+
+class MotoServer(ServerProcess):
+    """Run ``moto_server`` on 127.0.0.1 as a fake AWS (SQS) endpoint.
+
+    ``pause()`` freezes it like an SQS outage (see :class:`ServerProcess`); ``reset()`` makes it
+    forget every queue and message, as a restarted moto_server would.
+
+    Example::
+
+        with MotoServer() as moto:
+            sqs = boto3.client("sqs", endpoint_url=moto.url)
+            sqs.create_queue(QueueName="jobs")
+            moto.reset()  # forget all queues between tests
+    """
+
+    name = "moto_server"
+
+    def reset(self) -> None:
+        """Delete all queues and messages (``POST /moto-api/reset``)."""
+        request = urllib.request.Request(f"{self.url}/moto-api/reset", data=b"", method="POST")
+        with self._opener.open(request, timeout=10) as response:
+            response.read()
+
+    def _command(self, port: int) -> list[str]:
+        args = ["-H", "127.0.0.1", "-p", str(port)]
+        # Prefer the script of the running venv, which may not be on PATH.
+        script = Path(sys.executable).parent / "moto_server"
+        if script.is_file():
+            return [str(script), *args]
+        found = shutil.which("moto_server")
+        if found:
+            return [found, *args]
+        return [sys.executable, "-m", "moto.server", *args]
+
+    def _ready(self) -> bool:
+        return self._get("/moto-api/") is not None
 
 
 #: What benchmarks ask for with ``durable=True``: a server that writes to disk like a real one.

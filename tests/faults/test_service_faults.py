@@ -116,6 +116,7 @@ def test_an_idle_worker_starts_the_first_job_after_a_postgres_restart_at_once(
     check_invariants([before, after])
 
 
+@pytest.mark.usefixtures("sqs_endpoint")
 def test_hostile_messages_are_set_aside_and_valid_jobs_still_run(
     processes: ProcessGroup,
 ) -> None:
@@ -169,6 +170,7 @@ def test_hostile_messages_are_set_aside_and_valid_jobs_still_run(
     assert not os.path.exists("/tmp/asyncjobs-pwned")
 
 
+@pytest.mark.usefixtures("sqs_endpoint")
 def test_a_job_name_no_worker_knows_is_handed_back_not_run(processes: ProcessGroup) -> None:
     start_scheduler(processes)
     worker = start_worker(processes)

@@ -1,5 +1,5 @@
 """The user-visible flow with real processes: ``runscheduler`` and ``runworker`` as subprocesses,
-PostgreSQL and moto_server.
+PostgreSQL and SQS (moto_server; the tests taking ``sqs_endpoint`` run on LocalStack as well).
 
 Jobs are enqueued from the test process, as a view would; the subprocesses share its test
 database and a queue prefix of its own. Every assertion is about what a user sees: statuses,
@@ -41,6 +41,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 # -- tests --------------------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("sqs_endpoint")
 def test_enqueued_jobs_run_to_success_and_processes_stop_cleanly(
     processes: ProcessGroup,
 ) -> None:
@@ -111,6 +112,7 @@ def _seconds_to_start(processes: ProcessGroup, *, value: int) -> float:
     return latency
 
 
+@pytest.mark.usefixtures("sqs_endpoint")
 def test_retries_happen_across_processes_until_success_or_exhaustion(
     processes: ProcessGroup,
 ) -> None:
@@ -140,6 +142,26 @@ def test_retries_happen_across_processes_until_success_or_exhaustion(
     flaky_retries = re.findall(rf"job retrying name=\S+ id={flaky.id} attempt=(\d)", log)
     assert flaky_retries == ["1", "2"], log
     assert re.search(rf"job failed name=\S+ id={doomed.id} attempt=3 .*boom", log), log
+
+
+@pytest.mark.usefixtures("sqs_endpoint")
+def test_a_backlog_runs_the_higher_priority_queues_first(processes: ProcessGroup) -> None:
+    lows = [jobs.low_echo.delay(f"low{i}") for i in range(5)]
+    defaults = [jobs.echo.delay(key=f"default{i}") for i in range(5)]
+    highs = [jobs.high_echo.delay(f"high{i}") for i in range(5)]
+    # Every job is in SQS before a worker looks: a backlog in each of the three queues.
+    relay = processes.run("runscheduler", "--once")
+    assert relay.returncode == 0, relay.describe()
+    assert "Relayed 15 job(s)." in relay.output(), relay.describe()
+
+    start_worker(processes, "--concurrency", "1")  # --queues high,default,low: the default
+    rows = wait_for_final([*lows, *defaults, *highs], processes)
+
+    assert {row.status for row in rows.values()} == {"succeeded"}
+    started = sorted(rows.values(), key=lambda row: row.started_at or dt.datetime.max)
+    # Within a queue SQS keeps no order (the scheduler's MAX_QUEUED_PER_QUEUE window does that,
+    # tests/integration/test_worker.py); across queues the worker keeps it.
+    assert [row.queue for row in started] == ["high"] * 5 + ["default"] * 5 + ["low"] * 5
 
 
 def test_enqueue_works_while_sqs_is_down_and_the_job_runs_once_it_is_back(
@@ -177,6 +199,7 @@ def test_enqueue_works_while_sqs_is_down_and_the_job_runs_once_it_is_back(
     assert runs("add", "7+8") == 1
 
 
+@pytest.mark.usefixtures("sqs_endpoint")
 def test_sigterm_lets_the_running_job_finish_before_the_worker_exits(
     processes: ProcessGroup,
 ) -> None:
@@ -218,6 +241,7 @@ def test_sigterm_lets_the_running_job_finish_before_the_worker_exits(
     assert_succeeded(Job.objects.get(id=after.id), 42)
 
 
+@pytest.mark.usefixtures("sqs_endpoint")
 def test_a_duplicated_message_runs_the_job_once(processes: ProcessGroup, queue_prefix: str) -> None:
     key = f"dup-{uuid.uuid4().hex}"
     enqueued = jobs.echo.delay("once", key=key)

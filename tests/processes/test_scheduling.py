@@ -50,6 +50,7 @@ def test_ten_thousand_bulk_enqueued_jobs_all_succeed(processes: ProcessGroup) ->
     assert {row.attempts for row in rows.values()} == {1}
 
 
+@pytest.mark.usefixtures("sqs_endpoint")
 def test_a_pattern_worker_picks_up_a_queue_created_after_it_started(
     processes: ProcessGroup,
 ) -> None:

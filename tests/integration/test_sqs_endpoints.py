@@ -24,8 +24,9 @@ def served_by_localstack(client: Any) -> bool:
 def test_each_endpoint_is_the_emulator_it_names(
     request: pytest.FixtureRequest, sqs_endpoint: str, sqs_transport: SQSTransport
 ) -> None:
-    localstack = request.node.callspec.params["sqs_endpoint"] == "localstack"
-    # The test's transport and boto3's default session (sqs_client(), the processes' settings)
-    # agree; [moto] is the run's own endpoint, moto_server unless the environment names another.
-    assert served_by_localstack(sqs_transport.client) is localstack, sqs_endpoint
+    localstack = served_by_localstack(sqs_transport.client)
+    # boto3's default session, which sqs_client() and the processes use, meets the same one.
     assert served_by_localstack(sqs_client()) is localstack, sqs_endpoint
+    if request.node.callspec.params["sqs_endpoint"] == "localstack":
+        assert localstack, f"the [localstack] run talks to {sqs_endpoint}, which is not LocalStack"
+    # [moto] is the run's own endpoint: moto_server, unless AWS_ENDPOINT_URL_SQS names another.

@@ -378,7 +378,7 @@ def test_deleting_twice_or_with_an_old_receipt_raises_nothing(subject: Subject) 
     subject.transport.change_visibility(old, timeout_seconds=0)
     (current,) = subject.transport.receive(QUEUE, max_messages=10, wait_seconds=0)
     # An old receipt may delete the message or not (SQS: "might not be deleted"; memory keeps
-    # it, moto deletes it); the current one does, and a second delete is harmless.
+    # it, moto and LocalStack delete it); the current one does, and a second delete is harmless.
     subject.transport.delete([old])
     subject.transport.delete([current])
     subject.transport.delete([current])

@@ -312,20 +312,26 @@ class BackgroundStart:
     def __init__(self, *, log: Callable[[str], None] = _log) -> None:
         self._server: LocalStackServer | None = None
         self._error: Exception | None = None
-        self._thread = threading.Thread(
+        # An Event, not Thread.join(): a join interrupted by Ctrl+C can leave the thread marked
+        # as ended while it still runs (Python 3.11), and stop() would then return before the
+        # server it is starting exists, leaving that server behind.
+        self._done = threading.Event()
+        thread = threading.Thread(
             target=self._start, args=(log,), name="localstack-start", daemon=True
         )
-        self._thread.start()
+        thread.start()
 
     def _start(self, log: Callable[[str], None]) -> None:
         try:
             self._server = LocalStackServer(ensure_venv(log=log)).start()
         except Exception as exc:
             self._error = exc
+        finally:
+            self._done.set()
 
     def server(self) -> LocalStackServer:
         """Wait for the start to end; return the running server, or raise why it did not start."""
-        self._thread.join()
+        self._done.wait()
         if self._error is not None:
             raise self._error
         assert self._server is not None
@@ -333,7 +339,7 @@ class BackgroundStart:
 
     def stop(self) -> None:
         """Wait for the start to end, then stop the server if it runs."""
-        self._thread.join()
+        self._done.wait()
         if self._server is not None:
             self._server.stop()
             self._server = None

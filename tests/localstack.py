@@ -5,8 +5,8 @@ of the ``sqs_endpoint`` parameter, tests/conftest.py) run against LocalStack too
 independent emulator. LocalStack runs on the host, never in a container, from a venv of its
 own: it needs Python 3.13 and pins of its own (``tests/localstack-requirements.txt``), which
 must not meet the project's venv. The venv is built on first use, and again when the
-requirements file changes; tests/plugin.py starts one LocalStack for the run when the first
-test that needs it runs, and stops it at the end.
+requirements file changes; tests/plugin.py starts one LocalStack for the run, in the background
+once the tests are collected if a selected test needs it, and stops it at the end.
 
 Command line (``.ci/run`` builds the venv before the tests, so that no test waits for it)::
 

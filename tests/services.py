@@ -3,7 +3,8 @@
 The test suite needs a real PostgreSQL server, including tests that crash and
 restart it, and an SQS endpoint. Neither needs Docker: PostgreSQL runs from the
 distribution's server binaries in a temporary directory, and SQS is served by
-``moto_server``.
+``moto_server``. (LocalStack, the second SQS endpoint, is a :class:`ServerProcess`
+too: tests/localstack.py.)
 
 Command line::
 

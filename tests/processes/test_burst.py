@@ -17,6 +17,7 @@ from tests.testapp import jobs
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+@pytest.mark.usefixtures("sqs_endpoint")
 def test_a_burst_worker_runs_every_relayed_job_before_it_exits(processes: ProcessGroup) -> None:
     enqueued = [jobs.add.delay(i, 1) for i in range(3)]
     high = jobs.high_echo.delay("first")
@@ -32,6 +33,7 @@ def test_a_burst_worker_runs_every_relayed_job_before_it_exits(processes: Proces
     assert_succeeded(Job.objects.get(id=high.id), "first")
 
 
+@pytest.mark.usefixtures("sqs_endpoint")
 def test_a_burst_worker_whose_queued_jobs_lost_their_messages_exits_4_and_says_why(
     processes: ProcessGroup, queue_prefix: str
 ) -> None:

@@ -324,3 +324,23 @@ def test_show_says_why_a_job_of_a_paused_queue_waits() -> None:
     assert re.search(r"^  queue +default \(priority 0, paused\)$", out, re.M)
     assert re.search(r"^  waiting +waiting: queue 'default' is paused since .+ by alice", out, re.M)
     assert data["queue_paused"]["by"] == "alice"
+
+
+def test_redrive_says_how_many_of_the_dead_letters_it_moved(queue_prefix: str) -> None:
+    from django_asyncjobs.transports import OutgoingMessage, get_transport
+
+    transport = get_transport()
+    try:
+        transport.send_batch("default", [OutgoingMessage(id=str(i), body="x") for i in range(2)])
+        quarantined = 0
+        while quarantined < 2:  # SQS may hand out fewer than asked for
+            for received in transport.receive("default", max_messages=10, wait_seconds=1):
+                assert transport.quarantine(received)
+                quarantined += 1
+    finally:
+        transport.close()
+    out = run("redrive", "--queue", "default")
+    assert out.splitlines() == [
+        "default: 2 of ~2 dead-lettered message(s) moved back",
+        "2 message(s) redriven",
+    ]

@@ -704,9 +704,13 @@ class Command(AsyncJobsCommand):
         total = 0
         try:
             for queue in options["queues"] or list(get_settings().queues):
+                # SQS's count is approximate: "~" says so, and more may be moved than it said.
+                waiting, _ = transport.dead_letters(queue, limit=0)
                 moved = transport.redrive(queue, limit=None if limit is None else limit - total)
                 total += moved
-                self.stdout.write(f"{queue}: {moved} message(s) moved back")
+                self.stdout.write(
+                    f"{queue}: {moved} of ~{waiting} dead-lettered message(s) moved back"
+                )
                 if limit is not None and total >= limit:
                     break
         except TransportError as exc:

@@ -58,13 +58,8 @@ def check_periodic_jobs(
     from .periodic import problems
 
     return [
-        Error(
-            message,
-            hint="Cron expressions have five fields: minute hour day-of-month month day-of-week.",
-            obj="django_asyncjobs.periodic",
-            id="asyncjobs.E003",
-        )
-        for message in problems()
+        Error(message, hint=hint, obj="django_asyncjobs.periodic", id="asyncjobs.E003")
+        for message, hint in problems()
     ]
 
 

@@ -211,7 +211,7 @@ def validate(raw: Mapping[str, Any]) -> list[str]:
 
     values = {str(k).lower(): v for k, v in raw.items()}
 
-    def number(name: str, minimum: float, maximum: float | None = None) -> None:
+    def number(name: str, minimum: float, maximum: float | None = None, hint: str = "") -> None:
         value = values.get(name)
         if value is None:
             return
@@ -225,7 +225,7 @@ def validate(raw: Mapping[str, Any]) -> list[str]:
                 if maximum is not None
                 else (f"{minimum:.15g} or more")
             )
-            errors.append(f'ASYNCJOBS["{name.upper()}"] must be {bound}, not {value!r}')
+            errors.append(f'ASYNCJOBS["{name.upper()}"] must be {bound}, not {value!r}{hint}')
 
     number("visibility_timeout_seconds", 0, SQS_MAX_VISIBILITY_TIMEOUT_SECONDS)
     number("wait_time_seconds", 0, SQS_MAX_WAIT_TIME_SECONDS)
@@ -236,7 +236,8 @@ def validate(raw: Mapping[str, Any]) -> list[str]:
     number("retry_backoff_factor", 1)
     number("retry_backoff_max_seconds", 0, MAX_RETRY_BACKOFF_SECONDS)
     number("retry_jitter", 0, 1)
-    number("timeout_seconds", 0.001)
+    # 0 reads as "no limit" elsewhere; here that is None, and a zero timeout would fail every job.
+    number("timeout_seconds", 0.001, hint="; use None for no time limit")
     number("max_payload_bytes", 1)
     number("heartbeat_interval_seconds", 0.01)
     number("stale_after_seconds", 0.01)

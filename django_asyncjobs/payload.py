@@ -85,11 +85,36 @@ def _check(value: Any, path: str, depth: int) -> None:
             _check_key(key, path)
             _check(item, f"{path}[{key!r}]", depth + 1)
         return
-    hint = "; pass a list instead" if isinstance(value, tuple) else ""
     raise TypeError(
-        f"{path} is a {type(value).__name__} ({value!r:.80}), which does not survive a JSON "
-        f"round trip{hint}"
+        f"{path} {_describe(value)}, which does not survive a JSON round trip{_hint(value)}"
     )
+
+
+def _describe(value: Any) -> str:
+    # Never repr() a QuerySet (it runs a query) nor a model instance (its __str__ may follow a
+    # foreign key): the message is built on the error path, perhaps with no database at hand.
+    from django.db.models import Model, QuerySet
+
+    kind = type(value).__name__
+    if isinstance(value, QuerySet):
+        return f"is a QuerySet of {value.model.__name__}"
+    if isinstance(value, Model):
+        return f"is a {kind} (pk={value.pk!r})"
+    return f"is a {kind} ({value!r:.80})"
+
+
+def _hint(value: Any) -> str:
+    from django.db.models import Model, QuerySet
+
+    if isinstance(value, tuple):
+        return "; pass a list instead"
+    if isinstance(value, QuerySet):
+        return "; pass a list of primary keys, list(queryset.values_list('pk', flat=True))"
+    if isinstance(value, Model):
+        # The job fetches the row when it runs, so it sees the data as it is then.
+        kind = type(value).__name__
+        return f"; pass its primary key ({value.pk!r}) and fetch the {kind} in the job"
+    return ""
 
 
 def _check_key(key: object, path: str) -> None:

@@ -10,6 +10,7 @@ many schedulers run, and a restart resumes from the row. Occurrences come from
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -63,17 +64,38 @@ def settings_entries() -> list[dict[str, Any]]:
     return [dict(e) for e in entries if isinstance(e, Mapping)]
 
 
-def problems() -> list[str]:
-    """Return one message per invalid schedule, for the system check."""
-    found: list[str] = []
+#: The hint for a schedule whose cron expression (or time zone, or missed policy) is wrong.
+CRON_HINT = "Cron expressions have five fields: minute hour day-of-month month day-of-week."
+
+
+def problems() -> list[tuple[str, str]]:
+    """Return ``(message, hint)`` per invalid schedule, for the system check.
+
+    An unknown job name gets a hint about job names (the closest registered one, if any), a bad
+    cron expression one about cron fields.
+    """
+    found: list[tuple[str, str]] = []
     for entry in settings_entries():
-        if entry.get("job") not in registry:
-            found.append(f'ASYNCJOBS["PERIODIC_JOBS"]: no job named {entry.get("job")!r}')
+        name = entry.get("job")
+        if name not in registry:
+            found.append(
+                (f'ASYNCJOBS["PERIODIC_JOBS"]: no job named {name!r}', _job_name_hint(name))
+            )
     for schedule in schedules():
         problem = schedule.cron.problem()
         if problem:
-            found.append(f"periodic job {schedule.key!r}: {problem}")
+            found.append((f"periodic job {schedule.key!r}: {problem}", CRON_HINT))
     return found
+
+
+def _job_name_hint(name: object) -> str:
+    close = difflib.get_close_matches(str(name), sorted(registry.names()), n=1)
+    suggestion = f"Did you mean {close[0]!r}? " if close else ""
+    return (
+        f'{suggestion}"job" is a registered job\'s name: @job(name=...), or by default '
+        '"module.function" (e.g. "myapp.jobs.send_report"); the jobs.py of an installed app is '
+        "imported at start-up."
+    )
 
 
 def idle_schedules(now: dt.datetime | None = None) -> list[str]:

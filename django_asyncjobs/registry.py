@@ -7,6 +7,7 @@ database row or a message.
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import functools
 import inspect
 import threading
@@ -146,9 +147,33 @@ class JobDefinition(Generic[P, R]):
         try:
             self._signature.bind(*args, **kwargs)
         except TypeError as exc:
-            raise TypeError(f"{self.name}: {exc}") from None
+            # An unexpected keyword comes first: delay(nme="a") is a typo of "name", and
+            # bind() would only say that "name" is missing.
+            raise TypeError(f"{self.name}: {self._unexpected_keywords(kwargs) or exc}") from None
         if len(self._fitting_shapes) < 64:
             self._fitting_shapes.add(shape)
+
+    def _unexpected_keywords(self, kwargs: dict[str, Any]) -> str:
+        """Describe the keywords the job does not take, with the closest one it does; or ``""``."""
+        parameters = self._signature.parameters.values()
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+            return ""
+        accepted = [
+            p.name
+            for p in parameters
+            if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        ]
+        unexpected = [key for key in kwargs if key not in accepted]
+        if not unexpected:
+            return ""
+        noun = "argument" if len(unexpected) == 1 else "arguments"
+        close = difflib.get_close_matches(unexpected[0], accepted, n=1)
+        suggestion = f"; did you mean {close[0]!r}?" if close else ""
+        takes = ", ".join(accepted) if accepted else "no keyword arguments"
+        return (
+            f"got an unexpected keyword {noun} {', '.join(map(repr, unexpected))}{suggestion} "
+            f"(it takes {takes})"
+        )
 
     def resolve_max_retries(self) -> int:
         """Return the job's retry count, or the project default."""

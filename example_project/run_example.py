@@ -1,14 +1,14 @@
 """Run the example: a "say hello" job end to end, or (``--serve``) the demo site.
 
     python example_project/run_example.py [--name Ada] [--delay 3]
-    python example_project/run_example.py --serve [--port 8000]
+    python example_project/run_example.py --serve [--port 8000] [--concurrency 4]
 
 Starts a throwaway PostgreSQL and moto_server when DATABASE_URL / AWS_ENDPOINT_URL_SQS are not
 set (and stops them at the end), and migrates. Without ``--serve`` it starts ``runscheduler``
 and ``runworker`` as separate processes (as in production), enqueues the job, waits until the
 worker has run it, and stops everything. With ``--serve`` it creates an ``admin`` / ``admin``
-superuser (local use only), starts ``runjobs`` and ``runserver``, and serves the demo page
-until Ctrl+C.
+superuser (local use only), starts ``runjobs`` (4 jobs at once, ``--concurrency``) and
+``runserver``, and serves the demo page until Ctrl+C.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(HERE), str(ROOT)]
 MANAGE = [sys.executable, str(HERE / "manage.py")]
+#: Jobs the demo's ``runjobs`` runs at once: enough to see several progress bars move together.
+DEMO_CONCURRENCY = 4
 
 
 def main() -> int:
@@ -33,6 +35,12 @@ def main() -> int:
     parser.add_argument("--delay", type=float, default=3.0, help="seconds before the job runs")
     parser.add_argument("--serve", action="store_true", help="serve the demo site until Ctrl+C")
     parser.add_argument("--port", type=int, default=8000, help="port of the demo site")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=DEMO_CONCURRENCY,
+        help=f"jobs the demo runs at once ({DEMO_CONCURRENCY})",
+    )
     options = parser.parse_args()
 
     from tests.services import ensure_services, stop_services
@@ -48,7 +56,7 @@ def main() -> int:
         django.setup()
         call_command("migrate", verbosity=0)
         if options.serve:
-            return serve(options.port)
+            return serve(options.port, concurrency=options.concurrency)
         return say_hello_once(options.name, options.delay)
     finally:
         stop_services(started)
@@ -79,8 +87,8 @@ def say_hello_once(name: str, delay: float) -> int:
         stop(processes)
 
 
-def serve(port: int) -> int:
-    """Run the demo site and ``runjobs`` until Ctrl+C."""
+def serve(port: int, *, concurrency: int = DEMO_CONCURRENCY) -> int:
+    """Run the demo site and ``runjobs`` (*concurrency* jobs at once) until Ctrl+C."""
     from django.contrib.auth import get_user_model
 
     User = get_user_model()
@@ -88,7 +96,11 @@ def serve(port: int) -> int:
         User.objects.create_superuser("admin", "admin@example.com", "admin")
     # Their own sessions: one Ctrl+C here becomes one graceful SIGTERM for each, not two.
     processes = [
-        subprocess.Popen([*MANAGE, "runjobs"], cwd=HERE, start_new_session=True),
+        subprocess.Popen(
+            [*MANAGE, "runjobs", "--concurrency", str(concurrency)],
+            cwd=HERE,
+            start_new_session=True,
+        ),
         subprocess.Popen(
             [*MANAGE, "runserver", "--noreload", f"127.0.0.1:{port}"],
             cwd=HERE,

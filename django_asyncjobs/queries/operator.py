@@ -281,14 +281,7 @@ class OperatorQueries(EnqueueQueries[JobT]):
         """
         jobs_table = table(self.model)
         sql = f"""
-            WITH needed AS (
-                SELECT DISTINCT unnest(depends_on) AS id FROM {jobs_table}
-                WHERE blocked AND status = %(scheduled)s
-            ), doomed AS (
-                SELECT j.id FROM {jobs_table} AS j
-                WHERE j.status = ANY(%(statuses)s)
-                    AND j.finished_at < now() - %(older_than)s * interval '1 second'
-                    AND NOT EXISTS (SELECT 1 FROM needed WHERE needed.id = j.id)
+            {self._purgeable_sql()}
                 LIMIT %(limit)s
                 FOR UPDATE OF j SKIP LOCKED
             ), attempts AS (
@@ -297,9 +290,7 @@ class OperatorQueries(EnqueueQueries[JobT]):
             DELETE FROM {jobs_table} WHERE id IN (SELECT id FROM doomed)
         """
         params = {
-            "scheduled": JobStatus.SCHEDULED.value,
-            "statuses": [getattr(s, "value", s) for s in statuses],
-            "older_than": older_than_seconds,
+            **self._purgeable_params(older_than_seconds, statuses),
             "limit": batch_size,
         }
         while True:
@@ -308,3 +299,38 @@ class OperatorQueries(EnqueueQueries[JobT]):
             if not deleted:
                 return
             yield deleted
+
+    def purgeable_count(
+        self, *, older_than_seconds: float, statuses: Collection[str] = FINAL_STATUSES
+    ) -> int:
+        """Return how many jobs :meth:`purge` with these arguments would delete now.
+
+        For ``purge --dry-run`` and for the total its progress counts towards. Example::
+
+            Job.objects.purgeable_count(older_than_seconds=30 * 86400)   # 1234
+        """
+        sql = f"{self._purgeable_sql()}) SELECT count(*) FROM doomed"
+        _, rows = self._execute(sql, self._purgeable_params(older_than_seconds, statuses))
+        return int(rows[0][0])
+
+    def _purgeable_sql(self) -> str:
+        """The start of a ``WITH``, up to an unclosed ``doomed`` (``j.id``, unlimited)."""
+        jobs_table = table(self.model)
+        return f"""
+            WITH needed AS (
+                SELECT DISTINCT unnest(depends_on) AS id FROM {jobs_table}
+                WHERE blocked AND status = %(scheduled)s
+            ), doomed AS (
+                SELECT j.id FROM {jobs_table} AS j
+                WHERE j.status = ANY(%(statuses)s)
+                    AND j.finished_at < now() - %(older_than)s * interval '1 second'
+                    AND NOT EXISTS (SELECT 1 FROM needed WHERE needed.id = j.id)
+        """
+
+    @staticmethod
+    def _purgeable_params(older_than_seconds: float, statuses: Collection[str]) -> dict[str, Any]:
+        return {
+            "scheduled": JobStatus.SCHEDULED.value,
+            "statuses": [getattr(s, "value", s) for s in statuses],
+            "older_than": older_than_seconds,
+        }

@@ -53,6 +53,15 @@ def test_list_shows_a_table_and_filters() -> None:
     (line,) = run("list", "--name", jobs.add.name, "--json").splitlines()
     assert json.loads(line)["id"] == str(ok.id) and json.loads(line)["args"] == [1, 2]
     assert run("list", "--queue", "nowhere") == "no jobs match\n"
+    assert table.splitlines()[-1] == "2 of 2 matching job(s)"
+    for _ in range(3):
+        jobs.add.delay(2, 2)
+    assert run("list", "--limit", "3").splitlines()[-1] == (
+        "3 of 5 matching job(s) (newest first; --limit shows more)"
+    )
+    assert run("list", "--status", "failed", "--limit", "1").splitlines()[-1] == (
+        "1 of 1 matching job(s)"
+    )
 
 
 def test_retry_one_job_by_id_prefix_and_refuse_the_others() -> None:
@@ -73,7 +82,7 @@ def test_retry_one_job_by_id_prefix_and_refuse_the_others() -> None:
 def test_retry_all_failed_jobs_of_a_name() -> None:
     failed = [failed_job(f"all-{i}") for i in range(3)]
     out = run("retry", "--all-failed", "--name", jobs.fails_now.name)
-    assert "3 failed job(s) retried" in out
+    assert out.splitlines() == ["  3 of 3 retried", "3 failed job(s) retried"]
     assert {j.status for j in Job.objects.filter(id__in=[f.id for f in failed])} == {"scheduled"}
     with pytest.raises(CommandError, match="not both"):
         run("retry", "--all-failed", str(failed[0].id))
@@ -96,9 +105,19 @@ def test_purge_deletes_old_finished_jobs_in_batches_with_their_attempts() -> Non
             "UPDATE asyncjobs_job SET finished_at = now() - interval '40 days' WHERE id = ANY(%s)",
             [[j.id for j in old]],
         )
+    dry = run("purge", "--older-than", "30d", "--dry-run")
+    assert dry == (
+        "5 job(s) would be deleted (cancelled, failed, succeeded, finished more than 30d ago); "
+        "dry run, nothing deleted\n"
+    )
+    assert Job.objects.count() == 7
     out = run("purge", "--older-than", "30d", "--batch-size", "2")
-    assert "2 deleted so far" in out and "4 deleted so far" in out
-    assert "5 job(s) deleted" in out
+    assert out.splitlines() == [
+        "  2 of 5 deleted",
+        "  4 of 5 deleted",
+        "  5 of 5 deleted",
+        "5 job(s) deleted",
+    ]
     assert set(Job.objects.values_list("id", flat=True)) == {recent.id, pending.id}
     assert not JobAttempt.objects.filter(job_id__in=[j.id for j in old]).exists()
     with pytest.raises(CommandError, match="not a duration"):
@@ -305,3 +324,23 @@ def test_show_says_why_a_job_of_a_paused_queue_waits() -> None:
     assert re.search(r"^  queue +default \(priority 0, paused\)$", out, re.M)
     assert re.search(r"^  waiting +waiting: queue 'default' is paused since .+ by alice", out, re.M)
     assert data["queue_paused"]["by"] == "alice"
+
+
+def test_redrive_says_how_many_of_the_dead_letters_it_moved(queue_prefix: str) -> None:
+    from django_asyncjobs.transports import OutgoingMessage, get_transport
+
+    transport = get_transport()
+    try:
+        transport.send_batch("default", [OutgoingMessage(id=str(i), body="x") for i in range(2)])
+        quarantined = 0
+        while quarantined < 2:  # SQS may hand out fewer than asked for
+            for received in transport.receive("default", max_messages=10, wait_seconds=1):
+                assert transport.quarantine(received)
+                quarantined += 1
+    finally:
+        transport.close()
+    out = run("redrive", "--queue", "default")
+    assert out.splitlines() == [
+        "default: 2 of ~2 dead-lettered message(s) moved back",
+        "2 message(s) redriven",
+    ]

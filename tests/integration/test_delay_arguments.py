@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import pytest
 
@@ -53,3 +54,44 @@ def test_oversized_arguments_are_measured_in_utf8_bytes(settings: object) -> Non
         ):
             jobs.echo.delay("é" * 900)  # 900 characters, 1,800 bytes
     assert Job.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_a_misspelt_keyword_is_named_and_the_closest_parameter_offered() -> None:
+    with pytest.raises(TypeError) as caught:
+        jobs.SayHello.delay(nme="a")  # type: ignore[attr-defined]
+    assert str(caught.value) == (
+        "tests.testapp.jobs.SayHello: got an unexpected keyword argument 'nme'; did you mean "
+        "'name'? (it takes name, punctuation)"
+    )
+    assert Job.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_a_model_instance_argument_suggests_its_primary_key() -> None:
+    from tests.testapp.models import Execution
+
+    row = Execution.objects.create(job="x")
+    with pytest.raises(TypeError) as caught:
+        jobs.echo.delay(row)
+    assert str(caught.value) == (
+        f"args[0] is a Execution (pk={row.pk!r}), which does not survive a JSON round trip; "
+        f"pass its primary key ({row.pk!r}) and fetch the Execution in the job"
+    )
+    assert Job.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_a_queryset_argument_is_refused_without_being_evaluated(
+    django_assert_num_queries: Any,
+) -> None:
+    from tests.testapp.models import Execution
+
+    rows = Execution.objects.all()
+    with django_assert_num_queries(0), pytest.raises(TypeError) as caught:
+        jobs.echo.delay(value={"rows": rows}, key="k")
+    assert str(caught.value) == (
+        "kwargs['value']['rows'] is a QuerySet of Execution, which does not survive a JSON "
+        "round trip; pass a list of primary keys, list(queryset.values_list('pk', flat=True))"
+    )
+    assert rows._result_cache is None

@@ -102,7 +102,24 @@ def test_an_invalid_cron_expression_fails_a_system_check() -> None:
     assert "periodic job 'tests.bad_cron': 'every day at noon' is not a valid cron expression" in (
         " ".join(texts)
     )
-    assert any("no job named 'tests.nope'" in t for t in texts)
+    (unknown,) = [m for m in messages if "no job named 'tests.nope'" in m.msg]
+    assert unknown.hint is not None
+    assert "is a registered job's name" in unknown.hint
+    assert "Cron" not in unknown.hint
+    (bad_cron,) = [m for m in messages if "tests.bad_cron" in m.msg]
+    assert bad_cron.hint is not None and "five fields" in bad_cron.hint
+
+
+def test_a_misspelt_periodic_job_name_is_offered_the_closest_registered_one() -> None:
+    with override_settings(
+        ASYNCJOBS={
+            **_current_asyncjobs(),
+            "PERIODIC_JOBS": [{"job": "tests.testapp.jobs.ad", "cron": "* * * * *"}],
+        }
+    ):
+        (message,) = [m for m in run_checks() if m.id == "asyncjobs.E003"]
+    assert message.hint is not None
+    assert message.hint.startswith("Did you mean 'tests.testapp.jobs.add'? ")
 
 
 def test_a_schedule_that_never_fires_waits_with_a_warning_and_breaks_no_pass() -> None:

@@ -95,3 +95,67 @@ def test_run_example_runs_say_hello_end_to_end(example_env: dict[str, str]) -> N
     output = completed.stdout + completed.stderr
     assert completed.returncode == 0, output
     assert "Hello, Grace!" in output and "is succeeded" in output
+
+
+def test_the_served_demo_runs_several_jobs_at_once(
+    example_env: dict[str, str], tmp_path: Path
+) -> None:
+    """``run_example.py --serve`` as a newcomer starts it: three 2 s jobs overlap in its worker."""
+    import json
+    import os
+    import signal
+
+    from tests.support.example_site import _free_port
+    from tests.support.processes import ProcessGroup
+
+    log_path = tmp_path / "serve.log"
+    port = str(_free_port())
+    with log_path.open("wb") as log:
+        serve = subprocess.Popen(
+            [sys.executable, str(EXAMPLE / "run_example.py"), "--serve", "--port", port],
+            env=example_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    group = ProcessGroup(env=example_env, log_dir=tmp_path)
+    try:
+        wait_until(
+            lambda: "demo page:" in log_path.read_text(errors="replace"),
+            timeout=120,
+            interval=0.5,
+            message=lambda: log_path.read_text(errors="replace"),
+        )
+        enqueue = group.run(
+            "shell",
+            "-c",
+            "from demo.jobs import long_job\n"
+            "print(','.join(str(long_job.delay(steps=4, step_seconds=0.5).id) for _ in range(3)))",
+        )
+        ids = enqueue.output().strip().splitlines()[-1]
+        query = (
+            "import json\nfrom django_asyncjobs.models import Job\n"
+            f"rows = Job.objects.filter(id__in='{ids}'.split(','), status='succeeded')\n"
+            "print(json.dumps([[r.started_at.timestamp(), r.finished_at.timestamp()] "
+            "for r in rows]))"
+        )
+
+        def all_done() -> list[list[float]] | None:
+            spans: list[list[float]] = json.loads(
+                group.run("shell", "-c", query).output().strip().splitlines()[-1]
+            )
+            return spans if len(spans) == 3 else None
+
+        spans = wait_until(
+            all_done,
+            timeout=90,
+            interval=1.0,
+            message=lambda: log_path.read_text(errors="replace"),
+        )
+        # One at a time, each would start after the one before finished.
+        assert max(start for start, _ in spans) < min(end for _, end in spans), spans
+    finally:
+        group.close()
+        if serve.poll() is None:
+            os.killpg(serve.pid, signal.SIGTERM)
+            serve.wait(timeout=60)

@@ -76,6 +76,10 @@ def test_default_settings() -> None:
             {"RETRY_BACKOFF_MAX_SECONDS": float("inf")},
             'ASYNCJOBS["RETRY_BACKOFF_MAX_SECONDS"] must be a finite number, not inf',
         ),
+        (
+            {"TIMEOUT_SECONDS": 0},
+            'ASYNCJOBS["TIMEOUT_SECONDS"] must be 0.001 or more, not 0; use None for no time limit',
+        ),
         ({"RETRY_JITTER": float("nan")}, 'ASYNCJOBS["RETRY_JITTER"] must be a finite number'),
         (
             {"RETRY_BACKOFF_MAX_SECONDS": 10**12},

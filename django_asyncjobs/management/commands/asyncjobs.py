@@ -25,6 +25,7 @@ from ...processes import attention
 from ...status import FINAL_STATUSES, JobStatus
 from ...timebounds import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP
 from ...transports import Transport, get_transport
+from ..progress import Progress
 from ._options import AsyncJobsCommand, positive_int, queue_list, queue_name
 
 #: Dead-letter bodies are shown up to this many characters: they may be anything.
@@ -150,6 +151,11 @@ class Command(AsyncJobsCommand):
             help="Finished statuses to delete (default: succeeded,failed,cancelled).",
         )
         purge.add_argument("--batch-size", type=positive_int, default=1000)
+        purge.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="Only count the jobs that would be deleted; delete nothing.",
+        )
 
         commands.add_parser(
             "stats",
@@ -237,6 +243,8 @@ class Command(AsyncJobsCommand):
         if not rows:
             self.stdout.write("no jobs match")
             return
+        # Count only when the page is full: a shorter page is all there is.
+        total = jobs.count() if len(rows) == options["limit"] else len(rows)
         table = [("ID", "NAME", "STATUS", "QUEUE", "PRIO", "ATTEMPTS", "CREATED", "ERROR")]
         for job in rows:
             table.append(
@@ -252,6 +260,8 @@ class Command(AsyncJobsCommand):
                 )
             )
         self._print_table(table)
+        more = " (newest first; --limit shows more)" if total > len(rows) else ""
+        self.stdout.write(f"{len(rows):,} of {total:,} matching job(s){more}")
         self._explain_pauses(paused, rows)
 
     def _explain_pauses(self, paused: dict[str, QueueState], rows: Sequence[Job]) -> None:
@@ -365,11 +375,14 @@ class Command(AsyncJobsCommand):
         if options["all_failed"]:
             if options["ids"]:
                 raise CommandError("give job ids or --all-failed, not both")
-            total = 0
+            failed = Job.objects.filter(status=JobStatus.FAILED)
+            if options["name"]:
+                failed = failed.filter(name=options["name"])
+            progress = Progress(self.stdout, total=failed.count(), verb="retried")
             for count in Job.objects.retry_failed(name=options["name"]):
-                total += count
-                self.stdout.write(f"  {total:,} retried so far")
-            self.stdout.write(self.style.SUCCESS(f"{total:,} failed job(s) retried"))
+                progress.advance(count)
+            progress.finish()
+            self.stdout.write(self.style.SUCCESS(f"{progress.done:,} failed job(s) retried"))
             return
         if options["name"]:
             raise CommandError("--name only goes with --all-failed")
@@ -440,15 +453,25 @@ class Command(AsyncJobsCommand):
         unfinished = [s for s in statuses if s not in {f.value for f in FINAL_STATUSES}]
         if unfinished:
             raise CommandError(f"purge deletes finished jobs only, not {', '.join(unfinished)}")
-        total = 0
+        total = Job.objects.purgeable_count(
+            older_than_seconds=options["older_than"], statuses=statuses
+        )
+        if options["dry_run"]:
+            which = ", ".join(sorted(statuses))
+            self.stdout.write(
+                f"{total:,} job(s) would be deleted ({which}, finished more than "
+                f"{_ago(options['older_than'])}); dry run, nothing deleted"
+            )
+            return
+        progress = Progress(self.stdout, total=total, verb="deleted")
         for count in Job.objects.purge(
             older_than_seconds=options["older_than"],
             statuses=statuses,
             batch_size=options["batch_size"],
         ):
-            total += count
-            self.stdout.write(f"  {total:,} deleted so far")
-        self.stdout.write(self.style.SUCCESS(f"{total:,} job(s) deleted"))
+            progress.advance(count)
+        progress.finish()
+        self.stdout.write(self.style.SUCCESS(f"{progress.done:,} job(s) deleted"))
 
     def _stats(self, options: dict[str, Any]) -> None:
         counts = Job.objects.order_by().values("queue", "status").annotate(n=Count("id"))
@@ -681,9 +704,13 @@ class Command(AsyncJobsCommand):
         total = 0
         try:
             for queue in options["queues"] or list(get_settings().queues):
+                # SQS's count is approximate: "~" says so, and more may be moved than it said.
+                waiting, _ = transport.dead_letters(queue, limit=0)
                 moved = transport.redrive(queue, limit=None if limit is None else limit - total)
                 total += moved
-                self.stdout.write(f"{queue}: {moved} message(s) moved back")
+                self.stdout.write(
+                    f"{queue}: {moved} of ~{waiting} dead-lettered message(s) moved back"
+                )
                 if limit is not None and total >= limit:
                     break
         except TransportError as exc:

@@ -286,8 +286,8 @@ class JobAdmin(QueueOverviewAdmin, JobActionsAdmin):
         )
 
     @admin.display(description="created", ordering="created_at")
-    def created_display(self, job: Job) -> str:
-        return timestamp(job.created_at)
+    def created_display(self, job: Job) -> SafeString:
+        return format_html('<span style="white-space:nowrap">{}</span>', timestamp(job.created_at))
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, job: Job) -> SafeString:
@@ -337,8 +337,9 @@ class JobAdmin(QueueOverviewAdmin, JobActionsAdmin):
         )
 
     @admin.display(description="duration")
-    def duration_display(self, job: Job) -> str:
-        return describe.run_duration(job, attempts_of(job), now=timezone.now())
+    def duration_display(self, job: Job) -> SafeString:
+        text = describe.run_duration(job, attempts_of(job), now=timezone.now())
+        return format_html('<span style="white-space:nowrap">{}</span>', text)
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return JobChangeList

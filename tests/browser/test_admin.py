@@ -1,8 +1,8 @@
 """The admin in a real browser: Playwright driving Debian's Chromium against a live server, with
 a real scheduler and worker running the retried job.
 
-Set ``ASYNCJOBS_SCREENSHOTS=docs`` to write the screenshots the README shows into ``docs/``: the list
-and the overview from a busy day of seeded jobs (:func:`seed_a_busy_day`).
+Set ``ASYNCJOBS_SCREENSHOTS=docs`` to write the screenshots the README shows into ``docs/``:
+the list and the overview from a busy day of seeded jobs (:func:`seed_a_busy_day`).
 """
 
 from __future__ import annotations

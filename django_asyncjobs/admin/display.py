@@ -50,7 +50,7 @@ def describe_cancel_request(job: Any) -> str:
     moment = job.cancel_requested_at
     if moment is None:
         return "-"
-    when = timezone.localtime(moment).strftime("%Y-%m-%d %H:%M:%S")
+    when = timestamp(moment)
     text = f"by {job.cancel_requested_by or 'an unnamed operator'} at {when}"
     if job.status == JobStatus.RUNNING:
         return f"{text}; its worker stops the job (at the latest at its timeout)"
@@ -78,6 +78,17 @@ def relative(moment: dt.datetime | None, *, now: dt.datetime | None = None) -> s
     else:
         text = f"{amount / 86400:.0f} d"
     return f"{text} ago" if seconds >= 0 else f"in {text}"
+
+
+def timestamp(moment: dt.datetime | None) -> str:
+    """Return *moment* in the current time zone to the second, e.g. "2026-03-01 14:05:09".
+
+    >>> timestamp(None)
+    '-'
+    """
+    if moment is None:
+        return "-"
+    return timezone.localtime(moment).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def preformatted(text: str) -> SafeString:

@@ -38,6 +38,7 @@ from .display import (
     duration,
     preformatted,
     relative,
+    timestamp,
 )
 from .overview import QueueOverviewAdmin
 
@@ -190,12 +191,13 @@ class JobAdmin(QueueOverviewAdmin, JobActionsAdmin):
     """Read-only job rows; state changes go through the confirmed actions, never the form."""
 
     list_display = (
+        "short_id",
         "status_badge",
         "name",
         "queue_display",
         "priority",
         "attempts_display",
-        "created_at",
+        "created_display",
         "due",
         "duration_display",
     )
@@ -274,6 +276,19 @@ class JobAdmin(QueueOverviewAdmin, JobActionsAdmin):
 
     # -- list ------------------------------------------------------------------------------------
 
+    @admin.display(description="id")
+    def short_id(self, job: Job) -> SafeString:
+        """The id's first characters, as ``asyncjobs show`` and the search take them."""
+        return format_html(
+            '<code class="asyncjobs-id" title="{}">{}</code>',
+            job.id,
+            str(job.id)[:ID_PREFIX_DIGITS],
+        )
+
+    @admin.display(description="created", ordering="created_at")
+    def created_display(self, job: Job) -> SafeString:
+        return format_html('<span style="white-space:nowrap">{}</span>', timestamp(job.created_at))
+
     @admin.display(description="status", ordering="status")
     def status_badge(self, job: Job) -> SafeString:
         colour = STATUS_COLOURS.get(JobStatus(job.status), "#6c757d")
@@ -312,11 +327,19 @@ class JobAdmin(QueueOverviewAdmin, JobActionsAdmin):
 
     @admin.display(description="due", ordering="run_at")
     def due(self, job: Job) -> str:
-        return relative(job.run_at) if job.status == JobStatus.SCHEDULED else "-"
+        if job.status != JobStatus.SCHEDULED:
+            return "-"
+        # "in 3 min" broken over two lines reads as two values.
+        return format_html(
+            '<span style="white-space:nowrap" title="{}">{}</span>',
+            timestamp(job.run_at),
+            relative(job.run_at),
+        )
 
     @admin.display(description="duration")
-    def duration_display(self, job: Job) -> str:
-        return describe.run_duration(job, attempts_of(job), now=timezone.now())
+    def duration_display(self, job: Job) -> SafeString:
+        text = describe.run_duration(job, attempts_of(job), now=timezone.now())
+        return format_html('<span style="white-space:nowrap">{}</span>', text)
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return JobChangeList

@@ -22,7 +22,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from .. import queues
-from ..conf import queue_name_error
+from ..conf import get_settings, queue_name_error
 from ..exceptions import TransportError, UnknownQueue
 from ..models import Job, QueueState
 from ..processes import attention
@@ -76,40 +76,65 @@ class QueueStats:
 
     @property
     def chart(self) -> SafeString:
-        """A small SVG chart: succeeded (green) and failed (red) jobs per minute, last hour."""
-        width, height = 240, 40
+        """A small SVG chart of jobs finished per minute over the last hour: succeeded (green),
+        and failed (red) only when some failed; the x axis runs from an hour ago to now, the y
+        axis from 0 to the peak."""
+        width, height, left, bottom = 240, 40, 22, 12
+        plot_width, plot_height = width - left, height - bottom
         peak = max([1, *self.succeeded_per_minute, *self.failed_per_minute])
 
         def points(values: list[int]) -> str:
-            step = width / (len(values) - 1)
+            step = plot_width / (len(values) - 1)
             return " ".join(
-                f"{i * step:.1f},{height - 2 - (v / peak) * (height - 4):.1f}"
+                f"{left + i * step:.1f},{plot_height - 1 - (v / peak) * (plot_height - 3):.1f}"
                 for i, v in enumerate(values)
             )
 
+        failed = sum(self.failed_per_minute)
+        failed_line = (
+            format_html(
+                '<polyline class="asyncjobs-chart-failed" fill="none" stroke="#dc3545" '
+                'stroke-width="1.5" points="{}"/>',
+                points(self.failed_per_minute),
+            )
+            if failed
+            else ""
+        )
         return format_html(
-            '<svg class="asyncjobs-chart" width="{}" height="{}" viewBox="0 0 {} {}" role="img" '
-            'aria-label="succeeded and failed jobs per minute, last hour">'
-            '<polyline fill="none" stroke="#198754" stroke-width="1.5" points="{}"/>'
-            '<polyline fill="none" stroke="#dc3545" stroke-width="1.5" points="{}"/></svg>'
-            '<div style="font-size:11px">peak {} / min; {} succeeded, {} failed in the hour</div>',
-            width,
-            height,
-            width,
-            height,
-            points(self.succeeded_per_minute),
-            points(self.failed_per_minute),
-            peak,
-            sum(self.succeeded_per_minute),
-            sum(self.failed_per_minute),
+            '<svg class="asyncjobs-chart" width="{w}" height="{h}" viewBox="0 0 {w} {h}" '
+            'role="img" aria-label="jobs finished per minute, last hour" '
+            'font-size="9" fill="#666">'
+            '<line x1="{l}" y1="0" x2="{l}" y2="{ph}" stroke="#999" stroke-width="0.5"/>'
+            '<line x1="{l}" y1="{ph}" x2="{w}" y2="{ph}" stroke="#999" stroke-width="0.5"/>'
+            '<text class="asyncjobs-chart-y" x="{lt}" y="8" text-anchor="end">{peak}</text>'
+            '<text x="{lt}" y="{ph}" text-anchor="end">0</text>'
+            '<text class="asyncjobs-chart-x" x="{l}" y="{h}">-60 min</text>'
+            '<text x="{w}" y="{h}" text-anchor="end">now</text>'
+            '<polyline class="asyncjobs-chart-succeeded" fill="none" stroke="#198754" '
+            'stroke-width="1.5" points="{ok}"/>{failed_line}</svg>'
+            '<div style="font-size:11px">jobs / min; {succeeded} succeeded{failed_text} '
+            "in the hour</div>",
+            w=width,
+            h=height,
+            l=left,
+            lt=left - 2,
+            ph=plot_height,
+            peak=peak,
+            ok=points(self.succeeded_per_minute),
+            failed_line=failed_line,
+            succeeded=sum(self.succeeded_per_minute),
+            failed_text=f", {failed} failed" if failed else "",
         )
 
 
 def queue_overview() -> list[QueueStats]:
-    """Return the statistics of every queue that has jobs, by queue name."""
+    """Return the statistics of every queue that has jobs, is configured (``QUEUES``) or is
+    paused, by queue name."""
     alias = Job.objects.db
     table = connections[alias].ops.quote_name(Job._meta.db_table)
-    stats: dict[str, QueueStats] = {}
+    # A configured queue without jobs shows too: "0 everywhere" is an answer, a missing row
+    # looks like a misconfiguration.
+    stats = {q: QueueStats(queue=q) for q in get_settings().queues}
     with connections[alias].cursor() as cursor:
         cursor.execute(f"SELECT queue, status, count(*) FROM {table} GROUP BY queue, status")
         for queue, status, count in cursor.fetchall():

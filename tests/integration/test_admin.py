@@ -3,13 +3,16 @@ permission-guarded actions written to the admin log, and the queue overview."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import uuid
+from typing import Any
 from urllib.parse import urlencode
 
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.test import Client
+from django.utils import timezone
 
 from django_asyncjobs.models import Job
 from tests.support.admin import staff
@@ -318,3 +321,47 @@ def listed_ids(client: Client, term: str) -> set[str]:
     response = client.get(URL, {"q": term})
     assert response.status_code == 200
     return {str(job.pk) for job in response.context["cl"].result_list}
+
+
+def test_the_list_shows_a_short_id_times_to_the_second_and_an_unbroken_due_time() -> None:
+    job = jobs.add.using(run_after=dt.timedelta(minutes=3, seconds=20)).delay(1, 2)
+    page = staff("view_job").get(URL).content.decode()
+    assert f'title="{job.id}">{str(job.id)[:8]}</code>' in page
+    created = timezone.localtime(Job.objects.get(pk=job.pk).created_at)
+    assert created.strftime("%Y-%m-%d %H:%M:%S") in page
+    assert re.search(r'<span style="white-space:nowrap" title="[^"]+">in 3 min</span>', page)
+
+
+def test_the_overview_lists_configured_queues_without_jobs(
+    settings: Any, queue_prefix: str
+) -> None:
+    settings.ASYNCJOBS = {**settings.ASYNCJOBS, "QUEUES": ["default", "quiet"]}
+    jobs.add.delay(1, 2)
+    response = staff("view_job").get(f"{URL}overview/")
+    names = [q.queue for q in response.context["queues"]]
+    assert names == ["default", "quiet"]
+    assert "?queue=quiet" in response.content.decode()
+
+
+def test_the_overview_chart_has_axes_and_shows_failures_only_when_some_failed(
+    queue_prefix: str,
+) -> None:
+    done = jobs.add.delay(1, 2)
+    Job.objects.filter(pk=done.pk).update(status="succeeded", finished_at=timezone.now())
+    client = staff("view_job")
+    page = client.get(f"{URL}overview/").content.decode()
+    assert "asyncjobs-chart-succeeded" in page and "asyncjobs-chart-failed" not in page
+    assert ">-60 min</text>" in page and ">now</text>" in page  # the x axis
+    assert 'class="asyncjobs-chart-y"' in page  # the y axis: its peak
+    assert "1 succeeded in the hour" in page
+    failed = jobs.add.delay(1, 2)
+    Job.objects.filter(pk=failed.pk).update(status="failed", finished_at=timezone.now())
+    page = client.get(f"{URL}overview/").content.decode()
+    assert "asyncjobs-chart-failed" in page and "1 succeeded, 1 failed in the hour" in page
+
+
+def test_the_overview_breadcrumb_names_the_app(queue_prefix: str) -> None:
+    page = staff("view_job").get(f"{URL}overview/").content.decode()
+    crumbs = page[page.index('<div class="breadcrumbs">') :]
+    crumbs = crumbs[: crumbs.index("</div>")]
+    assert 'href="/admin/django_asyncjobs/"' in crumbs

@@ -294,13 +294,58 @@ def test_runjobs_runs_a_scheduler_and_a_worker_and_stops_both_on_ctrl_c(
 
 
 def test_runjobs_stops_the_worker_when_the_scheduler_dies(processes: ProcessGroup) -> None:
-    runner = processes.start("runjobs")
+    runner = processes.start("runjobs", "--noreload")
     runner.wait_for_output(r"worker started")
     scheduler = next(pid for pid in _descendants(runner.pid) if b"runscheduler" in _cmdline(pid))
     os.kill(scheduler, signal.SIGKILL)
     assert runner.wait(30) == 128 + signal.SIGKILL, runner.describe()
     assert "a child process exited; stopping the other" in runner.output()
     assert "worker stopped" in runner.output()
+
+
+def test_runjobs_restarts_both_when_a_python_file_changes(processes: ProcessGroup) -> None:
+    runner = processes.start("runjobs", "--interval", "0.5")
+    runner.wait_for_output(r"worker started")
+    first = re.findall(
+        r"runscheduler pid (\d+), runworker pid (\d+), restarting both", runner.stdout()
+    )
+    assert len(first) == 1, runner.describe()
+    old_children = _descendants(runner.pid)
+    # The watcher recorded the modules' times when runjobs started; saving one is a change.
+    os.utime(jobs.__file__)
+
+    def restarted() -> list[tuple[str, str]] | None:
+        started = re.findall(r"runscheduler pid (\d+), runworker pid (\d+)", runner.stdout())
+        return (
+            started if len(started) == 2 and runner.output().count("worker started") == 2 else None
+        )
+
+    pids = wait_until(restarted, timeout=60, message=runner.describe)
+    assert pids[1] != pids[0]
+    assert "testapp/jobs.py changed; restarting." in runner.output()
+    for pid in old_children:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    job = jobs.add.delay(20, 22)
+    assert_succeeded(wait_for_final([job], processes)[job.id], 42)
+    runner.send_signal(signal.SIGINT)
+    assert runner.wait(30) == 0, runner.describe()
+
+
+def test_runjobs_waits_for_a_fix_when_a_child_exits(processes: ProcessGroup) -> None:
+    runner = processes.start("runjobs")
+    runner.wait_for_output(r"worker started")
+    scheduler = next(pid for pid in _descendants(runner.pid) if b"runscheduler" in _cmdline(pid))
+    os.kill(scheduler, signal.SIGKILL)  # as a syntax error just saved would end it
+    runner.wait_for_output(r"waiting for a Python file to change to start them again")
+    assert runner.returncode is None and _descendants(runner.pid) == []
+    os.utime(jobs.__file__)
+    runner.wait_for_output(r"testapp/jobs\.py changed; starting again")
+    wait_until(
+        lambda: runner.output().count("worker started") == 2, timeout=60, message=runner.describe
+    )
+    runner.send_signal(signal.SIGINT)
+    assert runner.wait(30) == 0, runner.describe()
 
 
 def _cmdline(pid: int) -> bytes:

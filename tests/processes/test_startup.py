@@ -131,13 +131,19 @@ def test_runjobs_names_its_two_processes_and_each_says_what_it_does(
 ) -> None:
     both = processes.start("runjobs", env=without_logging(processes.env))
     line = both.wait_for_output(
-        rf"runjobs: pid {both.pid}, runscheduler pid (\d+), runworker pid (\d+)\n"
+        rf"runjobs: pid {both.pid}, runscheduler pid (\d+), runworker pid (\d+), "
+        r"restarting both when a Python file changes\n"
     )
     both.wait_for_output(rf"runscheduler: pid {line[1]}, ")
     both.wait_for_output(
         rf"runworker: pid {line[2]}, worker processes \d+, queues high,default,low"
     )
     assert both.stop() == 0
+    quiet = processes.start("runjobs", "--noreload", env=without_logging(processes.env))
+    quiet.wait_for_output(rf"runjobs: pid {quiet.pid}, runscheduler pid \d+, runworker pid \d+\n")
+    quiet.wait_for_output(r"runworker: pid \d+, worker processes \d+")
+    quiet.wait_for_output(r"runscheduler: pid \d+, ")
+    assert quiet.stop() == 0
 
 
 # -- migrations ----------------------------------------------------------------------------------

@@ -6,13 +6,16 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from django.core.management.base import CommandParser
 from django.db import connections
+from django.utils import autoreload
 
 from ...conf import get_settings
 from ...transports import get_transport
@@ -34,8 +37,9 @@ class Command(AsyncJobsCommand):
     help = (
         "Development: run `runscheduler` and `runworker` together, as two child processes with "
         "their output interleaved. Ctrl+C (or SIGTERM) stops both gracefully; a second one stops "
-        "them at once. If either exits, the other is stopped. In production run the two "
-        "commands as separate services instead.\n\n"
+        "them at once. If either exits, the other is stopped. When a Python file of the project "
+        "changes, both are restarted, as runserver restarts itself (--noreload: not). In "
+        "production run the two commands as separate services instead.\n\n"
         "Examples:\n  manage.py runjobs\n  manage.py runjobs --queues high,default --concurrency 4"
     )
 
@@ -65,6 +69,12 @@ class Command(AsyncJobsCommand):
             default=None,
             help="Scheduler poll interval in seconds, as runscheduler.",
         )
+        parser.add_argument(
+            "--noreload",
+            action="store_false",
+            dest="use_reloader",
+            help="Do not restart the scheduler and the worker when a Python file changes.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         # The children check all this too; checked here first, a mistake is reported once, not
@@ -87,14 +97,20 @@ class Command(AsyncJobsCommand):
         if options["interval"] is not None:
             scheduler_args += ["--interval", str(options["interval"])]
 
+        changes = FileChanges() if options["use_reloader"] else None
+
         def started(pids: list[int]) -> None:
-            self.stdout.write(
-                startup_line("runjobs", f"runscheduler pid {pids[0]}", f"runworker pid {pids[1]}")
-            )
+            details = [f"runscheduler pid {pids[0]}", f"runworker pid {pids[1]}"]
+            if changes is not None:
+                details.append("restarting both when a Python file changes")
+            self.stdout.write(startup_line("runjobs", *details))
             self.stdout.flush()
 
         code = run_together(
-            [scheduler_args, worker_args], stderr=self.stderr.write, on_started=started
+            [scheduler_args, worker_args],
+            stderr=self.stderr.write,
+            on_started=started,
+            changes=changes,
         )
         if code:
             raise SystemExit(code)
@@ -115,18 +131,62 @@ def _django_command(arguments: list[str]) -> tuple[list[str], dict[str, str]]:
     return [sys.executable, "-m", "django", *arguments], env
 
 
+class FileChanges:
+    """The Python files this process imported (the project's settings, models and jobs among
+    them), watched by Django's autoreloader as ``runserver`` watches them, in a thread.
+
+    The children import the same code; when it changes, :func:`run_together` restarts them.
+
+    Example::
+
+        changes = FileChanges()
+        ...
+        changed = changes.pop()  # a path, or None
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._changed: Path | None = None
+        self._reloader = autoreload.StatReloader()
+        # Answering the signal keeps the reloader from exiting this process (its reload).
+        autoreload.file_changed.connect(self._on_change, weak=False)
+        threading.Thread(target=self._watch, name="runjobs-reloader", daemon=True).start()
+
+    def pop(self) -> Path | None:
+        """Return the last file that changed since the last call, if any."""
+        with self._lock:
+            changed, self._changed = self._changed, None
+        return changed
+
+    def _on_change(self, sender: Any, file_path: Path, **kwargs: Any) -> bool:
+        if sender is not self._reloader:
+            return False
+        with self._lock:
+            self._changed = file_path
+        return True
+
+    def _watch(self) -> None:
+        for _ in self._reloader.tick():  # each tick looks at every file, then sleeps a second
+            pass
+
+
 def run_together(
     commands: list[list[str]],
     *,
     stderr: Any = print,
     on_started: Callable[[list[int]], None] | None = None,
+    changes: FileChanges | None = None,
 ) -> int:
     """Run the management *commands* as child processes until one exits or we are signalled.
 
     Each SIGINT/SIGTERM we receive is forwarded once to every child as SIGTERM (the children
     run in their own session, so a terminal's Ctrl+C does not reach them twice): the first
     stops them gracefully, the second at once. Returns the first non-zero exit status, else 0.
-    *on_started* receives the children's pids, in the order of *commands*, once all started.
+    *on_started* receives the children's pids, in the order of *commands*, each time they start.
+
+    With *changes*, a changed file stops the children gracefully and starts them again; and
+    when one exits by itself (say, on a syntax error just saved), the others are stopped and
+    all start again at the next change, as ``runserver`` waits for a fix.
 
     Example::
 
@@ -139,25 +199,42 @@ def run_together(
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     children: list[subprocess.Popen[bytes]] = []
-    forwarded = 0
+    handled = 0  # of the signals received
     try:
-        for arguments in commands:
-            argv, env = _django_command(arguments)
-            children.append(subprocess.Popen(argv, env=env, start_new_session=True))
-        if on_started is not None:
-            on_started([child.pid for child in children])
-        while any(child.poll() is None for child in children):
-            if forwarded < len(received):
-                forwarded = len(received)
-                how = "gracefully" if forwarded == 1 else "at once"
-                stderr(f"{signal.Signals(received[-1]).name} received; stopping {how}.")
-                _terminate(children)
-            elif not received and any(child.poll() is not None for child in children):
-                stderr("a child process exited; stopping the other.")
-                received.append(signal.SIGTERM)
-                forwarded = 1
-                _terminate(children)
-            time.sleep(_POLL_SECONDS)
+        while True:
+            children[:] = []
+            for arguments in commands:
+                argv, env = _django_command(arguments)
+                children.append(subprocess.Popen(argv, env=env, start_new_session=True))
+            if on_started is not None:
+                on_started([child.pid for child in children])
+            terminations = 0  # sent to these children
+            why = ""  # they are being stopped: "signal", "change" or "exit"
+            while any(child.poll() is None for child in children):
+                changed = changes.pop() if changes is not None and not why else None
+                if handled < len(received):
+                    handled = len(received)
+                    terminations += 1
+                    how = "gracefully" if terminations == 1 else "at once"
+                    stderr(f"{signal.Signals(received[-1]).name} received; stopping {how}.")
+                    why = "signal"
+                    _terminate(children)
+                elif changed is not None:
+                    stderr(f"{changed} changed; restarting.")
+                    terminations, why = 1, "change"
+                    _terminate(children)
+                elif not why and any(child.poll() is not None for child in children):
+                    stderr("a child process exited; stopping the other.")
+                    terminations, why = 1, "exit"
+                    _terminate(children)
+                time.sleep(_POLL_SECONDS)
+            if why == "change" and handled == len(received):
+                continue
+            if why in ("exit", "") and changes is not None and handled == len(received):
+                stderr("waiting for a Python file to change to start them again.")
+                if _wait_for_change(changes, received, handled, stderr):
+                    continue
+            break
     finally:
         for child in children:
             if child.poll() is None:  # we are leaving on an exception: leave no orphan
@@ -168,6 +245,17 @@ def run_together(
     # A child ended by a signal reports -N; report it the way a shell would.
     codes = [code if code >= 0 else 128 - code for code in (c.returncode for c in children)]
     return next((code for code in codes if code), 0)
+
+
+def _wait_for_change(changes: FileChanges, received: list[int], handled: int, stderr: Any) -> bool:
+    """Wait until a file changes (True) or a signal arrives (False)."""
+    while len(received) == handled:
+        changed = changes.pop()
+        if changed is not None:
+            stderr(f"{changed} changed; starting again.")
+            return True
+        time.sleep(_POLL_SECONDS)
+    return False
 
 
 def _terminate(children: list[subprocess.Popen[bytes]]) -> None:

@@ -17,6 +17,7 @@ from django.core.management import CommandError, call_command
 from django.test import Client
 
 from django_asyncjobs.models import QueueState
+from tests.support.admin import staff
 from tests.testapp import jobs
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -93,21 +94,12 @@ def test_a_paused_queue_without_jobs_shows_in_stats() -> None:
 # -- the admin -----------------------------------------------------------------------------------
 
 
-def staff(*codenames: str, name: str = "staff") -> Client:
-    user = User.objects.create_user(name, password="x", is_staff=True)
-    for codename in codenames:
-        user.user_permissions.add(Permission.objects.get(codename=codename))
-    client = Client()
-    client.force_login(user)
-    return client
-
-
 def test_the_overview_shows_pause_buttons_only_with_the_permission() -> None:
     jobs.add.delay(1, 2)
-    viewer = staff("view_job", name="viewer")
+    viewer = staff("view_job", username="viewer")
     page = viewer.get(f"{ADMIN}overview/").content.decode()
     assert "asyncjobs-pause-button" not in page
-    operator = staff("view_job", "pause_queue", name="operator")
+    operator = staff("view_job", "pause_queue", username="operator")
     page = operator.get(f"{ADMIN}overview/").content.decode()
     assert f'action="{ADMIN}overview/default/pause/"' in page
     assert "asyncjobs-pause-button" in page
@@ -147,7 +139,7 @@ def test_pausing_from_the_overview_asks_first_then_shows_everywhere() -> None:
 
 def test_pausing_without_the_permission_or_the_csrf_token_is_refused() -> None:
     jobs.add.delay(1, 2)
-    viewer = staff("view_job", name="viewer")
+    viewer = staff("view_job", username="viewer")
     url = f"{ADMIN}overview/default/pause/"
     assert viewer.post(url).status_code == 403
     assert viewer.post(url, {"confirmed": "yes"}).status_code == 403

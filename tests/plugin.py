@@ -46,9 +46,16 @@ def _owned(config: pytest.Config, kind: type[_T]) -> _T | None:
 def pytest_load_initial_conftests(
     early_config: pytest.Config, parser: pytest.Parser, args: list[str]
 ) -> None:
-    """Start the services the environment lacks."""
+    """Start the services the environment lacks.
+
+    Under pytest-xdist (``-n N``) the controlling process starts nothing: each worker process
+    starts its own PostgreSQL, moto_server (and LocalStack when it needs one), so that tests that
+    reset, pause or restart a service never disturb another worker's tests.
+    """
     options = parser.parse_known_args(args)
     if options.help or options.version:
+        return
+    if getattr(options, "numprocesses", None) and "PYTEST_XDIST_WORKER" not in os.environ:
         return
     early_config.stash[_started_key] = ensure_services()
 

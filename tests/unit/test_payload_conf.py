@@ -160,7 +160,8 @@ def test_a_message_names_several_jobs_highest_priority_first_and_stays_small() -
         f'{{"v": 2, "jobs": [["{uuid.UUID(int=1)}", "{uuid.UUID(int=2)}", "5"]]}}',
         f'{{"v": 2, "jobs": [["{uuid.UUID(int=1)}", "not a uuid", 0]]}}',
         f'{{"v": 2, "jobs": [["{uuid.UUID(int=1)}", "{uuid.UUID(int=2)}", 0]], "x": 1}}',
-        '{"v": 2, "jobs": ' + json.dumps([[str(uuid.UUID(int=1)), str(uuid.UUID(int=2)), 0]] * 101)
+        '{"v": 2, "jobs": '
+        + json.dumps([[str(uuid.UUID(int=1)), str(uuid.UUID(int=2)), 0]] * 101)
         + "}",
         '{"v": 1, "jobs": []}',
     ],

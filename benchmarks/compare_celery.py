@@ -340,21 +340,23 @@ class Drain:
 # -- Celery ---------------------------------------------------------------------------------------
 
 
-def ensure_celery_venv(venv: Path) -> Path:
-    """Return the Celery venv's python, creating the venv or installing what it lacks.
+def ensure_venv(
+    venv: Path, *, name: str, packages: Sequence[str], imports: str, pins: Sequence[str] = ()
+) -> Path:
+    """Return *venv*'s python, creating the venv or installing what it lacks.
 
-    Django, psycopg and boto3 get this venv's versions, so that only the job system differs.
+    Django and psycopg (and whatever else *pins* names) get this venv's versions, so that only
+    the job system differs. *imports* is Python that must run in the venv once it is ready.
+    Example::
+
+        ensure_venv(Path("benchmarks/.x-venv"), name="x", packages=["x"], imports="import x")
     """
     python = venv / "bin" / "python"
-    pins = [
-        f"Django=={version('django')}",
-        f"psycopg[binary]=={version('psycopg')}",
-        f"boto3=={version('boto3')}",
-    ]
+    pins = [f"Django=={version('django')}", f"psycopg[binary]=={version('psycopg')}", *pins]
     check = (
-        f"{CELERY_IMPORTS}; import django, boto3; "
-        f"assert (django.get_version(), boto3.__version__) == "
-        f"({version('django')!r}, {version('boto3')!r})"
+        f"{imports}; import django, psycopg; "
+        f"assert (django.get_version(), psycopg.__version__) == "
+        f"({version('django')!r}, {version('psycopg')!r})"
     )
 
     def ready() -> bool:
@@ -364,23 +366,33 @@ def ensure_celery_venv(venv: Path) -> Path:
     if python.exists() and ready():
         return python
     if not python.exists():
-        log(f"creating the Celery venv {venv}")
+        log(f"creating the {name} venv {venv}")
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    log(f"installing {', '.join([*CELERY_PACKAGES, *pins])} into {venv}")
-    subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", *CELERY_PACKAGES, *pins], check=True
-    )
+    log(f"installing {', '.join([*packages, *pins])} into {venv}")
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", *packages, *pins], check=True)
     if not ready():
-        raise SystemExit(f"the Celery venv {venv} cannot import what it needs ({check})")
+        raise SystemExit(f"the {name} venv {venv} cannot import what it needs ({check})")
     return python
 
 
-def run_celery_phase(
-    python: Path, phase: str, options: list[str], *, env: dict[str, str]
+def ensure_celery_venv(venv: Path) -> Path:
+    """Return the Celery venv's python (boto3 pinned too: kombu's SQS transport uses it)."""
+    return ensure_venv(
+        venv,
+        name="Celery",
+        packages=CELERY_PACKAGES,
+        imports=f"{CELERY_IMPORTS}; import boto3; assert boto3.__version__ == {version('boto3')!r}",
+        pins=[f"boto3=={version('boto3')}"],
+    )
+
+
+def run_phase(
+    python: Path, module: str, phase: str, options: list[str], *, env: dict[str, str]
 ) -> dict[str, Any]:
-    """Run one phase of ``benchmarks/celery_project/measure.py`` and return its JSON."""
+    """Run one phase of a side's ``measure`` module (``python -m MODULE PHASE ...``) and return
+    the JSON of its last stdout line."""
     result = subprocess.run(
-        [str(python), "-m", "benchmarks.celery_project.measure", phase, *options],
+        [str(python), "-m", module, phase, *options],
         cwd=REPO_ROOT,
         env=env,
         stdin=subprocess.DEVNULL,
@@ -389,9 +401,16 @@ def run_celery_phase(
         check=False,
     )
     if result.returncode != 0:
-        raise RuntimeError(f"the Celery phase {phase!r} failed (exit code {result.returncode})")
+        raise RuntimeError(f"the phase {module} {phase!r} failed (exit code {result.returncode})")
     answer: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
     return answer
+
+
+def run_celery_phase(
+    python: Path, phase: str, options: list[str], *, env: dict[str, str]
+) -> dict[str, Any]:
+    """Run one phase of ``benchmarks/celery_project/measure.py`` and return its JSON."""
+    return run_phase(python, "benchmarks.celery_project.measure", phase, options, env=env)
 
 
 def delete_sqs_queues(prefix: str) -> None:

@@ -153,6 +153,8 @@ def phase_enqueue(args: argparse.Namespace) -> dict[str, Any]:
     }
     result: dict[str, Any] = {}
     for variant, (with_row, queue_of) in variants.items():
+        if args.variants and variant not in args.variants:
+            continue
         with pending_rows(with_row):
             for i in range(20):  # warm up the connections
                 noop.apply_async((i,), queue="enqueue-warm-up")
@@ -273,6 +275,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pause-ms", type=pause_ms, default=(20.0, 50.0), metavar="MIN-MAX")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--stall-timeout", type=float, default=30.0)
+    parser.add_argument(
+        "--variants",
+        type=lambda value: value.split(","),
+        default=None,
+        help="enqueue: the variants to time, e.g. stored,plain (default all).",
+    )
     args = parser.parse_args(argv)
 
     import django

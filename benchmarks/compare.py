@@ -71,7 +71,6 @@ from benchmarks.throughput import (  # noqa: E402
     ServiceCpu,
     add_measurement_options,
     drop_database,
-    find_pid,
     log,
     machine_line,
     measure_drain,
@@ -108,7 +107,7 @@ TITLES = {
 DRAINS = (
     ("one", "drain, 1 worker process, concurrency 1"),
     ("one_best", "drain, 1 worker process, best concurrency"),
-    ("best", "drain, best configuration (2 processes)"),
+    ("best", "drain, best configuration (2 processes; Celery: prefork)"),
 )
 #: Jobs run through freshly started workers before each drain is measured.
 WARM_UP_JOBS = 20
@@ -244,6 +243,8 @@ class System:
 
     key = ""
     bulk_supported = True
+    #: Whether SQS requests and moto's CPU count for this system (procrastinate has no SQS).
+    uses_sqs = True
 
     def __init__(self, args: argparse.Namespace, children: Children, run_id: str) -> None:
         self.args = args
@@ -431,6 +432,7 @@ class SideSystem(System):
 class Procrastinate(SideSystem):
     key = "procrastinate"
     module = PROCRASTINATE_MEASURE
+    uses_sqs = False
 
     def setup(self) -> None:
         self.env = {
@@ -595,10 +597,10 @@ def run_system(system: System, args: argparse.Namespace, service_cpu: ServiceCpu
                 kind: sum(child.cpu() for child in group) for kind, group in processes.items()
             }
             for name, value in service_cpu.sample().items():
-                if name in services_before:
+                if name in services_before and (system.uses_sqs or name != "moto"):
                     figures.cpu[name] = value - services_before[name]
             requests_after = service_cpu.sqs_requests()
-            if requests_before is not None and requests_after is not None:
+            if system.uses_sqs and requests_before is not None and requests_after is not None:
                 figures.sqs_requests = requests_after - requests_before
             run.drains[drain] = figures
             if not figures.finished:
@@ -791,15 +793,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             django.setup()
             call_command("migrate", verbosity=0)
-            service_cpu = ServiceCpu()
-            for server in started:
-                if isinstance(server, MotoServer):
-                    service_cpu.moto_pid = find_pid("moto", "-p", str(server.port))
-                    service_cpu.moto_log = server.logfile
-                elif isinstance(server, PostgresServer):
-                    with contextlib.suppress(OSError, ValueError, IndexError):
-                        text = (server.datadir / "postmaster.pid").read_text()
-                        service_cpu.postmaster_pid = int(text.split()[0])
+            service_cpu = ServiceCpu.of(started)
             machine = machine_line(moto_started=any(isinstance(s, MotoServer) for s in started))
             pythonpath = os.pathsep.join(
                 p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p

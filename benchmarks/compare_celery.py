@@ -63,7 +63,6 @@ from benchmarks.throughput import (  # noqa: E402  (needs the repository root on
     ServiceCpu,
     add_measurement_options,
     drop_database,
-    find_pid,
     log,
     machine_line,
     measure_drain,
@@ -712,15 +711,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             call_command("migrate", verbosity=0)
             log(f"databases {args.db_name!r} and {args.celery_db_name!r} ready; logs in {logdir}")
 
-            service_cpu = ServiceCpu()
-            for server in started:
-                if isinstance(server, MotoServer):
-                    service_cpu.moto_pid = find_pid("moto", "-p", str(server.port))
-                    service_cpu.moto_log = server.logfile
-                elif isinstance(server, PostgresServer):
-                    with contextlib.suppress(OSError, ValueError, IndexError):
-                        text = (server.datadir / "postmaster.pid").read_text()
-                        service_cpu.postmaster_pid = int(text.split()[0])
+            service_cpu = ServiceCpu.of(started)
             machine = machine_line(moto_started=any(isinstance(s, MotoServer) for s in started))
 
             pythonpath = os.pathsep.join(

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import json
+import logging
 import os
 import random
 import sys
@@ -205,6 +206,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     import django
 
     django.setup()
+    # The producer side logs nothing per job (procrastinate's defer() logs each at INFO), as
+    # django-asyncjobs' delay() does not; the workers keep the level of the settings.
+    logging.getLogger("procrastinate").setLevel(logging.WARNING)
     print(json.dumps(PHASES[args.phase](args)), flush=True)
     return 0
 

@@ -175,7 +175,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="procrastinate worker --concurrency of the 'best' configurations (default 10).",
     )
     procrastinate.add_argument(
-        "--procrastinate-venv", type=Path, default=DEFAULT_PROCRASTINATE_VENV
+        "--procrastinate-venv",
+        type=Path,
+        default=DEFAULT_PROCRASTINATE_VENV,
+        help=f"Virtual environment for procrastinate, made if missing (default "
+        f"{DEFAULT_PROCRASTINATE_VENV}).",
     )
     celery = parser.add_argument_group("Celery")
     celery.add_argument(
@@ -184,12 +188,33 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=8,
         help="celery worker --concurrency of the 'best' configurations (default 8).",
     )
-    celery.add_argument("--celery-prefetch-multiplier", type=positive_int, default=10)
-    celery.add_argument("--celery-polling-interval", type=float, default=0.1, metavar="SECONDS")
     celery.add_argument(
-        "--celery-wait", type=int, choices=range(0, 21), default=10, metavar="SECONDS"
+        "--celery-prefetch-multiplier",
+        type=positive_int,
+        default=10,
+        help="celery worker --prefetch-multiplier (default 10).",
     )
-    celery.add_argument("--celery-venv", type=Path, default=DEFAULT_CELERY_VENV)
+    celery.add_argument(
+        "--celery-polling-interval",
+        type=float,
+        default=0.1,
+        metavar="SECONDS",
+        help="broker_transport_options polling_interval (default 0.1; kombu's default is 1).",
+    )
+    celery.add_argument(
+        "--celery-wait",
+        type=int,
+        choices=range(0, 21),
+        default=10,
+        metavar="SECONDS",
+        help="broker_transport_options wait_time_seconds (default 10, kombu's default).",
+    )
+    celery.add_argument(
+        "--celery-venv",
+        type=Path,
+        default=DEFAULT_CELERY_VENV,
+        help=f"Virtual environment for Celery, made if missing (default {DEFAULT_CELERY_VENV}).",
+    )
     add_measurement_options(parser)
     parser.add_argument(
         "--log-level",

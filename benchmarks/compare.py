@@ -36,15 +36,10 @@ Progress goes to stderr, the table to stdout. It asserts nothing about timings.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import functools
-import os
-import shutil
-import signal
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -58,7 +53,8 @@ if str(REPO_ROOT) not in sys.path:
 from benchmarks.compare_celery import (  # noqa: E402  (needs the repository root on sys.path)
     CELERY_APP,
     CELERY_SETTINGS_MODULE,
-    DEFAULT_CELERY_VENV,
+    add_celery_options,
+    add_server_options,
     delete_sqs_queues,
     ensure_celery_venv,
     ensure_venv,
@@ -70,28 +66,18 @@ from benchmarks.throughput import (  # noqa: E402
     Children,
     ServiceCpu,
     add_measurement_options,
-    drop_database,
+    bench_session,
     log,
-    machine_line,
     measure_drain,
     percentile,
     positive_int,
-    recreate_database,
-    sigterm_as_interrupt,
     time_delay,
     trickle_latencies,
     truncate_jobs,
     version,
     wait_for_jobs,
 )
-from tests.services import (  # noqa: E402
-    MotoServer,
-    PostgresServer,
-    ensure_services,
-    stop_services,
-)
 
-SETTINGS_MODULE = "benchmarks.settings"
 PROCRASTINATE_SETTINGS_MODULE = "benchmarks.procrastinate_project.settings"
 PROCRASTINATE_MEASURE = "benchmarks.procrastinate_project.measure"
 CELERY_MEASURE = "benchmarks.celery_project.measure"
@@ -109,6 +95,12 @@ DRAINS = (
     ("one_best", "drain, 1 worker process, best concurrency"),
     ("best", "drain, best configuration (2 processes; Celery: prefork)"),
 )
+#: The drain configurations as the header names them.
+CONFIG_NAMES = {
+    "one": "1 process, concurrency 1",
+    "one_best": "1 process, best concurrency",
+    "best": "best configuration",
+}
 #: Jobs run through freshly started workers before each drain is measured.
 WARM_UP_JOBS = 20
 
@@ -153,20 +145,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=8,
         help="runworker --concurrency of the 'best' configurations (default 8).",
     )
-    ours.add_argument(
-        "--max-queued",
-        type=positive_int,
-        default=50,
-        help="ASYNCJOBS['MAX_QUEUED_PER_QUEUE'] (default 50, the library's default).",
-    )
-    ours.add_argument(
-        "--wait",
-        type=int,
-        choices=range(0, 21),
-        default=20,
-        metavar="SECONDS",
-        help="ASYNCJOBS['WAIT_TIME_SECONDS'], the long-poll wait (default 20, the default).",
-    )
+    add_server_options(ours)
     procrastinate = parser.add_argument_group("procrastinate")
     procrastinate.add_argument(
         "--procrastinate-concurrency",
@@ -181,49 +160,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"Virtual environment for procrastinate, made if missing (default "
         f"{DEFAULT_PROCRASTINATE_VENV}).",
     )
-    celery = parser.add_argument_group("Celery")
-    celery.add_argument(
-        "--celery-concurrency",
-        type=positive_int,
-        default=8,
-        help="celery worker --concurrency of the 'best' configurations (default 8).",
-    )
-    celery.add_argument(
-        "--celery-prefetch-multiplier",
-        type=positive_int,
-        default=10,
-        help="celery worker --prefetch-multiplier (default 10).",
-    )
-    celery.add_argument(
-        "--celery-polling-interval",
-        type=float,
-        default=0.1,
-        metavar="SECONDS",
-        help="broker_transport_options polling_interval (default 0.1; kombu's default is 1).",
-    )
-    celery.add_argument(
-        "--celery-wait",
-        type=int,
-        choices=range(0, 21),
-        default=10,
-        metavar="SECONDS",
-        help="broker_transport_options wait_time_seconds (default 10, kombu's default).",
-    )
-    celery.add_argument(
-        "--celery-venv",
-        type=Path,
-        default=DEFAULT_CELERY_VENV,
-        help=f"Virtual environment for Celery, made if missing (default {DEFAULT_CELERY_VENV}).",
-    )
+    add_celery_options(parser.add_argument_group("Celery"))
     add_measurement_options(parser)
-    parser.add_argument(
-        "--log-level",
-        default="INFO",
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="Log level of every system's workers (default INFO).",
-    )
-    parser.add_argument("--keep-logs", action="store_true", help="Keep the workers' logs.")
-    parser.add_argument("--seed", type=int, default=1, help="Seed of the trickle's pauses.")
     return parser.parse_args(argv)
 
 
@@ -787,87 +725,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "celery" in selected:
         pythons["celery"] = ensure_celery_venv(args.celery_venv)
     run_id = uuid.uuid4().hex[:8]
-    started: list[PostgresServer | MotoServer] = []
-    databases: list[str] = []
-    logdir = Path(tempfile.mkdtemp(prefix="asyncjobs-compare3-"))
-    children: Children | None = None
     systems: list[System] = []
     runs: dict[str, list[Run]] = {key: [] for key in selected}
-    machine = "?"
-    interrupted = failed = False
     began = time.monotonic()
-    with sigterm_as_interrupt():
-        try:
-            ensure_services(started, durable=True)
-            for server in started:
-                log(f"started {server!r}")
-            admin_url = os.environ["DATABASE_URL"]
-            for name in (args.db_name, args.procrastinate_db_name, args.celery_db_name):
-                recreate_database(admin_url, name)
-                databases.append(name)
-            os.environ.update(
-                DJANGO_SETTINGS_MODULE=SETTINGS_MODULE,
-                ASYNCJOBS_BENCH_DB_NAME=args.db_name,
-                ASYNCJOBS_BENCH_QUEUE_PREFIX=f"cmp{run_id}-",
-                ASYNCJOBS_BENCH_WAIT_SECONDS=str(args.wait),
-                ASYNCJOBS_BENCH_LOG_LEVEL=args.log_level,
-                ASYNCJOBS_BENCH_MAX_QUEUED=str(args.max_queued),
-            )
-            import django
-            from django.core.management import call_command
-
-            django.setup()
-            call_command("migrate", verbosity=0)
-            service_cpu = ServiceCpu.of(started)
-            machine = machine_line(moto_started=any(isinstance(s, MotoServer) for s in started))
-            pythonpath = os.pathsep.join(
-                p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
-            )
-            children = Children(
-                logdir=logdir, env={**os.environ, "PYTHONPATH": pythonpath}, py_spy=None
-            )
-            log(f"databases ready; logs in {logdir}")
-            for key in selected:
-                system: System
-                if key == "asyncjobs":
-                    system = AsyncJobs(args, children, run_id)
-                elif key == "procrastinate":
-                    system = Procrastinate(args, children, run_id, pythons[key])
-                else:
-                    system = Celery(args, children, run_id, pythons[key])
-                system.setup()
-                systems.append(system)
-            for repeat in range(args.repeat):
-                for system in systems:
-                    log(f"== {TITLES[system.key]}, run {repeat + 1} of {args.repeat}")
-                    runs[system.key].append(run_system(system, args, service_cpu))
-        except KeyboardInterrupt:
-            interrupted = True
-            log("interrupted; stopping everything this script started")
-        except Exception:
-            failed = True
-            raise
-        finally:
-            previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            try:
-                if children is not None:
-                    children.stop_all(grace=3.0)
-                with contextlib.suppress(Exception):
-                    from django.db import connections
-
-                    connections.close_all()
-                for name in databases:
-                    with contextlib.suppress(Exception):
-                        drop_database(os.environ["DATABASE_URL"], name)
-                stop_services(started)
-                if args.keep_logs or interrupted or failed:
-                    log(f"worker logs kept in {logdir}")
-                else:
-                    shutil.rmtree(logdir, ignore_errors=True)
-            finally:
-                signal.signal(signal.SIGINT, previous_int)
-
+    env = {
+        "ASYNCJOBS_BENCH_DB_NAME": args.db_name,
+        "ASYNCJOBS_BENCH_QUEUE_PREFIX": f"cmp{run_id}-",
+        "ASYNCJOBS_BENCH_WAIT_SECONDS": str(args.wait),
+        "ASYNCJOBS_BENCH_LOG_LEVEL": args.log_level,
+        "ASYNCJOBS_BENCH_MAX_QUEUED": str(args.max_queued),
+    }
+    databases = [args.db_name, args.procrastinate_db_name, args.celery_db_name]
+    with bench_session(
+        databases=databases, env=env, keep_logs=args.keep_logs, logdir_prefix="asyncjobs-compare-"
+    ) as session:
+        for key in selected:
+            system: System
+            if key == "asyncjobs":
+                system = AsyncJobs(args, session.children, run_id)
+            elif key == "procrastinate":
+                system = Procrastinate(args, session.children, run_id, pythons[key])
+            else:
+                system = Celery(args, session.children, run_id, pythons[key])
+            system.setup()
+            systems.append(system)
+        for repeat in range(args.repeat):
+            for system in systems:
+                log(f"== {TITLES[system.key]}, run {repeat + 1} of {args.repeat}")
+                runs[system.key].append(run_system(system, args, session.service_cpu))
+    interrupted = session.interrupted
     log(f"done in {time.monotonic() - began:.0f} s")
     measured = [key for key in selected if runs[key]]
     if not measured:
@@ -878,12 +764,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{args.repeat} run(s) each, medians"
         + (" (interrupted: partial figures)" if interrupted else "")
     )
-    print(f"machine: {machine}")
+    print(f"machine: {session.machine}")
     for system in systems:
         versions = ", ".join(f"{name} {value}" for name, value in system.versions.items())
         print(f"{TITLES[system.key]}: {versions}; {system.note}")
-        for drain, label in DRAINS:
-            print(f"  {label.removeprefix('drain, ')}: {system.configs[drain]}")
+        for drain, name in CONFIG_NAMES.items():
+            print(f"  {name}: {system.configs[drain]}")
     print()
     for line in render_table(table_lines(args, {k: runs[k] for k in measured}), measured):
         print(line)

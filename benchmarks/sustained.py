@@ -38,12 +38,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import os
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -54,29 +50,21 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from benchmarks.compare_celery import add_server_options  # noqa: E402  (repository root)
+from benchmarks.side_measure import wait_for  # noqa: E402
 from benchmarks.throughput import (  # noqa: E402  (needs the repository root on sys.path)
     QUEUES,
     Child,
     Children,
     ServiceCpu,
     add_measurement_options,
-    drop_database,
+    bench_session,
     log,
-    machine_line,
     percentile,
     positive_int,
-    recreate_database,
-    sigterm_as_interrupt,
     truncate_jobs,
 )
-from tests.services import (  # noqa: E402
-    MotoServer,
-    PostgresServer,
-    ensure_services,
-    stop_services,
-)
 
-SETTINGS_MODULE = "benchmarks.settings"
 UNFINISHED = ("scheduled", "queued", "running")
 FINISHED = ("succeeded", "failed", "cancelled")
 #: Rows per INSERT of the preload (each its own transaction, with a progress line).
@@ -141,31 +129,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--concurrency", type=positive_int, default=8, help="runworker --concurrency (default 8)."
     )
-    parser.add_argument(
-        "--max-queued",
-        type=positive_int,
-        default=50,
-        help="ASYNCJOBS['MAX_QUEUED_PER_QUEUE'] (default 50, the library's default).",
-    )
-    parser.add_argument(
-        "--wait",
-        type=int,
-        choices=range(0, 21),
-        default=20,
-        metavar="SECONDS",
-        help="ASYNCJOBS['WAIT_TIME_SECONDS'] (default 20, the library's default).",
-    )
+    add_server_options(parser)
     add_measurement_options(parser)
     parser.add_argument("--db-name", default="bench_sustained", help="Database to (re)create.")
     parser.add_argument("--keep-db", action="store_true", help="Leave the database behind.")
-    parser.add_argument("--keep-logs", action="store_true", help="Keep the processes' logs.")
-    parser.add_argument(
-        "--log-level",
-        default="INFO",
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="Log level of the worker and scheduler (default INFO).",
-    )
-    parser.add_argument("--seed", type=int, default=1, help="Seed of the trickle's pauses.")
     return parser.parse_args(argv)
 
 
@@ -387,21 +354,12 @@ class Host:
 def wait_finished(n: int, since: Any, *, stall_timeout: float, what: str) -> bool:
     """Poll until the N jobs created since *since* are final (counting the unfinished ones,
     which an index finds whatever the table's size)."""
-    last_left, last_progress, last_report = -1, time.monotonic(), time.monotonic()
-    while True:
-        left = count_status(UNFINISHED, since)
-        if left == 0:
-            return True
-        now = time.monotonic()
-        if left != last_left:
-            last_left, last_progress = left, now
-        elif now - last_progress > stall_timeout:
-            log(f"  {what}: no progress for {stall_timeout:.0f} s; {left} of {n} unfinished")
-            return False
-        if now - last_report >= 5:
-            last_report = now
-            log(f"  {what}: {n - left}/{n} finished")
-        time.sleep(0.2)
+    return wait_for(
+        lambda: n - count_status(UNFINISHED, since),
+        n,
+        stall_timeout=stall_timeout,
+        log=lambda message: log(f"  {what}: {message.strip()}"),
+    )
 
 
 def warm_up(args: argparse.Namespace) -> None:
@@ -817,77 +775,30 @@ def print_preload(
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     run_id = uuid.uuid4().hex[:6]
-    started: list[PostgresServer | MotoServer] = []
-    database_created = False
-    logdir = Path(tempfile.mkdtemp(prefix="asyncjobs-sustained-"))
-    children: Children | None = None
-    interrupted = failed = False
     began = time.monotonic()
-    with sigterm_as_interrupt():
-        try:
-            ensure_services(started, durable=True)
-            for server in started:
-                log(f"started {server!r}")
-            admin_url = os.environ["DATABASE_URL"]
-            recreate_database(admin_url, args.db_name)
-            database_created = True
-            os.environ.update(
-                DJANGO_SETTINGS_MODULE=SETTINGS_MODULE,
-                ASYNCJOBS_BENCH_DB_NAME=args.db_name,
-                ASYNCJOBS_BENCH_QUEUE_PREFIX=f"sus{run_id}-",
-                ASYNCJOBS_BENCH_WAIT_SECONDS=str(args.wait),
-                ASYNCJOBS_BENCH_LOG_LEVEL=args.log_level,
-                ASYNCJOBS_BENCH_MAX_QUEUED=str(args.max_queued),
-            )
-            import django
-            from django.core.management import call_command
-
-            django.setup()
-            call_command("migrate", verbosity=0)
-            service_cpu = ServiceCpu.of(started)
-            moto_started = any(isinstance(server, MotoServer) for server in started)
-            print(f"machine: {machine_line(moto_started=moto_started)}")
-            sys.stdout.flush()
-            pythonpath = os.pathsep.join(
-                p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
-            )
-            children = Children(
-                logdir=logdir, env={**os.environ, "PYTHONPATH": pythonpath}, py_spy=None
-            )
-            log(f"database {args.db_name!r} ready; logs in {logdir}")
-            host = Host(args, children, run_id)
-            if args.mode in ("growth", "both"):
-                run_growth(args, host, service_cpu)
-            if args.mode in ("preload", "both"):
-                run_preload(args, host, children)
-        except KeyboardInterrupt:
-            interrupted = True
-            log("interrupted; stopping everything this script started")
-        except Exception:
-            failed = True
-            raise
-        finally:
-            previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            try:
-                if children is not None:
-                    children.stop_all(grace=3.0)
-                with contextlib.suppress(Exception):
-                    from django.db import connections
-
-                    connections.close_all()
-                if database_created and not args.keep_db:
-                    with contextlib.suppress(Exception):
-                        drop_database(os.environ["DATABASE_URL"], args.db_name)
-                stop_services(started)
-                if args.keep_logs or interrupted or failed:
-                    log(f"logs kept in {logdir}")
-                else:
-                    shutil.rmtree(logdir, ignore_errors=True)
-            finally:
-                signal.signal(signal.SIGINT, previous_int)
+    env = {
+        "ASYNCJOBS_BENCH_DB_NAME": args.db_name,
+        "ASYNCJOBS_BENCH_QUEUE_PREFIX": f"sus{run_id}-",
+        "ASYNCJOBS_BENCH_WAIT_SECONDS": str(args.wait),
+        "ASYNCJOBS_BENCH_LOG_LEVEL": args.log_level,
+        "ASYNCJOBS_BENCH_MAX_QUEUED": str(args.max_queued),
+    }
+    with bench_session(
+        databases=[args.db_name],
+        env=env,
+        keep_db=args.keep_db,
+        keep_logs=args.keep_logs,
+        logdir_prefix="asyncjobs-sustained-",
+    ) as session:
+        print(f"machine: {session.machine}")
+        sys.stdout.flush()
+        host = Host(args, session.children, run_id)
+        if args.mode in ("growth", "both"):
+            run_growth(args, host, session.service_cpu)
+        if args.mode in ("preload", "both"):
+            run_preload(args, host, session.children)
     log(f"done in {time.monotonic() - began:.0f} s")
-    return 130 if interrupted else 0
+    return 130 if session.interrupted else 0
 
 
 if __name__ == "__main__":

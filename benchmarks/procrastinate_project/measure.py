@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
-import json
 import logging
 import os
 import random
@@ -26,11 +25,13 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from benchmarks.side_measure import logger, run
+from benchmarks.side_measure import wait_for as side_wait_for
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "benchmarks.procrastinate_project.settings")
 
 
-def log(message: str) -> None:
-    print(f"[procrastinate {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+log = logger("procrastinate")
 
 
 def sql(query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -55,21 +56,7 @@ def finished() -> int:
 
 def wait_for(n: int, *, stall_timeout: float) -> bool:
     """Poll until N jobs finished; False when none finished for ``stall_timeout`` seconds."""
-    last_done, last_progress, last_report = -1, time.monotonic(), time.monotonic()
-    while True:
-        done = finished()
-        if done >= n:
-            return True
-        now = time.monotonic()
-        if done != last_done:
-            last_done, last_progress = done, now
-        elif now - last_progress > stall_timeout:
-            log(f"  no progress for {stall_timeout:.0f} s; giving up at {done}/{n}")
-            return False
-        if now - last_report >= 5:
-            last_report = now
-            log(f"  {done}/{n} done")
-        time.sleep(0.2)
+    return side_wait_for(finished, n, stall_timeout=stall_timeout, log=log)
 
 
 def event_span(first: str, last: str) -> float | None:
@@ -189,28 +176,19 @@ PHASES = {
 }
 
 
-def pause_ms(value: str) -> tuple[float, float]:
-    low, _, high = value.partition("-")
-    return float(low), float(high or low)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.procrastinate_project.measure")
-    parser.add_argument("phase", choices=sorted(PHASES))
-    parser.add_argument("--jobs", type=int, default=1000)
-    parser.add_argument("--pause-ms", type=pause_ms, default=(20.0, 50.0), metavar="MIN-MAX")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--stall-timeout", type=float, default=30.0)
-    args = parser.parse_args(argv)
-
-    import django
-
-    django.setup()
+def quiet_producer() -> None:
     # The producer side logs nothing per job (procrastinate's defer() logs each at INFO), as
     # django-asyncjobs' delay() does not; the workers keep the level of the settings.
     logging.getLogger("procrastinate").setLevel(logging.WARNING)
-    print(json.dumps(PHASES[args.phase](args)), flush=True)
-    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(
+        "python -m benchmarks.procrastinate_project.measure",
+        PHASES,
+        argv,
+        after_setup=quiet_producer,
+    )
 
 
 if __name__ == "__main__":

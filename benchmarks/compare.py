@@ -776,8 +776,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(
         "ratio = django-asyncjobs / the other: above 1 means more jobs/s, or more seconds, ms, "
-        "requests or CPU seconds. Drains: first enqueue -> last finish (database clock); CPU s "
-        "over the drain; SQS requests counted from moto's log (all clients)."
+        "requests or CPU seconds. Drains: first enqueue -> last finish (database clock; Celery: "
+        "the producer's clock to the last date_done); CPU s over the drain; SQS requests "
+        "counted from moto's log (all clients)."
     )
     for key in measured:
         for run_number, run in enumerate(runs[key], 1):

@@ -47,6 +47,9 @@ THROTTLED_POLL_SECONDS = 0.05
 #: fast polls of a throttled queue cost one relay query, not a dozen.
 HOUSEKEEPING_MIN_SECONDS = 0.25
 MIN_WAIT_SECONDS = 0.02
+#: While due jobs are held back by a concurrency or rate limit, look again this often: a job of
+#: the key finishing, or a rate window sliding on, makes room without waking the scheduler.
+LIMITED_POLL_SECONDS = 0.1
 #: Retention pruning: one batch of this many rows, at most once a minute, so that it never
 #: competes with relaying.
 PRUNE_BATCH_SIZE = 1000
@@ -82,6 +85,9 @@ class Scheduler:
         self._pruned_at = float("-inf")
         #: Whether the last pass left due jobs behind because of flow control.
         self.throttled = False
+        #: Whether the last pass held due jobs back for a concurrency or rate limit.
+        self.limited = False
+        self.queue_rates = conf.queue_rates()
         #: Since when (monotonic) :meth:`run` has reached the database without an error; None
         #: outside run(). Workers cannot heartbeat while the database is away, so a rescue waits
         #: until it has been reachable for a whole stale window.
@@ -257,6 +263,7 @@ class Scheduler:
         queued = manager.queued_counts() if limit else {}
         total = 0
         self.throttled = False
+        self.limited = False
         for queue in manager.due_queues():
             room = limit - queued.get(queue, 0) if limit else None
             sent = self._relay_queue(queue, room)
@@ -268,6 +275,8 @@ class Scheduler:
     def _relay_queue(self, queue: str, room: int | None) -> int:
         """Relay due jobs of *queue*, at most *room* of them (``None``: all); return how many."""
         manager = Job.objects.db_manager(self.using)
+        # From this process's registry, like backoff: a scheduler runs the project's code.
+        name_rates = {d.name: d.rate_limit for d in registry if d.rate_limit is not None}
         total = 0
         while not self._stop.is_set() and (room is None or total < room):
             error: _PartialSend | None = None
@@ -281,8 +290,16 @@ class Scheduler:
                     return exc.failed
 
             limit = self.batch_size if room is None else min(self.batch_size, room - total)
-            result = manager.relay_due(queue=queue, limit=limit, send=send)
+            result = manager.relay_due(
+                queue=queue,
+                limit=limit,
+                send=send,
+                name_rates=name_rates,
+                queue_rate=self.queue_rates.get(queue),
+            )
             total += result.sent
+            if result.held:
+                self.limited = True
             if result.sent:
                 logger.debug(
                     "relayed jobs queue=%s sent=%d put_back=%d", queue, result.sent, result.put_back
@@ -359,7 +376,7 @@ class Scheduler:
             self.prune_processes()
         # A throttled queue is polled fast; housekeeping need not follow it.
         recent = time.monotonic() - self._housekept_at < HOUSEKEEPING_MIN_SECONDS
-        self.run_once(relay_only=self.throttled and recent)
+        self.run_once(relay_only=(self.throttled or self.limited) and recent)
         wait = self._seconds_to_wait()
         # However long the poll interval, the heartbeat must not go stale between passes.
         return wait if self._presence is None else min(wait, self._presence.interval_seconds)
@@ -383,6 +400,9 @@ class Scheduler:
     def _seconds_to_wait(self) -> float:
         if self.throttled:
             return THROTTLED_POLL_SECONDS
+        if self.limited:
+            # Held jobs read as "due now"; poll for a free slot instead of spinning on them.
+            return LIMITED_POLL_SECONDS
         next_due = Job.objects.db_manager(self.using).seconds_until_next_due()
         next_occurrence = periodic.seconds_until_next(using=self.using)
         if next_occurrence is not None:

@@ -206,7 +206,8 @@ class EnqueueQueries(Ledger[JobT]):
                     %(scheduled)s, {run_at_sql}, 0, 0, 0, %(max_retries)s, %(at_most_once)s, 0,
                     %(timeout)s, '', '', '', now(), '', %(task_backend)s,
                     r.unique_key, %(depends_on)s::uuid[], {blocked_sql}, r.concurrency_key,
-                    CASE WHEN r.concurrency_key IS NULL THEN NULL ELSE %(concurrency_limit)s::integer END
+                    CASE WHEN r.concurrency_key IS NULL THEN NULL
+                        ELSE %(concurrency_limit)s::integer END
                 FROM unnest(%(ids)s::uuid[], %(args)s::text[], %(kwargs)s::text[],
                     %(unique_keys)s::text[], %(concurrency_keys)s::text[])
                     WITH ORDINALITY AS r(id, a, k, unique_key, concurrency_key, n)

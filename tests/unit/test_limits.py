@@ -48,7 +48,7 @@ def test_rates_print_as_written() -> None:
 def test_job_options_are_checked_at_decoration_time() -> None:
     def target(customer: str) -> None: ...
 
-    with pytest.raises(ValueError, match="rate_limit must look like .* not '100 per minute'"):
+    with pytest.raises(ValueError, match=r"rate_limit must look like .* not '100 per minute'"):
         job(name="tests.unit.bad_rate", rate_limit="100 per minute")(target)
     with pytest.raises(ValueError, match="concurrency must be an int of 1 or more, not 0"):
         job(name="tests.unit.bad_concurrency", concurrency=0)(target)

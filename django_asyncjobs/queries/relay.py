@@ -318,6 +318,41 @@ class RelayQueries(Ledger[JobT]):
         )
         return dict(rows)
 
+    def held_counts(
+        self, *, name_rates: Mapping[str, Rate], queue_rates: Mapping[str, Rate]
+    ) -> dict[str, int]:
+        """Return, per queue, how many due scheduled jobs a limit holds back now: their
+        concurrency key's slots are all taken, or their job's or queue's rate window is full.
+
+        Queues with none are left out. A read for people (the overview, ``asyncjobs stats``);
+        the relay decides on its own, under its locks.
+        """
+        usage = self.rate_usage([(name, False, rate) for name, rate in name_rates.items()])
+        spent_names = [n for n, rate in name_rates.items() if usage[n] >= rate.count]
+        queue_usage = self.rate_usage([(q, True, rate) for q, rate in queue_rates.items()])
+        spent_queues = [q for q, rate in queue_rates.items() if queue_usage[q] >= rate.count]
+        jobs_table = table(self.model)
+        _, rows = self._execute(
+            f"""
+            SELECT j.queue, count(*) FROM {jobs_table} AS j
+            WHERE j.status = %(scheduled)s AND NOT j.blocked AND j.run_at <= now() AND (
+                j.name = ANY(%(spent_names)s) OR j.queue = ANY(%(spent_queues)s)
+                OR (j.concurrency_key IS NOT NULL AND j.concurrency_limit <= (
+                    SELECT count(*) FROM {jobs_table} AS a
+                    WHERE a.concurrency_key = j.concurrency_key
+                        AND a.status IN (%(queued)s, %(running)s))))
+            GROUP BY j.queue
+            """,
+            {
+                "scheduled": JobStatus.SCHEDULED.value,
+                "queued": JobStatus.QUEUED.value,
+                "running": JobStatus.RUNNING.value,
+                "spent_names": spent_names,
+                "spent_queues": spent_queues,
+            },
+        )
+        return dict(rows)
+
     def seconds_until_next_due(self) -> float | None:
         """Return how long until the next scheduled job is due (0 if overdue), or ``None``.
 

@@ -166,3 +166,37 @@ def test_a_rate_held_name_does_not_fill_the_batch() -> None:
     later = jobs.add.delay(2, 2).id
     assert relay(transport) == 1
     assert statuses([later]) == ["queued"]
+
+
+def test_run_jobs_runs_limited_jobs_one_after_the_other_without_waiting_for_rates() -> None:
+    from django_asyncjobs.testing import run_jobs
+
+    for i in range(3):
+        jobs.one_at_a_time.delay(str(i))
+    for i in range(8):
+        jobs.rated.delay(str(i))
+    ran = run_jobs()
+    assert Counter((j.name, j.status) for j in ran) == {
+        ("tests.one_at_a_time", "succeeded"): 3,
+        ("tests.rated", "succeeded"): 8,
+    }
+
+
+def test_a_redelivered_or_resent_message_never_takes_a_second_slot() -> None:
+    transport = MemoryTransport()
+    a, b = jobs.one_at_a_time.delay("a").id, jobs.one_at_a_time.delay("b").id
+    relay(transport)
+    token = Job.objects.get(pk=a).dispatch_token
+    assert token is not None
+    start(a)
+    # SQS delivers the same message again: the job is running, the claim takes nothing.
+    again = Job.objects.claim(
+        job_id=a,
+        dispatch_token=token,
+        worker="w2",
+        registered_names={"tests.one_at_a_time"},
+        lock_timeout_seconds=1,
+    )
+    assert again.job is None
+    assert Job.objects.concurrency_usage(["tests.one_at_a_time"]) == {"tests.one_at_a_time": 1}
+    assert statuses([a, b]) == ["running", "scheduled"]

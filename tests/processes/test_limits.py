@@ -11,7 +11,12 @@ import pytest
 
 from django_asyncjobs.models import Job
 from tests.support.flows import start_scheduler, start_worker, wait_for_final
-from tests.support.limits import max_running_per_key, starts_by_second, starts_per_window
+from tests.support.limits import (
+    attempt_timeline,
+    max_running_per_key,
+    starts_by_second,
+    starts_per_window,
+)
 from tests.support.processes import ProcessGroup, wait_until
 from tests.testapp import jobs
 
@@ -48,6 +53,7 @@ def test_at_most_n_per_key_run_at_once_across_workers_even_when_one_is_killed(
     rows = wait_for_final(enqueued, processes)
     assert {row.status for row in rows.values()} == {"succeeded"}, processes.report()
     peaks = max_running_per_key(rows.values())
+    print(f"attempts (seconds since the first start):\n{attempt_timeline(rows.values())}")
     print(f"max running at once per key (attempt history): {peaks}")
     assert peaks == {"tests.per_customer:acme": 2, "tests.per_customer:globex": 2}
     # The killed worker's attempt held its slot until the scheduler rescued it; then it ran again.

@@ -56,3 +56,22 @@ def starts_by_second(jobs: Iterable[Job]) -> list[int]:
     for start in starts:
         counts[int((start - starts[0]).total_seconds())] += 1
     return counts
+
+
+def attempt_timeline(jobs: Iterable[Job]) -> str:
+    """Return the attempts of *jobs* as lines "key  +start..+end s  outcome", by start, with times
+    in seconds since the first start: what a closing note can show of a limited run."""
+    keys = {job.id: job.concurrency_key or job.name for job in jobs}
+    attempts = sorted(JobAttempt.objects.filter(job_id__in=list(keys)), key=lambda a: a.started_at)
+    if not attempts:
+        return ""
+    first = attempts[0].started_at
+    lines = []
+    for attempt in attempts:
+        end = attempt.finished_at
+        until = f"{(end - first).total_seconds():6.2f}" if end else "   ..."
+        lines.append(
+            f"{keys[attempt.job_id]:<28} {(attempt.started_at - first).total_seconds():6.2f} .. "
+            f"{until} s  {attempt.outcome or 'running'}"
+        )
+    return "\n".join(lines)

@@ -66,21 +66,18 @@ def limit_note(job: Job, *, using: str | None = None) -> str | None:
                 f"waiting: concurrency limit: {active} of {job.concurrency_limit} jobs with key "
                 f"{job.concurrency_key!r} are queued or running; it is sent when one ends"
             )
-    rate = name_rates().get(job.name)
-    if rate is not None:
-        used = manager.rate_usage([(job.name, False, rate)])[job.name]
+    windows = [
+        (job.name, False, name_rates().get(job.name), f"job {job.name}"),
+        (job.queue, True, get_settings().queue_rates().get(job.queue), f"queue {job.queue!r}"),
+    ]
+    for value, by_queue, rate, what in windows:
+        if rate is None:
+            continue
+        used = manager.rate_usage([(value, by_queue, rate)])[value]
         if used >= rate.count:
             return (
-                f"waiting: rate limit {rate} of job {job.name}: {used} started in the last "
+                f"waiting: rate limit {rate} of {what}: {used} started in the last "
                 f"{_period(rate)} or are about to start"
-            )
-    queue_rate = get_settings().queue_rates().get(job.queue)
-    if queue_rate is not None:
-        used = manager.rate_usage([(job.queue, True, queue_rate)])[job.queue]
-        if used >= queue_rate.count:
-            return (
-                f"waiting: rate limit {queue_rate} of queue {job.queue!r}: {used} started in "
-                f"the last {_period(queue_rate)} or are about to start"
             )
     return None
 

@@ -444,7 +444,7 @@ def test_concurrency_and_rate_limits_through_task_options(
         "'tests.testapp.tasks.charge_account:acme' are queued or running; it is sent when one ends"
     )
     with pytest.raises(InvalidTask, match=r"rate_limit must look like .* not '100 a minute'"):
-        task(rate_limit="100 a minute")(too_fast)
+        task(rate_limit="100 a minute")(too_fast)  # type: ignore[call-overload]
 
 
 def too_fast() -> None:

@@ -57,7 +57,7 @@ def test_job_options_are_checked_at_decoration_time() -> None:
     with pytest.raises(ValueError, match="concurrency_key needs concurrency=N"):
         job(name="tests.unit.key_alone", concurrency_key=lambda c: c)(target)
     with pytest.raises(TypeError, match="concurrency_key must be a callable"):
-        job(name="tests.unit.key_str", concurrency=1, concurrency_key="customer")(target)  # type: ignore[arg-type]
+        job(name="tests.unit.key_str", concurrency=1, concurrency_key="customer")(target)  # type: ignore[call-overload]
     assert not {"tests.unit.bad_rate", "tests.unit.bad_concurrency"} & registry.names()
 
 
@@ -77,7 +77,7 @@ def test_keys_are_scoped_by_job_name_and_built_from_the_arguments() -> None:
         "app.sync:acme"
     )
     with pytest.raises(ValueError, match="concurrency_key must return a non-empty str, not 42"):
-        concurrency_key_for("app.sync", lambda *a, **k: 42, [], {})
+        concurrency_key_for("app.sync", lambda *a, **k: 42, [], {})  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="must fit 255"):
         concurrency_key_for("app.sync", lambda *a, **k: "x" * 300, [], {})
 

@@ -32,21 +32,25 @@ def test_at_most_n_per_key_run_at_once_across_workers_even_when_one_is_killed(
 ) -> None:
     processes.env["ASYNCJOBS_TEST_STALE_AFTER"] = str(STALE_AFTER_SECONDS)
     scheduler = start_scheduler(processes)
-    doomed = start_worker(processes, "--concurrency", "2", "--worker-id", "doomed")
-    for _ in range(2):
-        start_worker(processes, "--concurrency", "2")
-    # tests.per_customer: at most 2 per customer. Twelve worker slots against four allowed.
-    enqueued = [
-        jobs.per_customer.delay(customer, 0.8, key=f"{customer}-{i}")
+    workers = {
+        f"w{i}": start_worker(processes, "--concurrency", "2", "--worker-id", f"w{i}")
+        for i in range(3)
+    }
+    # tests.per_customer: at most 2 per customer. Six worker slots against four allowed. The
+    # long job goes first (priority), so that the worker killed below is surely mid-job.
+    victim = jobs.per_customer.using(priority=5).delay("acme", 4.0, key="long")
+    enqueued = [victim] + [
+        jobs.per_customer.delay(customer, 0.5, key=f"{customer}-{i}")
         for i in range(6)
         for customer in ("acme", "globex")
     ]
 
-    victim = wait_until(
-        lambda: Job.objects.filter(status="running", worker__startswith="doomed:").first(),
+    running = wait_until(
+        lambda: Job.objects.filter(pk=victim.pk, status="running").first(),
         timeout=30,
-        message=lambda: f"no job ran on the doomed worker\n{processes.report()}",
+        message=lambda: f"the long job never started\n{processes.report()}",
     )
+    doomed = workers[running.worker.split(":")[0]]
     doomed.kill()  # SIGKILL to the supervisor and its worker processes
     killed_at = time.monotonic()
 
@@ -55,7 +59,9 @@ def test_at_most_n_per_key_run_at_once_across_workers_even_when_one_is_killed(
     peaks = max_running_per_key(rows.values())
     print(f"attempts (seconds since the first start):\n{attempt_timeline(rows.values())}")
     print(f"max running at once per key (attempt history): {peaks}")
-    assert peaks == {"tests.per_customer:acme": 2, "tests.per_customer:globex": 2}
+    assert set(peaks) == {"tests.per_customer:acme", "tests.per_customer:globex"}
+    # Never over the limit; and the limit is 2, not 1 (a busy machine may keep one key under).
+    assert max(peaks.values()) == 2
     # The killed worker's attempt held its slot until the scheduler rescued it; then it ran again.
     lost = victim.attempt_history.get(outcome="lost")
     assert lost.finished_at is not None

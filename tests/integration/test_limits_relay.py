@@ -200,3 +200,23 @@ def test_a_redelivered_or_resent_message_never_takes_a_second_slot() -> None:
     assert again.job is None
     assert Job.objects.concurrency_usage(["tests.one_at_a_time"]) == {"tests.one_at_a_time": 1}
     assert statuses([a, b]) == ["running", "scheduled"]
+
+
+def test_the_limited_relay_still_reads_the_due_index() -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    jobs.add.using(run_after=3600).delay_many([([i, i], {}) for i in range(1000)])
+    jobs.low_echo.delay_many([([str(i)], {}) for i in range(1000)])
+    jobs.per_customer.delay_many([(["acme"], {"key": str(i)}) for i in range(50)])
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE asyncjobs_job")
+    with CaptureQueriesContext(connection) as queries:
+        relay(MemoryTransport())
+    select = next(q["sql"] for q in queries if "j.concurrency_key IS NULL OR" in q["sql"])
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN {select}")
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "Seq Scan on asyncjobs_job" not in plan, plan
+    assert "asyncjobs_relay_idx" in plan, plan
+    assert "asyncjobs_concurrency_idx" in plan, plan

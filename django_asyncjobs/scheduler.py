@@ -56,6 +56,9 @@ HOUSEKEEPING_MIN_SECONDS = 0.25
 MIN_WAIT_SECONDS = 0.02
 #: How often the scheduler reads which live worker processes consume which queues.
 CONSUMERS_EVERY_SECONDS = 5.0
+#: While due jobs are held back by a concurrency or rate limit, look again this often: a job of
+#: the key finishing, or a rate window sliding on, makes room without waking the scheduler.
+LIMITED_POLL_SECONDS = 0.1
 #: Retention pruning: one batch of this many rows, at most once a minute, so that it never
 #: competes with relaying.
 PRUNE_BATCH_SIZE = 1000
@@ -91,6 +94,9 @@ class Scheduler:
         self._pruned_at = float("-inf")
         #: Whether the last pass left due jobs behind because of flow control.
         self.throttled = False
+        #: Whether the last pass held due jobs back for a concurrency or rate limit.
+        self.limited = False
+        self.queue_rates = conf.queue_rates()
         #: Since when (monotonic) :meth:`run` has reached the database without an error; None
         #: outside run(). Workers cannot heartbeat while the database is away, so a rescue waits
         #: until it has been reachable for a whole stale window.
@@ -316,6 +322,7 @@ class Scheduler:
         now = time.monotonic()
         total = 0
         self.throttled = False
+        self.limited = False
         for queue in due:
             flow = self.flow(queue)
             flow.observe(queued=queued.get(queue, 0), now=now)
@@ -345,6 +352,8 @@ class Scheduler:
         """Relay due jobs of *queue*, at most *room* of them (``None``: all), *per_message* to a
         message, none unless at least *minimum* are due; return how many."""
         manager = Job.objects.db_manager(self.using)
+        # From this process's registry, like backoff: a scheduler runs the project's code.
+        name_rates = {d.name: d.rate_limit for d in registry if d.rate_limit is not None}
         total = 0
         while not self._stop.is_set() and (room is None or total < room):
             error: _PartialSend | None = None
@@ -359,9 +368,16 @@ class Scheduler:
 
             limit = self.batch_size if room is None else min(self.batch_size, room - total)
             result = manager.relay_due(
-                queue=queue, limit=limit, send=send, minimum=min(minimum, limit)
+                queue=queue,
+                limit=limit,
+                send=send,
+                minimum=min(minimum, limit),
+                name_rates=name_rates,
+                queue_rate=self.queue_rates.get(queue),
             )
             total += result.sent
+            if result.held:
+                self.limited = True
             if result.sent:
                 logger.debug(
                     "relayed jobs queue=%s sent=%d put_back=%d per_message=%d",
@@ -469,6 +485,9 @@ class Scheduler:
     def _seconds_to_wait(self) -> float:
         if self.throttled:
             return THROTTLED_POLL_SECONDS
+        if self.limited:
+            # Held jobs read as "due now"; poll for a free slot instead of spinning on them.
+            return LIMITED_POLL_SECONDS
         next_due = Job.objects.db_manager(self.using).seconds_until_next_due()
         next_occurrence = periodic.seconds_until_next(using=self.using)
         if next_occurrence is not None:

@@ -25,7 +25,7 @@ import psycopg
 from django.db import DatabaseError, connections, router
 from django.utils import timezone
 
-from . import periodic, retry
+from . import metrics, periodic, retry
 from .conf import get_settings
 from .db import close_if_unusable, retry_on_lost_connection
 from .exceptions import TransportError, TransportMisconfigured
@@ -283,6 +283,7 @@ class Scheduler:
             limit = self.batch_size if room is None else min(self.batch_size, room - total)
             result = manager.relay_due(queue=queue, limit=limit, send=send)
             total += result.sent
+            metrics.relayed(queue, result.sent)
             if result.sent:
                 logger.debug(
                     "relayed jobs queue=%s sent=%d put_back=%d", queue, result.sent, result.put_back
@@ -360,6 +361,7 @@ class Scheduler:
         # A throttled queue is polled fast; housekeeping need not follow it.
         recent = time.monotonic() - self._housekept_at < HOUSEKEEPING_MIN_SECONDS
         self.run_once(relay_only=self.throttled and recent)
+        metrics.relay_pass()
         wait = self._seconds_to_wait()
         # However long the poll interval, the heartbeat must not go stale between passes.
         return wait if self._presence is None else min(wait, self._presence.interval_seconds)

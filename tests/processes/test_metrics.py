@@ -1,0 +1,106 @@
+"""Prometheus metrics of real processes: ``runworker`` (one worker process, then two) and
+``runscheduler`` started with ``--metrics-port``, jobs that succeed, fail, retry and time
+out, then ``GET /metrics`` parsed with prometheus_client's parser, as Prometheus reads it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.support.flows import start_scheduler, start_worker, wait_for_final
+from tests.support.metrics import Samples, metrics_url, scrape, total, value
+from tests.support.processes import ProcessGroup, wait_until
+from tests.testapp import jobs
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _started(samples: Samples, name: str) -> float:
+    return value(samples, "asyncjobs_jobs_started_total", job=name, queue="default")
+
+
+@pytest.mark.parametrize("worker_processes", [1, 2])
+def test_worker_and_scheduler_metrics_count_what_ran(
+    processes: ProcessGroup, tmp_path: Path, worker_processes: int
+) -> None:
+    scheduler = start_scheduler(processes, "--metrics-port", "0")
+    # The worker's temporary directory, to see that it removes its metrics files at exit.
+    temp = tmp_path / "worker-tmp"
+    temp.mkdir()
+    worker = processes.start(
+        "runworker",
+        "--wait",
+        "1",
+        "--processes",
+        str(worker_processes),
+        "--metrics-port",
+        "0",
+        env={**processes.env, "TMPDIR": str(temp)},
+    )
+    worker.wait_for_output(r"worker started")
+    worker_url, scheduler_url = metrics_url(worker), metrics_url(scheduler)
+
+    batch = [
+        jobs.add.delay(1, 2),
+        jobs.fails_now.delay("metrics"),
+        jobs.fails_then_succeeds.delay("metrics", 1),
+        jobs.sync_sleeper.delay(3),
+    ]
+    rows = wait_for_final(batch, processes)
+    assert [rows[j.id].status for j in batch] == ["succeeded", "failed", "succeeded", "failed"]
+
+    # Signals follow the commit of each final row: the last counter may come a moment later.
+    def counted() -> Samples | None:
+        samples = scrape(worker_url)
+        done = total(samples, "asyncjobs_jobs_finished_total")
+        return samples if done >= 5 else None
+
+    samples = wait_until(counted, timeout=10, message=lambda: scrape_text(worker_url))
+    add, fails, retries, sleeper = (j.name for j in batch)
+    assert _started(samples, add) == 1
+    assert _started(samples, fails) == 1
+    assert _started(samples, retries) == 2
+    assert _started(samples, sleeper) == 1
+    finished = "asyncjobs_jobs_finished_total"
+    assert value(samples, finished, job=add, queue="default", outcome="succeeded") == 1
+    assert value(samples, finished, job=fails, queue="default", outcome="failed") == 1
+    assert value(samples, finished, job=retries, queue="default", outcome="retried") == 1
+    assert value(samples, finished, job=retries, queue="default", outcome="succeeded") == 1
+    assert value(samples, finished, job=sleeper, queue="default", outcome="failed") == 1
+    assert total(samples, finished) == 5
+    assert value(samples, "asyncjobs_jobs_timed_out_total", job=sleeper, queue="default") == 1
+    assert total(samples, "asyncjobs_jobs_timed_out_total") == 1
+    # Histograms: one observation per attempt, and the sleeper ran about its 1 s timeout.
+    run = "asyncjobs_job_run_seconds"
+    assert value(samples, f"{run}_count", job=retries, queue="default") == 2
+    assert value(samples, f"{run}_count", job=add, queue="default") == 1
+    assert value(samples, f"{run}_bucket", job=sleeper, queue="default", le="0.5") == 0
+    assert value(samples, f"{run}_bucket", job=sleeper, queue="default", le="5.0") == 1
+    assert total(samples, "asyncjobs_job_wait_seconds_count") == 5
+    assert total(samples, "asyncjobs_jobs_running") == 0
+    # Each attempt's message was received and deleted; every worker process polls.
+    sqs = "asyncjobs_sqs_requests_total"
+    assert value(samples, sqs, operation="ReceiveMessage") >= worker_processes
+    assert value(samples, sqs, operation="DeleteMessageBatch") + value(
+        samples, sqs, operation="DeleteMessage"
+    ) >= 1
+    assert value(samples, sqs, operation="SendMessageBatch") == 0
+
+    relayed = scrape(scheduler_url)
+    # Four jobs and one retry went through the relay, in SendMessageBatch calls.
+    assert value(relayed, "asyncjobs_jobs_relayed_total", queue="default") == 5
+    assert 1 <= value(relayed, sqs, operation="SendMessageBatch") <= 5
+    assert value(relayed, "asyncjobs_scheduler_passes_total") >= 2
+    assert value(relayed, "asyncjobs_sqs_requests_total", operation="ReceiveMessage") == 0
+
+    assert worker.stop() == 0, worker.describe()
+    assert list(temp.iterdir()) == [], "the worker left its metrics files behind"
+
+
+def scrape_text(url: str) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text: str = response.read().decode()
+    return text

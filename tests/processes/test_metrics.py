@@ -4,12 +4,15 @@ out, then ``GET /metrics`` parsed with prometheus_client's parser, as Prometheus
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
+from pytest_django.live_server_helper import LiveServer
 
 from tests.support.flows import start_scheduler, start_worker, wait_for_final
 from tests.support.metrics import Samples, metrics_url, scrape, total, value
+from tests.support.operators import bearer_headers
 from tests.support.processes import ProcessGroup, wait_until
 from tests.testapp import jobs
 
@@ -22,7 +25,7 @@ def _started(samples: Samples, name: str) -> float:
 
 @pytest.mark.parametrize("worker_processes", [1, 2])
 def test_worker_and_scheduler_metrics_count_what_ran(
-    processes: ProcessGroup, tmp_path: Path, worker_processes: int
+    processes: ProcessGroup, tmp_path: Path, worker_processes: int, live_server: LiveServer
 ) -> None:
     scheduler = start_scheduler(processes, "--metrics-port", "0")
     # The worker's temporary directory, to see that it removes its metrics files at exit.
@@ -81,6 +84,7 @@ def test_worker_and_scheduler_metrics_count_what_ran(
     assert total(samples, "asyncjobs_jobs_running") == 0
     # Each attempt's message was received and deleted; every worker process polls.
     sqs = "asyncjobs_sqs_requests_total"
+    assert total(samples, "asyncjobs_sqs_errors_total") == 0
     assert value(samples, sqs, operation="ReceiveMessage") >= worker_processes
     assert value(samples, sqs, operation="DeleteMessageBatch") + value(
         samples, sqs, operation="DeleteMessage"
@@ -94,6 +98,12 @@ def test_worker_and_scheduler_metrics_count_what_ran(
     assert value(relayed, "asyncjobs_scheduler_passes_total") >= 2
     assert value(relayed, "asyncjobs_sqs_requests_total", operation="ReceiveMessage") == 0
 
+    # The site's view, from the database: the live processes and no job left waiting.
+    site = scrape(f"{live_server.url}/api/metrics", headers=bearer_headers("view_job"))
+    assert value(site, "asyncjobs_processes_live", kind="worker") == worker_processes
+    assert value(site, "asyncjobs_processes_live", kind="scheduler") == 1
+    assert total(site, "asyncjobs_queue_jobs") == 0
+
     assert worker.stop() == 0, worker.describe()
     assert list(temp.iterdir()) == [], "the worker left its metrics files behind"
 
@@ -104,3 +114,39 @@ def scrape_text(url: str) -> str:
     with urllib.request.urlopen(url, timeout=10) as response:
         text: str = response.read().decode()
     return text
+
+
+@pytest.mark.parametrize("command", ["runworker", "runscheduler"])
+def test_metrics_port_without_prometheus_client_says_what_to_install(
+    processes: ProcessGroup, tmp_path: Path, command: str
+) -> None:
+    # A prometheus_client that cannot be imported, found before the installed one.
+    hidden = tmp_path / "hidden" / "prometheus_client"
+    hidden.mkdir(parents=True)
+    (hidden / "__init__.py").write_text('raise ImportError("hidden by the test")\n')
+    env = {**processes.env, "PYTHONPATH": str(hidden.parent)}
+    refused = processes.run(command, "--metrics-port", "0", env=env, stderr_apart=True)
+    assert refused.returncode == 1, refused.describe()
+    assert (
+        f"{command}: --metrics-port: metrics need the prometheus_client package: "
+        "pip install django-asyncjobs[metrics]"
+    ) in refused.stderr(), refused.describe()
+    assert refused.stdout() == ""
+    # Without the option, the package is not needed.
+    burst = processes.run("runworker", "--burst", "--wait", "0", env=env)
+    assert burst.returncode == 0, burst.describe()
+
+
+def test_a_metrics_port_in_use_is_refused_with_the_address(processes: ProcessGroup) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        refused = processes.run(
+            "runscheduler", "--metrics-port", str(port), stderr_apart=True
+        )
+    assert refused.returncode == 1, refused.describe()
+    assert (
+        f"runscheduler: cannot serve metrics on 127.0.0.1:{port}: Address already in use; "
+        "choose another --metrics-port (or --metrics-host)"
+    ) in refused.stderr(), refused.describe()

@@ -147,7 +147,10 @@ class _Metrics:
             "asyncjobs_scheduler_passes", "Passes of the scheduler's loop.", registry=registry
         )
         self.relayed = Counter(
-            "asyncjobs_jobs_relayed", "Jobs sent to SQS by the scheduler.", ("queue",), registry=registry
+            "asyncjobs_jobs_relayed",
+            "Jobs sent to SQS by the scheduler.",
+            ("queue",),
+            registry=registry,
         )
         self._lock = threading.Lock()
         #: Attempts started in this process: job id -> (monotonic start, labels).
@@ -210,7 +213,7 @@ def enabled() -> bool:
     return _metrics is not None
 
 
-# -- hooks called by the transport and the scheduler: nothing when metrics are off --------------
+# -- hooks called by the transport and the scheduler: nothing when metrics are off -----------
 
 
 def instrument_sqs_client(client: Any) -> None:
@@ -238,7 +241,7 @@ def relayed(queue: str, count: int) -> None:
         _metrics.relayed.labels(queue).inc(count)
 
 
-# -- serving ----------------------------------------------------------------------------------------
+# -- serving ---------------------------------------------------------------------------------
 
 
 def require() -> None:

@@ -77,9 +77,7 @@ def database_figures() -> dict[str, tuple[str, list[Sample]]]:
     for queue, _ in counts:
         oldest.setdefault(queue, 0)
     live: dict[str, float] = defaultdict(float, {kind.value: 0 for kind in ProcessKind})
-    for row in (
-        Process.objects.db_manager(alias).live().values("kind").annotate(n=Count("id"))
-    ):
+    for row in Process.objects.db_manager(alias).live().values("kind").annotate(n=Count("id")):
         live[row["kind"]] = row["n"]
     return {
         "asyncjobs_queue_jobs": (

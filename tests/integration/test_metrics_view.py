@@ -8,6 +8,7 @@ import datetime as dt
 import pytest
 from django.test import Client
 
+from django_asyncjobs.api.metrics import METRIC_NAMES
 from django_asyncjobs.models import Job, QueueState
 from tests.support.admin import staff
 from tests.support.metrics import parse, value
@@ -32,7 +33,9 @@ def test_anonymous_callers_and_users_without_view_job_are_refused() -> None:
 
 def test_a_staff_user_reads_queue_depth_oldest_waiting_pauses_and_processes() -> None:
     waiting = [jobs.add.delay(1, 2), jobs.add.delay(3, 4)]
-    Job.objects.filter(pk=waiting[0].pk).update(run_at=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5))
+    Job.objects.filter(pk=waiting[0].pk).update(
+        run_at=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+    )
     jobs.add.using(run_after=dt.timedelta(hours=1)).delay(5, 6)  # scheduled, not due
     jobs.high_echo.delay("x")
     Job.objects.filter(pk=waiting[1].pk).update(status="queued")
@@ -42,6 +45,7 @@ def test_a_staff_user_reads_queue_depth_oldest_waiting_pauses_and_processes() ->
     assert response.status_code == 200, response.content
     assert response["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
     samples = parse(response.content.decode())
+    assert {name for name, _ in samples} == set(METRIC_NAMES)
     depth = "asyncjobs_queue_jobs"
     assert value(samples, depth, queue="default", status="scheduled") == 2
     assert value(samples, depth, queue="default", status="queued") == 1

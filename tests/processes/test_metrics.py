@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pytest_django.live_server_helper import LiveServer
 
-from tests.support.flows import start_scheduler, start_worker, wait_for_final
+from tests.support.flows import start_scheduler, wait_for_final
 from tests.support.metrics import Samples, metrics_url, scrape, total, value
 from tests.support.operators import bearer_headers
 from tests.support.processes import ProcessGroup, wait_until
@@ -86,9 +86,11 @@ def test_worker_and_scheduler_metrics_count_what_ran(
     sqs = "asyncjobs_sqs_requests_total"
     assert total(samples, "asyncjobs_sqs_errors_total") == 0
     assert value(samples, sqs, operation="ReceiveMessage") >= worker_processes
-    assert value(samples, sqs, operation="DeleteMessageBatch") + value(
-        samples, sqs, operation="DeleteMessage"
-    ) >= 1
+    assert (
+        value(samples, sqs, operation="DeleteMessageBatch")
+        + value(samples, sqs, operation="DeleteMessage")
+        >= 1
+    )
     assert value(samples, sqs, operation="SendMessageBatch") == 0
 
     relayed = scrape(scheduler_url)
@@ -142,9 +144,7 @@ def test_a_metrics_port_in_use_is_refused_with_the_address(processes: ProcessGro
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        refused = processes.run(
-            "runscheduler", "--metrics-port", str(port), stderr_apart=True
-        )
+        refused = processes.run("runscheduler", "--metrics-port", str(port), stderr_apart=True)
     assert refused.returncode == 1, refused.describe()
     assert (
         f"runscheduler: cannot serve metrics on 127.0.0.1:{port}: Address already in use; "

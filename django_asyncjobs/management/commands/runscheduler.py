@@ -11,8 +11,8 @@ from ...exceptions import TransportError
 from ...periodic import schedules
 from ...scheduler import Scheduler
 from ...transports import get_transport
-from ._options import AsyncJobsCommand, positive_float, positive_int, refuse_memory_transport
 from ._metrics import add_metrics_arguments, metrics_served, require_metrics
+from ._options import AsyncJobsCommand, positive_float, positive_int, refuse_memory_transport
 from ._signals import graceful_stop
 from ._startup import check_database, check_transport, startup_line
 

@@ -11,6 +11,7 @@ from ...conf import get_settings
 from ...supervisor import Supervisor, supervisor_signals
 from ...transports import get_transport
 from ...worker import Worker
+from ._metrics import add_metrics_arguments, metrics_served, require_metrics
 from ._options import (
     AsyncJobsCommand,
     non_negative_float,
@@ -18,7 +19,6 @@ from ._options import (
     queue_specs,
     refuse_memory_transport,
 )
-from ._metrics import add_metrics_arguments, metrics_served, require_metrics
 from ._startup import check_database, check_transport, startup_line, unknown_queue_warnings
 
 

@@ -59,7 +59,7 @@ def test_worker_and_scheduler_metrics_count_what_ran(
         done = total(samples, "asyncjobs_jobs_finished_total")
         return samples if done >= 5 else None
 
-    samples = wait_until(counted, timeout=10, message=lambda: scrape_text(worker_url))
+    samples = wait_until(counted, timeout=10, message=lambda: f"not all counted:\n{scrape(worker_url)}")
     add, fails, retries, sleeper = (j.name for j in batch)
     assert _started(samples, add) == 1
     assert _started(samples, fails) == 1
@@ -110,14 +110,6 @@ def test_worker_and_scheduler_metrics_count_what_ran(
     assert list(temp.iterdir()) == [], "the worker left its metrics files behind"
 
 
-def scrape_text(url: str) -> str:
-    import urllib.request
-
-    with urllib.request.urlopen(url, timeout=10) as response:
-        text: str = response.read().decode()
-    return text
-
-
 @pytest.mark.parametrize("command", ["runworker", "runscheduler"])
 def test_metrics_port_without_prometheus_client_says_what_to_install(
     processes: ProcessGroup, tmp_path: Path, command: str
@@ -150,3 +142,20 @@ def test_a_metrics_port_in_use_is_refused_with_the_address(processes: ProcessGro
         f"runscheduler: cannot serve metrics on 127.0.0.1:{port}: Address already in use; "
         "choose another --metrics-port (or --metrics-host)"
     ) in refused.stderr(), refused.describe()
+
+
+def test_runjobs_serves_the_worker_and_the_scheduler_metrics(processes: ProcessGroup) -> None:
+    runjobs = processes.start("runjobs", "--noreload", "--metrics-port", "0")
+    worker_url = runjobs.wait_for_output(r"runworker: pid .* metrics (http://\S+)").group(1)
+    scheduler_url = runjobs.wait_for_output(r"runscheduler: pid .* metrics (http://\S+)").group(1)
+    job = jobs.add.delay(2, 3)
+    assert wait_for_final([job], processes)[job.id].status == "succeeded"
+    finished = "asyncjobs_jobs_finished_total"
+    labels = {"job": job.name, "queue": "default", "outcome": "succeeded"}
+    wait_until(
+        lambda: value(scrape(worker_url), finished, **labels) == 1,
+        timeout=10,
+        message=lambda: f"not counted at {worker_url}\n{runjobs.describe()}",
+    )
+    relayed = scrape(scheduler_url)
+    assert value(relayed, "asyncjobs_jobs_relayed_total", queue="default") == 1

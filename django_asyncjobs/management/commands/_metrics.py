@@ -23,15 +23,18 @@ def port_number(value: str) -> int:
     return number
 
 
-def add_metrics_arguments(parser: CommandParser) -> None:
+def add_metrics_arguments(parser: CommandParser, *, port_help: str | None = None) -> None:
     """Add ``--metrics-port`` and ``--metrics-host`` to a long-running command's parser."""
+    port_help = port_help or (
+        "Serve Prometheus metrics at http://HOST:PORT/metrics (0: any free port, shown in the "
+        "start-up line)."
+    )
     parser.add_argument(
         "--metrics-port",
         type=port_number,
         default=None,
         metavar="PORT",
-        help="Serve Prometheus metrics at http://HOST:PORT/metrics (0: any free port, shown in "
-        f"the start-up line). Needs prometheus_client: {metrics.INSTALL_HINT}.",
+        help=f"{port_help} Needs prometheus_client: {metrics.INSTALL_HINT}.",
     )
     parser.add_argument(
         "--metrics-host",

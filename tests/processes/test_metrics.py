@@ -59,7 +59,9 @@ def test_worker_and_scheduler_metrics_count_what_ran(
         done = total(samples, "asyncjobs_jobs_finished_total")
         return samples if done >= 5 else None
 
-    samples = wait_until(counted, timeout=10, message=lambda: f"not all counted:\n{scrape(worker_url)}")
+    samples = wait_until(
+        counted, timeout=10, message=lambda: f"not all counted:\n{scrape(worker_url)}"
+    )
     add, fails, retries, sleeper = (j.name for j in batch)
     assert _started(samples, add) == 1
     assert _started(samples, fails) == 1

@@ -19,6 +19,7 @@ from django.utils import autoreload
 
 from ...conf import get_settings
 from ...transports import get_transport
+from ._metrics import add_metrics_arguments, require_metrics
 from ._options import (
     AsyncJobsCommand,
     non_negative_float,
@@ -27,7 +28,6 @@ from ._options import (
     queue_specs,
     refuse_memory_transport,
 )
-from ._metrics import add_metrics_arguments, require_metrics
 from ._startup import check_database, check_transport, startup_line
 
 #: How often the parent looks at its two children.

@@ -311,11 +311,11 @@ def serve(
     finally:
         _disconnect()
         _metrics = None
-        if processes:
-            values.ValueClass = values.get_value_class()
         if owned_dir is not None:
             os.environ.pop(MULTIPROC_DIR_VARIABLE, None)
             shutil.rmtree(owned_dir, ignore_errors=True)
+        if processes:
+            values.ValueClass = values.get_value_class()
 
 
 def _close_in_child(server: Any) -> Any:

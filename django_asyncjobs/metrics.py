@@ -19,7 +19,8 @@ The metrics (labels in braces):
   ``succeeded``, ``failed`` (for good), ``retried`` (failed, scheduled again) or ``cancelled``;
 - ``asyncjobs_jobs_timed_out_total{job,queue}``: attempts that ran past their timeout (also
   counted as ``retried`` or ``failed``);
-- ``asyncjobs_job_run_seconds{job,queue}``: histogram of the run time of attempts;
+- ``asyncjobs_job_run_seconds{job,queue}``: histogram of the duration of attempts, from the
+  claim to the recorded end (the admin's duration);
 - ``asyncjobs_job_wait_seconds{job,queue}``: histogram from when a job was due (``run_at``:
   enqueued, or its retry's time) to its start, by the database's clock;
 - ``asyncjobs_jobs_running{job,queue}``: attempts running now;
@@ -114,7 +115,7 @@ class _Metrics:
         )
         self.run_seconds = Histogram(
             "asyncjobs_job_run_seconds",
-            "Run time of job attempts.",
+            "Duration of job attempts, from the claim to the recorded end.",
             job,
             buckets=RUN_SECONDS_BUCKETS,
             registry=registry,

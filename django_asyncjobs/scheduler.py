@@ -25,7 +25,7 @@ import psycopg
 from django.db import DatabaseError, connections, router
 from django.utils import timezone
 
-from . import periodic, retry
+from . import metrics, periodic, retry
 from .conf import get_settings
 from .db import close_if_unusable, retry_on_lost_connection
 from .exceptions import TransportError, TransportMisconfigured
@@ -378,6 +378,7 @@ class Scheduler:
             total += result.sent
             if result.held:
                 self.limited = True
+            metrics.relayed(queue, result.sent)
             if result.sent:
                 logger.debug(
                     "relayed jobs queue=%s sent=%d put_back=%d per_message=%d",
@@ -460,6 +461,7 @@ class Scheduler:
         # follow them, but must not fall behind them either.
         recent = time.monotonic() - self._housekept_at < HOUSEKEEPING_MIN_SECONDS
         self.run_once(relay_only=recent)
+        metrics.relay_pass()
         wait = self._seconds_to_wait()
         if recent:
             wait = min(wait, self._housekept_at + HOUSEKEEPING_MIN_SECONDS - time.monotonic())

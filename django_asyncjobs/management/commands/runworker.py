@@ -11,6 +11,7 @@ from ...conf import get_settings
 from ...supervisor import Supervisor, supervisor_signals
 from ...transports import get_transport
 from ...worker import Worker
+from ._metrics import add_metrics_arguments, metrics_served, require_metrics
 from ._options import (
     AsyncJobsCommand,
     non_negative_float,
@@ -84,9 +85,11 @@ class Command(AsyncJobsCommand):
             metavar="SECONDS",
             help="Long-poll wait, 0-20 (default: ASYNCJOBS['WAIT_TIME_SECONDS']).",
         )
+        add_metrics_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
         refuse_memory_transport("runworker")
+        require_metrics("runworker", options)
         check_database("runworker", stderr=self.stderr.write)
         queues = options["queues"] or list(get_settings().queues)
         transport = get_transport()
@@ -109,6 +112,7 @@ class Command(AsyncJobsCommand):
                     f"queues {','.join(queues)}",
                     f"concurrency {options['concurrency']}",
                     f"transport {where}",
+                    *metrics_details,
                 )
             )
             # Under systemd stdout is a pipe, block-buffered: the line must not wait for 8 KiB.
@@ -136,7 +140,11 @@ class Command(AsyncJobsCommand):
             worker_id_base=options["worker_id"],
             on_started=started,
         )
-        with supervisor_signals(supervisor):
+        # Served by the supervisor, from the files its worker processes write.
+        with (
+            metrics_served("runworker", options, processes=True) as metrics_details,
+            supervisor_signals(supervisor),
+        ):
             code = supervisor.run()
         if code:
             raise SystemExit(code)

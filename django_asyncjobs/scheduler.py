@@ -63,6 +63,8 @@ LIMITED_POLL_SECONDS = 0.1
 #: competes with relaying.
 PRUNE_BATCH_SIZE = 1000
 PRUNE_EVERY_SECONDS = 60.0
+#: ... and this often while the last batch was full.
+PRUNE_BEHIND_EVERY_SECONDS = 1.0
 
 
 class Scheduler:
@@ -92,6 +94,7 @@ class Scheduler:
         self.max_queued_per_queue = conf.max_queued_per_queue
         self.retention_days = conf.retention_days
         self._pruned_at = float("-inf")
+        self._prune_behind = False
         #: Whether the last pass left due jobs behind because of flow control.
         self.throttled = False
         #: Whether the last pass held due jobs back for a concurrency or rate limit.
@@ -225,8 +228,14 @@ class Scheduler:
         return rescued
 
     def prune(self) -> int:
-        """Delete one batch of finished jobs past ``RETENTION_DAYS`` (once a minute at most)."""
-        if self.retention_days is None or time.monotonic() - self._pruned_at < PRUNE_EVERY_SECONDS:
+        """Delete one batch of finished jobs past ``RETENTION_DAYS``: once a minute, or once a
+        second while the last batch was full (a backlog of expired rows), so that retention
+        keeps up with up to a thousand finished jobs a second in short steps that never hold
+        the relay up for long."""
+        if self.retention_days is None:
+            return 0
+        every = PRUNE_BEHIND_EVERY_SECONDS if self._prune_behind else PRUNE_EVERY_SECONDS
+        if time.monotonic() - self._pruned_at < every:
             return 0
         self._pruned_at = time.monotonic()
         deleted = next(
@@ -235,6 +244,7 @@ class Scheduler:
             ),
             0,
         )
+        self._prune_behind = deleted >= PRUNE_BATCH_SIZE
         if deleted:
             logger.info(
                 "pruned finished jobs count=%d retention_days=%g", deleted, self.retention_days

@@ -97,7 +97,13 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {"django_asyncjobs": {"handlers": ["console"], "level": "INFO"}},
+    # A process test may ask for DEBUG lines (the relay's message sizes, hand-backs).
+    "loggers": {
+        "django_asyncjobs": {
+            "handlers": ["console"],
+            "level": os.environ.get("ASYNCJOBS_TEST_LOG_LEVEL", "INFO"),
+        }
+    },
 }
 if os.environ.get("ASYNCJOBS_TEST_NO_LOGGING"):
     # A project that configures no logging, for the tests of what the commands print anyway.

@@ -5,6 +5,7 @@ from SQL by a trigger."""
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 from django.db import connection
@@ -49,13 +50,21 @@ BULK_JOBS = int(os.environ.get("ASYNCJOBS_TEST_BULK_JOBS", "2000"))
 
 @pytest.mark.slow
 def test_thousands_of_bulk_enqueued_jobs_all_succeed(processes: ProcessGroup) -> None:
-    start_scheduler(processes)
+    processes.env["ASYNCJOBS_TEST_LOG_LEVEL"] = "DEBUG"
+    scheduler = start_scheduler(processes)
     start_worker(processes, "--processes", "2", "--concurrency", "8")
     enqueued = jobs.add.delay_many(((i, i), {}) for i in range(BULK_JOBS))
     rows = wait_for_final(enqueued, processes, timeout=600)
     assert {row.status for row in rows.values()} == {"succeeded"}
     assert all(rows[j.id].result == 2 * j.args[0] for j in enqueued)
     assert {row.attempts for row in rows.values()} == {1}
+    # A busy queue goes out several jobs to a message once its start rate is known (how many
+    # depends on the rate this machine reaches; the idle queue's first jobs go out alone).
+    sizes = [
+        int(n)
+        for n in re.findall(r"relayed jobs queue=default .*per_message=(\d+)", scheduler.output())
+    ]
+    assert sizes and max(sizes) > 1, scheduler.output()[-3000:]
 
 
 @pytest.mark.usefixtures("sqs_endpoint")

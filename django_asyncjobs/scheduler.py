@@ -25,7 +25,7 @@ import psycopg
 from django.db import DatabaseError, connections, router
 from django.utils import timezone
 
-from . import periodic, retry
+from . import periodic, retry, tracing
 from .conf import get_settings
 from .db import close_if_unusable, retry_on_lost_connection
 from .exceptions import TransportError, TransportMisconfigured
@@ -123,7 +123,9 @@ class Scheduler:
                 for i, job in enumerate(batch)
             ]
             try:
-                refused = self.transport.send_batch(batch[0].queue, messages)
+                with tracing.relay_span(queue=batch[0].queue, jobs=batch) as span:
+                    refused = self.transport.send_batch(batch[0].queue, messages)
+                    tracing.refused(span, count=len(refused))
             except TransportError as exc:
                 for rest in ordered[index:]:
                     failed.update(job.id for job in rest)

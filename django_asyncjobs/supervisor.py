@@ -30,7 +30,7 @@ from typing import Any, NoReturn
 
 from django.db import DatabaseError, connections
 
-from . import retry
+from . import retry, tracing
 from .conf import get_settings
 from .db import close_if_unusable, retry_on_lost_connection
 from .models import Job
@@ -473,6 +473,8 @@ def _child_main(
     except BaseException:
         logger.exception("worker process failed pid=%d", os.getpid())
     finally:
+        # os._exit skips atexit, where an OpenTelemetry SDK would export its last spans.
+        tracing.flush()
         logging.shutdown()
     # os._exit: skip the parent's atexit handlers, and end threads stuck in blocking calls.
     os._exit(code)

@@ -32,10 +32,11 @@ from collections.abc import Callable, Sequence
 
 from django.db import DatabaseError, connections, router
 
-from .. import execution
+from .. import execution, tracing
 from ..conf import get_settings
 from ..db import close_if_unusable, retry_on_lost_connection
 from ..exceptions import MalformedMessage
+from ..logs import job_fields
 from ..models import Job, ProcessKind
 from ..payload import Doorbell
 from ..processes import Presence
@@ -498,6 +499,7 @@ class Worker:
             lease_token=job.lease_token,
             started=now,
             deadline=deadline,
+            trace=tracing.start_run(job),
         )
         if job.cancel_requested_at is not None:
             # Only a hand-written row gets here (a cancel ends a queued job), but the row is the
@@ -516,6 +518,7 @@ class Worker:
             job.total_attempts,
             job.queue,
             receives,
+            extra=job_fields(job),
         )
         self._runners.start(entry)
 

@@ -19,6 +19,7 @@ from django.utils import autoreload
 
 from ...conf import get_settings
 from ...transports import get_transport
+from ._logformat import add_log_format_option, apply_log_format
 from ._options import (
     AsyncJobsCommand,
     non_negative_float,
@@ -75,10 +76,12 @@ class Command(AsyncJobsCommand):
             dest="use_reloader",
             help="Do not restart the scheduler and the worker when a Python file changes.",
         )
+        add_log_format_option(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
         # The children check all this too; checked here first, a mistake is reported once, not
         # by each child. (Their warnings, such as other apps' migrations, are theirs to give.)
+        apply_log_format(self, "runjobs", options["log_format"])
         refuse_memory_transport("runjobs")
         using = check_database("runjobs", stderr=self.stderr.write, warn_other_apps=False)
         connections[using].close()  # the children have their own
@@ -94,6 +97,9 @@ class Command(AsyncJobsCommand):
         if options["queues"]:
             worker_args += ["--queues", ",".join(options["queues"])]
         scheduler_args = ["runscheduler"]
+        if options["log_format"] != "text":
+            worker_args += ["--log-format", options["log_format"]]
+            scheduler_args += ["--log-format", options["log_format"]]
         if options["interval"] is not None:
             scheduler_args += ["--interval", str(options["interval"])]
 

@@ -11,6 +11,7 @@ from ...exceptions import TransportError
 from ...periodic import schedules
 from ...scheduler import Scheduler
 from ...transports import get_transport
+from ._logformat import add_log_format_option, apply_log_format
 from ._options import AsyncJobsCommand, positive_float, positive_int, refuse_memory_transport
 from ._signals import graceful_stop
 from ._startup import check_database, check_transport, startup_line
@@ -39,8 +40,10 @@ class Command(AsyncJobsCommand):
             help="Most jobs relayed per transaction (default: ASYNCJOBS['SCHEDULER_BATCH_SIZE']).",
         )
         parser.add_argument("--once", action="store_true", help="Relay what is due now, then exit.")
+        add_log_format_option(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
+        apply_log_format(self, "runscheduler", options["log_format"])
         refuse_memory_transport("runscheduler")
         check_database("runscheduler", stderr=self.stderr.write)
         scheduler = Scheduler(

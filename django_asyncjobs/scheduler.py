@@ -29,6 +29,7 @@ from . import periodic, retry, tracing
 from .conf import get_settings
 from .db import close_if_unusable, retry_on_lost_connection
 from .exceptions import TransportError, TransportMisconfigured
+from .logs import job_fields
 from .models import Job, Process, ProcessKind, RegisteredJob
 from .payload import Doorbell
 from .processes import DEAD_PROCESS_RETENTION_SECONDS, PRUNE_DEAD_EVERY_SECONDS, Presence
@@ -192,6 +193,7 @@ class Scheduler:
                     job.total_attempts,
                     job.worker,
                     stored.status,
+                    extra=job_fields(job),
                 )
         return rescued
 

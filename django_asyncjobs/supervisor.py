@@ -33,6 +33,7 @@ from django.db import DatabaseError, connections
 from . import retry, tracing
 from .conf import get_settings
 from .db import close_if_unusable, retry_on_lost_connection
+from .logs import job_fields
 from .models import Job
 from .registry import registry
 from .worker import EXIT_RECYCLE, EXIT_UNFINISHED, Worker, default_worker_id
@@ -317,6 +318,7 @@ class Supervisor:
                     job.id,
                     job.total_attempts,
                     back.status,
+                    extra=job_fields(job),
                 )
             return
         if timed_out:
@@ -349,6 +351,7 @@ class Supervisor:
                 job.total_attempts,
                 stored.status,
                 error,
+                extra=job_fields(job),
             )
 
     # -- hard timeouts and wedged processes ------------------------------------------------------
@@ -390,6 +393,7 @@ class Supervisor:
             child.worker_id,
             key,
             reason,
+            extra={"job_id": str(key)} if key is not None else None,
         )
         child.kill_reasons[key or uuid.UUID(int=0)] = reason
         with contextlib.suppress(ProcessLookupError):

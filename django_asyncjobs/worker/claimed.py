@@ -327,9 +327,7 @@ class ClaimedJobs:
                 stored = retry_on_lost_connection(hand_back, using=self.using)
             except DatabaseError as exc:
                 # The scheduler rescues it once its heartbeat is stale.
-                logger.error(
-                    "cannot hand back id=%s error=%s", job.id, exc, extra=job_fields(job)
-                )
+                logger.error("cannot hand back id=%s error=%s", job.id, exc, extra=job_fields(job))
                 close_if_unusable(self.using, after_error=True)
                 continue
             if stored is None:

@@ -428,6 +428,7 @@ class Worker:
                     bell.job_id,
                     message.queue,
                     claim.reason,
+                    extra={"job_id": str(bell.job_id), "queue": message.queue},
                 )
                 done.append(message)
             elif claim.outcome is ClaimOutcome.BUSY:
@@ -457,7 +458,12 @@ class Worker:
                 using=self.using,
             )
         except DatabaseError as exc:
-            logger.error("cannot record a refused delivery job_id=%s error=%s", bell.job_id, exc)
+            logger.error(
+                "cannot record a refused delivery job_id=%s error=%s",
+                bell.job_id,
+                exc,
+                extra={"job_id": str(bell.job_id), "queue": message.queue},
+            )
             close_if_unusable(self.using, after_error=True)
             return  # the message comes back after its visibility timeout
         if job is None:
@@ -466,10 +472,13 @@ class Worker:
                 "dropping message job_id=%s queue=%s reason=job changed meanwhile",
                 bell.job_id,
                 message.queue,
+                extra={"job_id": str(bell.job_id), "queue": message.queue},
             )
             done.append(message)
         elif job.status == JobStatus.FAILED:
-            logger.error("job failed job_id=%s error=%s", bell.job_id, job.error)
+            logger.error(
+                "job failed job_id=%s error=%s", bell.job_id, job.error, extra=job_fields(job)
+            )
             done.append(message)
         else:
             logger.warning(
@@ -480,6 +489,7 @@ class Worker:
                 job.refused_deliveries,
                 UNREGISTERED_MAX_DELIVERIES,
                 self.unregistered_retry_seconds,
+                extra=job_fields(job),
             )
             self._inbox.change_visibility(message, self.unregistered_retry_seconds)
 

@@ -124,7 +124,9 @@ class Scheduler:
                 for i, job in enumerate(batch)
             ]
             try:
-                with tracing.relay_span(queue=batch[0].queue, jobs=batch) as span:
+                with tracing.relay_span(
+                    queue=batch[0].queue, jobs=batch, transport=self.transport
+                ) as span:
                     refused = self.transport.send_batch(batch[0].queue, messages)
                     tracing.refused(span, count=len(refused))
             except TransportError as exc:

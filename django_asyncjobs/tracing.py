@@ -38,8 +38,6 @@ try:
 except ImportError:  # the optional extra is not installed: tracing is off
     trace = None  # type: ignore[assignment]
 
-from .conf import get_settings
-
 if TYPE_CHECKING:
     from .execution import Outcome
     from .models import Job
@@ -48,9 +46,6 @@ logger = logging.getLogger(__name__)
 
 #: The instrumentation scope of our spans.
 TRACER_NAME = "django_asyncjobs"
-
-#: ``messaging.system`` per transport; the semantic conventions name SQS ``aws_sqs``.
-MESSAGING_SYSTEMS = {"sqs": "aws_sqs"}
 
 #: The headers of a trace context that are stored on a row (W3C Trace Context).
 STORED_HEADERS = ("traceparent", "tracestate")
@@ -122,10 +117,10 @@ def _tracer() -> Any:
     return trace.get_tracer(TRACER_NAME)
 
 
-def messaging_system() -> str:
-    """Return the ``messaging.system`` of the configured transport (SQS is ``"aws_sqs"``)."""
-    transport = get_settings().transport
-    return MESSAGING_SYSTEMS.get(transport, transport)
+def messaging_system(transport: object) -> str:
+    """Return the ``messaging.system`` of *transport*: its ``messaging_system`` attribute
+    (``"aws_sqs"`` for SQS), else the class name of a transport that has none."""
+    return str(getattr(transport, "messaging_system", None) or type(transport).__name__)
 
 
 class RelayedJob(Protocol):
@@ -140,7 +135,9 @@ class RelayedJob(Protocol):
 
 
 @contextlib.contextmanager
-def relay_span(*, queue: str, jobs: Sequence[RelayedJob]) -> Iterator[Any | None]:
+def relay_span(
+    *, queue: str, jobs: Sequence[RelayedJob], transport: object
+) -> Iterator[Any | None]:
     """Make the ``send <queue>`` span of one SendMessageBatch, linked to each job's context.
 
     Yields the span (``None`` without OpenTelemetry); an exception that leaves the block is
@@ -148,7 +145,7 @@ def relay_span(*, queue: str, jobs: Sequence[RelayedJob]) -> Iterator[Any | None
 
     Example::
 
-        with tracing.relay_span(queue="default", jobs=batch):
+        with tracing.relay_span(queue="default", jobs=batch, transport=transport):
             transport.send_batch("default", messages)
     """
     if trace is None:
@@ -160,7 +157,7 @@ def relay_span(*, queue: str, jobs: Sequence[RelayedJob]) -> Iterator[Any | None
         if span_context is not None:
             links.append(Link(span_context, {JOB_ID: str(job.id), JOB_NAME: job.name}))
     attributes = {
-        MESSAGING_SYSTEM: messaging_system(),
+        MESSAGING_SYSTEM: messaging_system(transport),
         MESSAGING_OPERATION_TYPE: "send",
         MESSAGING_OPERATION_NAME: "send",
         MESSAGING_DESTINATION: queue,
@@ -211,7 +208,7 @@ class RunSpan:
         self.error_recorded = False
 
 
-def start_run(job: Job) -> RunSpan | None:
+def start_run(job: Job, *, transport: object) -> RunSpan | None:
     """Start the ``run <name>`` span of *job*'s attempt, a child of its stored trace context.
 
     Returns ``None`` without OpenTelemetry. A job stored outside any trace starts a trace of
@@ -220,7 +217,7 @@ def start_run(job: Job) -> RunSpan | None:
     if trace is None:
         return None
     attributes = {
-        MESSAGING_SYSTEM: messaging_system(),
+        MESSAGING_SYSTEM: messaging_system(transport),
         MESSAGING_OPERATION_TYPE: "process",
         MESSAGING_OPERATION_NAME: "process",
         MESSAGING_DESTINATION: job.queue,

@@ -509,7 +509,7 @@ class Worker:
             lease_token=job.lease_token,
             started=now,
             deadline=deadline,
-            trace=tracing.start_run(job),
+            trace=tracing.start_run(job, transport=self.transport),
         )
         if job.cancel_requested_at is not None:
             # Only a hand-written row gets here (a cancel ends a queued job), but the row is the

@@ -70,7 +70,8 @@ class JsonFormatter(logging.Formatter):
         }
         fields = {name: getattr(record, name) for name in JOB_FIELDS if hasattr(record, name)}
         if not fields:
-            # The job's own code logging while it runs (the context is the job thread's).
+            # The job's own code logging while it runs (the context is the job thread's). Its
+            # attempt is current_job().attempt, the count against the retry limit.
             context = current_job()
             if context is not None:
                 fields = {

@@ -29,7 +29,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 try:
     from opentelemetry import context as otel_context
@@ -37,10 +37,6 @@ try:
     from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 except ImportError:  # the optional extra is not installed: tracing is off
     trace = None  # type: ignore[assignment]
-
-if TYPE_CHECKING:
-    from .execution import Outcome
-    from .models import Job
 
 logger = logging.getLogger(__name__)
 
@@ -72,13 +68,15 @@ def enabled() -> bool:
 
 
 def current_context() -> dict[str, str] | None:
-    """Return the caller's trace context as W3C headers, or ``None`` outside a sampled span.
+    """Return the caller's trace context as W3C headers, or ``None`` outside any span.
 
     What ``delay()`` stores on the row. ``None`` (nothing stored) when OpenTelemetry is not
     installed, no span is current, or the current span is not valid.
 
-    >>> current_context()  # doctest: +SKIP
-    {'traceparent': '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01'}
+    Example::
+
+        with tracer.start_as_current_span("GET /reports"):
+            current_context()  # {"traceparent": "00-4bf92f35...-00f067aa...-01"}
     """
     if trace is None or not trace.get_current_span().get_span_context().is_valid:
         return None
@@ -121,6 +119,36 @@ def messaging_system(transport: object) -> str:
     """Return the ``messaging.system`` of *transport*: its ``messaging_system`` attribute
     (``"aws_sqs"`` for SQS), else the class name of a transport that has none."""
     return str(getattr(transport, "messaging_system", None) or type(transport).__name__)
+
+
+# Protocols, not the model and the outcome: models and execution import this module (through
+# the queries and the worker), and it must not import them back, even for the type checker.
+class RunningJob(Protocol):
+    """What the run span reads of a claimed job (a :class:`~django_asyncjobs.models.Job`)."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def queue(self) -> str: ...
+    @property
+    def total_attempts(self) -> int: ...
+    @property
+    def worker(self) -> str: ...
+    @property
+    def trace_context(self) -> Any: ...
+
+
+class AttemptOutcome(Protocol):
+    """What the run span reads of an attempt's :class:`~django_asyncjobs.execution.Outcome`."""
+
+    @property
+    def ok(self) -> bool: ...
+    @property
+    def error(self) -> str: ...
+    @property
+    def traceback(self) -> str: ...
 
 
 class RelayedJob(Protocol):
@@ -208,7 +236,7 @@ class RunSpan:
         self.error_recorded = False
 
 
-def start_run(job: Job, *, transport: object) -> RunSpan | None:
+def start_run(job: RunningJob, *, transport: object) -> RunSpan | None:
     """Start the ``run <name>`` span of *job*'s attempt, a child of its stored trace context.
 
     Returns ``None`` without OpenTelemetry. A job stored outside any trace starts a trace of
@@ -265,7 +293,7 @@ def end_run(
     run: RunSpan | None,
     *,
     outcome_name: str,
-    outcome: Outcome | None = None,
+    outcome: AttemptOutcome | None = None,
     status: str | None = None,
 ) -> None:
     """End *run*'s span with its *outcome_name*; a failed *outcome* sets status ERROR.

@@ -83,7 +83,7 @@ def test_a_web_requests_trace_shows_its_jobs_relayed_and_run_in_other_processes(
         if span.name == "run tests.traced"
     }
     assert set(runs) == {(str(ok.id), 1), (str(bad.id), 1), (str(bad.id), 2)}
-    for (job_id, attempt), run in runs.items():
+    for run in runs.values():
         # The run is a child of the web request's span: same trace, its parent the stored one.
         assert run.trace_id == trace_id and run.parent_id == web_span_id, run
         assert run.kind == "CONSUMER"

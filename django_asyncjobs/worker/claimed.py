@@ -154,6 +154,7 @@ class ClaimedJobs:
         then this worker process must retire, and the job stays ``running``.
         """
         retire = False
+        stuck: list[Running] = []
         with self._lock:
             for job_id, entry in list(self._running.items()):
                 if entry.outcome is None and entry.deadline is not None and now >= entry.deadline:
@@ -171,13 +172,7 @@ class ClaimedJobs:
                             entry.job.timeout,
                             extra=job_fields(entry.job),
                         )
-                        # This process exits before any outcome is written here: end the span now.
-                        tracing.end_run(
-                            entry.trace,
-                            outcome_name="timed_out",
-                            outcome=execution.timed_out(entry.job.timeout, started=entry.started),
-                        )
-                        entry.trace = None
+                        stuck.append(entry)
                         retire = True
                         continue
                     # Not supervised: record the timeout and free the slot; the lease fences
@@ -194,6 +189,16 @@ class ClaimedJobs:
                 if entry.outcome is not None:
                     del self._running[job_id]
                     self._unrecorded.append(entry)
+        for entry in stuck:
+            # This process exits before any outcome is written here: end the span now (outside
+            # the lock: an exporter may do I/O).
+            assert entry.job.timeout is not None
+            tracing.end_run(
+                entry.trace,
+                outcome_name="timed_out",
+                outcome=execution.timed_out(entry.job.timeout, started=entry.started),
+            )
+            entry.trace = None
         return retire
 
     def record_outcomes(self) -> bool:

@@ -4,12 +4,15 @@ the lines about a job carry its fields (job_id, job_name, queue, attempt, worker
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 from typing import Any
 
 import pytest
 
 from tests.support.flows import start_scheduler, start_worker, wait_for_final
-from tests.support.processes import ManagedProcess, ProcessGroup
+from tests.support.processes import REPO_ROOT, ManagedProcess, ProcessGroup, subprocess_env
 from tests.testapp import jobs
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -73,3 +76,46 @@ def test_json_log_lines_of_scheduler_and_worker_processes_carry_the_jobs_fields(
     outcomes = [(r["level"], r["message"].split(" name=")[0], r["attempt"]) for r in failed]
     assert ("WARNING", "job retrying", 1) in outcomes, failed
     assert ("ERROR", "job failed", 2) in outcomes, failed
+
+
+def test_runjobs_passes_json_on_to_its_scheduler_and_worker(processes: ProcessGroup) -> None:
+    runner = processes.start("runjobs", "--noreload", "--log-format", "json")
+    runner.wait_for_output(r"scheduler started")
+    runner.wait_for_output(r"worker started")
+    job = jobs.traced.delay("runjobs")
+    assert wait_for_final([job], processes)[job.id].status == "succeeded"
+    runner.send_signal(signal.SIGINT)
+    assert runner.wait(30) == 0, runner.describe()
+
+    lines = json_lines(runner)  # its own lines and both children's, interleaved
+    loggers = {r["logger"] for r in lines}
+    assert {
+        "django_asyncjobs.commands.runjobs",
+        "django_asyncjobs.commands.runscheduler",
+        "django_asyncjobs.commands.runworker",
+        "django_asyncjobs.worker",
+        "django_asyncjobs.scheduler",
+    } <= loggers, loggers
+    mine = [r["message"].split(" name=")[0] for r in lines if r.get("job_id") == str(job.id)]
+    assert "job started" in mine and "job succeeded" in mine, mine
+
+
+@pytest.mark.parametrize("command", ["runworker", "runscheduler", "runjobs"])
+def test_a_refusal_is_a_json_line_too(command: str, queue_prefix: str) -> None:
+    env = subprocess_env(queue_prefix=queue_prefix)
+    env["ASYNCJOBS_TEST_TRANSPORT"] = "memory"
+    done = subprocess.run(
+        [sys.executable, "-m", "django", command, "--log-format", "json"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 1, done
+    (line,) = done.stderr.splitlines()
+    refusal = json.loads(line)
+    assert refusal["message"].startswith(f"CommandError: {command} cannot use ASYNCJOBS")
+    assert refusal["logger"] == f"django_asyncjobs.commands.{command}"
+    assert refusal["level"] == "ERROR"

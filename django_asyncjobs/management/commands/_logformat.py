@@ -39,9 +39,10 @@ class _JsonOutput(OutputWrapper):
     def write(  # type: ignore[override]
         self, msg: str = "", style_func: Any = None, ending: str | None = None
     ) -> None:
-        """Write *msg* (unstyled) as one JSON line."""
+        """Write *msg* (unstyled) as one JSON line; a refusal (``CommandError: ...``) is ERROR."""
+        level = "ERROR" if msg.startswith("CommandError") else self._level
         super().write(
-            json_line(msg.rstrip("\n"), level=self._level, logger=self._logger),
+            json_line(msg.rstrip("\n"), level=level, logger=self._logger),
             style_func=lambda text: text,
             ending="\n",
         )

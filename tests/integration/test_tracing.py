@@ -6,6 +6,7 @@ process); the process test (tests/processes/test_tracing.py) shows the same acro
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -58,7 +59,7 @@ def test_every_way_of_enqueueing_stores_the_callers_trace_context() -> None:
         many = jobs.add.delay_many([([1], {"b": 1}), ([2], {"b": 2})])
         task = tasks.add.enqueue(2, 3)
     expected = {"traceparent": TRACEPARENT, "tracestate": "vendor=abc"}
-    ids = [one.id, *(job.id for job in many), task.id]
+    ids = [one.id, *(job.id for job in many), uuid.UUID(task.id)]
     assert one.trace_context == expected  # the returned job, as the row
     assert {str(job.id): job.trace_context for job in Job.objects.filter(id__in=ids)} == {
         str(job_id): expected for job_id in ids

@@ -17,8 +17,9 @@ from django_asyncjobs.context import JobContext, running
 from django_asyncjobs.logs import JsonFormatter, use_json_format
 from django_asyncjobs.management.commands._logformat import _JsonOutput
 
-FIELDS = {
-    "job_id": "6f1c0f3e-0000-4000-8000-000000000001",
+JOB_ID = "6f1c0f3e-0000-4000-8000-000000000001"
+FIELDS: dict[str, object] = {
+    "job_id": JOB_ID,
     "job_name": "app.jobs.send",
     "queue": "default",
     "attempt": 2,
@@ -58,7 +59,7 @@ def test_other_records_have_no_job_fields_and_keep_their_traceback() -> None:
 
 def test_the_jobs_own_lines_get_the_running_jobs_fields() -> None:
     context = JobContext(
-        id=uuid.UUID(FIELDS["job_id"]),
+        id=uuid.UUID(JOB_ID),
         name="app.jobs.send",
         attempt=2,
         queue="default",

@@ -37,15 +37,10 @@ It prints one table with the ratios; it asserts nothing about timings. Progress 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
-import os
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Sequence
@@ -62,29 +57,18 @@ from benchmarks.throughput import (  # noqa: E402  (needs the repository root on
     Children,
     ServiceCpu,
     add_measurement_options,
-    drop_database,
-    find_pid,
+    bench_session,
     log,
-    machine_line,
     measure_drain,
     percentile,
     positive_int,
-    recreate_database,
-    sigterm_as_interrupt,
     time_delay,
     trickle_latencies,
     truncate_jobs,
     version,
     wait_for_jobs,
 )
-from tests.services import (  # noqa: E402
-    MotoServer,
-    PostgresServer,
-    ensure_services,
-    stop_services,
-)
 
-SETTINGS_MODULE = "benchmarks.settings"
 CELERY_SETTINGS_MODULE = "benchmarks.celery_project.settings"
 CELERY_APP = "benchmarks.celery_project.celery_app"
 DEFAULT_CELERY_VENV = REPO_ROOT / "benchmarks" / ".celery-venv"
@@ -95,6 +79,61 @@ SYSTEMS = ("asyncjobs", "celery")
 
 
 # -- arguments ------------------------------------------------------------------------------------
+
+
+def add_server_options(group: argparse._ActionsContainer) -> None:
+    """Add ``--max-queued`` and ``--wait``, the django-asyncjobs settings the scripts vary."""
+    group.add_argument(
+        "--max-queued",
+        type=positive_int,
+        default=50,
+        help="ASYNCJOBS['MAX_QUEUED_PER_QUEUE'], the scheduler's flow-control target (default 50).",
+    )
+    group.add_argument(
+        "--wait",
+        type=int,
+        choices=range(0, 21),
+        default=20,
+        metavar="SECONDS",
+        help="ASYNCJOBS['WAIT_TIME_SECONDS'], the long-poll wait (default 20, the default).",
+    )
+
+
+def add_celery_options(group: argparse._ActionsContainer) -> None:
+    """Add the Celery worker and transport options compare_celery.py and compare.py share."""
+    group.add_argument(
+        "--celery-concurrency",
+        type=positive_int,
+        default=8,
+        help="celery worker --concurrency (default 8).",
+    )
+    group.add_argument(
+        "--celery-prefetch-multiplier",
+        type=positive_int,
+        default=10,
+        help="celery worker --prefetch-multiplier (default 10).",
+    )
+    group.add_argument(
+        "--celery-polling-interval",
+        type=float,
+        default=0.1,
+        metavar="SECONDS",
+        help="broker_transport_options polling_interval (default 0.1; kombu's default is 1).",
+    )
+    group.add_argument(
+        "--celery-wait",
+        type=int,
+        choices=range(0, 21),
+        default=10,
+        metavar="SECONDS",
+        help="broker_transport_options wait_time_seconds (default 10, kombu's default).",
+    )
+    group.add_argument(
+        "--celery-venv",
+        type=Path,
+        default=DEFAULT_CELERY_VENV,
+        help=f"Virtual environment for Celery, made if missing (default {DEFAULT_CELERY_VENV}).",
+    )
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -110,20 +149,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ours.add_argument(
         "--concurrency", type=positive_int, default=8, help="runworker --concurrency (default 8)."
     )
-    ours.add_argument(
-        "--max-queued",
-        type=positive_int,
-        default=50,
-        help="ASYNCJOBS['MAX_QUEUED_PER_QUEUE'], the scheduler's flow-control target (default 50).",
-    )
-    ours.add_argument(
-        "--wait",
-        type=int,
-        choices=range(0, 21),
-        default=20,
-        metavar="SECONDS",
-        help="ASYNCJOBS['WAIT_TIME_SECONDS'], the long-poll wait (default 20, the default).",
-    )
+    add_server_options(ours)
     celery = parser.add_argument_group("Celery")
     celery.add_argument(
         "--celery-pool",
@@ -131,33 +157,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         choices=["prefork", "threads", "solo"],
         help="celery worker --pool (default prefork, Celery's default).",
     )
-    celery.add_argument(
-        "--celery-concurrency",
-        type=positive_int,
-        default=8,
-        help="celery worker --concurrency (default 8).",
-    )
-    celery.add_argument(
-        "--celery-prefetch-multiplier",
-        type=positive_int,
-        default=10,
-        help="celery worker --prefetch-multiplier (default 10).",
-    )
-    celery.add_argument(
-        "--celery-polling-interval",
-        type=float,
-        default=0.1,
-        metavar="SECONDS",
-        help="broker_transport_options polling_interval (default 0.1; kombu's default is 1).",
-    )
-    celery.add_argument(
-        "--celery-wait",
-        type=int,
-        choices=range(0, 21),
-        default=10,
-        metavar="SECONDS",
-        help="broker_transport_options wait_time_seconds (default 10, kombu's default).",
-    )
+    add_celery_options(celery)
     celery.add_argument(
         "--celery-conn-max-age",
         default="none",
@@ -165,26 +165,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="CONN_MAX_AGE of the Celery project (default none: persistent connections; "
         "Django's default 0 makes every task open a new connection).",
     )
-    celery.add_argument(
-        "--celery-venv",
-        type=Path,
-        default=DEFAULT_CELERY_VENV,
-        help=f"Virtual environment for Celery, made if missing (default {DEFAULT_CELERY_VENV}).",
-    )
     add_measurement_options(parser)
     parser.add_argument(
         "--only", choices=SYSTEMS, default=None, help="Measure one system (to try configurations)."
     )
     parser.add_argument("--db-name", default="bench_compare_asyncjobs")
     parser.add_argument("--celery-db-name", default="bench_compare_celery")
-    parser.add_argument(
-        "--log-level",
-        default="INFO",
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="Log level of both systems' workers (default INFO: a line or two per job in both).",
-    )
-    parser.add_argument("--keep-logs", action="store_true", help="Keep the workers' logs.")
-    parser.add_argument("--seed", type=int, default=1, help="Seed of the trickle's pauses.")
     return parser.parse_args(argv)
 
 
@@ -340,21 +326,23 @@ class Drain:
 # -- Celery ---------------------------------------------------------------------------------------
 
 
-def ensure_celery_venv(venv: Path) -> Path:
-    """Return the Celery venv's python, creating the venv or installing what it lacks.
+def ensure_venv(
+    venv: Path, *, name: str, packages: Sequence[str], imports: str, pins: Sequence[str] = ()
+) -> Path:
+    """Return *venv*'s python, creating the venv or installing what it lacks.
 
-    Django, psycopg and boto3 get this venv's versions, so that only the job system differs.
+    Django and psycopg (and whatever else *pins* names) get this venv's versions, so that only
+    the job system differs. *imports* is Python that must run in the venv once it is ready.
+    Example::
+
+        ensure_venv(Path("benchmarks/.x-venv"), name="x", packages=["x"], imports="import x")
     """
     python = venv / "bin" / "python"
-    pins = [
-        f"Django=={version('django')}",
-        f"psycopg[binary]=={version('psycopg')}",
-        f"boto3=={version('boto3')}",
-    ]
+    pins = [f"Django=={version('django')}", f"psycopg[binary]=={version('psycopg')}", *pins]
     check = (
-        f"{CELERY_IMPORTS}; import django, boto3; "
-        f"assert (django.get_version(), boto3.__version__) == "
-        f"({version('django')!r}, {version('boto3')!r})"
+        f"{imports}; import django, psycopg; "
+        f"assert (django.get_version(), psycopg.__version__) == "
+        f"({version('django')!r}, {version('psycopg')!r})"
     )
 
     def ready() -> bool:
@@ -364,23 +352,33 @@ def ensure_celery_venv(venv: Path) -> Path:
     if python.exists() and ready():
         return python
     if not python.exists():
-        log(f"creating the Celery venv {venv}")
+        log(f"creating the {name} venv {venv}")
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    log(f"installing {', '.join([*CELERY_PACKAGES, *pins])} into {venv}")
-    subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", *CELERY_PACKAGES, *pins], check=True
-    )
+    log(f"installing {', '.join([*packages, *pins])} into {venv}")
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", *packages, *pins], check=True)
     if not ready():
-        raise SystemExit(f"the Celery venv {venv} cannot import what it needs ({check})")
+        raise SystemExit(f"the {name} venv {venv} cannot import what it needs ({check})")
     return python
 
 
-def run_celery_phase(
-    python: Path, phase: str, options: list[str], *, env: dict[str, str]
+def ensure_celery_venv(venv: Path) -> Path:
+    """Return the Celery venv's python (boto3 pinned too: kombu's SQS transport uses it)."""
+    return ensure_venv(
+        venv,
+        name="Celery",
+        packages=CELERY_PACKAGES,
+        imports=f"{CELERY_IMPORTS}; import boto3; assert boto3.__version__ == {version('boto3')!r}",
+        pins=[f"boto3=={version('boto3')}"],
+    )
+
+
+def run_phase(
+    python: Path, module: str, phase: str, options: list[str], *, env: dict[str, str]
 ) -> dict[str, Any]:
-    """Run one phase of ``benchmarks/celery_project/measure.py`` and return its JSON."""
+    """Run one phase of a side's ``measure`` module (``python -m MODULE PHASE ...``) and return
+    the JSON of its last stdout line."""
     result = subprocess.run(
-        [str(python), "-m", "benchmarks.celery_project.measure", phase, *options],
+        [str(python), "-m", module, phase, *options],
         cwd=REPO_ROOT,
         env=env,
         stdin=subprocess.DEVNULL,
@@ -389,9 +387,16 @@ def run_celery_phase(
         check=False,
     )
     if result.returncode != 0:
-        raise RuntimeError(f"the Celery phase {phase!r} failed (exit code {result.returncode})")
+        raise RuntimeError(f"the phase {module} {phase!r} failed (exit code {result.returncode})")
     answer: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
     return answer
+
+
+def run_celery_phase(
+    python: Path, phase: str, options: list[str], *, env: dict[str, str]
+) -> dict[str, Any]:
+    """Run one phase of ``benchmarks/celery_project/measure.py`` and return its JSON."""
+    return run_phase(python, "benchmarks.celery_project.measure", phase, options, env=env)
 
 
 def delete_sqs_queues(prefix: str) -> None:
@@ -660,91 +665,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     python = ensure_celery_venv(args.celery_venv) if args.only != "asyncjobs" else None
     run_id = uuid.uuid4().hex[:8]
-    started: list[PostgresServer | MotoServer] = []
-    databases: list[str] = []
-    logdir = Path(tempfile.mkdtemp(prefix="asyncjobs-compare-"))
-    children: Children | None = None
     ours, celery = Figures(), Figures()
     versions: dict[str, str] = {}
-    machine = "?"
-    interrupted = failed = False
-    with sigterm_as_interrupt():
-        try:
-            ensure_services(started, durable=True)
-            for server in started:
-                log(f"started {server!r}")
-            admin_url = os.environ["DATABASE_URL"]
-            for name in (args.db_name, args.celery_db_name):
-                recreate_database(admin_url, name)
-                databases.append(name)
-
-            os.environ.update(
-                DJANGO_SETTINGS_MODULE=SETTINGS_MODULE,
-                ASYNCJOBS_BENCH_DB_NAME=args.db_name,
-                ASYNCJOBS_BENCH_QUEUE_PREFIX=f"cmp{run_id}-",
-                ASYNCJOBS_BENCH_WAIT_SECONDS=str(args.wait),
-                ASYNCJOBS_BENCH_LOG_LEVEL=args.log_level,
-                ASYNCJOBS_BENCH_MAX_QUEUED=str(args.max_queued),
+    env = {
+        "ASYNCJOBS_BENCH_DB_NAME": args.db_name,
+        "ASYNCJOBS_BENCH_QUEUE_PREFIX": f"cmp{run_id}-",
+        "ASYNCJOBS_BENCH_WAIT_SECONDS": str(args.wait),
+        "ASYNCJOBS_BENCH_LOG_LEVEL": args.log_level,
+        "ASYNCJOBS_BENCH_MAX_QUEUED": str(args.max_queued),
+    }
+    with bench_session(
+        databases=[args.db_name, args.celery_db_name],
+        env=env,
+        keep_logs=args.keep_logs,
+        logdir_prefix="asyncjobs-compare-",
+    ) as session:
+        if args.only != "celery":
+            ours = measure_asyncjobs(
+                args, children=session.children, run_id=run_id, service_cpu=session.service_cpu
             )
-            import django
-            from django.core.management import call_command
-
-            django.setup()
-            call_command("migrate", verbosity=0)
-            log(f"databases {args.db_name!r} and {args.celery_db_name!r} ready; logs in {logdir}")
-
-            service_cpu = ServiceCpu()
-            for server in started:
-                if isinstance(server, MotoServer):
-                    service_cpu.moto_pid = find_pid("moto", "-p", str(server.port))
-                    service_cpu.moto_log = server.logfile
-                elif isinstance(server, PostgresServer):
-                    with contextlib.suppress(OSError, ValueError, IndexError):
-                        text = (server.datadir / "postmaster.pid").read_text()
-                        service_cpu.postmaster_pid = int(text.split()[0])
-            machine = machine_line(moto_started=any(isinstance(s, MotoServer) for s in started))
-
-            pythonpath = os.pathsep.join(
-                p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
+        if python is not None:
+            celery, versions = measure_celery(
+                args,
+                children=session.children,
+                run_id=run_id,
+                service_cpu=session.service_cpu,
+                python=python,
             )
-            children = Children(
-                logdir=logdir, env={**os.environ, "PYTHONPATH": pythonpath}, py_spy=None
-            )
-            if args.only != "celery":
-                ours = measure_asyncjobs(
-                    args, children=children, run_id=run_id, service_cpu=service_cpu
-                )
-            if python is not None:
-                celery, versions = measure_celery(
-                    args, children=children, run_id=run_id, service_cpu=service_cpu, python=python
-                )
-        except KeyboardInterrupt:
-            interrupted = True
-            log("interrupted; stopping everything this script started")
-        except Exception:
-            failed = True
-            raise
-        finally:
-            # A second Ctrl+C must not leave servers behind half-stopped.
-            previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            try:
-                if children is not None:
-                    children.stop_all(grace=3.0)
-                with contextlib.suppress(Exception):
-                    from django.db import connections
-
-                    connections.close_all()
-                for name in databases:
-                    with contextlib.suppress(Exception):
-                        drop_database(os.environ["DATABASE_URL"], name)
-                stop_services(started)
-                if args.keep_logs or interrupted or failed:
-                    log(f"worker logs kept in {logdir}")
-                else:
-                    shutil.rmtree(logdir, ignore_errors=True)
-            finally:
-                signal.signal(signal.SIGINT, previous_int)
+    interrupted, machine = session.interrupted, session.machine
 
     celery_versions = ", ".join(f"{name} {value}" for name, value in versions.items())
     notes = [

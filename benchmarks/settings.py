@@ -51,3 +51,5 @@ LOGGING = {
         }
     },
 }
+if os.environ.get("ASYNCJOBS_BENCH_RETENTION_DAYS"):  # sustained.py: what retention does
+    ASYNCJOBS["RETENTION_DAYS"] = float(os.environ["ASYNCJOBS_BENCH_RETENTION_DAYS"])

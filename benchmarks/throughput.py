@@ -99,7 +99,7 @@ def interval_ms(value: str) -> tuple[float, float]:
 
 
 def add_measurement_options(parser: argparse.ArgumentParser) -> None:
-    """Add the latency-trickle and drain options shared by throughput.py and compare_celery.py."""
+    """Add the trickle, drain, seed and log options every benchmark script shares."""
     parser.add_argument(
         "--latency-jobs",
         type=int,
@@ -119,6 +119,17 @@ def add_measurement_options(parser: argparse.ArgumentParser) -> None:
         default=30.0,
         metavar="SECONDS",
         help="Give up on a drain when no job finished for this long (default 30).",
+    )
+    parser.add_argument("--seed", type=int, default=1, help="Seed of the trickle's pauses.")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="Log level of the workers (and scheduler) (default INFO, as in production: a line "
+        "or two per job).",
+    )
+    parser.add_argument(
+        "--keep-logs", action="store_true", help="Keep the workers' logs (path printed)."
     )
 
 
@@ -163,12 +174,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--keep-db", action="store_true", help="Leave the database behind for inspection."
     )
     parser.add_argument(
-        "--log-level",
-        default="INFO",
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="Log level of the worker and scheduler (default INFO, as in production).",
-    )
-    parser.add_argument(
         "--py-spy",
         type=Path,
         default=None,
@@ -176,10 +181,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="Record py-spy flame graphs of the worker and scheduler into DIR "
         "(needs `pip install py-spy` and ptrace permission).",
     )
-    parser.add_argument(
-        "--keep-logs", action="store_true", help="Keep the worker/scheduler logs (path printed)."
-    )
-    parser.add_argument("--seed", type=int, default=1, help="Seed of the trickle's pauses.")
     return parser.parse_args(argv)
 
 
@@ -243,6 +244,26 @@ class ServiceCpu:
     postmaster_pid: int | None = None
     #: moto_server's log has one line per HTTP request: a count of SQS API calls of all clients.
     moto_log: Path | None = None
+
+    @classmethod
+    def of(cls, started: Sequence[PostgresServer | MotoServer]) -> ServiceCpu:
+        """Watch the servers this script started (``ensure_services``); none if it started none.
+
+        Example::
+
+            started = ensure_services(durable=True)
+            ServiceCpu.of(started).sample()   # {"moto": 1.2, "postgres": 3.4}
+        """
+        service_cpu = cls()
+        for server in started:
+            if isinstance(server, MotoServer):
+                service_cpu.moto_pid = find_pid("moto", "-p", str(server.port))
+                service_cpu.moto_log = server.logfile
+            elif isinstance(server, PostgresServer):
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    text = (server.datadir / "postmaster.pid").read_text()
+                    service_cpu.postmaster_pid = int(text.split()[0])
+        return service_cpu
 
     def sqs_requests(self) -> int | None:
         if self.moto_log is None:
@@ -846,6 +867,109 @@ def print_table(title: str, machine: str, rows: list[Row]) -> None:
     sys.stdout.flush()
 
 
+# -- a benchmark session ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Session:
+    """What :func:`bench_session` set up: servers, the processes' launcher, the machine line."""
+
+    started: list[PostgresServer | MotoServer]
+    logdir: Path
+    children: Children
+    service_cpu: ServiceCpu
+    machine: str
+    #: Set when Ctrl+C or SIGTERM ended the body (the session suppresses it).
+    interrupted: bool = False
+
+
+@contextlib.contextmanager
+def bench_session(
+    *,
+    databases: Sequence[str],
+    env: dict[str, str],
+    keep_db: bool = False,
+    keep_logs: bool = False,
+    py_spy: Path | None = None,
+    logdir_prefix: str = "asyncjobs-bench-",
+) -> Iterator[Session]:
+    """Start the services, (re)create *databases*, set Django up on the first; clean up after.
+
+    PostgreSQL (fsync on) and moto_server start through ``tests.services`` unless
+    ``DATABASE_URL`` and ``AWS_ENDPOINT_URL_SQS`` name running ones. *env* goes into
+    ``os.environ`` before ``django.setup()`` (``ASYNCJOBS_BENCH_*``). On the way out, also on
+    Ctrl+C or SIGTERM (which end the body and set ``interrupted``), the subprocesses are stopped,
+    the databases dropped (unless *keep_db*) and the services stopped. Example::
+
+        with bench_session(databases=["bench_x"], env={"ASYNCJOBS_BENCH_DB_NAME": "bench_x"}) as s:
+            worker = s.children.start("worker", ["runworker"], extra_env={})
+    """
+    started: list[PostgresServer | MotoServer] = []
+    created: list[str] = []
+    logdir = Path(tempfile.mkdtemp(prefix=logdir_prefix))
+    session: Session | None = None
+    failed = False
+    with sigterm_as_interrupt():
+        try:
+            ensure_services(started, durable=True)
+            for server in started:
+                log(f"started {server!r}")
+            admin_url = os.environ["DATABASE_URL"]
+            for name in databases:
+                recreate_database(admin_url, name)
+                created.append(name)
+            os.environ.update(DJANGO_SETTINGS_MODULE=SETTINGS_MODULE, **env)
+            import django
+            from django.core.management import call_command
+
+            django.setup()
+            call_command("migrate", verbosity=0)
+            pythonpath = os.pathsep.join(
+                p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
+            )
+            session = Session(
+                started=started,
+                logdir=logdir,
+                children=Children(
+                    logdir=logdir, env={**os.environ, "PYTHONPATH": pythonpath}, py_spy=py_spy
+                ),
+                service_cpu=ServiceCpu.of(started),
+                machine=machine_line(moto_started=any(isinstance(s, MotoServer) for s in started)),
+            )
+            log(f"databases {', '.join(databases)} ready; logs in {logdir}")
+            yield session
+        except KeyboardInterrupt:
+            log("interrupted; stopping everything this script started")
+            if session is None:
+                raise
+            session.interrupted = True
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            # A second Ctrl+C must not leave servers behind half-stopped.
+            previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            try:
+                if session is not None:
+                    session.children.stop_all(grace=3.0)
+                with contextlib.suppress(Exception):
+                    from django.db import connections
+
+                    connections.close_all()
+                if not keep_db:
+                    for name in created:
+                        with contextlib.suppress(Exception):
+                            drop_database(os.environ["DATABASE_URL"], name)
+                stop_services(started)
+                if keep_logs or failed or (session is not None and session.interrupted):
+                    log(f"logs kept in {logdir}")
+                else:
+                    shutil.rmtree(logdir, ignore_errors=True)
+            finally:
+                signal.signal(signal.SIGINT, previous_int)
+
+
 # -- main -----------------------------------------------------------------------------------------
 
 
@@ -864,98 +988,40 @@ def sigterm_as_interrupt() -> Iterator[None]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     run_id = uuid.uuid4().hex[:8]
-    started: list[PostgresServer | MotoServer] = []
-    admin_url: str | None = None
-    database_created = False
-    logdir = Path(tempfile.mkdtemp(prefix="asyncjobs-bench-"))
-    children: Children | None = None
     rows: list[Row] = []
-    machine = "?"
-    interrupted = False
-    with sigterm_as_interrupt():
-        try:
-            ensure_services(started, durable=True)
-            for server in started:
-                log(f"started {server!r}")
-            admin_url = os.environ["DATABASE_URL"]
-            recreate_database(admin_url, args.db_name)
-            database_created = True
-
-            os.environ.update(
-                DJANGO_SETTINGS_MODULE=SETTINGS_MODULE,
-                ASYNCJOBS_BENCH_DB_NAME=args.db_name,
-                ASYNCJOBS_BENCH_QUEUE_PREFIX=f"bench{run_id}-",
-                ASYNCJOBS_BENCH_WAIT_SECONDS=str(args.wait),
-                ASYNCJOBS_BENCH_LOG_LEVEL=args.log_level,
-            )
-            import django
-            from django.core.management import call_command
-
-            django.setup()
-            call_command("migrate", verbosity=0)
-            log(f"database {args.db_name!r} migrated; logs in {logdir}")
-
-            service_cpu = ServiceCpu()
-            for server in started:
-                if isinstance(server, MotoServer):
-                    service_cpu.moto_pid = find_pid("moto", "-p", str(server.port))
-                    service_cpu.moto_log = server.logfile
-                elif isinstance(server, PostgresServer):
-                    with contextlib.suppress(OSError, ValueError, IndexError):
-                        text = (server.datadir / "postmaster.pid").read_text()
-                        service_cpu.postmaster_pid = int(text.split()[0])
-            machine = machine_line(moto_started=any(isinstance(s, MotoServer) for s in started))
-
-            rows.extend(measure_delay(args.jobs))
-            rows.extend(measure_bulk(args.bulk))
-            pythonpath = os.pathsep.join(
-                p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
-            )
-            children = Children(
-                logdir=logdir, env={**os.environ, "PYTHONPATH": pythonpath}, py_spy=args.py_spy
-            )
-            for concurrency in args.concurrency:
-                rows.extend(
-                    run_pair(
-                        concurrency=concurrency,
-                        args=args,
-                        children=children,
-                        run_id=run_id,
-                        service_cpu=service_cpu,
-                    )
+    env = {
+        "ASYNCJOBS_BENCH_DB_NAME": args.db_name,
+        "ASYNCJOBS_BENCH_QUEUE_PREFIX": f"bench{run_id}-",
+        "ASYNCJOBS_BENCH_WAIT_SECONDS": str(args.wait),
+        "ASYNCJOBS_BENCH_LOG_LEVEL": args.log_level,
+    }
+    with bench_session(
+        databases=[args.db_name],
+        env=env,
+        keep_db=args.keep_db,
+        keep_logs=args.keep_logs,
+        py_spy=args.py_spy,
+    ) as session:
+        rows.extend(measure_delay(args.jobs))
+        rows.extend(measure_bulk(args.bulk))
+        for concurrency in args.concurrency:
+            rows.extend(
+                run_pair(
+                    concurrency=concurrency,
+                    args=args,
+                    children=session.children,
+                    run_id=run_id,
+                    service_cpu=session.service_cpu,
                 )
-        except KeyboardInterrupt:
-            interrupted = True
-            log("interrupted; stopping everything this script started")
-        finally:
-            # A second Ctrl+C must not leave servers behind half-stopped.
-            previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            try:
-                if children is not None:
-                    children.stop_all(grace=3.0)
-                if database_created and admin_url and not args.keep_db:
-                    with contextlib.suppress(Exception):
-                        from django.db import connections
-
-                        connections.close_all()
-                    with contextlib.suppress(Exception):
-                        drop_database(admin_url, args.db_name)
-                stop_services(started)
-                if not (args.keep_logs or interrupted):
-                    shutil.rmtree(logdir, ignore_errors=True)
-                else:
-                    log(f"worker/scheduler logs kept in {logdir}")
-            finally:
-                signal.signal(signal.SIGINT, previous_int)
+            )
     if rows:
         print_table(
             f"django-asyncjobs throughput, N={args.jobs}"
-            + (" (interrupted: partial figures)" if interrupted else ""),
-            machine,
+            + (" (interrupted: partial figures)" if session.interrupted else ""),
+            session.machine,
             rows,
         )
-    return 130 if interrupted else 0
+    return 130 if session.interrupted else 0
 
 
 if __name__ == "__main__":

@@ -102,13 +102,14 @@ class AsyncJobsSettings:
     #: Finished jobs older than this many days are deleted by the scheduler, a batch per pass;
     #: ``None`` (the default) keeps them until ``manage.py asyncjobs purge``.
     retention_days: float | None = None
-    #: Flow control: most jobs of one queue that are sent and not yet started. The rest wait in
-    #: PostgreSQL, where priority order is exact, instead of piling up in SQS. The scheduler
-    #: tops it up every 50 ms while a queue is held back, so 50 feeds about 1,000 starts a
-    #: second; raise it for larger fleets. 0 sends every due job at once.
-    max_queued_per_queue: int = 50
-    #: Messages a worker process receives ahead of its free slots (its next jobs, ready to go).
-    prefetch: int = 10
+    #: Flow control's ceiling: most jobs of one queue that are sent and not yet started. Below
+    #: it the scheduler keeps about half a second of the queue's starts in SQS (at least 50)
+    #: and the rest in PostgreSQL, where priority order is exact (see flow.py). 0 sends every
+    #: due job at once.
+    max_queued_per_queue: int = 1000
+    #: Jobs a worker process holds ahead of its free slots (its next jobs, ready to go), at
+    #: most as many as it started in the last second.
+    prefetch: int = 100
     #: How long a worker's claim waits for the scheduler's row lock before giving the message back.
     claim_lock_timeout_seconds: float = 5.0
     #: "sqs" (production) or "memory" (one process only, for tests).
@@ -246,7 +247,7 @@ def validate(raw: Mapping[str, Any]) -> list[str]:
     number("scheduler_interval_seconds", 0.01)
     number("scheduler_batch_size", 1)
     number("max_queued_per_queue", 0)
-    number("prefetch", 0, 100)
+    number("prefetch", 0, 1000)
     number("retention_days", 0.0001)
     number("api_token_max_age_seconds", 1)
     number("claim_lock_timeout_seconds", 0.001)

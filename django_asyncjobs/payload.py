@@ -2,7 +2,8 @@
 
 Arguments are checked when a job is enqueued, so that a bad value raises at the call site with the
 path of the offending value instead of failing later in a worker. Messages carry only a job id and a
-dispatch token: arguments live in PostgreSQL and never travel through SQS.
+dispatch token per job (one message may name up to ``MAX_JOBS_PER_MESSAGE`` jobs): arguments live
+in PostgreSQL and never travel through SQS.
 """
 
 from __future__ import annotations
@@ -18,9 +19,18 @@ from .exceptions import MalformedMessage
 
 #: Deeper nesting is refused: it is never intended, and it can exhaust the stack on decode.
 MAX_DEPTH = 64
+#: A message naming one job: ``{"v":1,"job":ID,"d":TOKEN}`` (what every version has sent).
 MESSAGE_VERSION = 1
-#: A doorbell body is under 100 bytes; anything far larger is not ours and is not parsed.
-MAX_MESSAGE_BODY_BYTES = 1024
+#: A message naming several jobs: ``{"v":2,"jobs":[[ID,TOKEN,PRIORITY],...]}``, highest
+#: priority first. Workers read both; a one-job message is always sent as version 1, so a
+#: worker of an older release still reads what a scheduler sends while the load is light.
+MULTI_MESSAGE_VERSION = 2
+#: One message names at most this many jobs: one send, one receive and one delete serve them
+#: all. 100 jobs are about 8.5 KB of JSON, so a batch of ten messages stays far under SQS's
+#: 256 KiB limit on a SendMessageBatch request.
+MAX_JOBS_PER_MESSAGE = 100
+#: The largest doorbell is under 9 KB; anything far larger is not ours and is not parsed.
+MAX_MESSAGE_BODY_BYTES = 16 * 1024
 
 JSONValue = None | bool | int | float | str | list["JSONValue"] | dict[str, "JSONValue"]
 
@@ -173,36 +183,95 @@ def check_result(value: Any, *, max_bytes: int) -> Any:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Doorbell:
-    """The content of one transport message: which job, and which dispatch of it."""
+    """One job named by a transport message: which job, which dispatch of it, its priority.
+
+    The priority only orders the jobs a worker holds; the row's own is what counts.
+    """
 
     job_id: uuid.UUID
     dispatch_token: uuid.UUID
+    priority: int = 0
 
     def encode(self) -> str:
-        """Return the message body.
+        """Return the body of a message naming this job alone.
 
         >>> Doorbell(job_id=uuid.UUID(int=1), dispatch_token=uuid.UUID(int=2)).encode()[:8]
         '{"v":1,"'
         """
-        return json.dumps(
-            {"v": MESSAGE_VERSION, "job": str(self.job_id), "d": str(self.dispatch_token)},
-            separators=(",", ":"),
-        )
+        return encode_message([self])
 
     @classmethod
     def decode(cls, body: str) -> Doorbell:
-        """Parse a message body, raising :class:`MalformedMessage` for anything not ours."""
-        if len(body) > MAX_MESSAGE_BODY_BYTES:
-            raise MalformedMessage(f"message body is {len(body):,} characters; not a doorbell")
-        try:
-            data = json.loads(body)
-        except (ValueError, RecursionError) as exc:
-            raise MalformedMessage(f"message body is not JSON: {body[:100]!r}") from exc
-        if not isinstance(data, dict) or set(data) != {"v", "job", "d"}:
+        """Parse the body of a message naming one job; :class:`MalformedMessage` otherwise."""
+        bells = decode_message(body)
+        if len(bells) != 1:
+            raise MalformedMessage(f"message names {len(bells)} jobs, not one")
+        return bells[0]
+
+
+def encode_message(bells: Sequence[Doorbell]) -> str:
+    """Return the body of a message naming *bells* (1 to ``MAX_JOBS_PER_MESSAGE`` of them).
+
+    >>> one = Doorbell(job_id=uuid.UUID(int=1), dispatch_token=uuid.UUID(int=2), priority=5)
+    >>> len(decode_message(encode_message([one, one])))
+    2
+    """
+    if not 1 <= len(bells) <= MAX_JOBS_PER_MESSAGE:
+        raise ValueError(f"a message names 1 to {MAX_JOBS_PER_MESSAGE} jobs, not {len(bells)}")
+    if len(bells) == 1:
+        (bell,) = bells
+        data: dict[str, Any] = {
+            "v": MESSAGE_VERSION,
+            "job": str(bell.job_id),
+            "d": str(bell.dispatch_token),
+        }
+    else:
+        data = {
+            "v": MULTI_MESSAGE_VERSION,
+            "jobs": [[str(b.job_id), str(b.dispatch_token), b.priority] for b in bells],
+        }
+    return json.dumps(data, separators=(",", ":"))
+
+
+def decode_message(body: str) -> list[Doorbell]:
+    """Parse a message body into the jobs it names (in its order), raising
+    :class:`MalformedMessage` for anything not ours: a wrong shape, an unknown version, an
+    invalid id, a priority that is not an integer, too many jobs, or a body too large.
+    """
+    if len(body) > MAX_MESSAGE_BODY_BYTES:
+        raise MalformedMessage(f"message body is {len(body):,} characters; not a doorbell")
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise MalformedMessage(f"message body is not JSON: {body[:100]!r}") from exc
+    if not isinstance(data, dict) or "v" not in data:
+        raise MalformedMessage(f"message body has the wrong shape: {body[:100]!r}")
+    if data["v"] == MESSAGE_VERSION and set(data) == {"v", "job", "d"}:
+        entries: list[Any] = [[data["job"], data["d"], 0]]
+    elif data["v"] == MULTI_MESSAGE_VERSION and set(data) == {"v", "jobs"}:
+        entries = data["jobs"]
+        if not isinstance(entries, list) or not 1 <= len(entries) <= MAX_JOBS_PER_MESSAGE:
             raise MalformedMessage(f"message body has the wrong shape: {body[:100]!r}")
-        if data["v"] != MESSAGE_VERSION:
-            raise MalformedMessage(f"message version {data['v']!r} is not supported")
+    elif data["v"] in (MESSAGE_VERSION, MULTI_MESSAGE_VERSION):
+        raise MalformedMessage(f"message body has the wrong shape: {body[:100]!r}")
+    else:
+        raise MalformedMessage(f"message version {data['v']!r} is not supported")
+    bells: list[Doorbell] = []
+    for entry in entries:
+        if not (
+            isinstance(entry, list)
+            and len(entry) == 3
+            and type(entry[2]) is int  # bool is an int subclass, and not a priority
+        ):
+            raise MalformedMessage(f"message body has the wrong shape: {body[:100]!r}")
         try:
-            return cls(job_id=uuid.UUID(str(data["job"])), dispatch_token=uuid.UUID(str(data["d"])))
+            bells.append(
+                Doorbell(
+                    job_id=uuid.UUID(str(entry[0])),
+                    dispatch_token=uuid.UUID(str(entry[1])),
+                    priority=entry[2],
+                )
+            )
         except ValueError as exc:
             raise MalformedMessage(f"message body has an invalid id: {body[:100]!r}") from exc
+    return bells

@@ -29,10 +29,16 @@ from . import periodic, retry, tracing
 from .conf import get_settings
 from .db import close_if_unusable, retry_on_lost_connection
 from .exceptions import TransportError, TransportMisconfigured
+from .flow import QueueFlow
 from .logs import job_fields
 from .models import Job, Process, ProcessKind, RegisteredJob
-from .payload import Doorbell
-from .processes import DEAD_PROCESS_RETENTION_SECONDS, PRUNE_DEAD_EVERY_SECONDS, Presence
+from .payload import Doorbell, encode_message
+from .processes import (
+    DEAD_PROCESS_RETENTION_SECONDS,
+    PRUNE_DEAD_EVERY_SECONDS,
+    Presence,
+    consumes,
+)
 from .queries import NOTIFY_CHANNEL, DueJob
 from .registry import registry
 from .transports.base import MAX_BATCH_SIZE, OutgoingMessage, Transport
@@ -45,9 +51,12 @@ MAX_ERROR_BACKOFF_SECONDS = 30.0
 #: make room without waking the scheduler.
 THROTTLED_POLL_SECONDS = 0.05
 #: Housekeeping (periodic jobs, dependents, rescues, pruning) runs at most this often, so the
-#: fast polls of a throttled queue cost one relay query, not a dozen.
+#: fast passes (a burst of NOTIFYs, the polls of a throttled queue) cost one relay query, not a
+#: dozen; a pass that skipped it makes the next pass come within this long.
 HOUSEKEEPING_MIN_SECONDS = 0.25
 MIN_WAIT_SECONDS = 0.02
+#: How often the scheduler reads which live worker processes consume which queues.
+CONSUMERS_EVERY_SECONDS = 5.0
 #: Retention pruning: one batch of this many rows, at most once a minute, so that it never
 #: competes with relaying.
 PRUNE_BATCH_SIZE = 1000
@@ -88,6 +97,11 @@ class Scheduler:
         #: until it has been reachable for a whole stale window.
         self._database_ok_since: float | None = None
         self._housekept_at = float("-inf")
+        #: Per queue, its start rate and what flow control lets through (see flow.py).
+        self._flows: dict[str, QueueFlow] = {}
+        #: The --queues of the live worker processes: messages are sized for one of them.
+        self._consumer_specs: list[list[str]] = []
+        self._consumers_read_at = float("-inf")
         self._names_recorded = False
         self.requeue_after_seconds = conf.requeue_after_seconds
         self._stop = threading.Event()
@@ -99,41 +113,55 @@ class Scheduler:
 
     # -- one pass --------------------------------------------------------------------------------
 
-    def _send(self, due: list[DueJob]) -> set[uuid.UUID]:
-        """Send *due* (highest priority first) in batches; return the ids that were not sent.
+    def _send(self, due: list[DueJob], *, per_message: int = 1) -> set[uuid.UUID]:
+        """Send *due* (highest priority first), *per_message* jobs to a message and ten messages
+        to a request; return the ids that were not sent.
 
         After a transport error nothing more is attempted in this pass: every job not yet sent
         is returned for the relay to put back.
         """
-        batches: dict[str, list[DueJob]] = defaultdict(list)
-        ordered: list[list[DueJob]] = []
+        by_queue: dict[str, list[DueJob]] = defaultdict(list)
         for job in due:
-            batch = batches[job.queue]
-            batch.append(job)
-            if len(batch) == MAX_BATCH_SIZE:
-                ordered.append(batch)
-                batches[job.queue] = []
-        ordered.extend(batch for batch in batches.values() if batch)
+            by_queue[job.queue].append(job)
+        # One request: up to ten messages of one queue, each naming up to per_message jobs.
+        requests: list[list[list[DueJob]]] = []
+        for jobs in by_queue.values():
+            messages = [jobs[i : i + per_message] for i in range(0, len(jobs), per_message)]
+            requests.extend(
+                messages[i : i + MAX_BATCH_SIZE] for i in range(0, len(messages), MAX_BATCH_SIZE)
+            )
         failed: set[uuid.UUID] = set()
-        for index, batch in enumerate(ordered):
-            messages = [
+        for index, request in enumerate(requests):
+            outgoing = [
                 OutgoingMessage(
                     id=str(i),
-                    body=Doorbell(job_id=job.id, dispatch_token=job.dispatch_token).encode(),
+                    body=encode_message(
+                        [
+                            Doorbell(
+                                job_id=job.id,
+                                dispatch_token=job.dispatch_token,
+                                priority=job.priority,
+                            )
+                            for job in jobs
+                        ]
+                    ),
                 )
-                for i, job in enumerate(batch)
+                for i, jobs in enumerate(request)
             ]
             try:
+                queue = request[0][0].queue
                 with tracing.relay_span(
-                    queue=batch[0].queue, jobs=batch, transport=self.transport
+                    queue=queue,
+                    jobs=[job for jobs in request for job in jobs],
+                    transport=self.transport,
                 ) as span:
-                    refused = self.transport.send_batch(batch[0].queue, messages)
+                    refused = self.transport.send_batch(queue, outgoing)
                     tracing.refused(span, count=len(refused))
             except TransportError as exc:
-                for rest in ordered[index:]:
-                    failed.update(job.id for job in rest)
+                for rest in requests[index:]:
+                    failed.update(job.id for jobs in rest for job in jobs)
                 raise _PartialSend(failed, exc) from exc
-            failed.update(batch[int(i)].id for i in refused)
+            failed.update(job.id for i in refused for job in request[int(i)])
         return failed
 
     def record_registered_names(self) -> None:
@@ -242,37 +270,89 @@ class Scheduler:
         return count
 
     def run_once(self, *, relay_only: bool = False) -> int:
-        """Release or cancel dependents, recover stalled and lost jobs, then relay due jobs.
+        """Relay due jobs; then release or cancel dependents, recover stalled and lost jobs, and
+        relay again what that made due.
 
-        Returns how many jobs were sent. *relay_only* skips the housekeeping.
+        Returns how many jobs were sent. *relay_only* skips the housekeeping. The relay comes
+        first: a job that a NOTIFY announced is sent before the housekeeping's dozen queries.
 
         Raises :class:`~django_asyncjobs.exceptions.TransportError` when the transport failed
         (the jobs it did not take stay scheduled) and :class:`django.db.DatabaseError` when
         PostgreSQL did.
         """
+        total = self.relay()
+        if not relay_only and self.housekeep():
+            total += self.relay()
+        return total
+
+    def housekeep(self) -> int:
+        """Enqueue due periodic jobs, release or cancel dependents, rescue the jobs of lost
+        workers, send again jobs whose message was lost, prune; return how many jobs changed."""
         manager = Job.objects.db_manager(self.using)
-        if not relay_only:
-            periodic.enqueue_due(using=self.using)
-            manager.release_ready()
-            manager.cancel_orphans()
-            self.rescue_stalled()
-            self.resend_lost()
-            self.prune()
-            self._housekept_at = time.monotonic()
-        limit = self.max_queued_per_queue
-        queued = manager.queued_counts() if limit else {}
+        changed = periodic.enqueue_due(using=self.using)
+        changed += manager.release_ready()
+        changed += manager.cancel_orphans()
+        changed += self.rescue_stalled()
+        changed += self.resend_lost()
+        self.prune()
+        self._look_for_consumers()
+        self._housekept_at = time.monotonic()
+        return changed
+
+    def _look_for_consumers(self) -> None:
+        """Read the ``--queues`` of the live worker processes (every few seconds at most)."""
+        if time.monotonic() - self._consumers_read_at < CONSUMERS_EVERY_SECONDS:
+            return
+        self._consumers_read_at = time.monotonic()
+        live = Process.objects.db_manager(self.using).live(
+            stale_after_seconds=self.stale_after_seconds
+        )
+        self._consumer_specs = [
+            list(queues or ())
+            for queues in live.filter(kind=ProcessKind.WORKER).values_list("queues", flat=True)
+        ]
+
+    def _consumers(self, queue: str) -> int:
+        """How many live worker processes consume *queue* (1 when none is known)."""
+        return max(1, sum(consumes(specs, queue) for specs in self._consumer_specs))
+
+    def relay(self) -> int:
+        """Send the due jobs of every queue that has room (see :mod:`.flow`); return how many."""
+        manager = Job.objects.db_manager(self.using)
+        cap = self.max_queued_per_queue
+        due = manager.due_queues()
+        queued = manager.queued_counts() if cap and due else {}
+        now = time.monotonic()
         total = 0
         self.throttled = False
-        for queue in manager.due_queues():
-            room = limit - queued.get(queue, 0) if limit else None
-            sent = self._relay_queue(queue, room)
+        for queue in due:
+            flow = self.flow(queue)
+            flow.observe(queued=queued.get(queue, 0), now=now)
+            plan = flow.plan(queued=queued.get(queue, 0), cap=cap, consumers=self._consumers(queue))
+            sent = self._relay_queue(
+                queue, plan.room, per_message=plan.per_message, minimum=plan.minimum
+            )
+            flow.sent(sent)
             total += sent
-            if room is not None and sent >= room:
+            # Held back by the room, or waiting for a whole message: look again shortly.
+            if (plan.room is not None and sent >= plan.room) or (not sent and plan.minimum > 1):
                 self.throttled = True
         return total
 
-    def _relay_queue(self, queue: str, room: int | None) -> int:
-        """Relay due jobs of *queue*, at most *room* of them (``None``: all); return how many."""
+    def flow(self, queue: str) -> QueueFlow:
+        """Return the flow control of *queue*: its measured start rate and what it allows.
+
+        Example::
+
+            scheduler.flow("default").rate  # jobs per second leaving "queued", smoothed
+        """
+        return self._flows.setdefault(queue, QueueFlow())
+
+    def _relay_queue(
+        self, queue: str, room: int | None, *, per_message: int = 1, minimum: int = 1
+    ) -> int:
+        """Relay due jobs of *queue*, at most *room* of them (``None``: all), *per_message* to a
+        message, none unless at least *minimum* are due; return how many."""
         manager = Job.objects.db_manager(self.using)
         total = 0
         while not self._stop.is_set() and (room is None or total < room):
@@ -281,17 +361,23 @@ class Scheduler:
             def send(due: list[DueJob]) -> set[uuid.UUID]:
                 nonlocal error
                 try:
-                    return self._send(due)
+                    return self._send(due, per_message=per_message)
                 except _PartialSend as exc:
                     error = exc
                     return exc.failed
 
             limit = self.batch_size if room is None else min(self.batch_size, room - total)
-            result = manager.relay_due(queue=queue, limit=limit, send=send)
+            result = manager.relay_due(
+                queue=queue, limit=limit, send=send, minimum=min(minimum, limit)
+            )
             total += result.sent
             if result.sent:
                 logger.debug(
-                    "relayed jobs queue=%s sent=%d put_back=%d", queue, result.sent, result.put_back
+                    "relayed jobs queue=%s sent=%d put_back=%d per_message=%d",
+                    queue,
+                    result.sent,
+                    result.put_back,
+                    per_message,
                 )
             if error is not None:
                 raise error.cause
@@ -363,10 +449,13 @@ class Scheduler:
         if self._presence is not None:
             self._presence.tick()
             self.prune_processes()
-        # A throttled queue is polled fast; housekeeping need not follow it.
+        # Passes come as fast as NOTIFYs (and a throttled queue's polls); housekeeping need not
+        # follow them, but must not fall behind them either.
         recent = time.monotonic() - self._housekept_at < HOUSEKEEPING_MIN_SECONDS
-        self.run_once(relay_only=self.throttled and recent)
+        self.run_once(relay_only=recent)
         wait = self._seconds_to_wait()
+        if recent:
+            wait = min(wait, self._housekept_at + HOUSEKEEPING_MIN_SECONDS - time.monotonic())
         # However long the poll interval, the heartbeat must not go stale between passes.
         return wait if self._presence is None else min(wait, self._presence.interval_seconds)
 

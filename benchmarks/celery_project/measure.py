@@ -34,11 +34,13 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from benchmarks.side_measure import logger, run
+from benchmarks.side_measure import wait_for as side_wait_for
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "benchmarks.celery_project.settings")
 
 
-def log(message: str) -> None:
-    print(f"[celery {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+log = logger("celery")
 
 
 def store_pending(
@@ -95,21 +97,7 @@ def succeeded() -> int:
 
 def wait_for(n: int, *, stall_timeout: float) -> bool:
     """Poll until N tasks succeeded; False when none finished for ``stall_timeout`` seconds."""
-    last_done, last_progress, last_report = -1, time.monotonic(), time.monotonic()
-    while True:
-        done = succeeded()
-        if done >= n:
-            return True
-        now = time.monotonic()
-        if done != last_done:
-            last_done, last_progress = done, now
-        elif now - last_progress > stall_timeout:
-            log(f"  no progress for {stall_timeout:.0f} s; giving up at {done}/{n}")
-            return False
-        if now - last_report >= 5:
-            last_report = now
-            log(f"  {done}/{n} done")
-        time.sleep(0.2)
+    return side_wait_for(succeeded, n, stall_timeout=stall_timeout, log=log)
 
 
 # -- phases ---------------------------------------------------------------------------------------
@@ -153,6 +141,8 @@ def phase_enqueue(args: argparse.Namespace) -> dict[str, Any]:
     }
     result: dict[str, Any] = {}
     for variant, (with_row, queue_of) in variants.items():
+        if args.variants and variant not in args.variants:
+            continue
         with pending_rows(with_row):
             for i in range(20):  # warm up the connections
                 noop.apply_async((i,), queue="enqueue-warm-up")
@@ -261,28 +251,29 @@ PHASES = {
 }
 
 
-def pause_ms(value: str) -> tuple[float, float]:
-    low, _, high = value.partition("-")
-    return float(low), float(high or low)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--variants",
+        type=lambda value: value.split(","),
+        default=None,
+        help="enqueue: the variants to time, e.g. stored,plain (default all).",
+    )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.celery_project.measure")
-    parser.add_argument("phase", choices=sorted(PHASES))
-    parser.add_argument("--jobs", type=int, default=1000)
-    parser.add_argument("--pause-ms", type=pause_ms, default=(20.0, 50.0), metavar="MIN-MAX")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--stall-timeout", type=float, default=30.0)
-    args = parser.parse_args(argv)
-
-    import django
-
-    django.setup()
+def set_current_app() -> None:
     from benchmarks.celery_project.celery_app import app
 
     app.set_current()
-    print(json.dumps(PHASES[args.phase](args)), flush=True)
-    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(
+        "python -m benchmarks.celery_project.measure",
+        PHASES,
+        argv,
+        add_arguments=add_arguments,
+        after_setup=set_current_app,
+    )
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from django.db.models.functions import Now
 from .. import signals
 from ..status import JobStatus
 from ._sql import (
+    NOTIFY_CHANNEL,
     QUEUE_STATE_MODEL,
     JobT,
     Ledger,
@@ -284,6 +285,59 @@ class ClaimQueries(Ledger[JobT]):
                 results.append(ClaimResult(outcome=ClaimOutcome.BUSY, reason=str(exc)))
         return results
 
+    def return_queued(self, messages: Sequence[tuple[uuid.UUID, uuid.UUID]]) -> int:
+        """Put the ``queued`` jobs of *messages* (``(job_id, dispatch_token)`` pairs) back to
+        ``scheduled``, due as before, and wake the scheduler to send them again.
+
+        For the jobs of a message a worker took part of and cannot start soon: the scheduler
+        sends them again in a new message, with a new token, and the old message (deleted by
+        the worker) could only claim nothing. Fenced by the dispatch token: a pair that is
+        stale changes nothing. Returns how many jobs went back.
+
+        Example::
+
+            Job.objects.return_queued([(job.id, token)])  # 1
+        """
+        if not messages:
+            return 0
+        with transaction.atomic(using=self._db_alias):
+            jobs = self._put_back(messages, paused_only=False)
+        return len(jobs)
+
+    def _put_back(
+        self, messages: Sequence[tuple[uuid.UUID, uuid.UUID]], *, paused_only: bool
+    ) -> list[JobT]:
+        """Put ``queued`` jobs of *messages* back to ``scheduled`` (only those of paused queues
+        with *paused_only*), fenced by their tokens, announce them, and NOTIFY the scheduler.
+        Each returned job carries ``message_token``, the token it was named with."""
+        paused = f"AND {paused_sql(self.model, queue='j.queue')}" if paused_only else ""
+        sql = f"""
+            WITH changed AS (
+                UPDATE {table(self.model)} AS j
+                SET status = %(scheduled)s, dispatch_token = NULL, enqueued_at = NULL
+                FROM unnest(%(ids)s::uuid[], %(tokens)s::uuid[]) AS m(id, dispatch_token)
+                WHERE j.id = m.id AND j.status = %(queued)s
+                    AND j.dispatch_token = m.dispatch_token {paused}
+                RETURNING j.*, m.dispatch_token AS message_token
+            )
+            SELECT {columns(self.model, prefix="changed.")}, changed.message_token,
+                (SELECT pg_notify(%(channel)s, '')) AS woke
+            FROM changed
+        """
+        jobs = self._returning_many(
+            sql,
+            {
+                "scheduled": JobStatus.SCHEDULED.value,
+                "ids": [job_id for job_id, _ in messages],
+                "tokens": [token for _, token in messages],
+                "queued": JobStatus.QUEUED.value,
+                "channel": NOTIFY_CHANNEL,
+            },
+        )
+        for job in jobs:
+            self._announce(job, old_status=JobStatus.QUEUED)
+        return jobs
+
     def _put_back_paused(
         self, messages: Sequence[tuple[uuid.UUID, uuid.UUID]]
     ) -> dict[tuple[uuid.UUID, uuid.UUID], ClaimResult[JobT]]:
@@ -296,26 +350,8 @@ class ClaimQueries(Ledger[JobT]):
         """
         if not messages:
             return {}
-        sql = f"""
-            UPDATE {table(self.model)} AS j
-            SET status = %(scheduled)s, dispatch_token = NULL, enqueued_at = NULL
-            FROM unnest(%(ids)s::uuid[], %(tokens)s::uuid[]) AS m(id, dispatch_token)
-            WHERE j.id = m.id AND j.status = %(queued)s AND j.dispatch_token = m.dispatch_token
-                AND {paused_sql(self.model, queue="j.queue")}
-            RETURNING {columns(self.model, prefix="j.")}, m.dispatch_token AS message_token
-        """
-        jobs = self._returning_many(
-            sql,
-            {
-                "scheduled": JobStatus.SCHEDULED.value,
-                "ids": [job_id for job_id, _ in messages],
-                "tokens": [token for _, token in messages],
-                "queued": JobStatus.QUEUED.value,
-            },
-        )
         reasons: dict[tuple[uuid.UUID, uuid.UUID], ClaimResult[JobT]] = {}
-        for job in jobs:
-            self._announce(job, old_status=JobStatus.QUEUED)
+        for job in self._put_back(messages, paused_only=True):
             queue = row(job).queue
             reasons[(job.pk, job.message_token)] = ClaimResult(  # type: ignore[attr-defined]
                 outcome=ClaimOutcome.NOT_CLAIMABLE,

@@ -92,6 +92,7 @@ class RelayQueries(Ledger[JobT]):
         queue: str,
         limit: int,
         send: Callable[[list[DueJob]], set[uuid.UUID]],
+        minimum: int = 1,
     ) -> RelayResult:
         """Lock up to *limit* due jobs of *queue*, mark them ``queued`` with a new token, send,
         then commit.
@@ -100,7 +101,9 @@ class RelayQueries(Ledger[JobT]):
         those are put back to ``scheduled`` before the commit. If *send* raises, nothing changes.
         Rows locked by another scheduler are skipped, so several schedulers never send a job twice.
         A worker that receives a message before this commits waits on the row lock.
-        A paused queue relays nothing: no job is locked and *send* is not called.
+        A paused queue relays nothing: no job is locked and *send* is not called. Fewer than
+        *minimum* due jobs relay nothing either (flow control waits for a full message while
+        the workers have others to go on with).
         """
         jobs_table = table(self.model)
         sql = f"""
@@ -114,7 +117,7 @@ class RelayQueries(Ledger[JobT]):
             )
             UPDATE {jobs_table} AS j
             SET status = %(queued)s, dispatch_token = gen_random_uuid(), enqueued_at = now()
-            FROM due WHERE j.id = due.id
+            FROM due WHERE j.id = due.id AND (SELECT count(*) FROM due) >= %(minimum)s
             RETURNING j.id, j.name, j.queue, j.priority, {clamp_sql("j.run_at")}, j.dispatch_token,
                 j.trace_context
         """
@@ -126,6 +129,7 @@ class RelayQueries(Ledger[JobT]):
                     "scheduled": JobStatus.SCHEDULED.value,
                     "queue": queue,
                     "limit": limit,
+                    "minimum": minimum,
                     "queued": JobStatus.QUEUED.value,
                 },
             )

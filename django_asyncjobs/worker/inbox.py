@@ -3,10 +3,12 @@
 :class:`Inbox` owns one long-poll thread per queue (``asyncjobs-poll-<queue>``) and what they
 share with the main loop. Guarded by ``Inbox._lock``:
 
-- ``_held``: messages received and not yet taken, as ``(queue rank, arrival order, received
-  at, message)``; sorted, the first queue's messages come first, oldest first. Long-poll threads
-  add to it (:meth:`~Inbox.hold`); the main loop takes from it (:meth:`~Inbox.take`) and gives
-  back what it held too long (:meth:`~Inbox.release_held`).
+- ``_held``: the jobs named by messages received and not yet taken, as ``(queue rank,
+  -priority, arrival order, received at, bell)``; sorted, the first queue's jobs come first,
+  highest priority first, then oldest. Long-poll threads add to it (:meth:`~Inbox.hold`); the
+  main loop takes from it (:meth:`~Inbox.take`) and gives back what it held too long
+  (:meth:`~Inbox.release_held`).
+- ``_malformed``: messages that name no job of ours, for the main loop to set aside.
 - ``_queues``: the queue names consumed, highest priority first. The main loop rewrites it when
   patterns are resolved (:meth:`~Inbox.discover`); long-poll threads read it to rank messages.
 - ``_recent_starts``: when the last second's jobs started (the main loop appends, through
@@ -21,6 +23,13 @@ number of running jobs through *running_count*, before it takes ``_lock``, and s
 it held new messages. No other lock is taken while ``_lock`` is held. The main loop's sweeps read
 the ledger's count of queued jobs per queue through *queued_counts* (on the main loop's database
 connection), so that an empty short poll is never taken for an empty queue.
+
+A message may name several jobs (see :mod:`~django_asyncjobs.payload`): each becomes a
+:class:`Bell`, and the message's :class:`Delivery` (main loop only, once held) counts the ones
+not yet settled. The message is deleted when every job it names is claimed or dropped; a job
+that must come back later (its row is busy, its name unknown here) makes the message come back
+instead. A message none of whose jobs was taken goes back to SQS whole; the rest of one that
+was taken from goes back through the ledger (:meth:`~Inbox.give_back`).
 """
 
 from __future__ import annotations
@@ -33,8 +42,10 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from ..exceptions import MalformedMessage, TransportError, TransportMisconfigured
+from ..payload import MAX_JOBS_PER_MESSAGE, Doorbell, decode_message
 from ..transports.base import MAX_BATCH_SIZE, ReceivedMessage, Transport
 
 # The worker package's one logger (see loop.py).
@@ -43,8 +54,9 @@ logger = logging.getLogger("django_asyncjobs.worker")
 MAX_ERROR_BACKOFF_SECONDS = 30.0
 #: Messages of claimed jobs are deleted in batches: when ten are waiting, or after this long.
 DELETE_DELAY_SECONDS = 0.2
-#: A prefetched message not started within this long goes back to SQS: it bounds how long a
-#: held lower-priority job can go ahead of a newly arrived higher-priority one.
+#: A prefetched job not started within this long goes back (its message to SQS, or the job to the
+#: ledger): it bounds how long a held lower-priority job can go ahead of a newly arrived
+#: higher-priority one, and how long a short job waits behind long ones it shared a message with.
 HOLD_SECONDS = 2.0
 #: A long poll asks every SQS server, where a short poll (no wait) samples only some of them and
 #: may return nothing although messages exist. One second is the shortest long poll.
@@ -63,6 +75,35 @@ def is_pattern(queue: str) -> bool:
     return any(c in queue for c in "*?[")
 
 
+@dataclass(eq=False, slots=True)
+class Delivery:
+    """A received message and what became of the jobs it names (touched by the main loop only,
+    once held)."""
+
+    message: ReceivedMessage
+    #: How many jobs the message names.
+    jobs: int
+    #: Jobs taken to be claimed, or settled: while 0, the message can go back whole.
+    taken: int = 0
+    #: Jobs not settled yet: the message is done with when none is left.
+    unsettled: int = 0
+    #: Bring the message back after this long instead of deleting it (a job of it must come
+    #: back: its row was busy, or its name is unknown here).
+    hide_seconds: int | None = None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Bell:
+    """One job named by a received message."""
+
+    delivery: Delivery
+    doorbell: Doorbell
+
+    @property
+    def message(self) -> ReceivedMessage:
+        return self.delivery.message
+
+
 class Inbox:
     """Receive from *queue_specs* in priority order, for a main loop of *concurrency* slots."""
 
@@ -79,6 +120,7 @@ class Inbox:
         discovery_interval_seconds: float,
         running_count: Callable[[], int],
         queued_counts: Callable[[Sequence[str]], dict[str, int] | None],
+        hand_back: Callable[[Sequence[Doorbell]], bool],
         stopping: threading.Event,
         wakeup: threading.Event,
     ) -> None:
@@ -88,19 +130,26 @@ class Inbox:
         self.concurrency = concurrency
         self.burst = burst
         self.wait_seconds = wait_seconds
-        #: Messages received ahead of free slots, so the next job starts without an SQS round
-        #: trip: at most PREFETCH, and no more than this worker started in the last second (so
-        #: workers of long jobs hold nothing). Unused ones go back after HOLD_SECONDS.
+        #: Jobs held ahead of free slots, so the next job starts without an SQS round trip: at
+        #: most PREFETCH, and no more than this worker started in the last second (so workers
+        #: of long jobs hold nothing). Unused ones go back after HOLD_SECONDS.
         self.prefetch = prefetch
         self.hold_seconds = min(HOLD_SECONDS, visibility_timeout_seconds / 2)
         self.discovery_interval_seconds = discovery_interval_seconds
         self._running_count = running_count
         self._queued_counts = queued_counts
+        #: Puts jobs back to ``scheduled`` in the ledger (main loop); False if it could not.
+        self._hand_back = hand_back
         self._stopping = stopping
         self._wakeup = wakeup
 
         self._lock = threading.Lock()
-        self._held: list[tuple[int, int, float, ReceivedMessage]] = []
+        self._held: list[tuple[int, int, int, float, Bell]] = []
+        self._malformed: list[tuple[ReceivedMessage, MalformedMessage]] = []
+        #: Jobs per message in the last receive: receives ask for as many messages as the free
+        #: slots and prefetch need, not as many as there are jobs to start. Until a message
+        #: came, a receive asks for one: it may name a hundred jobs.
+        self._jobs_per_message = float(MAX_JOBS_PER_MESSAGE)
         self._order = itertools.count()
         self._queues = [q for q in self.queue_specs if not is_pattern(q)]
         self._recent_starts: collections.deque[float] = collections.deque()
@@ -165,7 +214,7 @@ class Inbox:
                 continue
             try:
                 received = self.transport.receive(
-                    queue, max_messages=min(wanted, MAX_BATCH_SIZE), wait_seconds=self.wait_seconds
+                    queue, max_messages=self._messages_for(wanted), wait_seconds=self.wait_seconds
                 )
             except TransportError as exc:
                 backoff = min(MAX_ERROR_BACKOFF_SECONDS, max(1.0, backoff * 2))
@@ -218,35 +267,75 @@ class Inbox:
 
     # -- held messages ---------------------------------------------------------------------------
 
-    def take(self, free: int, *, sweep: bool) -> list[ReceivedMessage]:
-        """Return up to *free* messages, highest-priority queue first.
+    def take(self, free: int, *, sweep: bool) -> list[Bell]:
+        """Return up to *free* jobs to claim, highest-priority queue first, then highest
+        priority, then oldest.
 
-        Messages the long-poll threads brought come first; with *sweep*, the queues are also
+        Jobs the long-poll threads brought come first; with *sweep*, the queues are also
         short-polled in priority order when there are none. Up to ``prefetch`` of the rest stay
-        in the inbox for the next free slot; more than that go back to SQS.
+        in the inbox for the next free slot; more than that go back at once.
         """
         self.release_held(older_than=self.hold_seconds)
+        self._set_aside_malformed()
+        bells, extra = self._pop_held(free)
+        if not bells and sweep:
+            self.hold(self._sweep(self._messages_for(free + self._prefetch_now_locked())))
+            self._set_aside_malformed()
+            bells, more = self._pop_held(free)
+            extra += more
+        self.give_back(extra)
+        return bells
+
+    def _pop_held(self, free: int) -> tuple[list[Bell], list[Bell]]:
+        """Take up to *free* held jobs; return them and the held jobs beyond the prefetch."""
         with self._lock:
             prefetch = self._prefetch_now()
             pending = sorted(self._held)
             take, keep = pending[:free], pending[free:]
             self._held[:] = keep[:prefetch]
-            extra = [m for _, _, _, m in keep[prefetch:]]
-        messages = [m for _, _, _, m in take]
-        if not messages and sweep:
-            swept = self._sweep(free + prefetch)
-            messages = swept[:free]
-            self.hold(swept[free:])
-        self.release(extra)
-        return messages
+        bells = [entry[-1] for entry in take]
+        for bell in bells:
+            bell.delivery.taken += 1
+        return bells, [entry[-1] for entry in keep[prefetch:]]
+
+    def _messages_for(self, jobs: int) -> int:
+        """How many messages to ask for, to receive about *jobs* jobs (1 to 10)."""
+        with self._lock:
+            per_message = self._jobs_per_message
+        return max(1, min(MAX_BATCH_SIZE, round(jobs / per_message)))
+
+    def _prefetch_now_locked(self) -> int:
+        with self._lock:
+            return self._prefetch_now()
 
     def hold(self, messages: Sequence[ReceivedMessage]) -> None:
-        """Put received *messages* in the inbox, ranked by their queue, stamped with the time."""
-        ranked = [(self._rank(message.queue), message) for message in messages]
+        """Put the jobs *messages* name in the inbox, ranked by queue and priority, stamped
+        with the time; set malformed messages aside for the main loop to quarantine."""
         now = time.monotonic()
+        entries: list[tuple[int, int, float, Bell]] = []
+        malformed: list[tuple[ReceivedMessage, MalformedMessage]] = []
+        for message in messages:
+            try:
+                doorbells = decode_message(message.body)
+            except MalformedMessage as exc:
+                malformed.append((message, exc))
+                continue
+            rank = self._rank(message.queue)
+            delivery = Delivery(message=message, jobs=len(doorbells), unsettled=len(doorbells))
+            entries.extend((rank, -d.priority, now, Bell(delivery, d)) for d in doorbells)
+        named = len(entries)
         with self._lock:
-            for rank, message in ranked:
-                self._held.append((rank, next(self._order), now, message))
+            if messages:
+                self._jobs_per_message = max(1.0, named / len(messages))
+            for rank, priority, at, bell in entries:
+                self._held.append((rank, priority, next(self._order), at, bell))
+            self._malformed.extend(malformed)
+
+    def _set_aside_malformed(self) -> None:
+        with self._lock:
+            malformed, self._malformed = self._malformed, []
+        for message, error in malformed:
+            self.quarantine(message, error)
 
     def note_start(self, now: float) -> None:
         """Count a job started at *now* (monotonic): the prefetch follows the starts' pace."""
@@ -254,14 +343,18 @@ class Inbox:
             self._recent_starts.append(now)
 
     def _prefetch_now(self) -> int:
-        """How many messages to hold ahead: PREFETCH, capped by the starts of the last second.
+        """How many jobs to hold ahead: PREFETCH, capped by the starts of the last second, or
+        by the jobs a message named lately, if more than one.
 
-        Called with the lock held.
+        A message naming several jobs was sized by the scheduler from the queue's start rate
+        for one worker process: held whole, it lets a worker that just started (or was idle)
+        take a busy queue's message without handing most of it back. Called with the lock held.
         """
         horizon = time.monotonic() - 1.0
         while self._recent_starts and self._recent_starts[0] < horizon:
             self._recent_starts.popleft()
-        return min(self.prefetch, len(self._recent_starts))
+        packed = round(self._jobs_per_message) if self._jobs_per_message > 1.5 else 0
+        return min(self.prefetch, max(len(self._recent_starts), packed))
 
     def _sweep(self, free: int) -> list[ReceivedMessage]:
         """Receive from the queues in priority order and stop at the first that has messages.
@@ -302,11 +395,12 @@ class Inbox:
         with self._lock:
             return bool(self._held)
 
-    def confirm(self, free: int) -> list[ReceivedMessage]:
+    def confirm(self, free: int) -> list[Bell]:
         """Receive what any queue holds, asking every server: for a worker about to stop.
 
         All queues are long-polled at once (one thread each), for CONFIRM_WAIT_SECONDS at most;
-        a transport whose short poll sees everything is short-polled instead.
+        a transport whose short poll sees everything is short-polled instead. Returns up to
+        *free* of the jobs received (and held before).
         """
         queues = self.queues
         wait = 0 if self.transport.short_poll_is_complete else CONFIRM_WAIT_SECONDS
@@ -321,10 +415,11 @@ class Inbox:
                         queues,
                     )
                 )
-        received = [message for batch in results if batch for message in batch]
-        ranked = sorted(received, key=lambda message: self._rank(message.queue))
-        self.hold(ranked[free:])
-        return ranked[:free]
+        self.hold([message for batch in results if batch for message in batch])
+        self._set_aside_malformed()
+        bells, extra = self._pop_held(free)
+        self.give_back(extra)
+        return bells
 
     def _receive_or_report(
         self, queue: str, free: int, *, wait_seconds: float
@@ -342,27 +437,71 @@ class Inbox:
         return received
 
     def release_held(self, *, older_than: float = 0.0) -> None:
-        """Give back the held messages (those held longer than *older_than* seconds)."""
+        """Give back the held jobs (those held longer than *older_than* seconds)."""
         limit = time.monotonic() - older_than
         with self._lock:
             held = self._held
-            released = [m for _, _, at, m in held if at <= limit]
-            held[:] = [entry for entry in held if entry[2] > limit]
-        self.release(released)
+            released = [entry[-1] for entry in held if entry[-2] <= limit]
+            held[:] = [entry for entry in held if entry[-2] > limit]
+        self.give_back(released)
+
+    def give_back(self, bells: Sequence[Bell]) -> None:
+        """Let other workers (or this one, later, in priority order) have *bells* (main loop).
+
+        A message none of whose jobs was taken goes back to SQS whole, at once. The jobs left
+        of a message that was taken from go back through the ledger: ``scheduled`` again, for
+        the scheduler to send anew, and the message is deleted once all of its jobs are settled.
+        If the ledger cannot be written, the message is left alone: it comes back after its
+        visibility timeout, and the jobs taken from it are dropped then.
+        """
+        by_delivery: dict[int, list[Bell]] = {}
+        for bell in bells:
+            by_delivery.setdefault(id(bell.delivery), []).append(bell)
+        whole: list[ReceivedMessage] = []
+        to_ledger: list[Bell] = []
+        for group in by_delivery.values():
+            delivery = group[0].delivery
+            if not delivery.taken and len(group) == delivery.jobs:
+                whole.append(delivery.message)
+            else:
+                to_ledger.extend(group)
+        self.release(whole)
+        if to_ledger and self._hand_back([bell.doorbell for bell in to_ledger]):
+            for bell in to_ledger:
+                bell.delivery.taken += 1
+                self.settle(bell)
 
     def release(self, messages: Sequence[ReceivedMessage]) -> None:
-        # Unclaimed messages go straight back, so that another worker (or we, later, in priority
-        # order) can take them instead of waiting out their visibility timeout.
+        """Make *messages* visible again at once (none of their jobs was taken)."""
         for message in messages:
             try:
                 self.transport.change_visibility(message, timeout_seconds=0)
             except TransportError as exc:
                 logger.warning("could not release a message queue=%s error=%s", message.queue, exc)
 
+    def settle(self, bell: Bell, *, hide_seconds: int | None = None) -> None:
+        """Count *bell*'s job as done with: claimed, dropped, handed back (main loop).
+
+        With *hide_seconds*, its message must come back after that long (the job could not be
+        claimed yet) rather than be deleted. When every job of the message is settled, the
+        message is deleted, or hidden for the shortest of those waits.
+        """
+        delivery = bell.delivery
+        delivery.unsettled -= 1
+        if hide_seconds is not None:
+            hidden = delivery.hide_seconds
+            delivery.hide_seconds = hide_seconds if hidden is None else min(hidden, hide_seconds)
+        if delivery.unsettled:
+            return
+        if delivery.hide_seconds is None:
+            self.delete([delivery.message])
+        else:
+            self.change_visibility(delivery.message, delivery.hide_seconds)
+
     # -- messages the main loop is done with -----------------------------------------------------
 
     def delete(self, messages: Sequence[ReceivedMessage]) -> None:
-        """Delete *messages* (their jobs are claimed, or they name none): soon, in batches."""
+        """Delete *messages* (their jobs are settled): soon, in batches."""
         if not self._to_delete:
             self._to_delete_since = time.monotonic()
         self._to_delete.extend(messages)

@@ -35,7 +35,6 @@ from django.db import DatabaseError, connections, router
 from .. import execution, tracing
 from ..conf import get_settings
 from ..db import close_if_unusable, retry_on_lost_connection
-from ..exceptions import MalformedMessage
 from ..logs import job_fields
 from ..models import Job, ProcessKind
 from ..payload import Doorbell
@@ -43,11 +42,11 @@ from ..processes import Presence
 from ..queries import ClaimOutcome, QueueWork
 from ..registry import registry
 from ..status import JobStatus
-from ..transports.base import ReceivedMessage, Transport
+from ..transports.base import Transport
 from .burst import EXIT_UNFINISHED, BurstEnd, Verdict
 from .claimed import ClaimedJobs, Running
 from .heartbeat import Heartbeat
-from .inbox import CONFIRM_WAIT_SECONDS, HOLD_SECONDS, Inbox
+from .inbox import CONFIRM_WAIT_SECONDS, HOLD_SECONDS, Bell, Inbox
 from .runners import Runners
 
 # One logger for the whole worker package, named as before it was split into modules: LOGGING
@@ -156,6 +155,7 @@ class Worker:
             discovery_interval_seconds=conf.queue_discovery_interval_seconds,
             running_count=self._claimed.running_count,
             queued_counts=self._queued_counts,
+            hand_back=self._hand_back,
             stopping=self._stopping,
             wakeup=self._wakeup,
         )
@@ -386,16 +386,11 @@ class Worker:
 
     # -- claiming --------------------------------------------------------------------------------
 
-    def _handle(self, messages: list[ReceivedMessage]) -> None:
-        """Claim each message's job and start it; delete the messages that are done with."""
-        done: list[ReceivedMessage] = []
+    def _handle(self, bells: list[Bell]) -> None:
+        """Claim the jobs *bells* name and start them; settle each with its message."""
+        if not bells:
+            return
         names = registry.names()
-        bells: list[tuple[ReceivedMessage, Doorbell]] = []
-        for message in messages:
-            try:
-                bells.append((message, Doorbell.decode(message.body)))
-            except MalformedMessage as exc:
-                self._inbox.quarantine(message, exc)
         manager = Job.objects.db_manager(self.using)
         try:
             # After a PostgreSQL restart the first claim of an idle worker meets its dead
@@ -403,7 +398,7 @@ class Worker:
             # one comes back a visibility timeout later and counts toward the dead-letter limit).
             claims = retry_on_lost_connection(
                 lambda: manager.claim_many(
-                    [(bell.job_id, bell.dispatch_token) for _, bell in bells],
+                    [(bell.doorbell.job_id, bell.doorbell.dispatch_token) for bell in bells],
                     worker=self.worker_id,
                     registered_names=names,
                     lock_timeout_seconds=self.lock_timeout_seconds,
@@ -417,41 +412,39 @@ class Worker:
             logger.error("cannot claim jobs count=%d error=%s", len(bells), exc)
             close_if_unusable(self.using, after_error=True)
             claims = []
-        for (message, bell), claim in zip(bells, claims, strict=False):
+        for bell, claim in zip(bells, claims, strict=False):
             if claim.outcome is ClaimOutcome.CLAIMED:
                 assert claim.job is not None
-                self._start(claim.job, receives=message.receive_count)
-                done.append(message)
+                self._start(claim.job, receives=bell.message.receive_count)
+                self._inbox.settle(bell)
             elif claim.outcome is ClaimOutcome.NOT_CLAIMABLE:
                 logger.info(
                     "dropping message job_id=%s queue=%s reason=%s",
-                    bell.job_id,
-                    message.queue,
+                    bell.doorbell.job_id,
+                    bell.message.queue,
                     claim.reason,
-                    extra={"job_id": str(bell.job_id), "queue": message.queue},
+                    extra={"job_id": str(bell.doorbell.job_id), "queue": bell.message.queue},
                 )
-                done.append(message)
+                self._inbox.settle(bell)
             elif claim.outcome is ClaimOutcome.BUSY:
-                self._inbox.change_visibility(message, BUSY_RETRY_SECONDS)
+                self._inbox.settle(bell, hide_seconds=BUSY_RETRY_SECONDS)
             else:
-                self._unregistered(message, bell, claim.reason, done)
-        if done:
-            self._inbox.delete(done)
+                self._inbox.settle(bell, hide_seconds=self._unregistered(bell, claim.reason))
 
-    def _unregistered(
-        self, message: ReceivedMessage, bell: Doorbell, reason: str, done: list[ReceivedMessage]
-    ) -> None:
+    def _unregistered(self, bell: Bell, reason: str) -> int | None:
         """Refuse a job whose name is not registered here: hand it back, or fail it at the limit.
 
+        Returns how long its message should stay hidden (``None``: the message is done with).
         The deliveries are counted on the row, not by SQS: the scheduler's resend of a job
         whose message seems lost replaces the message, and its receive count with it.
         """
+        doorbell = bell.doorbell
         manager = Job.objects.db_manager(self.using)
         try:
             job = retry_on_lost_connection(
                 lambda: manager.refuse_unregistered(
-                    job_id=bell.job_id,
-                    dispatch_token=bell.dispatch_token,
+                    job_id=doorbell.job_id,
+                    dispatch_token=doorbell.dispatch_token,
                     reason=f"{reason} (worker {self.worker_id})",
                     max_deliveries=UNREGISTERED_MAX_DELIVERIES,
                 ),
@@ -460,38 +453,51 @@ class Worker:
         except DatabaseError as exc:
             logger.error(
                 "cannot record a refused delivery job_id=%s error=%s",
-                bell.job_id,
+                doorbell.job_id,
                 exc,
-                extra={"job_id": str(bell.job_id), "queue": message.queue},
+                extra={"job_id": str(doorbell.job_id), "queue": bell.message.queue},
             )
             close_if_unusable(self.using, after_error=True)
-            return  # the message comes back after its visibility timeout
+            return self.unregistered_retry_seconds  # as SQS would, for a message not deleted
         if job is None:
             # Sent again meanwhile (a new dispatch token), cancelled or gone: a stale message.
             logger.info(
                 "dropping message job_id=%s queue=%s reason=job changed meanwhile",
-                bell.job_id,
-                message.queue,
-                extra={"job_id": str(bell.job_id), "queue": message.queue},
+                doorbell.job_id,
+                bell.message.queue,
+                extra={"job_id": str(doorbell.job_id), "queue": bell.message.queue},
             )
-            done.append(message)
-        elif job.status == JobStatus.FAILED:
+            return None
+        if job.status == JobStatus.FAILED:
             logger.error(
-                "job failed job_id=%s error=%s", bell.job_id, job.error, extra=job_fields(job)
+                "job failed job_id=%s error=%s", doorbell.job_id, job.error, extra=job_fields(job)
             )
-            done.append(message)
-        else:
-            logger.warning(
-                "job not registered here; handing the message back job_id=%s reason=%s "
-                "refused=%d/%d back_in=%ds",
-                bell.job_id,
-                reason,
-                job.refused_deliveries,
-                UNREGISTERED_MAX_DELIVERIES,
-                self.unregistered_retry_seconds,
-                extra=job_fields(job),
-            )
-            self._inbox.change_visibility(message, self.unregistered_retry_seconds)
+            return None
+        logger.warning(
+            "job not registered here; handing the message back job_id=%s reason=%s "
+            "refused=%d/%d back_in=%ds",
+            doorbell.job_id,
+            reason,
+            job.refused_deliveries,
+            UNREGISTERED_MAX_DELIVERIES,
+            self.unregistered_retry_seconds,
+            extra=job_fields(job),
+        )
+        return self.unregistered_retry_seconds
+
+    def _hand_back(self, doorbells: Sequence[Doorbell]) -> bool:
+        """Put the jobs of *doorbells* back to ``scheduled`` for the scheduler to send again
+        (the rest of a message this worker cannot start soon); False if the ledger is away."""
+        manager = Job.objects.db_manager(self.using)
+        pairs = [(d.job_id, d.dispatch_token) for d in doorbells]
+        try:
+            count = retry_on_lost_connection(lambda: manager.return_queued(pairs), using=self.using)
+        except DatabaseError as exc:
+            logger.error("cannot hand jobs back count=%d error=%s", len(pairs), exc)
+            close_if_unusable(self.using, after_error=True)
+            return False
+        logger.debug("handed jobs back for another worker count=%d", count)
+        return True
 
     # -- running ---------------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 DATABASE_URL         postgres://postgres@127.0.0.1:5432/asyncjobs_example by default
 AWS_ENDPOINT_URL_SQS read by boto3 itself (set it to a moto_server/LocalStack URL locally)
 AWS_DEFAULT_REGION   read by boto3 itself
+AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY  read by boto3 itself (dummies for an emulator)
 DJANGO_DEBUG, DJANGO_SECRET_KEY, DJANGO_ALLOWED_HOSTS
 ASYNCJOBS_QUEUE_PREFIX, ASYNCJOBS_WAIT_TIME_SECONDS
 DEMO_HELLO_DELAY_SECONDS  how long the demo's "say hello" waits (the seeds say 60 s)

@@ -16,6 +16,12 @@ from tests.support.browser import CHROMIUM
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 
+@pytest.fixture(autouse=True)
+def _playwright_installed() -> None:
+    """Skip the browser tests where Playwright (the 'browser' extra) is not installed."""
+    pytest.importorskip("playwright", reason="Playwright comes with the 'browser' extra")
+
+
 @pytest.fixture
 def page(tmp_path: Path) -> Iterator[Any]:
     """A Chromium page (Debian's browser, driven by Playwright), closed after the test."""

@@ -9,17 +9,23 @@ import json
 from typing import Any
 
 import pytest
-import schemathesis
-from django.contrib.auth.models import Permission, User
-from django.core.handlers.wsgi import WSGIHandler
-from django.core.management import call_command
-from django.test import Client
-from hypothesis import HealthCheck, example, given, settings
-from hypothesis import strategies as st
-from schemathesis.specs.openapi.checks import ignored_auth, positive_data_acceptance
 
-from django_asyncjobs.api.openapi import document
-from django_asyncjobs.models import Job
+# Skip, not fail, where the 'fuzz' extra is not installed; the imports below need it.
+schemathesis = pytest.importorskip("schemathesis", reason="schemathesis is in the 'fuzz' extra")
+
+from django.contrib.auth.models import Permission, User  # noqa: E402
+from django.core.handlers.wsgi import WSGIHandler  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+from django.test import Client  # noqa: E402
+from hypothesis import HealthCheck, example, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from schemathesis.specs.openapi.checks import (  # noqa: E402
+    ignored_auth,
+    positive_data_acceptance,
+)
+
+from django_asyncjobs.api.openapi import document  # noqa: E402
+from django_asyncjobs.models import Job  # noqa: E402
 
 schema = schemathesis.openapi.from_dict(document(base_path="/api"))
 schema.app = WSGIHandler()

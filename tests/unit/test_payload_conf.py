@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
@@ -11,7 +12,13 @@ from django.test import override_settings
 
 from django_asyncjobs.conf import get_settings, validate
 from django_asyncjobs.exceptions import MalformedMessage
-from django_asyncjobs.payload import Doorbell
+from django_asyncjobs.payload import (
+    MAX_JOBS_PER_MESSAGE,
+    MAX_MESSAGE_BODY_BYTES,
+    Doorbell,
+    decode_message,
+    encode_message,
+)
 from django_asyncjobs.retry import Backoff
 
 
@@ -125,3 +132,46 @@ def test_a_default_queue_no_default_worker_consumes_is_a_warning() -> None:
         assert "a runworker started without --queues never receives" in message
     with override_settings(ASYNCJOBS={"QUEUES": ["high", "low"], "MAX_RETRIES": -1}):
         assert warnings() == []  # invalid settings are asyncjobs.E001's to report
+
+
+def test_a_message_names_several_jobs_highest_priority_first_and_stays_small() -> None:
+    bells = [
+        Doorbell(job_id=uuid.uuid4(), dispatch_token=uuid.uuid4(), priority=p)
+        for p in range(MAX_JOBS_PER_MESSAGE, 0, -1)
+    ]
+    body = encode_message(bells)
+    assert decode_message(body) == bells
+    # Ten of the largest messages fit in one SendMessageBatch request (256 KiB).
+    assert 10 * len(body.encode()) < 256 * 1024
+    assert len(body.encode()) <= MAX_MESSAGE_BODY_BYTES
+    # A message naming one job keeps the first version's shape, which every worker reads.
+    assert json.loads(encode_message(bells[:1]))["v"] == 1
+    with pytest.raises(ValueError, match="1 to 100 jobs"):
+        encode_message([*bells, bells[0]])
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"v": 2, "jobs": []}',
+        '{"v": 2, "jobs": "x"}',
+        '{"v": 2, "jobs": [["00000000-0000-0000-0000-000000000001"]]}',
+        f'{{"v": 2, "jobs": [["{uuid.UUID(int=1)}", "{uuid.UUID(int=2)}", true]]}}',
+        f'{{"v": 2, "jobs": [["{uuid.UUID(int=1)}", "{uuid.UUID(int=2)}", "5"]]}}',
+        f'{{"v": 2, "jobs": [["{uuid.UUID(int=1)}", "not a uuid", 0]]}}',
+        f'{{"v": 2, "jobs": [["{uuid.UUID(int=1)}", "{uuid.UUID(int=2)}", 0]], "x": 1}}',
+        '{"v": 2, "jobs": '
+        + json.dumps([[str(uuid.UUID(int=1)), str(uuid.UUID(int=2)), 0]] * 101)
+        + "}",
+        '{"v": 1, "jobs": []}',
+    ],
+)
+def test_malformed_messages_naming_several_jobs_are_refused(body: str) -> None:
+    with pytest.raises(MalformedMessage):
+        decode_message(body)
+
+
+def test_doorbell_decode_refuses_a_message_naming_several_jobs() -> None:
+    bell = Doorbell(job_id=uuid.uuid4(), dispatch_token=uuid.uuid4())
+    with pytest.raises(MalformedMessage, match="names 2 jobs"):
+        Doorbell.decode(encode_message([bell, bell]))

@@ -154,6 +154,7 @@ class Scheduler:
                     queue=queue,
                     jobs=[job for jobs in request for job in jobs],
                     transport=self.transport,
+                    message_count=len(request),
                 ) as span:
                     refused = self.transport.send_batch(queue, outgoing)
                     tracing.refused(span, count=len(refused))

@@ -164,11 +164,16 @@ class RelayedJob(Protocol):
 
 @contextlib.contextmanager
 def relay_span(
-    *, queue: str, jobs: Sequence[RelayedJob], transport: object
+    *,
+    queue: str,
+    jobs: Sequence[RelayedJob],
+    transport: object,
+    message_count: int | None = None,
 ) -> Iterator[Any | None]:
     """Make the ``send <queue>`` span of one SendMessageBatch, linked to each job's context.
 
-    Yields the span (``None`` without OpenTelemetry); an exception that leaves the block is
+    *message_count* is the request's SQS messages (one may name several jobs; default: one per
+    job). Yields the span (``None`` without OpenTelemetry); an exception that leaves the block is
     recorded on it with status ERROR, and raised on.
 
     Example::
@@ -189,7 +194,7 @@ def relay_span(
         MESSAGING_OPERATION_TYPE: "send",
         MESSAGING_OPERATION_NAME: "send",
         MESSAGING_DESTINATION: queue,
-        MESSAGING_BATCH_COUNT: len(jobs),
+        MESSAGING_BATCH_COUNT: len(jobs) if message_count is None else message_count,
         JOB_IDS: [str(job.id) for job in jobs],
     }
     with _tracer().start_as_current_span(

@@ -89,7 +89,9 @@ def test_the_run_is_a_child_of_the_stored_context_and_the_relay_links_to_it(
     (send,) = _by_name(spans, "send default")
     assert send.kind is trace.SpanKind.PRODUCER
     assert send.attributes is not None
-    assert send.attributes["messaging.batch.message_count"] == 2
+    assert set(send.attributes["asyncjobs.job.ids"]) == {str(job.id), str(untraced.id)}  # type: ignore[arg-type]
+    # One SQS message may name several jobs: the count is of messages.
+    assert send.attributes["messaging.batch.message_count"] in (1, 2)
     assert send.attributes["messaging.system"] == "memory"
     # One link, for the job enqueued in a trace; the other had none to link to.
     assert [(link.context.trace_id, link.context.span_id) for link in send.links] == [

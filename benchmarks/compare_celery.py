@@ -86,8 +86,9 @@ def add_server_options(group: argparse._ActionsContainer) -> None:
     group.add_argument(
         "--max-queued",
         type=positive_int,
-        default=50,
-        help="ASYNCJOBS['MAX_QUEUED_PER_QUEUE'], the scheduler's flow-control target (default 50).",
+        default=1000,
+        help="ASYNCJOBS['MAX_QUEUED_PER_QUEUE'], flow control's ceiling (default 1000, the "
+        "library default).",
     )
     group.add_argument(
         "--wait",

@@ -20,13 +20,15 @@ import functools
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.dispatch import receiver
+
+from .limits import Rate, parse_rate
 
 # SQS queue names: up to 80 characters of letters, digits, hyphens and underscores.
 # https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/quotas-queues.html
@@ -110,6 +112,10 @@ class AsyncJobsSettings:
     #: Jobs a worker process holds ahead of its free slots (its next jobs, ready to go), at
     #: most as many as it started in the last second.
     prefetch: int = 100
+    #: Rate limits per queue: ``{"partner-api": "100/m"}``. At most that many jobs of the queue
+    #: start in any sliding window of the period, fleet wide (retries count); the rest wait in
+    #: PostgreSQL, costing no SQS request. Forms: "10/s", "100/m", "1000/h", "5/10s".
+    queue_rate_limits: Mapping[str, str] = field(default_factory=dict)
     #: How long a worker's claim waits for the scheduler's row lock before giving the message back.
     claim_lock_timeout_seconds: float = 5.0
     #: "sqs" (production) or "memory" (one process only, for tests).
@@ -121,6 +127,14 @@ class AsyncJobsSettings:
     #: Periodic jobs declared in settings: dicts with "job", "cron" and optionally "args",
     #: "kwargs", "timezone", "missed", "queue", "priority", "key" (checked by asyncjobs.E003).
     periodic_jobs: tuple[Any, ...] = ()
+
+    def queue_rates(self) -> dict[str, Rate]:
+        """Return ``QUEUE_RATE_LIMITS`` parsed (validated already).
+
+        >>> AsyncJobsSettings(queue_rate_limits={"api": "100/m"}).queue_rates()
+        {'api': Rate(count=100, period_seconds=60)}
+        """
+        return {queue: parse_rate(rate) for queue, rate in self.queue_rate_limits.items()}
 
     def sqs_queue_name(self, queue: str) -> str:
         """Return the SQS name of job queue *queue* (``"default"`` -> ``"asyncjobs-default"``)."""
@@ -159,6 +173,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "scheduler_batch_size": (int,),
     "max_queued_per_queue": (int,),
     "prefetch": (int,),
+    "queue_rate_limits": (dict,),
     "retention_days": (int, float, type(None)),
     "claim_lock_timeout_seconds": (int, float),
     "transport": (str,),
@@ -277,6 +292,15 @@ def validate(raw: Mapping[str, Any]) -> list[str]:
     problem = queue_name_error(default_queue, prefix=prefix)
     if problem:
         errors.append(f'ASYNCJOBS["DEFAULT_QUEUE"]: {problem}')
+    for queue, rate in values.get("queue_rate_limits", {}).items():
+        problem = queue_name_error(queue, prefix=prefix)
+        if problem:
+            errors.append(f'ASYNCJOBS["QUEUE_RATE_LIMITS"]: {problem}')
+            continue
+        try:
+            parse_rate(rate, field=f'ASYNCJOBS["QUEUE_RATE_LIMITS"][{queue!r}]')
+        except ValueError as exc:
+            errors.append(str(exc))
     transport = values.get("transport", _DEFAULTS.transport)
     if transport not in TRANSPORTS:
         errors.append(f'ASYNCJOBS["TRANSPORT"] must be one of {TRANSPORTS}, not {transport!r}')
@@ -306,6 +330,8 @@ def get_settings() -> AsyncJobsSettings:
     for name in ("queues", "periodic_jobs", "api_jobs"):
         if name in values:
             values[name] = tuple(values[name])
+    if "queue_rate_limits" in values:
+        values["queue_rate_limits"] = dict(values["queue_rate_limits"])
     return AsyncJobsSettings(**values)
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar
 
 from .conf import get_settings, queue_name_error
+from .limits import ConcurrencyKey, concurrency_key_for
 from .payload import check_arguments
 from .timebounds import check_delay_seconds, check_timestamp
 
@@ -124,6 +125,10 @@ class JobSpec(Protocol[P, R_co]):
     def unique(self) -> bool: ...
     @property
     def at_most_once(self) -> bool: ...
+    @property
+    def concurrency(self) -> int | None: ...
+    @property
+    def concurrency_key(self) -> ConcurrencyKey | None: ...
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
     def bind_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None: ...
@@ -227,6 +232,8 @@ class BoundJob(Generic[P, R]):
         options = self.options
         checked: list[tuple[list[Any], dict[str, Any]]] = []
         keys: list[str | None] = []
+        concurrency_keys: list[str | None] = []
+        limited = definition.concurrency is not None
         for index, pair in enumerate(arguments):
             where = "" if len(arguments) == 1 else f"job {index}: "
             try:
@@ -234,6 +241,14 @@ class BoundJob(Generic[P, R]):
                 definition.bind_arguments(tuple(args), dict(kwargs))
                 json_args, json_kwargs, _ = check_arguments(
                     args, kwargs, max_bytes=conf.max_payload_bytes
+                )
+                # From the stored (JSON) arguments: the key a worker's rerun would compute.
+                concurrency_keys.append(
+                    concurrency_key_for(
+                        definition.name, definition.concurrency_key, json_args, json_kwargs
+                    )
+                    if limited
+                    else None
                 )
             except (TypeError, ValueError) as exc:
                 if not where:
@@ -266,4 +281,6 @@ class BoundJob(Generic[P, R]):
             depends_on=options.depends_on,
             at_most_once=definition.at_most_once,
             task_backend=options.task_backend,
+            concurrency_keys=concurrency_keys,
+            concurrency_limit=definition.concurrency,
         )

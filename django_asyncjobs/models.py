@@ -144,6 +144,21 @@ class Job(models.Model):
         blank=True,
         help_text=_("While a job with this key is scheduled, queued or running, no second one."),
     )
+    # NULL when the job has no concurrency limit. Computed from the arguments at enqueue, so
+    # that the relay counts jobs of one key without running the job's code.
+    concurrency_key = models.CharField(  # noqa: DJ001
+        _("concurrency key"),
+        max_length=255,
+        null=True,
+        blank=True,
+        help_text=_("Jobs with this key share the concurrency limit (one per customer, ...)."),
+    )
+    concurrency_limit = models.PositiveIntegerField(
+        _("concurrency limit"),
+        null=True,
+        blank=True,
+        help_text=_("Most jobs with the same concurrency key queued or running at once."),
+    )
     depends_on = UUIDArrayField(
         verbose_name=_("depends on"),
         default=list,
@@ -209,6 +224,12 @@ class Job(models.Model):
                 "run_at",
                 name="asyncjobs_relay_idx",
                 condition=models.Q(status="scheduled", blocked=False),
+            ),
+            # The relay's count of queued and running jobs of one concurrency key.
+            models.Index(
+                fields=["concurrency_key"],
+                name="asyncjobs_concurrency_idx",
+                condition=models.Q(status__in=["queued", "running"], concurrency_key__isnull=False),
             ),
             # The scheduler's "when is the next job due" and the admin's due filter.
             models.Index(
@@ -426,7 +447,11 @@ class JobAttempt(models.Model):
         verbose_name = _("attempt")
         verbose_name_plural = _("attempts")
         ordering = ["started_at"]
-        indexes = [models.Index(fields=["job", "started_at"], name="asyncjobs_attempt_job_idx")]
+        indexes = [
+            models.Index(fields=["job", "started_at"], name="asyncjobs_attempt_job_idx"),
+            # The relay's count of recent starts for rate limits.
+            models.Index(fields=["started_at"], name="asyncjobs_attempt_start_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"attempt {self.number} of {self.job_id} ({self.outcome or 'running'})"

@@ -19,6 +19,7 @@ from .conf import get_settings
 from .cron import Cron, as_crons
 from .enqueue import Arguments, BoundJob, EnqueueOptions, RunAfter, check_priority, check_queue
 from .exceptions import DuplicateJobName, JobNotRegistered
+from .limits import ConcurrencyKey, Rate, check_concurrency, parse_rate
 from .retry import Backoff
 
 if TYPE_CHECKING:
@@ -66,8 +67,14 @@ class JobDefinition(Generic[P, R]):
         unique: bool = False,
         crons: tuple[Cron, ...] = (),
         api: bool = False,
+        concurrency: int | None = None,
+        concurrency_key: ConcurrencyKey | None = None,
+        rate_limit: Rate | None = None,
     ) -> None:
         self.target = target
+        self.concurrency = concurrency
+        self.concurrency_key = concurrency_key
+        self.rate_limit = rate_limit
         self.api = api
         self.crons = crons
         self.at_most_once = at_most_once
@@ -268,6 +275,9 @@ def job(
     unique: bool = False,
     cron: str | Cron | Sequence[str | Cron] | None = None,
     api: bool = False,
+    concurrency: int | None = None,
+    concurrency_key: ConcurrencyKey | None = None,
+    rate_limit: str | None = None,
 ) -> Callable[[Callable[P, R]], JobDefinition[P, R]]: ...
 def job(
     target: Any = None,
@@ -283,6 +293,9 @@ def job(
     unique: bool = False,
     cron: str | Cron | Sequence[str | Cron] | None = None,
     api: bool = False,
+    concurrency: int | None = None,
+    concurrency_key: ConcurrencyKey | None = None,
+    rate_limit: str | None = None,
 ) -> Any:
     """Register a function (``def`` or ``async def``) or a class with ``handle()`` as a job.
 
@@ -295,7 +308,10 @@ def job(
     returns it instead of storing another), *cron* (a cron expression, a
     :class:`~django_asyncjobs.cron.Cron` with arguments and a time zone, or a list of them:
     the scheduler enqueues each occurrence exactly once), *api* (may be created over the HTTP
-    jobs API, ``django_asyncjobs.api``)::
+    jobs API, ``django_asyncjobs.api``), *concurrency* (at most this many of the job queued or
+    running at once, fleet wide; per key when *concurrency_key*, a callable given the job's
+    arguments that returns a str, e.g. one per customer), *rate_limit* (at most this many
+    starts per period, fleet wide: ``"10/s"``, ``"100/m"``, ``"1000/h"``; retries count)::
 
         @job
         def add(a: int, b: int) -> int:
@@ -303,6 +319,12 @@ def job(
 
         @job(queue="high", priority=10, max_retries=3, timeout=60)
         async def fetch(url: str) -> str: ...
+
+        @job(concurrency=1, concurrency_key=lambda customer_id, **_: str(customer_id))
+        def sync_customer(customer_id: int) -> None: ...
+
+        @job(rate_limit="100/m")
+        def call_partner_api(order_id: int) -> None: ...
 
         @job
         class SayHello:
@@ -326,6 +348,8 @@ def job(
         raise ValueError(f"max_retries must be an int of 0 or more, not {max_retries!r}")
     timeout_seconds = _timeout_seconds(timeout)
     crons = as_crons(cron)
+    concurrency, concurrency_key = check_concurrency(concurrency, concurrency_key)
+    rate = parse_rate(rate_limit) if rate_limit is not None else None
     for flag, value in (("at_most_once", at_most_once), ("unique", unique), ("api", api)):
         if not isinstance(value, bool):
             raise ValueError(f"{flag} must be True or False, not {value!r}")
@@ -348,6 +372,9 @@ def job(
             unique=unique,
             crons=crons,
             api=api,
+            concurrency=concurrency,
+            concurrency_key=concurrency_key,
+            rate_limit=rate,
         )
         registry.register(definition)
         if definition.is_class:

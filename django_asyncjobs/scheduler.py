@@ -25,7 +25,7 @@ import psycopg
 from django.db import DatabaseError, connections, router
 from django.utils import timezone
 
-from . import periodic, retry, tracing
+from . import metrics, periodic, retry, tracing
 from .conf import get_settings
 from .db import close_if_unusable, retry_on_lost_connection
 from .exceptions import TransportError, TransportMisconfigured
@@ -57,10 +57,15 @@ HOUSEKEEPING_MIN_SECONDS = 0.25
 MIN_WAIT_SECONDS = 0.02
 #: How often the scheduler reads which live worker processes consume which queues.
 CONSUMERS_EVERY_SECONDS = 5.0
+#: While due jobs are held back by a concurrency or rate limit, look again this often: a job of
+#: the key finishing, or a rate window sliding on, makes room without waking the scheduler.
+LIMITED_POLL_SECONDS = 0.1
 #: Retention pruning: one batch of this many rows, at most once a minute, so that it never
 #: competes with relaying.
 PRUNE_BATCH_SIZE = 1000
 PRUNE_EVERY_SECONDS = 60.0
+#: ... and this often while the last batch was full.
+PRUNE_BEHIND_EVERY_SECONDS = 1.0
 
 
 class Scheduler:
@@ -90,8 +95,12 @@ class Scheduler:
         self.max_queued_per_queue = conf.max_queued_per_queue
         self.retention_days = conf.retention_days
         self._pruned_at = float("-inf")
+        self._prune_behind = False
         #: Whether the last pass left due jobs behind because of flow control.
         self.throttled = False
+        #: Whether the last pass held due jobs back for a concurrency or rate limit.
+        self.limited = False
+        self.queue_rates = conf.queue_rates()
         #: Since when (monotonic) :meth:`run` has reached the database without an error; None
         #: outside run(). Workers cannot heartbeat while the database is away, so a rescue waits
         #: until it has been reachable for a whole stale window.
@@ -229,8 +238,14 @@ class Scheduler:
         return rescued
 
     def prune(self) -> int:
-        """Delete one batch of finished jobs past ``RETENTION_DAYS`` (once a minute at most)."""
-        if self.retention_days is None or time.monotonic() - self._pruned_at < PRUNE_EVERY_SECONDS:
+        """Delete one batch of finished jobs past ``RETENTION_DAYS``: once a minute, or once a
+        second while the last batch was full (a backlog of expired rows), so that retention
+        keeps up with up to a thousand finished jobs a second in short steps that never hold
+        the relay up for long."""
+        if self.retention_days is None:
+            return 0
+        every = PRUNE_BEHIND_EVERY_SECONDS if self._prune_behind else PRUNE_EVERY_SECONDS
+        if time.monotonic() - self._pruned_at < every:
             return 0
         self._pruned_at = time.monotonic()
         deleted = next(
@@ -239,6 +254,7 @@ class Scheduler:
             ),
             0,
         )
+        self._prune_behind = deleted >= PRUNE_BATCH_SIZE
         if deleted:
             logger.info(
                 "pruned finished jobs count=%d retention_days=%g", deleted, self.retention_days
@@ -326,6 +342,7 @@ class Scheduler:
         now = time.monotonic()
         total = 0
         self.throttled = False
+        self.limited = False
         for queue in due:
             flow = self.flow(queue)
             flow.observe(queued=queued.get(queue, 0), now=now)
@@ -355,6 +372,8 @@ class Scheduler:
         """Relay due jobs of *queue*, at most *room* of them (``None``: all), *per_message* to a
         message, none unless at least *minimum* are due; return how many."""
         manager = Job.objects.db_manager(self.using)
+        # From this process's registry, like backoff: a scheduler runs the project's code.
+        name_rates = {d.name: d.rate_limit for d in registry if d.rate_limit is not None}
         total = 0
         while not self._stop.is_set() and (room is None or total < room):
             error: _PartialSend | None = None
@@ -369,9 +388,17 @@ class Scheduler:
 
             limit = self.batch_size if room is None else min(self.batch_size, room - total)
             result = manager.relay_due(
-                queue=queue, limit=limit, send=send, minimum=min(minimum, limit)
+                queue=queue,
+                limit=limit,
+                send=send,
+                minimum=min(minimum, limit),
+                name_rates=name_rates,
+                queue_rate=self.queue_rates.get(queue),
             )
             total += result.sent
+            if result.held:
+                self.limited = True
+            metrics.relayed(queue, result.sent)
             if result.sent:
                 logger.debug(
                     "relayed jobs queue=%s sent=%d put_back=%d per_message=%d",
@@ -454,6 +481,7 @@ class Scheduler:
         # follow them, but must not fall behind them either.
         recent = time.monotonic() - self._housekept_at < HOUSEKEEPING_MIN_SECONDS
         self.run_once(relay_only=recent)
+        metrics.relay_pass()
         wait = self._seconds_to_wait()
         if recent:
             wait = min(wait, self._housekept_at + HOUSEKEEPING_MIN_SECONDS - time.monotonic())
@@ -479,6 +507,9 @@ class Scheduler:
     def _seconds_to_wait(self) -> float:
         if self.throttled:
             return THROTTLED_POLL_SECONDS
+        if self.limited:
+            # Held jobs read as "due now"; poll for a free slot instead of spinning on them.
+            return LIMITED_POLL_SECONDS
         next_due = Job.objects.db_manager(self.using).seconds_until_next_due()
         next_occurrence = periodic.seconds_until_next(using=self.using)
         if next_occurrence is not None:

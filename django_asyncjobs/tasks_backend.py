@@ -96,6 +96,9 @@ class AsyncJobsTask(Task):
 
         @task(max_retries=5, timeout=30, unique=True)
         def sync_account(account_id: int) -> None: ...
+
+        @task(concurrency=1, concurrency_key=lambda account_id: str(account_id), rate_limit="10/s")
+        def charge(account_id: int) -> None: ...
     """
 
     max_retries: int | None = None
@@ -103,6 +106,12 @@ class AsyncJobsTask(Task):
     backoff: Backoff | None = None
     unique: bool = False
     at_most_once: bool = False
+    #: At most this many runs at once, fleet wide (per key with *concurrency_key*).
+    concurrency: int | None = None
+    #: A callable given the task's arguments that returns the key the limit counts by.
+    concurrency_key: Callable[..., str] | None = None
+    #: At most this many starts per period, fleet wide: "10/s", "100/m", "1000/h".
+    rate_limit: str | None = None
 
     def __post_init__(self) -> None:
         # Zero-argument super() does not work in a slots dataclass.
@@ -294,6 +303,9 @@ def _register(task: Task) -> JobDefinition[..., Any]:
                 backoff=getattr(task, "backoff", None) or options.get("backoff"),
                 at_most_once=getattr(task, "at_most_once", False),
                 unique=getattr(task, "unique", False),
+                concurrency=getattr(task, "concurrency", None),
+                concurrency_key=getattr(task, "concurrency_key", None),
+                rate_limit=getattr(task, "rate_limit", None),
             )(_runner(task))
         except (TypeError, ValueError) as exc:
             raise InvalidTask(f"{name}: {exc}") from exc

@@ -25,7 +25,7 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from .. import describe
+from .. import describe, held
 from ..models import Job, JobAttempt, QueueState
 from ..queries import ATTEMPT_RELATION, uuid_prefix_range
 from ..queues import WAITING_STATUSES, paused_queues, waiting_note
@@ -242,6 +242,7 @@ class JobAdmin(QueueOverviewAdmin, JobActionsAdmin):
                     "interruptions",
                     "timeout",
                     "unique_key",
+                    "limits_display",
                     "depends_on",
                     "blocked",
                     "heartbeat_at",
@@ -263,11 +264,12 @@ class JobAdmin(QueueOverviewAdmin, JobActionsAdmin):
         return super().get_queryset(request).annotate(queue_paused=Exists(paused))
 
     def get_fieldsets(self, request: HttpRequest, obj: Job | None = None) -> Any:
-        """The fieldsets, and right under the status, why the job waits if its queue is paused."""
+        """The fieldsets, and right under the status, why the job waits if its queue is paused
+        or a concurrency or rate limit holds it."""
         fieldsets = super().get_fieldsets(request, obj)
-        if obj is None or not getattr(obj, "queue_paused", False):
+        if obj is None or obj.status not in WAITING_STATUSES:
             return fieldsets
-        if obj.status not in WAITING_STATUSES:
+        if not self._waiting_note(obj):
             return fieldsets
         (title, options), *rest = fieldsets
         fields = list(options["fields"])
@@ -311,7 +313,21 @@ class JobAdmin(QueueOverviewAdmin, JobActionsAdmin):
 
     @admin.display(description="waiting")
     def waiting_display(self, job: Job) -> str:
-        return waiting_note(job, paused_queues()) or "-"
+        return self._waiting_note(job) or "-"
+
+    def _waiting_note(self, job: Job) -> str | None:
+        """Why *job* waits: its queue's pause, else a limit; read once per page."""
+        if not hasattr(job, "_waiting_note"):
+            paused = (
+                waiting_note(job, paused_queues()) if getattr(job, "queue_paused", False) else None
+            )
+            job._waiting_note = paused or held.limit_note(job)  # type: ignore[attr-defined]
+        note: str | None = job._waiting_note  # type: ignore[attr-defined]
+        return note
+
+    @admin.display(description="limits")
+    def limits_display(self, job: Job) -> str:
+        return held.limits_summary(job) or "-"
 
     @admin.display(description="attempts")
     def attempts_display(self, job: Job) -> SafeString:

@@ -21,7 +21,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from .. import queues
+from .. import held, queues
 from ..conf import get_settings, queue_name_error
 from ..exceptions import TransportError, UnknownQueue
 from ..models import Job, QueueState
@@ -54,6 +54,10 @@ class QueueStats:
     sqs_error: str = ""
     #: The queue's pause (or the last one, resumed since); ``None``: never paused.
     state: QueueState | None = None
+    #: Due jobs a concurrency or rate limit holds back in PostgreSQL now.
+    held: int = 0
+    #: The queue's rate limit (``QUEUE_RATE_LIMITS``), as written; "" when it has none.
+    rate_limit: str = ""
 
     @property
     def paused(self) -> bool:
@@ -168,6 +172,11 @@ def queue_overview() -> list[QueueStats]:
         # A paused queue shows even without jobs: a pause must never be out of sight.
         if state.paused or state.name in stats:
             stats.setdefault(state.name, QueueStats(queue=state.name)).state = state
+    for queue, count in held.held_by_limits(using=alias).items():
+        stats.setdefault(queue, QueueStats(queue=queue)).held = count
+    for queue, rate in get_settings().queue_rates().items():
+        if queue in stats:
+            stats[queue].rate_limit = str(rate)
     _add_sqs_counts(list(stats.values()))
     return [stats[q] for q in sorted(stats)]
 

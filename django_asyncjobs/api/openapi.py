@@ -218,6 +218,19 @@ def document(*, base_path: str = "") -> dict[str, Any]:
                 },
             }
         },
+        "/metrics": {
+            "get": {
+                "operationId": "getMetrics",
+                "responses": {
+                    "200": {
+                        "description": "Queue depth, oldest waiting job, paused queues and live "
+                        "processes, in Prometheus's text format",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                    **_errors(401, 403),
+                },
+            }
+        },
         "/openapi.json": {
             "get": {
                 "operationId": "openapi",

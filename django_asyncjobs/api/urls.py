@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from . import views
+from . import metrics, views
 
 app_name = "asyncjobs_api"
 
@@ -15,4 +15,5 @@ urlpatterns = [
     path("jobs/<str:job_id>/retry", views.retry, name="retry"),
     path("jobs/<str:job_id>/cancel", views.cancel, name="cancel"),
     path("openapi.json", views.openapi, name="openapi"),
+    path("metrics", metrics.metrics, name="metrics"),
 ]

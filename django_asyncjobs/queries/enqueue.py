@@ -47,6 +47,8 @@ class EnqueueQueries(Ledger[JobT]):
         depends_on: Sequence[uuid.UUID] = (),
         at_most_once: bool = False,
         task_backend: str = "",
+        concurrency_key: str | None = None,
+        concurrency_limit: int | None = None,
     ) -> JobT:
         """Insert one ``scheduled`` job and NOTIFY the scheduler, in one statement.
 
@@ -65,6 +67,8 @@ class EnqueueQueries(Ledger[JobT]):
             depends_on=depends_on,
             at_most_once=at_most_once,
             task_backend=task_backend,
+            concurrency_keys=[concurrency_key],
+            concurrency_limit=concurrency_limit,
         )
         return job
 
@@ -82,6 +86,8 @@ class EnqueueQueries(Ledger[JobT]):
         depends_on: Sequence[uuid.UUID] = (),
         at_most_once: bool = False,
         task_backend: str = "",
+        concurrency_keys: Sequence[str | None] | None = None,
+        concurrency_limit: int | None = None,
     ) -> list[JobT]:
         """Insert ``scheduled`` jobs, one per ``(args, kwargs)``, with one statement and one NOTIFY.
 
@@ -92,10 +98,19 @@ class EnqueueQueries(Ledger[JobT]):
         place. Jobs with *depends_on* stay ``scheduled`` and blocked until every dependency has
         succeeded; a dependency that does not exist raises :class:`ValueError`. *at_most_once* is
         stored on the rows, so that every rescue path reads the policy without the job's code.
+        *concurrency_keys* (one per job) and *concurrency_limit* are stored on the rows too: the
+        scheduler keeps at most *concurrency_limit* jobs of one key queued or running.
         """
         keys = list(unique_keys) if unique_keys is not None else [None] * len(arguments)
         if len(keys) != len(arguments):
             raise ValueError("unique_keys must have one entry per job")
+        limit_keys = (
+            list(concurrency_keys) if concurrency_keys is not None else [None] * len(arguments)
+        )
+        if len(limit_keys) != len(arguments):
+            raise ValueError("concurrency_keys must have one entry per job")
+        if concurrency_limit is None:
+            limit_keys = [None] * len(arguments)
         dependencies = list(dict.fromkeys(depends_on))
         if dependencies:
             self._check_dependencies(dependencies)
@@ -104,7 +119,7 @@ class EnqueueQueries(Ledger[JobT]):
         for _ in range(3):
             inserted = self._insert(
                 name=name,
-                rows=[(arguments[i][0], arguments[i][1], keys[i]) for i in pending],
+                rows=[(arguments[i][0], arguments[i][1], keys[i], limit_keys[i]) for i in pending],
                 queue=queue,
                 priority=priority,
                 max_retries=max_retries,
@@ -113,6 +128,7 @@ class EnqueueQueries(Ledger[JobT]):
                 depends_on=dependencies,
                 at_most_once=at_most_once,
                 task_backend=task_backend,
+                concurrency_limit=concurrency_limit,
             )
             for position, job in zip(pending, inserted, strict=True):
                 if job is not None:
@@ -149,7 +165,7 @@ class EnqueueQueries(Ledger[JobT]):
         self,
         *,
         name: str,
-        rows: list[tuple[list[Any], dict[str, Any], str | None]],
+        rows: list[tuple[list[Any], dict[str, Any], str | None, str | None]],
         queue: str,
         priority: int,
         max_retries: int,
@@ -158,6 +174,7 @@ class EnqueueQueries(Ledger[JobT]):
         depends_on: list[uuid.UUID],
         at_most_once: bool,
         task_backend: str,
+        concurrency_limit: int | None,
     ) -> list[JobT | None]:
         """Insert *rows*; return the new jobs in order, ``None`` where a unique key was taken."""
         run_at_param: dt.datetime | float | None
@@ -185,14 +202,19 @@ class EnqueueQueries(Ledger[JobT]):
                     id, name, args, kwargs, queue, priority, status, run_at, attempts,
                     total_attempts, interruptions, max_retries, at_most_once, refused_deliveries,
                     timeout, error, traceback, note, created_at, worker, task_backend, unique_key,
-                    depends_on, blocked, trace_context
+                    depends_on, blocked, concurrency_key, concurrency_limit,
+                    trace_context
                 )
                 SELECT r.id, %(name)s, r.a::jsonb, r.k::jsonb, %(queue)s, %(priority)s,
                     %(scheduled)s, {run_at_sql}, 0, 0, 0, %(max_retries)s, %(at_most_once)s, 0,
                     %(timeout)s, '', '', '', now(), '', %(task_backend)s,
-                    r.unique_key, %(depends_on)s::uuid[], {blocked_sql}, %(trace_context)s::jsonb
+                    r.unique_key, %(depends_on)s::uuid[], {blocked_sql}, r.concurrency_key,
+                    CASE WHEN r.concurrency_key IS NULL THEN NULL
+                        ELSE %(concurrency_limit)s::integer END,
+                    %(trace_context)s::jsonb
                 FROM unnest(%(ids)s::uuid[], %(args)s::text[], %(kwargs)s::text[],
-                    %(unique_keys)s::text[]) WITH ORDINALITY AS r(id, a, k, unique_key, n)
+                    %(unique_keys)s::text[], %(concurrency_keys)s::text[])
+                    WITH ORDINALITY AS r(id, a, k, unique_key, concurrency_key, n)
                 ORDER BY r.n
                 ON CONFLICT (unique_key) WHERE status IN ({ACTIVE_SQL}) DO NOTHING
                 RETURNING id, created_at, run_at, blocked
@@ -215,9 +237,11 @@ class EnqueueQueries(Ledger[JobT]):
             "depends_on": depends_on,
             "succeeded": JobStatus.SUCCEEDED.value,
             "ids": ids,
-            "args": [json.dumps(args) for args, _, _ in rows],
-            "kwargs": [json.dumps(kwargs) for _, kwargs, _ in rows],
-            "unique_keys": [key for _, _, key in rows],
+            "args": [json.dumps(args) for args, _, _, _ in rows],
+            "kwargs": [json.dumps(kwargs) for _, kwargs, _, _ in rows],
+            "unique_keys": [key for _, _, key, _ in rows],
+            "concurrency_keys": [key for _, _, _, key in rows],
+            "concurrency_limit": concurrency_limit,
             "channel": NOTIFY_CHANNEL,
             "trace_context": None if trace_context is None else json.dumps(trace_context),
         }
@@ -249,11 +273,19 @@ class EnqueueQueries(Ledger[JobT]):
             "trace_context": trace_context,
         }
         jobs: list[JobT | None] = []
-        for job_id, (args, kwargs, key) in zip(ids, rows, strict=True):
+        for job_id, (args, kwargs, key, limit_key) in zip(ids, rows, strict=True):
             if job_id not in stored:
                 jobs.append(None)
                 continue
-            values = {**common, "id": job_id, "args": args, "kwargs": kwargs, "unique_key": key}
+            values = {
+                **common,
+                "id": job_id,
+                "args": args,
+                "kwargs": kwargs,
+                "unique_key": key,
+                "concurrency_key": limit_key,
+                "concurrency_limit": None if limit_key is None else concurrency_limit,
+            }
             jobs.append(self.model.from_db(self._db_alias, fields, [values.get(f) for f in fields]))
         signals.send_many_after_commit(
             [row(job) for job in jobs if job is not None],

@@ -208,6 +208,8 @@ class OperatorQueries(EnqueueQueries[JobT]):
             timeout_seconds=job.timeout,
             at_most_once=job.at_most_once,
             task_backend=job.task_backend,
+            concurrency_key=job.concurrency_key,
+            concurrency_limit=job.concurrency_limit,
         )
 
     def retry_failed(self, *, name: str | None = None, batch_size: int = 1000) -> Iterator[int]:

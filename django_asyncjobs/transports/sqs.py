@@ -21,6 +21,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from .. import metrics
 from ..conf import DEAD_LETTER_SUFFIX, AsyncJobsSettings
 from ..exceptions import TransportError, TransportMisconfigured
 from .base import MAX_BATCH_SIZE, DeadLetter, OutgoingMessage, QueueCounts, ReceivedMessage
@@ -86,7 +87,7 @@ class SQSTransport:
         try:
             # A session per transport: boto3's default session is not thread-safe.
             session = boto3.session.Session()
-            return session.client(
+            client = session.client(
                 "sqs",
                 region_name=self.conf.region_name,
                 endpoint_url=self.conf.endpoint_url,
@@ -100,6 +101,8 @@ class SQSTransport:
             if hint is None:
                 raise TransportError(message) from exc
             raise TransportMisconfigured(message, hint=hint) from exc
+        metrics.instrument_sqs_client(client)
+        return client
 
     @property
     def client(self) -> SQSClient:

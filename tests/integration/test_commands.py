@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import re
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
+from django.db.models.functions import Now
 
 from django_asyncjobs.models import Job, JobAttempt
 from django_asyncjobs.transports.memory import MemoryTransport
@@ -191,6 +193,29 @@ def test_the_scheduler_prunes_finished_jobs_past_the_retention(queue_prefix: str
     with override_settings(ASYNCJOBS={**_current_asyncjobs(), "RETENTION_DAYS": 7}):
         assert Scheduler(transport=MemoryTransport()).prune() == 1
     assert list(Job.objects.values_list("id", flat=True)) == [kept.id]
+
+
+def test_the_scheduler_prunes_a_backlog_a_batch_a_second_then_once_a_minute(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from django.test import override_settings
+
+    from django_asyncjobs import scheduler as scheduler_module
+    from tests.conftest import _current_asyncjobs
+
+    enqueued = jobs.add.delay_many(((i, i), {}) for i in range(5))
+    Job.objects.filter(id__in=[j.id for j in enqueued]).update(
+        status="succeeded", finished_at=Now() - dt.timedelta(days=8)
+    )
+    monkeypatch.setattr(scheduler_module, "PRUNE_BATCH_SIZE", 2)
+    # While behind, the next batch is due at once here; once caught up, not for an hour.
+    monkeypatch.setattr(scheduler_module, "PRUNE_BEHIND_EVERY_SECONDS", 0.0)
+    monkeypatch.setattr(scheduler_module, "PRUNE_EVERY_SECONDS", 3600.0)
+    with override_settings(ASYNCJOBS={**_current_asyncjobs(), "RETENTION_DAYS": 7}):
+        scheduler = scheduler_module.Scheduler(transport=MemoryTransport())
+        deleted = [scheduler.prune() for _ in range(4)]
+    assert deleted == [2, 2, 1, 0]
+    assert not Job.objects.exists()
 
 
 def test_attempts_are_numbered_on_after_an_operator_retry_while_the_limit_starts_again() -> None:

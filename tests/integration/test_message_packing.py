@@ -11,6 +11,7 @@ import uuid
 from typing import Any
 
 import pytest
+from django.test import override_settings
 
 from django_asyncjobs.flow import QueueFlow
 from django_asyncjobs.models import Job
@@ -20,7 +21,7 @@ from django_asyncjobs.transports.base import OutgoingMessage, ReceivedMessage
 from django_asyncjobs.transports.memory import MemoryTransport
 from django_asyncjobs.transports.sqs import SQSTransport
 from django_asyncjobs.worker import Worker
-from tests.conftest import drain
+from tests.conftest import _current_asyncjobs, drain
 from tests.support.processes import wait_until
 from tests.testapp import jobs
 from tests.testapp.models import Execution
@@ -85,9 +86,13 @@ def test_a_worker_claims_what_it_can_start_and_hands_the_rest_back_through_the_l
     thread = threading.Thread(target=restarted.run, daemon=True)
     thread.start()
     try:
-        with caplog.at_level(logging.DEBUG, logger="django_asyncjobs.worker"):
-            # Two slots and no start in the last second: nothing is held ahead, so 28 of the
-            # 30 go back to the ledger at once, for the scheduler to send again.
+        prefetch = {**_current_asyncjobs(), "PREFETCH": 5}
+        with (
+            caplog.at_level(logging.DEBUG, logger="django_asyncjobs.worker"),
+            override_settings(ASYNCJOBS=prefetch),
+        ):
+            # Two slots and five held ahead: the other 23 go back to the ledger at once, for
+            # the scheduler to send again to whichever worker is free.
             drain(memory_transport, queues=["default"], concurrency=2)
     finally:
         restarted.stop()
@@ -98,7 +103,7 @@ def test_a_worker_claims_what_it_can_start_and_hands_the_rest_back_through_the_l
     assert sorted(Execution.objects.filter(job="echo").values_list("key", flat=True)) == sorted(
         keys
     )
-    assert "handed jobs back for another worker count=28" in caplog.text
+    assert "handed jobs back for another worker count=23" in caplog.text
     assert memory_transport.depth("default") == 0
 
 

@@ -422,3 +422,30 @@ def test_a_task_cancelled_while_running_finishes_failed_and_one_cancelled_before
     )
     assert waiting.status == TaskResultStatus.FAILED and waiting.errors == []
     assert "task_finished" not in [s for s, _, _ in signals_for(waiting.id)]
+
+
+@needs_task_options
+def test_concurrency_and_rate_limits_through_task_options(
+    memory_transport: MemoryTransport,
+) -> None:
+    from django_asyncjobs.held import limit_note, limits_summary
+
+    results = [tasks.charge_account.enqueue("acme") for _ in range(3)]
+    rows = [Job.objects.get(pk=r.id) for r in results]
+    assert {row.concurrency_key for row in rows} == {"tests.testapp.tasks.charge_account:acme"}
+    assert relay(memory_transport) == 1
+    waiting = Job.objects.get(pk=results[2].id)
+    assert limits_summary(waiting) == (
+        "concurrency 1 per key 'tests.testapp.tasks.charge_account:acme'; "
+        "rate 100/m for job tests.testapp.tasks.charge_account"
+    )
+    assert limit_note(waiting) == (
+        "waiting: concurrency limit: 1 of 1 jobs with key "
+        "'tests.testapp.tasks.charge_account:acme' are queued or running; it is sent when one ends"
+    )
+    with pytest.raises(InvalidTask, match=r"rate_limit must look like .* not '100 a minute'"):
+        task(rate_limit="100 a minute")(too_fast)  # type: ignore[call-overload]
+
+
+def too_fast() -> None:
+    """A task function with a bad rate limit (Django wants task functions at module level)."""

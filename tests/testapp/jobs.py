@@ -494,3 +494,27 @@ def traced(key: str, fail: bool = False) -> str:
     if fail:
         raise ValueError(f"traced failure {key}")
     return key
+
+
+def _customer(customer: str, *args: Any, **kwargs: Any) -> str:
+    return customer
+
+
+@job(name="tests.per_customer", concurrency=2, concurrency_key=_customer, max_retries=3, timeout=60)
+def per_customer(customer: str, seconds: float = 0.0, *, key: str = "") -> str:
+    """At most two per customer at once; sleeps *seconds* to hold its slot."""
+    _ledger("per_customer", key or customer)
+    time.sleep(seconds)
+    return customer
+
+
+@job(name="tests.one_at_a_time", concurrency=1, max_retries=0)
+def one_at_a_time(key: str) -> str:
+    _ledger("one_at_a_time", key)
+    return key
+
+
+@job(name="tests.rated", rate_limit="5/s", max_retries=0)
+def rated(key: str) -> str:
+    _ledger("rated", key)
+    return key

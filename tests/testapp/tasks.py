@@ -91,6 +91,23 @@ async def async_mul(a: int, b: int) -> int:
     return a * b
 
 
+def _account(account: str) -> str:
+    return account
+
+
+#: Concurrency and rate limits through @task (Django 6.1+ and the backport).
+LIMITED: dict[str, Any] = (
+    {"concurrency": 1, "concurrency_key": _account, "rate_limit": "100/m"}
+    if ACCEPTS_TASK_OPTIONS
+    else {}
+)
+
+
+@task(**LIMITED)
+def charge_account(account: str) -> str:
+    return account
+
+
 @task
 def record_order(key: str) -> str:
     """Write a ledger row, so tests can see in which order runs happened."""

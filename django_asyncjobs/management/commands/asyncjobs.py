@@ -17,7 +17,7 @@ from django.db.models import Count, Min
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from ... import describe, queues
+from ... import describe, held, queues
 from ...conf import get_settings
 from ...exceptions import TransportError, UnknownQueue
 from ...models import Job, JobAttempt, Process, ProcessKind, QueueState
@@ -159,8 +159,9 @@ class Command(AsyncJobsCommand):
 
         commands.add_parser(
             "stats",
-            help="Jobs per queue and status, oldest waiting, pauses, SQS depth; and whether a "
-            "scheduler and a worker for each queue with waiting jobs are alive.",
+            help="Jobs per queue and status, jobs held by a concurrency or rate limit, oldest "
+            "waiting, pauses, SQS depth; and whether a scheduler and a worker for each queue with "
+            "waiting jobs are alive.",
         )
         pause = commands.add_parser(
             "pause",
@@ -302,7 +303,10 @@ class Command(AsyncJobsCommand):
             ("depends on", ", ".join(str(d) for d in job.depends_on) or "-"),
             ("heartbeat", _local(job.heartbeat_at)),
         ]
-        waiting = queues.waiting_note(job, paused)
+        limits = held.limits_summary(job)
+        if limits:
+            fields.append(("limits", limits))
+        waiting = queues.waiting_note(job, paused) or held.limit_note(job)
         if waiting:
             fields.append(("waiting", waiting))
         if job.progress:
@@ -487,7 +491,16 @@ class Command(AsyncJobsCommand):
         paused = queues.paused_queues()
         now = timezone.now()
         statuses = JobStatus.values
-        header = ["QUEUE", *[s.upper() for s in statuses], "OLDEST DUE", "SQS", "DEAD", "PAUSED"]
+        limited = held.held_by_limits()
+        header = [
+            "QUEUE",
+            *[s.upper() for s in statuses],
+            "HELD",
+            "OLDEST DUE",
+            "SQS",
+            "DEAD",
+            "PAUSED",
+        ]
         table = [header]
         transport = get_transport()
         for queue in sorted(by_queue.keys() | paused.keys()):
@@ -498,6 +511,7 @@ class Command(AsyncJobsCommand):
                 [
                     queue,
                     *[str(in_status.get(s, 0)) for s in statuses],
+                    str(limited.get(queue, 0)),
                     f"{(now - oldest).total_seconds():.0f}s" if oldest else "-",
                     sqs,
                     dead,
@@ -796,6 +810,10 @@ def _as_full_dict(
         "at_most_once": job.at_most_once,
         "timeout": job.timeout,
         "unique_key": job.unique_key,
+        "concurrency_key": job.concurrency_key,
+        "concurrency_limit": job.concurrency_limit,
+        "limits": held.limits_summary(job),
+        "waiting": queues.waiting_note(job, paused) or held.limit_note(job),
         "depends_on": [str(d) for d in job.depends_on],
         "blocked": job.blocked,
         "worker": job.worker,

@@ -13,13 +13,14 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from django.core.management.base import CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.db import connections
 from django.utils import autoreload
 
 from ...conf import get_settings
 from ...transports import get_transport
 from ._logformat import add_log_format_option, apply_log_format
+from ._metrics import add_metrics_arguments, require_metrics
 from ._options import (
     AsyncJobsCommand,
     non_negative_float,
@@ -77,12 +78,18 @@ class Command(AsyncJobsCommand):
             help="Do not restart the scheduler and the worker when a Python file changes.",
         )
         add_log_format_option(parser)
+        add_metrics_arguments(
+            parser,
+            port_help="Serve Prometheus metrics: runworker's at http://HOST:PORT/metrics, "
+            "runscheduler's at PORT+1 (0: each on a free port, in its start-up line).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         # The children check all this too; checked here first, a mistake is reported once, not
         # by each child. (Their warnings, such as other apps' migrations, are theirs to give.)
         apply_log_format(self, "runjobs", options["log_format"])
         refuse_memory_transport("runjobs")
+        require_metrics("runjobs", options)
         using = check_database("runjobs", stderr=self.stderr.write, warn_other_apps=False)
         connections[using].close()  # the children have their own
         transport = get_transport()
@@ -102,6 +109,14 @@ class Command(AsyncJobsCommand):
             scheduler_args += ["--log-format", options["log_format"]]
         if options["interval"] is not None:
             scheduler_args += ["--interval", str(options["interval"])]
+        port = options["metrics_port"]
+        if port == 65535:
+            raise CommandError("runjobs: --metrics-port 65535 leaves no port for the scheduler")
+        if port is not None:
+            # Two servers: the worker's on the port, the scheduler's on the next one.
+            host = ["--metrics-host", options["metrics_host"]]
+            worker_args += ["--metrics-port", str(port), *host]
+            scheduler_args += ["--metrics-port", str(port + 1 if port else 0), *host]
 
         changes = FileChanges() if options["use_reloader"] else None
 

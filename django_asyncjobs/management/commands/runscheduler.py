@@ -12,6 +12,7 @@ from ...periodic import schedules
 from ...scheduler import Scheduler
 from ...transports import get_transport
 from ._logformat import add_log_format_option, apply_log_format
+from ._metrics import add_metrics_arguments, metrics_served, require_metrics
 from ._options import AsyncJobsCommand, positive_float, positive_int, refuse_memory_transport
 from ._signals import graceful_stop
 from ._startup import check_database, check_transport, startup_line
@@ -41,10 +42,12 @@ class Command(AsyncJobsCommand):
         )
         parser.add_argument("--once", action="store_true", help="Relay what is due now, then exit.")
         add_log_format_option(parser)
+        add_metrics_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
         apply_log_format(self, "runscheduler", options["log_format"])
         refuse_memory_transport("runscheduler")
+        require_metrics("runscheduler", options)
         check_database("runscheduler", stderr=self.stderr.write)
         scheduler = Scheduler(
             transport=get_transport(),
@@ -59,23 +62,26 @@ class Command(AsyncJobsCommand):
                     raise CommandError(f"could not relay jobs: {exc}") from exc
                 self.stdout.write(self.style.SUCCESS(f"Relayed {sent} job(s)."))
                 return
-            # The scheduler sends to every queue; the default one stands for them all.
-            check_transport(
-                "runscheduler", scheduler.transport, queues=[get_settings().default_queue]
-            )
-            self.stdout.write(
-                startup_line(
-                    "runscheduler",
-                    f"interval {scheduler.interval_seconds:g}s",
-                    f"batch size {scheduler.batch_size}",
-                    f"schedules {len(schedules())}",
-                    f"transport {scheduler.transport.describe()}",
+            # Before the first SQS call, so that the metrics count it.
+            with metrics_served("runscheduler", options, jobs=False) as metrics_details:
+                # The scheduler sends to every queue; the default one stands for them all.
+                check_transport(
+                    "runscheduler", scheduler.transport, queues=[get_settings().default_queue]
                 )
-            )
-            # Under systemd stdout is a pipe, block-buffered: the line must not wait for 8 KiB.
-            self.stdout.flush()
-            with graceful_stop(scheduler.stop, on_first=self._stopping):
-                scheduler.run()
+                self.stdout.write(
+                    startup_line(
+                        "runscheduler",
+                        f"interval {scheduler.interval_seconds:g}s",
+                        f"batch size {scheduler.batch_size}",
+                        f"schedules {len(schedules())}",
+                        f"transport {scheduler.transport.describe()}",
+                        *metrics_details,
+                    )
+                )
+                # Under systemd stdout is a pipe, block-buffered: the line must not wait for 8 KiB.
+                self.stdout.flush()
+                with graceful_stop(scheduler.stop, on_first=self._stopping):
+                    scheduler.run()
         finally:
             scheduler.transport.close()
 

@@ -12,6 +12,7 @@ from ...supervisor import Supervisor, supervisor_signals
 from ...transports import get_transport
 from ...worker import Worker
 from ._logformat import add_log_format_option, apply_log_format
+from ._metrics import add_metrics_arguments, metrics_served, require_metrics
 from ._options import (
     AsyncJobsCommand,
     non_negative_float,
@@ -86,10 +87,12 @@ class Command(AsyncJobsCommand):
             help="Long-poll wait, 0-20 (default: ASYNCJOBS['WAIT_TIME_SECONDS']).",
         )
         add_log_format_option(parser)
+        add_metrics_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
         apply_log_format(self, "runworker", options["log_format"])
         refuse_memory_transport("runworker")
+        require_metrics("runworker", options)
         check_database("runworker", stderr=self.stderr.write)
         queues = options["queues"] or list(get_settings().queues)
         transport = get_transport()
@@ -112,6 +115,7 @@ class Command(AsyncJobsCommand):
                     f"queues {','.join(queues)}",
                     f"concurrency {options['concurrency']}",
                     f"transport {where}",
+                    *metrics_details,
                 )
             )
             # Under systemd stdout is a pipe, block-buffered: the line must not wait for 8 KiB.
@@ -139,7 +143,11 @@ class Command(AsyncJobsCommand):
             worker_id_base=options["worker_id"],
             on_started=started,
         )
-        with supervisor_signals(supervisor):
+        # Served by the supervisor, from the files its worker processes write.
+        with (
+            metrics_served("runworker", options, processes=True) as metrics_details,
+            supervisor_signals(supervisor),
+        ):
             code = supervisor.run()
         if code:
             raise SystemExit(code)

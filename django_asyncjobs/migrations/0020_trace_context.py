@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('django_asyncjobs', '0018_cancel_running'),
+        ('django_asyncjobs', '0019_concurrency_rate_limits'),
     ]
 
     operations = [

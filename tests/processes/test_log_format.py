@@ -73,7 +73,7 @@ def test_json_log_lines_of_scheduler_and_worker_processes_carry_the_jobs_fields(
     assert own["message"] == "traced job working key=ok" and own["level"] == "WARNING"
 
     failed = about(bad.id)
-    outcomes = [(r["level"], r["message"].split(" name=")[0], r["attempt"]) for r in failed]
+    outcomes = [(r["level"], r["message"].split(" name=")[0], r.get("attempt")) for r in failed]
     assert ("WARNING", "job retrying", 1) in outcomes, failed
     assert ("ERROR", "job failed", 2) in outcomes, failed
 

@@ -14,6 +14,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, cast
 
+from . import tracing
 from .conf import get_settings
 from .context import JobContext, running
 from .exceptions import JobCancelled, JobTimeout
@@ -91,17 +92,19 @@ def run_sync(
     kwargs: dict[str, Any],
     *,
     context: JobContext | None = None,
+    trace: tracing.RunSpan | None = None,
 ) -> Outcome:
     """Run a ``def`` job (or a class with a sync ``handle``) and return its outcome.
 
-    *context* is what :func:`~django_asyncjobs.current_job` returns to the job's code. The
+    *context* is what :func:`~django_asyncjobs.current_job` returns to the job's code; *trace*
+    is the attempt's span, current while the code runs (see :mod:`~django_asyncjobs.tracing`). The
     timeout of a sync job is enforced by the worker, which cannot interrupt the thread. A job
     that was told of a cancel request (:meth:`JobContext.cancel_requested`) and then returned
     normally was cancelled, not successful: it may have stopped half-way.
     """
     started = time.monotonic()
     try:
-        with _running(context):
+        with _running(context), tracing.activate(trace):
             result = _invoke(definition, args, kwargs)
     except BaseException as exc:  # SystemExit from a job fails the attempt, not the worker
         return failure(exc, started=started)
@@ -117,6 +120,7 @@ async def run_async(
     *,
     timeout_seconds: float | None,
     context: JobContext | None = None,
+    trace: tracing.RunSpan | None = None,
 ) -> Outcome:
     """Run an ``async def`` job, cancelling it when it outlives *timeout_seconds*.
 
@@ -131,7 +135,8 @@ async def run_async(
         # The request is set in the heartbeat thread; the task is cancelled on its own loop.
         context.on_cancel_request(functools.partial(_cancel_soon, loop, task, context))
     try:
-        with _running(context):  # wait_for's task copies the context, so the job sees it
+        # wait_for's task copies the context, so the job sees it (and the span is current).
+        with _running(context), tracing.activate(trace):
             awaitable = cast(Awaitable[Any], _invoke(definition, args, kwargs))
             result = await asyncio.wait_for(awaitable, timeout_seconds)
     except TimeoutError:

@@ -168,6 +168,17 @@ class Job(models.Model):
     blocked = models.BooleanField(
         _("blocked"), default=False, help_text=_("Waiting for its dependencies to succeed.")
     )
+    # The caller's W3C trace context headers ({"traceparent": ..., "tracestate": ...}) as
+    # django_asyncjobs.tracing propagates them: a JSON object, the carrier OpenTelemetry's
+    # propagators read and write, so that one column holds both headers (and any a later
+    # propagator adds) without parsing.
+    trace_context = models.JSONField(
+        _("trace context"),
+        null=True,
+        blank=True,
+        editable=False,
+        help_text=_("The OpenTelemetry trace context of the code that enqueued the job."),
+    )
     # Fencing tokens: a message is only good for the dispatch that sent it, and a worker's writes
     # only count while it holds the lease it got when it claimed the job.
     dispatch_token = models.UUIDField(null=True, blank=True, editable=False)

@@ -25,11 +25,12 @@ import psycopg
 from django.db import DatabaseError, connections, router
 from django.utils import timezone
 
-from . import metrics, periodic, retry
+from . import metrics, periodic, retry, tracing
 from .conf import get_settings
 from .db import close_if_unusable, retry_on_lost_connection
 from .exceptions import TransportError, TransportMisconfigured
 from .flow import QueueFlow
+from .logs import job_fields
 from .models import Job, Process, ProcessKind, RegisteredJob
 from .payload import Doorbell, encode_message
 from .processes import (
@@ -157,7 +158,15 @@ class Scheduler:
                 for i, jobs in enumerate(request)
             ]
             try:
-                refused = self.transport.send_batch(request[0][0].queue, outgoing)
+                queue = request[0][0].queue
+                with tracing.relay_span(
+                    queue=queue,
+                    jobs=[job for jobs in request for job in jobs],
+                    transport=self.transport,
+                    message_count=len(request),
+                ) as span:
+                    refused = self.transport.send_batch(queue, outgoing)
+                    tracing.refused(span, count=len(refused))
             except TransportError as exc:
                 for rest in requests[index:]:
                     failed.update(job.id for jobs in rest for job in jobs)
@@ -224,6 +233,7 @@ class Scheduler:
                     job.total_attempts,
                     job.worker,
                     stored.status,
+                    extra=job_fields(job),
                 )
         return rescued
 

@@ -30,9 +30,10 @@ from typing import Any, NoReturn
 
 from django.db import DatabaseError, connections
 
-from . import retry
+from . import retry, tracing
 from .conf import get_settings
 from .db import close_if_unusable, retry_on_lost_connection
+from .logs import job_fields
 from .models import Job
 from .registry import registry
 from .worker import EXIT_RECYCLE, EXIT_UNFINISHED, Worker, default_worker_id
@@ -317,6 +318,7 @@ class Supervisor:
                     job.id,
                     job.total_attempts,
                     back.status,
+                    extra=job_fields(job),
                 )
             return
         if timed_out:
@@ -349,6 +351,7 @@ class Supervisor:
                 job.total_attempts,
                 stored.status,
                 error,
+                extra=job_fields(job),
             )
 
     # -- hard timeouts and wedged processes ------------------------------------------------------
@@ -390,6 +393,7 @@ class Supervisor:
             child.worker_id,
             key,
             reason,
+            extra={"job_id": str(key)} if key is not None else None,
         )
         child.kill_reasons[key or uuid.UUID(int=0)] = reason
         with contextlib.suppress(ProcessLookupError):
@@ -473,6 +477,8 @@ def _child_main(
     except BaseException:
         logger.exception("worker process failed pid=%d", os.getpid())
     finally:
+        # os._exit skips atexit, where an OpenTelemetry SDK would export its last spans.
+        tracing.flush()
         logging.shutdown()
     # os._exit: skip the parent's atexit handlers, and end threads stuck in blocking calls.
     os._exit(code)

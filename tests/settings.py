@@ -108,4 +108,9 @@ LOGGING = {
 if os.environ.get("ASYNCJOBS_TEST_NO_LOGGING"):
     # A project that configures no logging, for the tests of what the commands print anyway.
     del LOGGING
+if os.environ.get("ASYNCJOBS_TEST_SPANS_DIR"):
+    # A project that configured OpenTelemetry, for the tracing tests (tests/support/spans.py).
+    from tests.support.spans import install as _install_span_dump
+
+    _install_span_dump(os.environ["ASYNCJOBS_TEST_SPANS_DIR"])
 STATIC_URL = "/static/"

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from .. import signals
+from .. import signals, tracing
 from ..status import JobStatus
 from ._sql import (
     ACTIVE_SQL,
@@ -194,20 +194,24 @@ class EnqueueQueries(Ledger[JobT]):
             else "false"
         )
         ids = [uuid.uuid4() for _ in rows]
+        # Every job of a batch is enqueued by the same caller, within the same span.
+        trace_context = tracing.current_context()
         sql = f"""
             WITH inserted AS (
                 INSERT INTO {jobs_table} (
                     id, name, args, kwargs, queue, priority, status, run_at, attempts,
                     total_attempts, interruptions, max_retries, at_most_once, refused_deliveries,
                     timeout, error, traceback, note, created_at, worker, task_backend, unique_key,
-                    depends_on, blocked, concurrency_key, concurrency_limit
+                    depends_on, blocked, concurrency_key, concurrency_limit,
+                    trace_context
                 )
                 SELECT r.id, %(name)s, r.a::jsonb, r.k::jsonb, %(queue)s, %(priority)s,
                     %(scheduled)s, {run_at_sql}, 0, 0, 0, %(max_retries)s, %(at_most_once)s, 0,
                     %(timeout)s, '', '', '', now(), '', %(task_backend)s,
                     r.unique_key, %(depends_on)s::uuid[], {blocked_sql}, r.concurrency_key,
                     CASE WHEN r.concurrency_key IS NULL THEN NULL
-                        ELSE %(concurrency_limit)s::integer END
+                        ELSE %(concurrency_limit)s::integer END,
+                    %(trace_context)s::jsonb
                 FROM unnest(%(ids)s::uuid[], %(args)s::text[], %(kwargs)s::text[],
                     %(unique_keys)s::text[], %(concurrency_keys)s::text[])
                     WITH ORDINALITY AS r(id, a, k, unique_key, concurrency_key, n)
@@ -239,6 +243,7 @@ class EnqueueQueries(Ledger[JobT]):
             "concurrency_keys": [key for _, _, _, key in rows],
             "concurrency_limit": concurrency_limit,
             "channel": NOTIFY_CHANNEL,
+            "trace_context": None if trace_context is None else json.dumps(trace_context),
         }
         _, ((inserted_ids, created_at, run_at, blocked, _),) = self._execute(sql, params)
         stored = set(inserted_ids or ())
@@ -265,6 +270,7 @@ class EnqueueQueries(Ledger[JobT]):
             "traceback": "",
             "note": "",
             "worker": "",
+            "trace_context": trace_context,
         }
         jobs: list[JobT | None] = []
         for job_id, (args, kwargs, key, limit_key) in zip(ids, rows, strict=True):

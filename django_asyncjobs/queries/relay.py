@@ -4,6 +4,7 @@ jobs with a new dispatch token, and sending again jobs whose message was lost.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ class DueJob:
     queue: str
     priority: int
     dispatch_token: uuid.UUID
+    #: The W3C trace context stored by ``delay()`` (see :mod:`django_asyncjobs.tracing`).
+    trace_context: dict[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -147,14 +150,22 @@ class RelayQueries(Ledger[JobT]):
                 SET status = %(queued)s, dispatch_token = gen_random_uuid(), enqueued_at = now()
                 WHERE j.id = ANY(%(ids)s)
                 RETURNING j.id, j.name, j.queue, j.priority, {clamp_sql("j.run_at")},
-                    j.dispatch_token
+                    j.dispatch_token, j.trace_context
                 """,
                 {"queued": JobStatus.QUEUED.value, "ids": selected.ids},
             )
             # RETURNING has no order; send in the order the jobs should start.
             rows.sort(key=lambda r: (-r[3], r[4]))
             due = [
-                DueJob(id=r[0], name=r[1], queue=r[2], priority=r[3], dispatch_token=r[5])
+                DueJob(
+                    id=r[0],
+                    name=r[1],
+                    queue=r[2],
+                    priority=r[3],
+                    dispatch_token=r[5],
+                    # Raw jsonb comes back as text (Django parses JSONField values itself).
+                    trace_context=json.loads(r[6]) if r[6] is not None else None,
+                )
                 for r in rows
             ]
             # If send raises, the rollback keeps every row scheduled; a message that did get out

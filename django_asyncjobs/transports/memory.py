@@ -49,6 +49,8 @@ class MemoryTransport:
     #: see empty queues. Its inspection methods work, for tests, on this process's messages.
     can_inspect_queues = False
     short_poll_is_complete = True
+    #: Its name in spans' ``messaging.system`` (see tracing.py).
+    messaging_system = "memory"
     _shared: MemoryTransport | None = None
     _shared_lock = threading.Lock()
 

@@ -66,6 +66,8 @@ class SQSTransport:
     #: SQS reports approximate counts, and its dead-letter queues can be read and redriven.
     can_inspect_queues = True
     short_poll_is_complete = False
+    #: Its name in OpenTelemetry's messaging conventions (see tracing.py).
+    messaging_system = "aws_sqs"
 
     def __init__(self, conf: AsyncJobsSettings) -> None:
         self.conf = conf

@@ -30,9 +30,10 @@ from typing import Any
 
 from django.db import DatabaseError
 
-from .. import execution, retry
+from .. import execution, retry, tracing
 from ..context import CancelRequest
 from ..db import close_if_unusable, retry_on_lost_connection
+from ..logs import job_fields
 from ..models import Job
 from ..registry import JobDefinition
 from ..status import JobStatus
@@ -58,6 +59,8 @@ class Running:
     abandoned: bool = False
     #: Set when an operator asks to cancel the job; its context reads it.
     cancel: CancelRequest = field(default_factory=CancelRequest)
+    #: The attempt's OpenTelemetry span, ended when its outcome is written.
+    trace: tracing.RunSpan | None = None
 
 
 class ClaimedJobs:
@@ -125,6 +128,7 @@ class ClaimedJobs:
                     "cancelling its task"
                     if entry.definition.is_async
                     else "it stops at its next check or progress report, or at its timeout",
+                    extra=job_fields(entry.job),
                 )
 
     # -- written by job threads and the event loop thread ----------------------------------------
@@ -150,6 +154,7 @@ class ClaimedJobs:
         then this worker process must retire, and the job stays ``running``.
         """
         retire = False
+        stuck: list[Running] = []
         with self._lock:
             for job_id, entry in list(self._running.items()):
                 if entry.outcome is None and entry.deadline is not None and now >= entry.deadline:
@@ -165,7 +170,9 @@ class ClaimedJobs:
                             entry.job.name,
                             job_id,
                             entry.job.timeout,
+                            extra=job_fields(entry.job),
                         )
+                        stuck.append(entry)
                         retire = True
                         continue
                     # Not supervised: record the timeout and free the slot; the lease fences
@@ -177,10 +184,21 @@ class ClaimedJobs:
                         entry.job.name,
                         job_id,
                         entry.job.timeout,
+                        extra=job_fields(entry.job),
                     )
                 if entry.outcome is not None:
                     del self._running[job_id]
                     self._unrecorded.append(entry)
+        for entry in stuck:
+            # This process exits before any outcome is written here: end the span now (outside
+            # the lock: an exporter may do I/O).
+            assert entry.job.timeout is not None
+            tracing.end_run(
+                entry.trace,
+                outcome_name="timed_out",
+                outcome=execution.timed_out(entry.job.timeout, started=entry.started),
+            )
+            entry.trace = None
         return retire
 
     def record_outcomes(self) -> bool:
@@ -239,7 +257,9 @@ class ClaimedJobs:
                     entry.job.name,
                     entry.job.id,
                     entry.job.total_attempts,
+                    extra=job_fields(entry.job),
                 )
+                tracing.end_run(entry.trace, outcome_name="lease_lost", outcome=outcome)
                 continue
             verb = job.status if job.status != JobStatus.SCHEDULED else "retrying"
             if outcome.ok and job.cancel_requested_at is not None:
@@ -249,6 +269,7 @@ class ClaimedJobs:
                     entry.job.name,
                     entry.job.id,
                     job.cancel_requested_by or "-",
+                    extra=job_fields(entry.job),
                 )
             if outcome.ok:
                 log = logger.info
@@ -264,6 +285,13 @@ class ClaimedJobs:
                 entry.job.total_attempts,
                 outcome.duration_seconds,
                 "" if outcome.ok else f" error={outcome.error}",
+                extra=job_fields(entry.job),
+            )
+            tracing.end_run(
+                entry.trace,
+                outcome_name=_outcome_name(outcome, verb),
+                outcome=outcome,
+                status=job.status,
             )
 
     def hand_back_all(self, *, worker_id: str, supervised: bool, free_interruptions: int) -> None:
@@ -277,6 +305,8 @@ class ClaimedJobs:
                 else:
                     entry.abandoned = True
                     entries.append(entry)
+        for entry in entries:
+            tracing.end_run(entry.trace, outcome_name="interrupted")
         if supervised:
             # The rows stay running until this process has exited; the supervisor hands them
             # back then, so no other worker can start a job whose thread still runs here.
@@ -302,11 +332,13 @@ class ClaimedJobs:
                 stored = retry_on_lost_connection(hand_back, using=self.using)
             except DatabaseError as exc:
                 # The scheduler rescues it once its heartbeat is stale.
-                logger.error("cannot hand back id=%s error=%s", job.id, exc)
+                logger.error("cannot hand back id=%s error=%s", job.id, exc, extra=job_fields(job))
                 close_if_unusable(self.using, after_error=True)
                 continue
             if stored is None:
-                logger.warning("lease lost; nothing to hand back id=%s", job.id)
+                logger.warning(
+                    "lease lost; nothing to hand back id=%s", job.id, extra=job_fields(job)
+                )
             else:
                 logger.warning(
                     "job handed back name=%s id=%s attempt=%d status=%s",
@@ -314,6 +346,16 @@ class ClaimedJobs:
                     job.id,
                     job.total_attempts,
                     stored.status,
+                    extra=job_fields(job),
                 )
         # Async jobs are cancelled, and abandoned threads end with the process, when the worker
         # shuts down (Worker._shutdown).
+
+
+def _outcome_name(outcome: execution.Outcome, verb: str) -> str:
+    """Return the outcome a span reports: how the attempt ended, then what became of the job."""
+    if outcome.ok:
+        return "succeeded"
+    if outcome.timed_out:
+        return "timed_out"
+    return str(verb)  # retrying, failed or cancelled

@@ -143,6 +143,6 @@ class Heartbeat:
             return
         self._last_beat = time.monotonic()
         for job_id in reply.lost:
-            logger.warning("lease lost while running id=%s", job_id)
+            logger.warning("lease lost while running id=%s", job_id, extra={"job_id": str(job_id)})
         if reply.cancel_requests:
             self._claimed.request_cancels(reply.cancel_requests)

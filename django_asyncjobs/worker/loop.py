@@ -32,9 +32,10 @@ from collections.abc import Callable, Sequence
 
 from django.db import DatabaseError, connections, router
 
-from .. import execution
+from .. import execution, tracing
 from ..conf import get_settings
 from ..db import close_if_unusable, retry_on_lost_connection
+from ..logs import job_fields
 from ..models import Job, ProcessKind
 from ..payload import Doorbell
 from ..processes import Presence
@@ -422,6 +423,7 @@ class Worker:
                     bell.doorbell.job_id,
                     bell.message.queue,
                     claim.reason,
+                    extra={"job_id": str(bell.doorbell.job_id), "queue": bell.message.queue},
                 )
                 self._inbox.settle(bell)
             elif claim.outcome is ClaimOutcome.BUSY:
@@ -450,7 +452,10 @@ class Worker:
             )
         except DatabaseError as exc:
             logger.error(
-                "cannot record a refused delivery job_id=%s error=%s", doorbell.job_id, exc
+                "cannot record a refused delivery job_id=%s error=%s",
+                doorbell.job_id,
+                exc,
+                extra={"job_id": str(doorbell.job_id), "queue": bell.message.queue},
             )
             close_if_unusable(self.using, after_error=True)
             return self.unregistered_retry_seconds  # as SQS would, for a message not deleted
@@ -460,10 +465,13 @@ class Worker:
                 "dropping message job_id=%s queue=%s reason=job changed meanwhile",
                 doorbell.job_id,
                 bell.message.queue,
+                extra={"job_id": str(doorbell.job_id), "queue": bell.message.queue},
             )
             return None
         if job.status == JobStatus.FAILED:
-            logger.error("job failed job_id=%s error=%s", doorbell.job_id, job.error)
+            logger.error(
+                "job failed job_id=%s error=%s", doorbell.job_id, job.error, extra=job_fields(job)
+            )
             return None
         logger.warning(
             "job not registered here; handing the message back job_id=%s reason=%s "
@@ -473,6 +481,7 @@ class Worker:
             job.refused_deliveries,
             UNREGISTERED_MAX_DELIVERIES,
             self.unregistered_retry_seconds,
+            extra=job_fields(job),
         )
         return self.unregistered_retry_seconds
 
@@ -506,6 +515,7 @@ class Worker:
             lease_token=job.lease_token,
             started=now,
             deadline=deadline,
+            trace=tracing.start_run(job, transport=self.transport),
         )
         if job.cancel_requested_at is not None:
             # Only a hand-written row gets here (a cancel ends a queued job), but the row is the
@@ -524,6 +534,7 @@ class Worker:
             job.total_attempts,
             job.queue,
             receives,
+            extra=job_fields(job),
         )
         self._runners.start(entry)
 

@@ -59,6 +59,7 @@ class Runners:
                     job.kwargs,
                     timeout_seconds=job.timeout,
                     context=JobContext.for_job(job, cancel=entry.cancel),
+                    trace=entry.trace,
                 ),
                 loop,
             )
@@ -166,6 +167,7 @@ class Runners:
                 entry.job.args,
                 entry.job.kwargs,
                 context=JobContext.for_job(entry.job, cancel=entry.cancel),
+                trace=entry.trace,
             )
         finally:
             # A job that left an atomic block open spoils this thread's connection handlers

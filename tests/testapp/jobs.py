@@ -7,6 +7,7 @@ transaction), so tests can count how often a job body really ran.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import time
@@ -479,6 +480,20 @@ def progress_in_a_transaction(key: str, seconds: float) -> dict[str, Any]:
                 [context.id],
             ).fetchone()
     return {"written": written, "heartbeat_moved": float(row[0]), "progress_seen": row[1]}
+
+
+@job(name="tests.traced", max_retries=1)
+def traced(key: str, fail: bool = False) -> str:
+    """Make a span of its own and log a line, then fail (retried once) if *fail*."""
+    from opentelemetry import trace
+
+    _ledger("traced", key)
+    with trace.get_tracer("tests.testapp").start_as_current_span("user work") as span:
+        span.set_attribute("key", key)
+        logging.getLogger("tests.testapp.jobs").warning("traced job working key=%s", key)
+    if fail:
+        raise ValueError(f"traced failure {key}")
+    return key
 
 
 def _customer(customer: str, *args: Any, **kwargs: Any) -> str:

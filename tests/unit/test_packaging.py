@@ -20,7 +20,11 @@ from packaging.utils import canonicalize_name
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "django_asyncjobs"
 #: Imported only where the extra is installed (behind ``try: ... except ImportError``).
-OPTIONAL_IMPORTS = {"django_tasks": "tasks"}
+OPTIONAL_IMPORTS = {
+    "django_tasks": "tasks",
+    "opentelemetry": "otel",
+    "prometheus_client": "metrics",
+}
 
 
 def setup_cfg() -> configparser.ConfigParser:

@@ -19,6 +19,7 @@ from django.utils import autoreload
 
 from ...conf import get_settings
 from ...transports import get_transport
+from ._logformat import add_log_format_option, apply_log_format
 from ._metrics import add_metrics_arguments, require_metrics
 from ._options import (
     AsyncJobsCommand,
@@ -76,6 +77,7 @@ class Command(AsyncJobsCommand):
             dest="use_reloader",
             help="Do not restart the scheduler and the worker when a Python file changes.",
         )
+        add_log_format_option(parser)
         add_metrics_arguments(
             parser,
             port_help="Serve Prometheus metrics: runworker's at http://HOST:PORT/metrics, "
@@ -85,6 +87,7 @@ class Command(AsyncJobsCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         # The children check all this too; checked here first, a mistake is reported once, not
         # by each child. (Their warnings, such as other apps' migrations, are theirs to give.)
+        apply_log_format(self, "runjobs", options["log_format"])
         refuse_memory_transport("runjobs")
         require_metrics("runjobs", options)
         using = check_database("runjobs", stderr=self.stderr.write, warn_other_apps=False)
@@ -101,6 +104,9 @@ class Command(AsyncJobsCommand):
         if options["queues"]:
             worker_args += ["--queues", ",".join(options["queues"])]
         scheduler_args = ["runscheduler"]
+        if options["log_format"] != "text":
+            worker_args += ["--log-format", options["log_format"]]
+            scheduler_args += ["--log-format", options["log_format"]]
         if options["interval"] is not None:
             scheduler_args += ["--interval", str(options["interval"])]
         port = options["metrics_port"]

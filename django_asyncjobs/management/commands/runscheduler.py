@@ -11,6 +11,7 @@ from ...exceptions import TransportError
 from ...periodic import schedules
 from ...scheduler import Scheduler
 from ...transports import get_transport
+from ._logformat import add_log_format_option, apply_log_format
 from ._metrics import add_metrics_arguments, metrics_served, require_metrics
 from ._options import AsyncJobsCommand, positive_float, positive_int, refuse_memory_transport
 from ._signals import graceful_stop
@@ -40,9 +41,11 @@ class Command(AsyncJobsCommand):
             help="Most jobs relayed per transaction (default: ASYNCJOBS['SCHEDULER_BATCH_SIZE']).",
         )
         parser.add_argument("--once", action="store_true", help="Relay what is due now, then exit.")
+        add_log_format_option(parser)
         add_metrics_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
+        apply_log_format(self, "runscheduler", options["log_format"])
         refuse_memory_transport("runscheduler")
         require_metrics("runscheduler", options)
         check_database("runscheduler", stderr=self.stderr.write)

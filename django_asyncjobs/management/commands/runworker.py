@@ -11,6 +11,7 @@ from ...conf import get_settings
 from ...supervisor import Supervisor, supervisor_signals
 from ...transports import get_transport
 from ...worker import Worker
+from ._logformat import add_log_format_option, apply_log_format
 from ._metrics import add_metrics_arguments, metrics_served, require_metrics
 from ._options import (
     AsyncJobsCommand,
@@ -85,9 +86,11 @@ class Command(AsyncJobsCommand):
             metavar="SECONDS",
             help="Long-poll wait, 0-20 (default: ASYNCJOBS['WAIT_TIME_SECONDS']).",
         )
+        add_log_format_option(parser)
         add_metrics_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
+        apply_log_format(self, "runworker", options["log_format"])
         refuse_memory_transport("runworker")
         require_metrics("runworker", options)
         check_database("runworker", stderr=self.stderr.write)

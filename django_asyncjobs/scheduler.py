@@ -55,6 +55,9 @@ THROTTLED_POLL_SECONDS = 0.05
 #: dozen; a pass that skipped it makes the next pass come within this long.
 HOUSEKEEPING_MIN_SECONDS = 0.25
 MIN_WAIT_SECONDS = 0.02
+#: A NOTIFY wakes a pass no sooner than this after the last one began: a trickle of jobs (each
+#: after a quiet moment) goes out at once, a burst of commits in a few passes, not one each.
+MIN_PASS_SPACING_SECONDS = 0.01
 #: How often the scheduler reads which live worker processes consume which queues.
 CONSUMERS_EVERY_SECONDS = 5.0
 #: While due jobs are held back by a concurrency or rate limit, look again this often: a job of
@@ -106,6 +109,7 @@ class Scheduler:
         #: until it has been reachable for a whole stale window.
         self._database_ok_since: float | None = None
         self._housekept_at = float("-inf")
+        self._passed_at = float("-inf")
         #: Per queue, its start rate and what flow control lets through (see flow.py).
         self._flows: dict[str, QueueFlow] = {}
         #: The --queues of the live worker processes: messages are sized for one of them.
@@ -471,6 +475,7 @@ class Scheduler:
 
     def _pass(self) -> float:
         """Run one pass of :meth:`run`; return how long to wait for the next one."""
+        self._passed_at = time.monotonic()
         if not self._names_recorded:
             self.record_registered_names()
         # Before the relay: a scheduler that cannot reach SQS is still alive.
@@ -545,6 +550,13 @@ class Scheduler:
             # Short slices so that stop() is honoured within a fraction of a second.
             woke = list(listener.notifies(timeout=min(remaining, 0.5), stop_after=1))
             if woke:
+                # A burst of commits wakes one pass per spacing, not one per commit: the jobs
+                # committed meanwhile go out together (and a throttled queue, which has no room
+                # for them anyway, is looked at on its own poll).
+                spacing = THROTTLED_POLL_SECONDS if self.throttled else MIN_PASS_SPACING_SECONDS
+                pause = self._passed_at + spacing - time.monotonic()
+                if pause > 0:
+                    self._stop.wait(min(pause, max(0.0, deadline - time.monotonic())))
                 # Everything committed so far is handled by the next pass; drop the backlog.
                 list(listener.notifies(timeout=0))
                 return

@@ -131,8 +131,9 @@ class Inbox:
         self.burst = burst
         self.wait_seconds = wait_seconds
         #: Jobs held ahead of free slots, so the next job starts without an SQS round trip: at
-        #: most PREFETCH, and no more than this worker started in the last second (so workers
-        #: of long jobs hold nothing). Unused ones go back after HOLD_SECONDS.
+        #: most PREFETCH, and no more than this worker started in the last second or than its
+        #: messages name (so workers of long jobs, sent a job per message, hold nothing).
+        #: Unused ones go back after HOLD_SECONDS.
         self.prefetch = prefetch
         self.hold_seconds = min(HOLD_SECONDS, visibility_timeout_seconds / 2)
         self.discovery_interval_seconds = discovery_interval_seconds

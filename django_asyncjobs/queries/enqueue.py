@@ -8,6 +8,7 @@ succeeded, cancelling those whose dependencies cannot.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import uuid
 from collections.abc import Collection, Sequence
@@ -26,6 +27,79 @@ from ._sql import (
     row,
     table,
 )
+
+#: ``run_at`` of a new job: the transaction's now, a delay from it in seconds, or a timestamp.
+_RUN_AT_SQL = {
+    "now": "now()",
+    "delay": "now() + %(run_at)s * interval '1 second'",
+    "at": "%(run_at)s",
+}
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_sql(
+    jobs_table: str, *, single: bool, run_at: str, dependencies: bool, unique: bool
+) -> str:
+    """The INSERT behind every enqueue, for one shape of call (built once per shape).
+
+    *single*: ``delay()``'s one job, a SELECT of parameters, which PostgreSQL plans in half the
+    time of the ``unnest()`` of a batch (0.55 vs 1.2 ms, measured unprepared as Django runs
+    statements); its RETURNING notifies the scheduler. A batch returns one summary row instead
+    of one per job. Without a unique key no row can conflict (NULL keys never do), so the
+    ON CONFLICT clause, whose index inference costs planning time, is left out.
+
+    >>> "unnest" in _insert_sql("asyncjobs_job", single=False, run_at="now",
+    ...                         dependencies=False, unique=False)
+    True
+    """
+    # A dependency deleted since _check_dependencies() keeps the job blocked (and cancel_orphans()
+    # then cancels it); it never counts as succeeded.
+    blocked_sql = (
+        UNMET_DEPENDENCY_SQL.format(table=jobs_table, depends_on="%(depends_on)s::uuid[]")
+        if dependencies
+        else "false"
+    )
+    if single:
+        id_sql, args_sql, kwargs_sql = "%(id)s::uuid", "%(arg)s::jsonb", "%(kwarg)s::jsonb"
+        key_sql, limit_key_sql = "%(unique_key)s::text", "%(concurrency_key)s::text"
+        source = ""
+    else:
+        id_sql, args_sql, kwargs_sql = "r.id", "r.a::jsonb", "r.k::jsonb"
+        key_sql, limit_key_sql = "r.unique_key", "r.concurrency_key"
+        source = """
+            FROM unnest(%(ids)s::uuid[], %(args)s::text[], %(kwargs)s::text[],
+                %(unique_keys)s::text[], %(concurrency_keys)s::text[])
+                WITH ORDINALITY AS r(id, a, k, unique_key, concurrency_key, n)
+            ORDER BY r.n"""
+    conflict = (
+        f"ON CONFLICT (unique_key) WHERE status IN ({ACTIVE_SQL}) DO NOTHING" if unique else ""
+    )
+    insert = f"""
+        INSERT INTO {jobs_table} (
+            id, name, args, kwargs, queue, priority, status, run_at, attempts,
+            total_attempts, interruptions, max_retries, at_most_once, refused_deliveries,
+            timeout, error, traceback, note, created_at, worker, task_backend, unique_key,
+            depends_on, blocked, concurrency_key, concurrency_limit, trace_context
+        )
+        SELECT {id_sql}, %(name)s, {args_sql}, {kwargs_sql}, %(queue)s, %(priority)s,
+            '{JobStatus.SCHEDULED.value}', {_RUN_AT_SQL[run_at]}, 0, 0, 0, %(max_retries)s,
+            %(at_most_once)s, 0, %(timeout)s, '', '', '', now(), '', %(task_backend)s,
+            {key_sql}, %(depends_on)s::uuid[], {blocked_sql}, {limit_key_sql},
+            CASE WHEN {limit_key_sql} IS NULL THEN NULL ELSE %(concurrency_limit)s::integer END,
+            %(trace_context)s::jsonb
+        {source}
+        {conflict}
+    """
+    if single:
+        return f"""{insert}
+            RETURNING array[id], created_at, run_at, blocked, pg_notify(%(channel)s, '')"""
+    # One row: created_at, run_at and blocked are the same for every row (now() is the
+    # transaction's time), and a large batch should not parse them a million times.
+    return f"""
+        WITH inserted AS ({insert} RETURNING id, created_at, run_at, blocked)
+        SELECT array_agg(id), max(created_at), max(run_at), bool_or(blocked),
+            (SELECT pg_notify(%(channel)s, '') FROM inserted LIMIT 1) FROM inserted
+    """
 
 
 class EnqueueQueries(Ledger[JobT]):
@@ -179,56 +253,25 @@ class EnqueueQueries(Ledger[JobT]):
         """Insert *rows*; return the new jobs in order, ``None`` where a unique key was taken."""
         run_at_param: dt.datetime | float | None
         if isinstance(run_after, dt.datetime):
-            run_at_sql, run_at_param = "%(run_at)s", run_after
+            run_at_kind, run_at_param = "at", run_after
         elif isinstance(run_after, dt.timedelta):
-            run_at_sql = "now() + %(run_at)s * interval '1 second'"
-            run_at_param = run_after.total_seconds()
+            run_at_kind, run_at_param = "delay", run_after.total_seconds()
         else:
-            run_at_sql, run_at_param = "now()", None
-        jobs_table = table(self.model)
-        # A dependency deleted since _check_dependencies() keeps the job blocked (and
-        # cancel_orphans() then cancels it); it never counts as succeeded.
-        blocked_sql = (
-            UNMET_DEPENDENCY_SQL.format(table=jobs_table, depends_on="%(depends_on)s::uuid[]")
-            if depends_on
-            else "false"
-        )
+            run_at_kind, run_at_param = "now", None
         ids = [uuid.uuid4() for _ in rows]
         # Every job of a batch is enqueued by the same caller, within the same span.
         trace_context = tracing.current_context()
-        sql = f"""
-            WITH inserted AS (
-                INSERT INTO {jobs_table} (
-                    id, name, args, kwargs, queue, priority, status, run_at, attempts,
-                    total_attempts, interruptions, max_retries, at_most_once, refused_deliveries,
-                    timeout, error, traceback, note, created_at, worker, task_backend, unique_key,
-                    depends_on, blocked, concurrency_key, concurrency_limit,
-                    trace_context
-                )
-                SELECT r.id, %(name)s, r.a::jsonb, r.k::jsonb, %(queue)s, %(priority)s,
-                    %(scheduled)s, {run_at_sql}, 0, 0, 0, %(max_retries)s, %(at_most_once)s, 0,
-                    %(timeout)s, '', '', '', now(), '', %(task_backend)s,
-                    r.unique_key, %(depends_on)s::uuid[], {blocked_sql}, r.concurrency_key,
-                    CASE WHEN r.concurrency_key IS NULL THEN NULL
-                        ELSE %(concurrency_limit)s::integer END,
-                    %(trace_context)s::jsonb
-                FROM unnest(%(ids)s::uuid[], %(args)s::text[], %(kwargs)s::text[],
-                    %(unique_keys)s::text[], %(concurrency_keys)s::text[])
-                    WITH ORDINALITY AS r(id, a, k, unique_key, concurrency_key, n)
-                ORDER BY r.n
-                ON CONFLICT (unique_key) WHERE status IN ({ACTIVE_SQL}) DO NOTHING
-                RETURNING id, created_at, run_at, blocked
-            )
-            -- One row: created_at, run_at and blocked are the same for every row (now() is the
-            -- transaction's time), and a large batch should not parse them a million times.
-            SELECT array_agg(id), max(created_at), max(run_at), bool_or(blocked),
-                (SELECT pg_notify(%(channel)s, '') FROM inserted LIMIT 1) FROM inserted
-        """
-        params = {
+        sql = _insert_sql(
+            table(self.model),
+            single=len(rows) == 1,
+            run_at=run_at_kind,
+            dependencies=bool(depends_on),
+            unique=any(key is not None for _, _, key, _ in rows),
+        )
+        params: dict[str, Any] = {
             "name": name,
             "queue": queue,
             "priority": priority,
-            "scheduled": JobStatus.SCHEDULED.value,
             "run_at": run_at_param,
             "max_retries": max_retries,
             "at_most_once": at_most_once,
@@ -236,16 +279,25 @@ class EnqueueQueries(Ledger[JobT]):
             "task_backend": task_backend,
             "depends_on": depends_on,
             "succeeded": JobStatus.SUCCEEDED.value,
-            "ids": ids,
-            "args": [json.dumps(args) for args, _, _, _ in rows],
-            "kwargs": [json.dumps(kwargs) for _, kwargs, _, _ in rows],
-            "unique_keys": [key for _, _, key, _ in rows],
-            "concurrency_keys": [key for _, _, _, key in rows],
             "concurrency_limit": concurrency_limit,
             "channel": NOTIFY_CHANNEL,
             "trace_context": None if trace_context is None else json.dumps(trace_context),
         }
-        _, ((inserted_ids, created_at, run_at, blocked, _),) = self._execute(sql, params)
+        if len(rows) == 1:
+            ((args, kwargs, key, limit_key),) = rows
+            params |= {"id": ids[0], "arg": json.dumps(args), "kwarg": json.dumps(kwargs)}
+            params |= {"unique_key": key, "concurrency_key": limit_key}
+        else:
+            params |= {
+                "ids": ids,
+                "args": [json.dumps(args) for args, _, _, _ in rows],
+                "kwargs": [json.dumps(kwargs) for _, kwargs, _, _ in rows],
+                "unique_keys": [key for _, _, key, _ in rows],
+                "concurrency_keys": [key for _, _, _, key in rows],
+            }
+        _, summary_rows = self._execute(sql, params)
+        # The single row's statement returns no row when its unique key was taken.
+        ((inserted_ids, created_at, run_at, blocked, _),) = summary_rows or [(None,) * 5]
         stored = set(inserted_ids or ())
         # Model.from_db with every field in order takes Django's fast positional path.
         fields = self._field_names()

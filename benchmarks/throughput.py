@@ -362,6 +362,7 @@ class Children:
             [
                 exe,
                 "record",
+                "--subprocesses",  # runworker's supervisor forks the worker processes
                 "--pid",
                 str(child.pid),
                 "--rate",

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Generic
 
-from django.db import DatabaseError, OperationalError, transaction
+from django.db import DatabaseError, OperationalError, connections, transaction
 from django.db.models import Count, Q, QuerySet
 from django.db.models.functions import Now
 
@@ -36,6 +36,7 @@ from ._sql import (
 logger = logging.getLogger(__name__)
 
 _LOCK_NOT_AVAILABLE = "55P03"
+_DEADLOCK_DETECTED = "40P01"
 #: How the error of a job waiting for a worker that knows its name begins; the claim that
 #: finally starts the job clears such a note (and only such a note).
 WAITING_NOTE_PREFIX = "Waiting: "
@@ -180,19 +181,75 @@ class ClaimQueries(Ledger[JobT]):
         """
         if not messages:
             return []
-        jobs_table = table(self.model)
-        ids = [job_id for job_id, _ in messages]
-        sql = f"""
-            WITH changed AS (
-                UPDATE {jobs_table} AS j
+        fast = self._claim_at_once(
+            messages,
+            worker=worker,
+            registered_names=registered_names,
+            lock_timeout_seconds=lock_timeout_seconds,
+        )
+        if fast is None:
+            return self._claim_locked(
+                messages,
+                worker=worker,
+                registered_names=registered_names,
+                lock_timeout_seconds=lock_timeout_seconds,
+            )
+        claimed, unclaimed = fast
+        later: dict[tuple[uuid.UUID, uuid.UUID], ClaimResult[JobT]] = {}
+        if unclaimed:
+            # The claims above are committed: from here on nothing may raise, or those jobs
+            # would stay running, run by nobody, until rescued. The rest take the careful path
+            # (a row the scheduler has not committed yet, a stale token, a paused queue).
+            try:
+                rest = self._claim_locked(
+                    unclaimed,
+                    worker=worker,
+                    registered_names=registered_names,
+                    lock_timeout_seconds=lock_timeout_seconds,
+                )
+            except DatabaseError as exc:
+                logger.error("cannot claim jobs=%d error=%s", len(unclaimed), exc)
+                rest = [ClaimResult(outcome=ClaimOutcome.BUSY, reason=str(exc)) for _ in unclaimed]
+            later = dict(zip(unclaimed, rest, strict=True))
+        results: list[ClaimResult[JobT]] = []
+        for message in messages:
+            job = claimed.pop(message[0], None)  # pop: a duplicate in the batch is claimed once
+            if job is not None:
+                self._announce(job, old_status=JobStatus.QUEUED, signal=signals.job_started)
+                results.append(ClaimResult(outcome=ClaimOutcome.CLAIMED, job=job))
+            else:
+                results.append(
+                    later.get(message)
+                    or ClaimResult(outcome=ClaimOutcome.NOT_CLAIMABLE, reason="duplicate message")
+                )
+        return results
+
+    def _claim_sql(self, *, lock_first: bool) -> str:
+        """The claim: ``queued`` rows whose token the message carries become ``running``, each
+        with a new attempt in the history.
+
+        Without *lock_first*, the statement sets its own lock timeout, in a CTE the UPDATE
+        joins, so it is in force before the UPDATE can wait for a row lock.
+        """
+        settings = (
+            ""
+            if lock_first
+            else "settings AS MATERIALIZED "
+            "(SELECT set_config('lock_timeout', %(timeout)s, true) AS lock_timeout),"
+        )
+        return f"""
+            WITH {settings} changed AS (
+                UPDATE {table(self.model)} AS j
                 SET status = %(running)s, attempts = j.attempts + 1,
                     total_attempts = j.total_attempts + 1, started_at = now(),
                     heartbeat_at = now(), finished_at = NULL, worker = %(worker)s,
                     progress = NULL, lease_token = gen_random_uuid(),
                     error = CASE WHEN starts_with(j.error, %(waiting)s) THEN '' ELSE j.error END
                 FROM unnest(%(ids)s::uuid[], %(tokens)s::uuid[]) AS m(id, dispatch_token)
+                    {"" if lock_first else ", settings"}
                 WHERE j.id = m.id AND j.status = %(queued)s AND j.dispatch_token = m.dispatch_token
                     AND j.name = ANY(%(names)s) AND NOT {paused_sql(self.model, queue="j.queue")}
+                    {"" if lock_first else "AND settings.lock_timeout IS NOT NULL"}
                 RETURNING j.*
             ), opened AS (
                 INSERT INTO {attempt_table(self.model)}
@@ -201,20 +258,89 @@ class ClaimQueries(Ledger[JobT]):
             )
             SELECT {columns(self.model)} FROM changed
         """
-        params = {
+
+    def _claim_params(
+        self,
+        messages: Sequence[tuple[uuid.UUID, uuid.UUID]],
+        *,
+        worker: str,
+        registered_names: Collection[str],
+        lock_timeout_seconds: float,
+    ) -> dict[str, Any]:
+        return {
             "running": JobStatus.RUNNING.value,
             "worker": worker,
             "waiting": WAITING_NOTE_PREFIX,
-            "ids": ids,
+            "ids": [job_id for job_id, _ in messages],
             "tokens": [token for _, token in messages],
             "queued": JobStatus.QUEUED.value,
             "names": list(registered_names),
+            "timeout": f"{max(1, int(lock_timeout_seconds * 1000))}ms",
         }
+
+    def _claim_at_once(
+        self,
+        messages: Sequence[tuple[uuid.UUID, uuid.UUID]],
+        *,
+        worker: str,
+        registered_names: Collection[str],
+        lock_timeout_seconds: float,
+    ) -> tuple[dict[uuid.UUID, JobT], list[tuple[uuid.UUID, uuid.UUID]]] | None:
+        """Claim in one statement, committed at once; return the claimed jobs by id and the
+        messages that claimed nothing, or ``None`` when the caller must take the careful path.
+
+        Nearly always every job is claimable and its row unlocked: one round trip instead of
+        five (begin, lock timeout, lock, claim, commit). A row the scheduler has locked and not
+        committed yet reads as ``scheduled`` to this statement and is left for
+        :meth:`_claim_locked`, which waits for it. Inside a caller's transaction the lock
+        timeout would outlive the claim, so that takes the careful path too.
+        """
+        if connections[self._db_alias].in_atomic_block:
+            return None
+        params = self._claim_params(
+            messages,
+            worker=worker,
+            registered_names=registered_names,
+            lock_timeout_seconds=lock_timeout_seconds,
+        )
+        try:
+            jobs = self._returning_many(self._claim_sql(lock_first=False), params)
+        except OperationalError as exc:
+            # A row held longer than the lock timeout, or two workers holding rows of each
+            # other's duplicate messages: nothing was claimed; the careful path sorts it out.
+            if getattr(exc.__cause__, "sqlstate", None) in (
+                _LOCK_NOT_AVAILABLE,
+                _DEADLOCK_DETECTED,
+            ):
+                return None
+            raise
+        claimed = {job.pk: job for job in jobs}
+        return claimed, [m for m in dict.fromkeys(messages) if m[0] not in claimed]
+
+    def _claim_locked(
+        self,
+        messages: Sequence[tuple[uuid.UUID, uuid.UUID]],
+        *,
+        worker: str,
+        registered_names: Collection[str],
+        lock_timeout_seconds: float,
+    ) -> list[ClaimResult[JobT]]:
+        """Claim in a transaction that first locks the rows, in id order, waiting at most
+        *lock_timeout_seconds* for each (see :meth:`claim_many`)."""
+        jobs_table = table(self.model)
+        ids = [job_id for job_id, _ in messages]
+        sql = self._claim_sql(lock_first=True)
+        params = self._claim_params(
+            messages,
+            worker=worker,
+            registered_names=registered_names,
+            lock_timeout_seconds=lock_timeout_seconds,
+        )
         try:
             with transaction.atomic(using=self._db_alias):
                 self._execute(
                     "SELECT set_config('lock_timeout', %(timeout)s, true)",
-                    {"timeout": f"{max(1, int(lock_timeout_seconds * 1000))}ms"},
+                    {"timeout": params["timeout"]},
                 )
                 # Lock first, in a statement of its own: an UPDATE whose WHERE tests the
                 # status would skip a row the scheduler has locked and not committed yet

@@ -234,6 +234,62 @@ def test_a_claim_gives_up_on_a_row_locked_too_long() -> None:
     assert claim.outcome is ClaimOutcome.BUSY
 
 
+def test_a_claim_of_a_sent_job_whose_row_is_held_gives_up_after_its_lock_timeout() -> None:
+    """The one-statement claim sees the job queued and waits for its row lock: its own lock
+    timeout bounds the wait, then the careful path reports the message busy."""
+    import time
+
+    from django_asyncjobs.queries import ClaimOutcome
+
+    transport = MemoryTransport()
+    job = jobs.add.delay(1, 1)
+    Scheduler(transport=transport).run_once()
+    (message,) = transport.receive("default", max_messages=1, wait_seconds=0)
+    bell = Doorbell.decode(message.body)
+    locked = threading.Event()
+    done = threading.Event()
+
+    def hold_lock() -> None:
+        from django.db import transaction
+
+        try:
+            with transaction.atomic():
+                list(Job.objects.select_for_update().filter(pk=job.pk))
+                locked.set()
+                done.wait(20)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=hold_lock)
+    thread.start()
+    assert locked.wait(10)
+    started = time.monotonic()
+    try:
+        claim = Job.objects.claim(
+            job_id=bell.job_id,
+            dispatch_token=bell.dispatch_token,
+            worker="w",
+            registered_names={job.name},
+            lock_timeout_seconds=0.3,
+        )
+        waited = time.monotonic() - started
+    finally:
+        done.set()
+        thread.join(10)
+    assert claim.outcome is ClaimOutcome.BUSY
+    assert waited < 5, waited  # two lock timeouts, not the 20 s the holder would take
+    assert Job.objects.get(pk=job.pk).status == "queued"
+    # Once the row is free, the same message claims the job.
+    claim = Job.objects.claim(
+        job_id=bell.job_id,
+        dispatch_token=bell.dispatch_token,
+        worker="w",
+        registered_names={job.name},
+        lock_timeout_seconds=1,
+    )
+    assert claim.outcome is ClaimOutcome.CLAIMED
+
+
 def test_flow_control_keeps_at_most_max_queued_jobs_per_queue_in_the_transport() -> None:
     transport = MemoryTransport()
     for i in range(20):

@@ -91,15 +91,19 @@ def _insert_sql(
         {conflict}
     """
     if single:
-        return f"""{insert}
+        sql = f"""{insert}
             RETURNING array[id], created_at, run_at, blocked, pg_notify(%(channel)s, '')"""
     # One row: created_at, run_at and blocked are the same for every row (now() is the
     # transaction's time), and a large batch should not parse them a million times.
-    return f"""
-        WITH inserted AS ({insert} RETURNING id, created_at, run_at, blocked)
-        SELECT array_agg(id), max(created_at), max(run_at), bool_or(blocked),
-            (SELECT pg_notify(%(channel)s, '') FROM inserted LIMIT 1) FROM inserted
-    """
+    else:
+        sql = f"""
+            WITH inserted AS ({insert} RETURNING id, created_at, run_at, blocked)
+            SELECT array_agg(id), max(created_at), max(run_at), bool_or(blocked),
+                (SELECT pg_notify(%(channel)s, '') FROM inserted LIMIT 1) FROM inserted
+        """
+    # One line, a third of the bytes: sent and parsed on every delay(). (No "--" comments or
+    # literals with runs of spaces in it, so nothing changes meaning.)
+    return " ".join(sql.split())
 
 
 class EnqueueQueries(Ledger[JobT]):

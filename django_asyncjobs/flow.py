@@ -32,8 +32,10 @@ from .payload import MAX_JOBS_PER_MESSAGE
 IN_FLIGHT_SECONDS = 0.5
 #: How much of a queue's work one message names: a worker holds the jobs of a message it cannot
 #: start at once, so this bounds how long they wait there (workers hand back what they cannot
-#: start soon).
-MESSAGE_SECONDS = 0.2
+#: start soon, and a held job after ``HOLD_SECONDS``). One second of a worker's starts: at
+#: 0.2 s a drain cost 0.12 SQS requests per job with one job at a time (0.06 with eight), at
+#: 1 s 0.05 (0.04), and no job went back for want of room (benchmarks/throughput.py).
+MESSAGE_SECONDS = 1.0
 #: The in-flight figure of a queue whose rate is not known yet (or is slow): as many jobs as
 #: flow control always kept in SQS.
 MIN_IN_FLIGHT = 50
@@ -100,8 +102,8 @@ class QueueFlow:
         Plan(room=47, per_message=1, minimum=1)
         >>> QueueFlow(rate=500.0).plan(queued=30, cap=1000)  # workers short of work
         Plan(room=200, per_message=100, minimum=1)
-        >>> QueueFlow(rate=500.0).plan(queued=0, cap=1000, consumers=4)
-        Plan(room=250, per_message=25, minimum=1)
+        >>> QueueFlow(rate=100.0).plan(queued=0, cap=1000, consumers=4)
+        Plan(room=50, per_message=25, minimum=1)
         """
         # A worker holds what it cannot start at once for a moment only, then hands it back:
         # a message is sized for one worker process, not for the whole fleet.

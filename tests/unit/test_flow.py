@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from django_asyncjobs.flow import MIN_IN_FLIGHT, QueueFlow
+from django_asyncjobs.flow import MESSAGE_SECONDS, MIN_IN_FLIGHT, QueueFlow
 from django_asyncjobs.payload import MAX_JOBS_PER_MESSAGE
 
 
@@ -36,12 +36,13 @@ def test_a_busy_queue_sends_whole_messages_sized_for_one_worker() -> None:
     flow = drained(1000, seconds=5)
     alone = flow.plan(queued=0, cap=10_000)
     assert alone.per_message == MAX_JOBS_PER_MESSAGE
-    shared = flow.plan(queued=0, cap=10_000, consumers=4)
-    assert shared.per_message == 50
+    # A second of one worker's starts: the queue's 1,000 a second shared by 20 workers.
+    shared = flow.plan(queued=0, cap=10_000, consumers=20)
+    assert shared.per_message == round(1000 * MESSAGE_SECONDS / 20) == 50
     # Less than a message of room while the workers have a message to go on with: wait.
     in_flight = round(flow.rate / 2)  # half a second of starts
-    assert flow.plan(queued=in_flight - 10, cap=10_000, consumers=4).room == 0
-    waiting = flow.plan(queued=100, cap=10_000, consumers=4)
+    assert flow.plan(queued=in_flight - 10, cap=10_000, consumers=20).room == 0
+    waiting = flow.plan(queued=100, cap=10_000, consumers=20)
     assert waiting.minimum == 50 and waiting.room == (in_flight - 100) // 50 * 50
 
 

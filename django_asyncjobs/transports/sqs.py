@@ -329,20 +329,38 @@ class SQSTransport:
                 ).get("Messages", [])
                 if not messages:
                     break
-                self.client.send_message_batch(
+                response = self.client.send_message_batch(
                     QueueUrl=target,
                     Entries=[
                         {"Id": str(i), "MessageBody": m["Body"]} for i, m in enumerate(messages)
                     ],
                 )
-                self.client.delete_message_batch(
-                    QueueUrl=url,
-                    Entries=[
-                        {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
-                        for i, m in enumerate(messages)
-                    ],
-                )
-                moved += len(messages)
+                # Only what SQS took leaves the dead-letter queue: a refused entry deleted here
+                # would be a message lost. The rest becomes visible there again.
+                sent = {entry["Id"] for entry in response.get("Successful", [])}
+                if sent:
+                    self.client.delete_message_batch(
+                        QueueUrl=url,
+                        Entries=[
+                            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                            for i, m in enumerate(messages)
+                            if str(i) in sent
+                        ],
+                    )
+                moved += len(sent)
+                refused = response.get("Failed", [])
+                if refused or len(sent) < len(messages):
+                    reason = (
+                        f"{refused[0]['Code']}: {refused[0].get('Message', '')}"
+                        if refused
+                        else "no reason given"
+                    )
+                    raise TransportError(
+                        f"SQS SendMessageBatch on queue {queue!r} refused "
+                        f"{len(messages) - len(sent)} of {len(messages)} dead-lettered "
+                        f"message(s) ({reason}); {moved} moved back, the rest stay in "
+                        "the dead-letter queue"
+                    )
         except (BotoCoreError, ClientError) as exc:
             raise self._error("redrive", queue, exc) from exc
         return moved

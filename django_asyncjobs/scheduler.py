@@ -341,16 +341,14 @@ class Scheduler:
         """Send the due jobs of every queue that has room (see :mod:`.flow`); return how many."""
         manager = Job.objects.db_manager(self.using)
         cap = self.max_queued_per_queue
-        due = manager.due_queues()
-        queued = manager.queued_counts() if cap and due else {}
         now = time.monotonic()
         total = 0
         self.throttled = False
         self.limited = False
-        for queue in due:
+        for queue, queued in manager.due_queues_in_flight().items():
             flow = self.flow(queue)
-            flow.observe(queued=queued.get(queue, 0), now=now)
-            plan = flow.plan(queued=queued.get(queue, 0), cap=cap, consumers=self._consumers(queue))
+            flow.observe(queued=queued, now=now)
+            plan = flow.plan(queued=queued, cap=cap, consumers=self._consumers(queue))
             sent = self._relay_queue(
                 queue, plan.room, per_message=plan.per_message, minimum=plan.minimum
             )

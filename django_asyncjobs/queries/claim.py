@@ -8,6 +8,7 @@ is fenced by the lease (:mod:`.lease`).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import uuid
 from collections.abc import Collection, Sequence
@@ -181,6 +182,12 @@ class ClaimQueries(Ledger[JobT]):
         """
         if not messages:
             return []
+        locked = functools.partial(
+            self._claim_locked,
+            worker=worker,
+            registered_names=registered_names,
+            lock_timeout_seconds=lock_timeout_seconds,
+        )
         fast = self._claim_at_once(
             messages,
             worker=worker,
@@ -188,12 +195,7 @@ class ClaimQueries(Ledger[JobT]):
             lock_timeout_seconds=lock_timeout_seconds,
         )
         if fast is None:
-            return self._claim_locked(
-                messages,
-                worker=worker,
-                registered_names=registered_names,
-                lock_timeout_seconds=lock_timeout_seconds,
-            )
+            return locked(messages)
         claimed, unclaimed = fast
         later: dict[tuple[uuid.UUID, uuid.UUID], ClaimResult[JobT]] = {}
         if unclaimed:
@@ -201,12 +203,7 @@ class ClaimQueries(Ledger[JobT]):
             # would stay running, run by nobody, until rescued. The rest take the careful path
             # (a row the scheduler has not committed yet, a stale token, a paused queue).
             try:
-                rest = self._claim_locked(
-                    unclaimed,
-                    worker=worker,
-                    registered_names=registered_names,
-                    lock_timeout_seconds=lock_timeout_seconds,
-                )
+                rest = locked(unclaimed)
             except DatabaseError as exc:
                 logger.error("cannot claim jobs=%d error=%s", len(unclaimed), exc)
                 rest = [ClaimResult(outcome=ClaimOutcome.BUSY, reason=str(exc)) for _ in unclaimed]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import pytest
 from django.db import connection, connections
@@ -203,6 +204,20 @@ def test_a_claim_gives_up_on_a_row_locked_too_long() -> None:
     from django_asyncjobs.queries import ClaimOutcome
 
     job = jobs.add.delay(1, 1)
+    with row_locked(job):
+        claim = Job.objects.claim(
+            job_id=job.id,
+            dispatch_token=uuid.uuid4(),
+            worker="w",
+            registered_names={job.name},
+            lock_timeout_seconds=0.2,
+        )
+    assert claim.outcome is ClaimOutcome.BUSY
+
+
+@contextlib.contextmanager
+def row_locked(job: Job) -> Iterator[None]:
+    """Hold *job*'s row lock (SELECT ... FOR UPDATE in another session) inside the block."""
     locked = threading.Event()
     done = threading.Event()
 
@@ -213,7 +228,7 @@ def test_a_claim_gives_up_on_a_row_locked_too_long() -> None:
             with transaction.atomic():
                 list(Job.objects.select_for_update().filter(pk=job.pk))
                 locked.set()
-                done.wait(10)
+                done.wait(30)
         finally:
             connections.close_all()
 
@@ -221,17 +236,10 @@ def test_a_claim_gives_up_on_a_row_locked_too_long() -> None:
     thread.start()
     assert locked.wait(10)
     try:
-        claim = Job.objects.claim(
-            job_id=job.id,
-            dispatch_token=uuid.uuid4(),
-            worker="w",
-            registered_names={job.name},
-            lock_timeout_seconds=0.2,
-        )
+        yield
     finally:
         done.set()
         thread.join(10)
-    assert claim.outcome is ClaimOutcome.BUSY
 
 
 def test_a_claim_of_a_sent_job_whose_row_is_held_gives_up_after_its_lock_timeout() -> None:
@@ -246,25 +254,8 @@ def test_a_claim_of_a_sent_job_whose_row_is_held_gives_up_after_its_lock_timeout
     Scheduler(transport=transport).run_once()
     (message,) = transport.receive("default", max_messages=1, wait_seconds=0)
     bell = Doorbell.decode(message.body)
-    locked = threading.Event()
-    done = threading.Event()
-
-    def hold_lock() -> None:
-        from django.db import transaction
-
-        try:
-            with transaction.atomic():
-                list(Job.objects.select_for_update().filter(pk=job.pk))
-                locked.set()
-                done.wait(20)
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=hold_lock)
-    thread.start()
-    assert locked.wait(10)
-    started = time.monotonic()
-    try:
+    with row_locked(job):
+        started = time.monotonic()
         claim = Job.objects.claim(
             job_id=bell.job_id,
             dispatch_token=bell.dispatch_token,
@@ -273,11 +264,8 @@ def test_a_claim_of_a_sent_job_whose_row_is_held_gives_up_after_its_lock_timeout
             lock_timeout_seconds=0.3,
         )
         waited = time.monotonic() - started
-    finally:
-        done.set()
-        thread.join(10)
     assert claim.outcome is ClaimOutcome.BUSY
-    assert waited < 5, waited  # two lock timeouts, not the 20 s the holder would take
+    assert waited < 5, waited  # two lock timeouts, not the 30 s the holder would take
     assert Job.objects.get(pk=job.pk).status == "queued"
     # Once the row is free, the same message claims the job.
     claim = Job.objects.claim(

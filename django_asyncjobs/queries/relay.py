@@ -85,9 +85,13 @@ class RelayQueries(Ledger[JobT]):
             Job.objects.due_queues_in_flight()  # {"default": 40}
         """
         jobs_table = table(self.model)
+        # The counts by status alone, as queued_counts() reads them: "queue = ... AND status =
+        # 'queued'" may be planned through the queue's index of every row it ever had.
         _, rows = self._execute(
-            f"{self._due_queues_sql()} SELECT queues.queue, (SELECT count(*) FROM {jobs_table} "
-            f"AS q WHERE q.status = %(queued)s AND q.queue = queues.queue) FROM queues "
+            f"{self._due_queues_sql()}, in_flight AS (SELECT queue, count(*) AS n "
+            f"FROM {jobs_table} WHERE status = %(queued)s GROUP BY queue) "
+            f"SELECT queues.queue, coalesce(in_flight.n, 0) FROM queues "
+            f"LEFT JOIN in_flight ON in_flight.queue = queues.queue "
             f"WHERE queues.queue IS NOT NULL "
             f"AND NOT {paused_sql(self.model, queue='queues.queue')}",
             {"scheduled": JobStatus.SCHEDULED.value, "queued": JobStatus.QUEUED.value},

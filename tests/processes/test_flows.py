@@ -348,7 +348,7 @@ def test_runjobs_waits_for_a_fix_when_a_child_exits(processes: ProcessGroup) -> 
         os.utime(jobs.__file__)
         return "testapp/jobs.py changed; starting again" in runner.output()
 
-    wait_until(touched, timeout=60, message=runner.describe, interval=0.5)
+    wait_until(touched, timeout=60, message=runner.describe, interval=3)
     wait_until(
         lambda: runner.output().count("worker started") >= 2, timeout=60, message=runner.describe
     )

@@ -263,8 +263,13 @@ def run_together(
                 child.wait()
         for sig, old in previous.items():
             signal.signal(sig, old)
-    # A child ended by a signal reports -N; report it the way a shell would.
-    codes = [code if code >= 0 else 128 - code for code in (c.returncode for c in children)]
+    # A child ended by a signal reports -N; report it the way a shell would. A child that
+    # ended on the SIGTERM this process sent it, because it was asked to stop, stopped as asked
+    # (one that had just started again may not have its own handler yet).
+    codes = [
+        0 if why == "signal" and code == -signal.SIGTERM else (code if code >= 0 else 128 - code)
+        for code in (c.returncode for c in children)
+    ]
     return next((code for code in codes if code), 0)
 
 

@@ -98,6 +98,25 @@ def pytest_unconfigure(config: pytest.Config) -> None:
             localstack.stop()
 
 
+#: Set when a test may have restarted the run's own PostgreSQL (see postgres_server).
+_restarted: list[bool] = []
+
+
+@pytest.fixture(autouse=True)
+def _fresh_connections_after_restart() -> None:
+    """After a test restarted the run's PostgreSQL, start the next test on new connections.
+
+    Django keeps a connection per thread across tests and only replaces one it knows is
+    closed; a session the server killed looks open until it is used, and the next test's first
+    query would fail with "terminating connection due to administrator command".
+    """
+    if _restarted:
+        from django.db import connections
+
+        _restarted.clear()
+        connections.close_all()
+
+
 @pytest.fixture
 def postgres_server(
     request: pytest.FixtureRequest,
@@ -114,7 +133,12 @@ def postgres_server(
     """
     server = _owned(request.config, PostgresServer)
     if server is not None:
-        yield server
+        try:
+            yield server
+        finally:
+            # A restart kills every session, this process's idle ones included: the next
+            # tests must not inherit a dead connection (see _fresh_connections_after_restart).
+            _restarted.append(True)
         return
     with (
         _private(PostgresServer(), what="PostgreSQL", variable="DATABASE_URL") as private,

@@ -100,21 +100,43 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 #: Set when a test may have restarted the run's own PostgreSQL (see postgres_server).
 _restarted: list[bool] = []
+#: The test that ran last in this process, named when the next one finds a dead connection.
+_previous: list[str] = []
 
 
 @pytest.fixture(autouse=True)
-def _fresh_connections_after_restart() -> None:
-    """After a test restarted the run's PostgreSQL, start the next test on new connections.
+def _fresh_connections_after_restart(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Start every test on connections that work.
 
     Django keeps a connection per thread across tests and only replaces one it knows is
     closed; a session the server killed looks open until it is used, and the next test's first
-    query would fail with "terminating connection due to administrator command".
+    query would fail with "terminating connection due to administrator command" (and so would
+    every later test of this process). After a test that may have restarted the run's
+    PostgreSQL every connection is replaced; otherwise an open one is tested (``SELECT 1``)
+    and replaced if dead, with a warning naming the test that ran before, which left it so.
     """
-    if _restarted:
-        from django.db import connections
+    from django.db import connections
 
+    if _restarted:
         _restarted.clear()
         connections.close_all()
+    else:
+        for connection in connections.all(initialized_only=True):
+            if (
+                connection.connection is not None
+                and not connection.in_atomic_block
+                and not connection.is_usable()
+            ):
+                connection.close()
+                before = _previous[-1] if _previous else "(none)"
+                request.node.warn(
+                    pytest.PytestWarning(
+                        f"the {connection.alias!r} database connection this test inherited "
+                        f"was dead (replaced); the test before it in this process: {before}"
+                    )
+                )
+    yield
+    _previous[:] = [request.node.nodeid]
 
 
 @pytest.fixture

@@ -324,7 +324,6 @@ class ClaimQueries(Ledger[JobT]):
     ) -> list[ClaimResult[JobT]]:
         """Claim in a transaction that first locks the rows, in id order, waiting at most
         *lock_timeout_seconds* for each (see :meth:`claim_many`)."""
-        jobs_table = table(self.model)
         ids = [job_id for job_id, _ in messages]
         sql = self._claim_sql(lock_first=True)
         params = self._claim_params(
@@ -335,18 +334,10 @@ class ClaimQueries(Ledger[JobT]):
         )
         try:
             with transaction.atomic(using=self._db_alias):
-                self._execute(
-                    "SELECT set_config('lock_timeout', %(timeout)s, true)",
-                    {"timeout": params["timeout"]},
-                )
                 # Lock first, in a statement of its own: an UPDATE whose WHERE tests the
                 # status would skip a row the scheduler has locked and not committed yet
                 # (its snapshot still says "scheduled"), instead of waiting for the commit.
-                # In id order, so that two workers never wait for each other.
-                self._execute(
-                    f"SELECT 1 FROM {jobs_table} WHERE id = ANY(%(ids)s) ORDER BY id FOR UPDATE",
-                    {"ids": ids},
-                )
+                self._lock_rows(ids, lock_timeout_seconds)
                 claimed = {job.pk: job for job in self._returning_many(sql, params)}
                 # Inside the transaction: once it commits, nothing may raise (a claimed job
                 # whose result is lost would stay running, run by nobody, until rescued).
@@ -408,7 +399,9 @@ class ClaimQueries(Ledger[JobT]):
                 results.append(ClaimResult(outcome=ClaimOutcome.BUSY, reason=str(exc)))
         return results
 
-    def return_queued(self, messages: Sequence[tuple[uuid.UUID, uuid.UUID]]) -> int:
+    def return_queued(
+        self, messages: Sequence[tuple[uuid.UUID, uuid.UUID]], *, lock_timeout_seconds: float = 5.0
+    ) -> int:
         """Put the ``queued`` jobs of *messages* (``(job_id, dispatch_token)`` pairs) back to
         ``scheduled``, due as before, and wake the scheduler to send them again.
 
@@ -417,6 +410,13 @@ class ClaimQueries(Ledger[JobT]):
         the worker) could only claim nothing. Fenced by the dispatch token: a pair that is
         stale changes nothing. Returns how many jobs went back.
 
+        The rows are locked first, waiting at most *lock_timeout_seconds* (then
+        :class:`~django.db.OperationalError`): a worker may hand a message's jobs back before
+        the scheduler that sent it has committed, and an UPDATE whose WHERE tests the status
+        would read those rows as still ``scheduled`` and skip them. The worker would then
+        delete the message of jobs left ``queued``, which wait, sent to nobody, until
+        ``REQUEUE_AFTER``.
+
         Example::
 
             Job.objects.return_queued([(job.id, token)])  # 1
@@ -424,8 +424,21 @@ class ClaimQueries(Ledger[JobT]):
         if not messages:
             return 0
         with transaction.atomic(using=self._db_alias):
+            self._lock_rows([job_id for job_id, _ in messages], lock_timeout_seconds)
             jobs = self._put_back(messages, paused_only=False)
         return len(jobs)
+
+    def _lock_rows(self, ids: Sequence[uuid.UUID], lock_timeout_seconds: float) -> None:
+        """Lock the rows of *ids* in id order (so that two workers never wait for each other),
+        waiting at most *lock_timeout_seconds* for each; inside a transaction."""
+        self._execute(
+            "SELECT set_config('lock_timeout', %(timeout)s, true)",
+            {"timeout": f"{max(1, int(lock_timeout_seconds * 1000))}ms"},
+        )
+        self._execute(
+            f"SELECT 1 FROM {table(self.model)} WHERE id = ANY(%(ids)s) ORDER BY id FOR UPDATE",
+            {"ids": list(ids)},
+        )
 
     def _put_back(
         self, messages: Sequence[tuple[uuid.UUID, uuid.UUID]], *, paused_only: bool

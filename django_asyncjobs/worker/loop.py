@@ -491,7 +491,12 @@ class Worker:
         manager = Job.objects.db_manager(self.using)
         pairs = [(d.job_id, d.dispatch_token) for d in doorbells]
         try:
-            count = retry_on_lost_connection(lambda: manager.return_queued(pairs), using=self.using)
+            count = retry_on_lost_connection(
+                lambda: manager.return_queued(
+                    pairs, lock_timeout_seconds=self.lock_timeout_seconds
+                ),
+                using=self.using,
+            )
         except DatabaseError as exc:
             logger.error("cannot hand jobs back count=%d error=%s", len(pairs), exc)
             close_if_unusable(self.using, after_error=True)

@@ -14,7 +14,7 @@ from django.test import override_settings
 
 from django_asyncjobs.exceptions import TransportError
 from django_asyncjobs.models import Job
-from django_asyncjobs.payload import Doorbell
+from django_asyncjobs.payload import Doorbell, decode_message
 from django_asyncjobs.queries import DueJob
 from django_asyncjobs.scheduler import Scheduler
 from django_asyncjobs.transports.base import OutgoingMessage, ReceivedMessage
@@ -182,6 +182,39 @@ def test_a_claim_waits_for_the_relay_to_commit() -> None:
     )
     thread.join(10)
     assert claim.job is not None and claim.job.status == "running"
+
+
+def test_jobs_handed_back_before_the_scheduler_commits_go_back_once_it_has() -> None:
+    """A worker may hand a message's jobs back before the relay that sent it commits: the hand
+    back waits for the commit and puts the jobs back, instead of reading them as still
+    scheduled, changing nothing, and leaving them queued without a message."""
+    created = [jobs.add.delay(i, i) for i in range(3)]
+    sent = threading.Event()
+    release = threading.Event()
+    transport = MemoryTransport()
+
+    def send(due: list[DueJob]) -> set[uuid.UUID]:
+        failed = Scheduler(transport=transport)._send(due, per_message=3)
+        sent.set()
+        release.wait(10)
+        return failed
+
+    def relay_slowly() -> None:
+        try:
+            Job.objects.relay_due(queue="default", limit=10, send=send)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=relay_slowly)
+    thread.start()
+    assert sent.wait(10)
+    (message,) = transport.receive("default", max_messages=1, wait_seconds=0)
+    pairs = [(d.job_id, d.dispatch_token) for d in decode_message(message.body)]
+    threading.Timer(0.5, release.set).start()
+    handed_back = Job.objects.return_queued(pairs, lock_timeout_seconds=5)
+    thread.join(10)
+    assert handed_back == 3
+    assert {Job.objects.get(pk=job.pk).status for job in created} == {"scheduled"}
 
 
 def test_the_relay_uses_the_due_index() -> None:

@@ -344,9 +344,13 @@ def test_runjobs_waits_for_a_fix_when_a_child_exits(processes: ProcessGroup) -> 
 
     def touched() -> bool:
         # Touched again until seen: a touch in the same instant as the watcher's first look
-        # at the files would read as no change (a slow machine makes that likely).
+        # at the files would read as no change (a slow machine makes that likely). Looked for
+        # before each touch, so that a touch seen late is not followed by a second one (which
+        # would restart the children again).
+        if "testapp/jobs.py changed; starting again" in runner.output():
+            return True
         os.utime(jobs.__file__)
-        return "testapp/jobs.py changed; starting again" in runner.output()
+        return False
 
     wait_until(touched, timeout=60, message=runner.describe, interval=3)
     wait_until(

@@ -230,16 +230,23 @@ def run_together(
             if on_started is not None:
                 on_started([child.pid for child in children])
             terminations = 0  # sent to these children
+            asked = 0  # signals received while these children ran
             why = ""  # they are being stopped: "signal", "change" or "exit"
             while any(child.poll() is None for child in children):
                 changed = changes.pop() if changes is not None and not why else None
                 if handled < len(received):
+                    asked += len(received) - handled
                     handled = len(received)
-                    terminations += 1
-                    how = "gracefully" if terminations == 1 else "at once"
+                    at_once = asked > 1
+                    how = "at once" if at_once else "gracefully"
                     stderr(f"{signal.Signals(received[-1]).name} received; stopping {how}.")
                     why = "signal"
-                    _terminate(children)
+                    # Children already stopping gracefully (for a change, or because one
+                    # exited) are doing what a first signal asks: a second SIGTERM would tell
+                    # them to stop at once.
+                    if at_once or not terminations:
+                        terminations += 1
+                        _terminate(children)
                 elif changed is not None:
                     stderr(f"{changed} changed; restarting.")
                     terminations, why = 1, "change"

@@ -8,9 +8,9 @@ endpoint, is started only when a selected test needs it (one marked
 stopped at the end of the run.
 
 Services named by the environment (a team's own servers, CI service containers, tox passing
-the variables on) are used as they are, except by the fault tests that restart PostgreSQL or
-pause SQS: the ``postgres_server`` and ``moto_server`` fixtures give those tests private
-throwaway servers, or fail them when none can be started.
+the variables on) are used as they are. The tests that restart PostgreSQL always get a private
+throwaway server (``postgres_server``), and so do the tests that pause SQS when the endpoint is
+not this run's (``moto_server``); they fail when none can be started.
 """
 
 from __future__ import annotations
@@ -98,72 +98,55 @@ def pytest_unconfigure(config: pytest.Config) -> None:
             localstack.stop()
 
 
-#: Set when a test may have restarted the run's own PostgreSQL (see postgres_server).
-_restarted: list[bool] = []
 #: The test that ran last in this process, named when the next one finds a dead connection.
 _previous: list[str] = []
 
 
 @pytest.fixture(autouse=True)
-def _fresh_connections_after_restart(request: pytest.FixtureRequest) -> Iterator[None]:
+def _working_connections(request: pytest.FixtureRequest) -> Iterator[None]:
     """Start every test on connections that work.
 
     Django keeps a connection per thread across tests and only replaces one it knows is
-    closed; a session the server killed looks open until it is used, and the next test's first
+    closed; a session the server ended looks open until it is used, and the next test's first
     query would fail with "terminating connection due to administrator command" (and so would
-    every later test of this process). After a test that may have restarted the run's
-    PostgreSQL every connection is replaced; otherwise an open one is tested (``SELECT 1``)
-    and replaced if dead, with a warning naming the test that ran before, which left it so.
+    every later test of this process). An open connection is tested (``SELECT 1``) and replaced
+    if dead, with a warning naming the test that ran before, which left it so.
     """
     from django.db import connections
 
-    if _restarted:
-        _restarted.clear()
-        connections.close_all()
-    else:
-        for connection in connections.all(initialized_only=True):
-            if (
-                connection.connection is not None
-                and not connection.in_atomic_block
-                and not connection.is_usable()
-            ):
-                connection.close()
-                before = _previous[-1] if _previous else "(none)"
-                request.node.warn(
-                    pytest.PytestWarning(
-                        f"the {connection.alias!r} database connection this test inherited "
-                        f"was dead (replaced); the test before it in this process: {before}"
-                    )
+    for connection in connections.all(initialized_only=True):
+        if (
+            connection.connection is not None
+            and not connection.in_atomic_block
+            and not connection.is_usable()
+        ):
+            connection.close()
+            before = _previous[-1] if _previous else "(none)"
+            request.node.warn(
+                pytest.PytestWarning(
+                    f"the {connection.alias!r} database connection this test inherited was "
+                    f"dead (replaced); the test before it in this process: {before}"
                 )
+            )
     yield
     _previous[:] = [request.node.nodeid]
 
 
 @pytest.fixture
 def postgres_server(
-    request: pytest.FixtureRequest,
-    django_db_setup: None,
-    django_db_blocker: DjangoDbBlocker,
+    django_db_setup: None, django_db_blocker: DjangoDbBlocker
 ) -> Iterator[PostgresServer]:
-    """Return a PostgreSQL server this test may restart, holding the test database.
+    """Return a PostgreSQL server this test may restart, holding a migrated test database.
 
-    That is the run's own server when it started one. A server named by ``DATABASE_URL`` is
-    not ours to restart: the test then gets a private throwaway server with a migrated test
-    database, and this test's database connection points at it until the test ends (the
-    ``processes`` fixture points the processes it starts there too). A private server that
-    cannot be started fails the test: a skipped fault test would prove nothing.
+    Always a private throwaway server, never the run's own (nor one ``DATABASE_URL`` names): a
+    restart ends every session of its server, and the sessions of the other tests of this
+    process (their threads' connections, a live server's) must not be among them. This test's
+    database connection points at it until the test ends (the ``processes`` fixture points
+    the processes it starts there too). A private server that cannot be started fails the
+    test: a skipped fault test would prove nothing.
     """
-    server = _owned(request.config, PostgresServer)
-    if server is not None:
-        try:
-            yield server
-        finally:
-            # A restart kills every session, this process's idle ones included: the next
-            # tests must not inherit a dead connection (see _fresh_connections_after_restart).
-            _restarted.append(True)
-        return
     with (
-        _private(PostgresServer(), what="PostgreSQL", variable="DATABASE_URL") as private,
+        _private(PostgresServer(), what="PostgreSQL") as private,
         _test_database_on(private, django_db_blocker),
     ):
         yield private
@@ -185,9 +168,7 @@ def moto_server(
     if server is not None:
         yield server
         return
-    with _private(
-        MotoServer(), what="SQS (moto_server)", variable="AWS_ENDPOINT_URL(_SQS)"
-    ) as private:
+    with _private(MotoServer(), what="SQS (moto_server)") as private:
         monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", private.url)
         yield private
 
@@ -220,7 +201,7 @@ def localstack_url(request: pytest.FixtureRequest) -> str:
 
 
 @contextlib.contextmanager
-def _private(server: _T, *, what: str, variable: str) -> Iterator[_T]:
+def _private(server: _T, *, what: str) -> Iterator[_T]:
     """Start *server* for one test and stop it afterwards; fail the test if it cannot start."""
     try:
         server.start()
@@ -230,8 +211,8 @@ def _private(server: _T, *, what: str, variable: str) -> Iterator[_T]:
         error = None
     if error is not None:
         pytest.fail(
-            f"this test restarts or pauses {what}; the one {variable} names is not this run's "
-            f"to disturb, and a private one could not be started: {error}",
+            f"this test restarts or pauses {what}, on a private server of its own, which "
+            f"could not be started: {error}",
             pytrace=False,
         )
     try:

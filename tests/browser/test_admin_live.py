@@ -109,7 +109,12 @@ def test_the_job_list_and_a_job_page_follow_the_ledger_without_a_reload(
     # A queue outside QUEUES shows once a job uses it (the configured ones show from the start).
     expect(table).not_to_contain_text("reports")
     jobs.add.using(queue="reports").delay(1, 1)
-    expect(table).to_contain_text("reports", timeout=SEEN_WITHIN_MS)
+    try:
+        expect(table).to_contain_text("reports", timeout=SEEN_WITHIN_MS)
+    except AssertionError as exc:
+        # What the page said about its refreshes (held, failed, waiting) is the clue.
+        state = page.locator(".asyncjobs-live-state").inner_text()
+        raise AssertionError(f"the live state said {state!r}\n{exc}") from None
     assert same_document(page)
 
 

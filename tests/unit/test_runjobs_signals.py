@@ -84,12 +84,16 @@ def test_a_second_signal_while_the_children_restart_stops_them_at_once(
 
 def run_interrupted(changes: OneChange, lines: list[str], *, after: list[str]) -> int:
     """Run one child with *changes*; send this process SIGINT (the user's Ctrl+C) once each
-    word of *after* shows in what runjobs printed."""
+    word of *after* shows in what runjobs printed, and only while runjobs' handler is in place
+    (a SIGINT after it would interrupt pytest itself)."""
+    done = threading.Event()
 
     def interrupt() -> None:
         for word in after:
             deadline = time.monotonic() + 30
-            while not any(word in line for line in lines) and time.monotonic() < deadline:
+            while not any(word in line for line in lines):
+                if done.is_set() or time.monotonic() > deadline:
+                    return
                 time.sleep(0.01)
             os.kill(os.getpid(), signal.SIGINT)
 
@@ -102,4 +106,5 @@ def run_interrupted(changes: OneChange, lines: list[str], *, after: list[str]) -
             changes=changes,  # type: ignore[arg-type]
         )
     finally:
+        done.set()
         interrupter.join()

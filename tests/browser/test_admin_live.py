@@ -5,7 +5,9 @@ the page when the session is gone."""
 from __future__ import annotations
 
 import datetime as dt
+import time
 import uuid
+import warnings
 from typing import Any
 
 import pytest
@@ -23,6 +25,8 @@ PASSWORD = "a-long-test-password"
 URL = "/admin/django_asyncjobs/job/"
 #: Long enough for a 5 s refresh and its fetch on a busy machine.
 SEEN_WITHIN_MS = 12_000
+#: How long the page waits for one refresh before it gives up on it (live.js).
+FETCH_TIMEOUT_MS = 30_000
 #: A marker on window: a reload (a new document) would drop it.
 MARK = "window.__liveMark"
 
@@ -109,12 +113,19 @@ def test_the_job_list_and_a_job_page_follow_the_ledger_without_a_reload(
     # A queue outside QUEUES shows once a job uses it (the configured ones show from the start).
     expect(table).not_to_contain_text("reports")
     jobs.add.using(queue="reports").delay(1, 1)
+    began = time.monotonic()
     try:
-        expect(table).to_contain_text("reports", timeout=SEEN_WITHIN_MS)
+        # Up to a whole fetch timeout and its retry: in a busy suite one refresh of this page
+        # has been seen not to come back within 12 s (the live state still said "updated"
+        # from before, the server had rendered the new queue); a warning says when.
+        expect(table).to_contain_text("reports", timeout=FETCH_TIMEOUT_MS + SEEN_WITHIN_MS)
     except AssertionError as exc:
         # What the page said about its refreshes (held, failed, waiting) is the clue.
         state = page.locator(".asyncjobs-live-state").inner_text()
         raise AssertionError(f"the live state said {state!r}\n{exc}") from None
+    waited = time.monotonic() - began
+    if waited > SEEN_WITHIN_MS / 1000:
+        warnings.warn(f"the overview showed a new queue only after {waited:.1f} s", stacklevel=1)
     assert same_document(page)
 
 

@@ -46,9 +46,10 @@ class OneChange:
         return "jobs.py"
 
 
-def test_a_signal_while_the_children_restart_for_a_change_stops_them_gracefully(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def child_ready(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Make runjobs start :data:`CHILD` as its one command; return the file it writes when
+    its handler is in place."""
     script = tmp_path / "child.py"
     script.write_text(CHILD)
     ready = tmp_path / "ready"
@@ -57,27 +58,21 @@ def test_a_signal_while_the_children_restart_for_a_change_stops_them_gracefully(
         "_django_command",
         lambda arguments: ([sys.executable, str(script), str(ready)], dict(os.environ)),
     )
-    changes = OneChange(ready)
-    lines: list[str] = []
+    return ready
 
-    code = run_interrupted(changes, lines, after=["restarting"])
+
+def test_a_signal_while_the_children_restart_for_a_change_stops_them_gracefully(
+    child_ready: Path,
+) -> None:
+    lines: list[str] = []
+    code = run_interrupted(OneChange(child_ready), lines, after=["restarting"])
     assert lines == ["jobs.py changed; restarting.", "SIGINT received; stopping gracefully."]
     assert code == 0  # one Ctrl+C: the child finished its graceful stop, not told "at once"
 
 
-def test_a_second_signal_while_the_children_restart_stops_them_at_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    script = tmp_path / "child.py"
-    script.write_text(CHILD)
-    ready = tmp_path / "ready"
-    monkeypatch.setattr(
-        runjobs,
-        "_django_command",
-        lambda arguments: ([sys.executable, str(script), str(ready)], dict(os.environ)),
-    )
+def test_a_second_signal_while_the_children_restart_stops_them_at_once(child_ready: Path) -> None:
     lines: list[str] = []
-    code = run_interrupted(OneChange(ready), lines, after=["restarting", "gracefully"])
+    code = run_interrupted(OneChange(child_ready), lines, after=["restarting", "gracefully"])
     assert lines[-1] == "SIGINT received; stopping at once."
     assert code == 143
 

@@ -17,7 +17,7 @@ from django_asyncjobs.models import Job
 from django_asyncjobs.payload import Doorbell, decode_message
 from django_asyncjobs.queries import DueJob
 from django_asyncjobs.scheduler import Scheduler
-from django_asyncjobs.transports.base import OutgoingMessage, ReceivedMessage
+from django_asyncjobs.transports.base import OutgoingMessage
 from django_asyncjobs.transports.memory import MemoryTransport
 from django_asyncjobs.worker import Worker
 from tests.conftest import _current_asyncjobs, relay
@@ -147,16 +147,17 @@ def test_several_schedulers_never_send_a_job_twice() -> None:
     assert set(sent) == created
 
 
-def test_a_claim_waits_for_the_relay_to_commit() -> None:
-    """A message that arrives before the scheduler commits waits on the row lock, then claims."""
-    job = jobs.add.delay(1, 1)
+@contextlib.contextmanager
+def relay_held_open(*, per_message: int = 1) -> Iterator[MemoryTransport]:
+    """Relay the due jobs of "default" in a thread whose send is held: yield the transport
+    once the message is sent and the relay's transaction is still open; it commits 0.5 s
+    later."""
     sent = threading.Event()
     release = threading.Event()
-    got: list[ReceivedMessage] = []
     transport = MemoryTransport()
 
     def send(due: list[DueJob]) -> set[uuid.UUID]:
-        failed = Scheduler(transport=transport)._send(due)
+        failed = Scheduler(transport=transport)._send(due, per_message=per_message)
         sent.set()
         release.wait(10)
         return failed
@@ -169,18 +170,28 @@ def test_a_claim_waits_for_the_relay_to_commit() -> None:
 
     thread = threading.Thread(target=relay_slowly)
     thread.start()
-    assert sent.wait(10)
-    got.extend(transport.receive("default", max_messages=1, wait_seconds=0))
-    bell = Doorbell.decode(got[0].body)
-    threading.Timer(0.5, release.set).start()
-    claim = Job.objects.claim(
-        job_id=bell.job_id,
-        dispatch_token=bell.dispatch_token,
-        worker="w",
-        registered_names={job.name},
-        lock_timeout_seconds=5,
-    )
-    thread.join(10)
+    try:
+        assert sent.wait(10)
+        threading.Timer(0.5, release.set).start()
+        yield transport
+    finally:
+        release.set()
+        thread.join(10)
+
+
+def test_a_claim_waits_for_the_relay_to_commit() -> None:
+    """A message that arrives before the scheduler commits waits on the row lock, then claims."""
+    job = jobs.add.delay(1, 1)
+    with relay_held_open() as transport:
+        (message,) = transport.receive("default", max_messages=1, wait_seconds=0)
+        bell = Doorbell.decode(message.body)
+        claim = Job.objects.claim(
+            job_id=bell.job_id,
+            dispatch_token=bell.dispatch_token,
+            worker="w",
+            registered_names={job.name},
+            lock_timeout_seconds=5,
+        )
     assert claim.job is not None and claim.job.status == "running"
 
 
@@ -189,30 +200,10 @@ def test_jobs_handed_back_before_the_scheduler_commits_go_back_once_it_has() -> 
     back waits for the commit and puts the jobs back, instead of reading them as still
     scheduled, changing nothing, and leaving them queued without a message."""
     created = [jobs.add.delay(i, i) for i in range(3)]
-    sent = threading.Event()
-    release = threading.Event()
-    transport = MemoryTransport()
-
-    def send(due: list[DueJob]) -> set[uuid.UUID]:
-        failed = Scheduler(transport=transport)._send(due, per_message=3)
-        sent.set()
-        release.wait(10)
-        return failed
-
-    def relay_slowly() -> None:
-        try:
-            Job.objects.relay_due(queue="default", limit=10, send=send)
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=relay_slowly)
-    thread.start()
-    assert sent.wait(10)
-    (message,) = transport.receive("default", max_messages=1, wait_seconds=0)
-    pairs = [(d.job_id, d.dispatch_token) for d in decode_message(message.body)]
-    threading.Timer(0.5, release.set).start()
-    handed_back = Job.objects.return_queued(pairs, lock_timeout_seconds=5)
-    thread.join(10)
+    with relay_held_open(per_message=3) as transport:
+        (message,) = transport.receive("default", max_messages=1, wait_seconds=0)
+        pairs = [(d.job_id, d.dispatch_token) for d in decode_message(message.body)]
+        handed_back = Job.objects.return_queued(pairs, lock_timeout_seconds=5)
     assert handed_back == 3
     assert {Job.objects.get(pk=job.pk).status for job in created} == {"scheduled"}
 

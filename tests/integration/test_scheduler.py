@@ -15,7 +15,7 @@ from django.test import override_settings
 from django_asyncjobs.exceptions import TransportError
 from django_asyncjobs.models import Job
 from django_asyncjobs.payload import Doorbell, decode_message
-from django_asyncjobs.queries import DueJob
+from django_asyncjobs.queries import ClaimResult, DueJob
 from django_asyncjobs.scheduler import Scheduler
 from django_asyncjobs.transports.base import OutgoingMessage
 from django_asyncjobs.transports.memory import MemoryTransport
@@ -111,14 +111,19 @@ def test_a_message_sent_before_a_crashed_commit_claims_nothing() -> None:
     assert Job.objects.get(pk=job.pk).status == "scheduled"
     (message,) = transport.receive("default", max_messages=10, wait_seconds=0)
     bell = Doorbell.decode(message.body)
-    claim = Job.objects.claim(
+    claim = claim_bell(bell, job, lock_timeout_seconds=1)
+    assert claim.job is None
+
+
+def claim_bell(bell: Doorbell, job: Job, *, lock_timeout_seconds: float) -> ClaimResult[Job]:
+    """Claim the job *bell* names as worker "w" would, knowing *job*'s name."""
+    return Job.objects.claim(
         job_id=bell.job_id,
         dispatch_token=bell.dispatch_token,
         worker="w",
         registered_names={job.name},
-        lock_timeout_seconds=1,
+        lock_timeout_seconds=lock_timeout_seconds,
     )
-    assert claim.job is None
 
 
 def test_several_schedulers_never_send_a_job_twice() -> None:
@@ -185,13 +190,7 @@ def test_a_claim_waits_for_the_relay_to_commit() -> None:
     with relay_held_open() as transport:
         (message,) = transport.receive("default", max_messages=1, wait_seconds=0)
         bell = Doorbell.decode(message.body)
-        claim = Job.objects.claim(
-            job_id=bell.job_id,
-            dispatch_token=bell.dispatch_token,
-            worker="w",
-            registered_names={job.name},
-            lock_timeout_seconds=5,
-        )
+        claim = claim_bell(bell, job, lock_timeout_seconds=5)
     assert claim.job is not None and claim.job.status == "running"
 
 
@@ -280,25 +279,13 @@ def test_a_claim_of_a_sent_job_whose_row_is_held_gives_up_after_its_lock_timeout
     bell = Doorbell.decode(message.body)
     with row_locked(job):
         started = time.monotonic()
-        claim = Job.objects.claim(
-            job_id=bell.job_id,
-            dispatch_token=bell.dispatch_token,
-            worker="w",
-            registered_names={job.name},
-            lock_timeout_seconds=0.3,
-        )
+        claim = claim_bell(bell, job, lock_timeout_seconds=0.3)
         waited = time.monotonic() - started
     assert claim.outcome is ClaimOutcome.BUSY
     assert waited < 5, waited  # two lock timeouts, not the 30 s the holder would take
     assert Job.objects.get(pk=job.pk).status == "queued"
     # Once the row is free, the same message claims the job.
-    claim = Job.objects.claim(
-        job_id=bell.job_id,
-        dispatch_token=bell.dispatch_token,
-        worker="w",
-        registered_names={job.name},
-        lock_timeout_seconds=1,
-    )
+    claim = claim_bell(bell, job, lock_timeout_seconds=1)
     assert claim.outcome is ClaimOutcome.CLAIMED
 
 

@@ -52,6 +52,8 @@ class QueueStats:
     sqs_in_flight: int | None = None
     sqs_dead: int | None = None
     sqs_error: str = ""
+    #: SQS has no queue of this name yet (the scheduler creates it on its first send).
+    sqs_missing: bool = False
     #: The queue's pause (or the last one, resumed since); ``None``: never paused.
     state: QueueState | None = None
     #: Due jobs a concurrency or rate limit holds back in PostgreSQL now.
@@ -199,6 +201,9 @@ def _add_sqs_counts(stats: list[QueueStats]) -> None:
         for entry in stats:
             try:
                 counts = transport.queue_counts(entry.queue)
+                if not counts.exists:
+                    entry.sqs_missing = True
+                    continue
                 entry.sqs_visible, entry.sqs_in_flight = counts.visible, counts.in_flight
                 entry.sqs_dead, _ = transport.dead_letters(entry.queue, limit=0)
             except TransportError as exc:

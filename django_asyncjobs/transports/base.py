@@ -47,6 +47,9 @@ class QueueCounts:
     visible: int
     #: Received and neither deleted nor handed back yet.
     in_flight: int
+    #: False: the transport has no such queue yet (both counts are 0). Looking does not create
+    #: it; the scheduler does on its first send, or an operator with ``asyncjobs create-queues``.
+    exists: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -138,7 +141,10 @@ class Transport(Protocol):
         ...
 
     def queue_counts(self, queue: str) -> QueueCounts:
-        """Return how many messages *queue* holds (dead letters not included)."""
+        """Return how many messages *queue* holds (dead letters not included).
+
+        A read: a queue that does not exist is reported (``exists=False``), never created.
+        """
         ...
 
     def dead_letters(self, queue: str, *, limit: int = 10) -> tuple[int, list[DeadLetter]]:

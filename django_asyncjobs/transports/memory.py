@@ -42,7 +42,7 @@ class MemoryTransport:
     >>> [m.body for m in transport.receive("default", max_messages=10, wait_seconds=0)]
     ['hi']
     >>> transport.queue_counts("default")
-    QueueCounts(visible=0, in_flight=1)
+    QueueCounts(visible=0, in_flight=1, exists=True)
     """
 
     #: Its queues live in one process: the operator tools, in processes of their own, would
@@ -159,7 +159,9 @@ class MemoryTransport:
         """Return how many messages of *queue* are visible, and how many are received."""
         now = time.monotonic()
         with self._cond:
-            stored = self._queue(queue).messages
+            if queue not in self._queues:
+                return QueueCounts(visible=0, in_flight=0, exists=False)
+            stored = self._queues[queue].messages
             visible = sum(1 for s in stored if s.visible_at <= now)
             return QueueCounts(visible=visible, in_flight=len(stored) - visible)
 
@@ -176,7 +178,7 @@ class MemoryTransport:
         >>> count, letter.body
         (1, 'not ours')
         >>> transport.redrive("default"), transport.queue_counts("default")
-        (1, QueueCounts(visible=1, in_flight=0))
+        (1, QueueCounts(visible=1, in_flight=0, exists=True))
         """
         with self._cond:
             stored = self._queue(f"{queue}{DEAD_LETTER_SUFFIX}").messages

@@ -158,6 +158,20 @@ class SQSTransport:
 
     def queue_url(self, queue: str) -> str:
         """Return the URL of job queue *queue*, creating the SQS queue if allowed and missing."""
+        url = self._existing_url(queue)
+        if url is not None:
+            return url
+        name = self.conf.sqs_queue_name(queue)
+        if not self.conf.create_missing_queues:
+            raise TransportError(
+                f"SQS queue {name!r} does not exist; create it (manage.py asyncjobs "
+                f"create-queues) or set ASYNCJOBS['CREATE_MISSING_QUEUES'] = True"
+            )
+        url = self._urls[queue] = self._create(name)
+        return url
+
+    def _existing_url(self, queue: str) -> str | None:
+        """Return the URL of job queue *queue*, or ``None`` if SQS has no such queue."""
         url = self._urls.get(queue)
         if url is not None:
             return url
@@ -165,15 +179,9 @@ class SQSTransport:
         try:
             url = self.client.get_queue_url(QueueName=name)["QueueUrl"]
         except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            if code not in _MISSING_QUEUE_CODES:
-                raise self._error("GetQueueUrl", name, exc) from exc
-            if not self.conf.create_missing_queues:
-                raise TransportError(
-                    f"SQS queue {name!r} does not exist; create it (manage.py asyncjobs "
-                    f"create-queues) or set ASYNCJOBS['CREATE_MISSING_QUEUES'] = True"
-                ) from exc
-            url = self._create(name)
+            if exc.response.get("Error", {}).get("Code", "") in _MISSING_QUEUE_CODES:
+                return None
+            raise self._error("GetQueueUrl", name, exc) from exc
         except BotoCoreError as exc:
             raise self._error("GetQueueUrl", name, exc) from exc
         self._urls[queue] = url
@@ -220,16 +228,28 @@ class SQSTransport:
             raise self._error("GetQueueUrl", name, exc) from exc
 
     def queue_counts(self, queue: str) -> QueueCounts:
-        """Return SQS's approximate counts of visible and in-flight messages of *queue*."""
+        """Return SQS's approximate counts of visible and in-flight messages of *queue*.
+
+        A queue that does not exist is reported as such (``exists=False``), not created: the
+        admin's overview and ``asyncjobs status`` only look.
+        """
+        url = self._existing_url(queue)
+        if url is None:
+            return QueueCounts(visible=0, in_flight=0, exists=False)
         try:
             attributes = self.client.get_queue_attributes(
-                QueueUrl=self.queue_url(queue),
+                QueueUrl=url,
                 AttributeNames=[
                     "ApproximateNumberOfMessages",
                     "ApproximateNumberOfMessagesNotVisible",
                 ],
             )["Attributes"]
-        except (BotoCoreError, ClientError) as exc:
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code", "") in _MISSING_QUEUE_CODES:
+                self._urls.pop(queue, None)  # deleted since it was looked up
+                return QueueCounts(visible=0, in_flight=0, exists=False)
+            raise self._error("GetQueueAttributes", queue, exc) from exc
+        except BotoCoreError as exc:
             raise self._error("GetQueueAttributes", queue, exc) from exc
         return QueueCounts(
             visible=int(attributes.get("ApproximateNumberOfMessages", 0)),

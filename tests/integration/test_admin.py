@@ -14,7 +14,9 @@ from django.contrib.auth.models import Permission, User
 from django.test import Client
 from django.utils import timezone
 
+from django_asyncjobs.conf import get_settings
 from django_asyncjobs.models import Job
+from django_asyncjobs.transports.sqs import SQSTransport
 from tests.support.admin import staff
 from tests.testapp import jobs
 
@@ -330,6 +332,25 @@ def test_the_list_shows_a_short_id_times_to_the_second_and_an_unbroken_due_time(
     created = timezone.localtime(Job.objects.get(pk=job.pk).created_at)
     assert created.strftime("%Y-%m-%d %H:%M:%S") in page
     assert re.search(r'<span style="white-space:nowrap" title="[^"]+">in 3 min</span>', page)
+
+
+def test_the_overview_says_when_sqs_has_no_queue_yet_and_creates_none(queue_prefix: str) -> None:
+    jobs.add.using(queue="reports").delay(1, 2)
+    transport = SQSTransport(get_settings())
+    try:
+        transport.ensure_queue("default")
+        client = staff("view_job")
+        response = client.get(f"{URL}overview/")
+        queues = {q.queue: q for q in response.context["queues"]}
+        assert queues["reports"].sqs_missing and queues["reports"].sqs_visible is None
+        assert not queues["default"].sqs_missing and queues["default"].sqs_visible == 0
+        assert "no SQS queue yet" in response.content.decode()
+        # A page that only looks: the queue and its dead-letter queue are still not there.
+        assert transport.list_queues() == ["default"]
+        assert client.get(f"{URL}overview/").status_code == 200
+        assert transport.list_queues() == ["default"]
+    finally:
+        transport.close()
 
 
 def test_the_overview_lists_configured_queues_without_jobs(

@@ -14,8 +14,10 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from django.db.models.functions import Now
 
+from django_asyncjobs.conf import get_settings
 from django_asyncjobs.models import Job, JobAttempt
 from django_asyncjobs.transports.memory import MemoryTransport
+from django_asyncjobs.transports.sqs import SQSTransport
 from tests.conftest import drain, relay
 from tests.testapp import jobs
 
@@ -172,8 +174,18 @@ def test_stats_counts_jobs_per_queue_and_status(queue_prefix: str) -> None:
     by_queue = {row.split()[0]: row.split() for row in rows}
     assert by_queue["default"][1] == "1" and by_queue["default"][5] == "1"  # scheduled, failed
     assert by_queue["low"][1] == "1"
-    assert by_queue["default"][-3] == "0+0"  # SQS: visible + in flight
+    # Nothing was sent yet, so SQS has no queue; looking does not create one.
+    assert by_queue["default"][-3] == "no-queue" and by_queue["default"][-2] == "-"
     assert by_queue["default"][-1] == "-"  # not paused
+    transport = SQSTransport(get_settings())
+    try:
+        assert transport.list_queues() == []
+        transport.ensure_queue("default")
+        by_queue = {row.split()[0]: row.split() for row in run("stats").splitlines()[1:]}
+        assert by_queue["default"][-3:-1] == ["0+0", "0"]  # SQS: visible + in flight, dead
+        assert by_queue["low"][-3] == "no-queue"
+    finally:
+        transport.close()
 
 
 def test_the_scheduler_prunes_finished_jobs_past_the_retention(queue_prefix: str) -> None:

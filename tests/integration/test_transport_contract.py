@@ -477,6 +477,20 @@ def test_verifying_a_queue_creates_nothing_and_a_missing_queue_is_no_error(
     assert subject.transport.list_queues() == ["there"]
 
 
+def test_counting_a_queue_that_does_not_exist_says_so_and_creates_nothing(
+    subject: Subject,
+) -> None:
+    # The admin's overview and `asyncjobs stats` count every queue that has jobs: a read that
+    # created queues (and dead-letter queues) on SQS would be a page with side effects.
+    counts = subject.transport.queue_counts("absent")
+    assert (counts.exists, counts.visible, counts.in_flight) == (False, 0, 0)
+    assert subject.transport.list_queues() == []
+    subject.transport.send_batch("present", messages("1"))
+    counts = subject.transport.queue_counts("present")
+    assert counts.exists and counts.visible + counts.in_flight == 1
+    assert subject.transport.list_queues() == ["present"]
+
+
 def test_describe_says_what_the_transport_is_and_where_it_sends(subject: Subject) -> None:
     description = subject.transport.describe()
     if subject.variant is None:
@@ -512,6 +526,7 @@ CALLS: dict[str, Callable[[Transport], object]] = {
     "quarantine": lambda t: t.quarantine(SOMEBODY),
     "ensure_queue": lambda t: t.ensure_queue(QUEUE),
     "verify": lambda t: t.verify(QUEUE),
+    "queue_counts": lambda t: t.queue_counts(QUEUE),
 }
 
 

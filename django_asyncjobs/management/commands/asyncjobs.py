@@ -589,6 +589,8 @@ class Command(AsyncJobsCommand):
             dead, _ = transport.dead_letters(queue, limit=0)
         except TransportError:
             return "unreachable", "-"
+        if not counts.exists:
+            return "no-queue", "-"
         return f"{counts.visible}+{counts.in_flight}", str(dead)
 
     def _pause(self, options: dict[str, Any]) -> None:

@@ -24,7 +24,7 @@ import functools
 import logging
 import threading
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,6 +93,19 @@ class ClaimedJobs:
             # Finished jobs not yet recorded (the database was away) are still ours.
             entries = [*self._running.values(), *self._unrecorded]
             return [(e.job.id, e.lease_token) for e in entries]
+
+    def still_running(self, job_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
+        """Return those of *job_ids* that run here and have no outcome yet.
+
+        A job that ended is not "running" for the heartbeat: once its outcome is written the row
+        no longer holds its lease, and writing it reports a lost lease itself if it was lost.
+        """
+        with self._lock:
+            return {
+                job_id
+                for job_id in job_ids
+                if (entry := self._running.get(job_id)) is not None and entry.outcome is None
+            }
 
     def seconds_to_deadline(self, now: float) -> float | None:
         """Return how long until the next running job's timeout, or ``None`` if none has one."""

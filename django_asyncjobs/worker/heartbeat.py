@@ -142,7 +142,9 @@ class Heartbeat:
             close_if_unusable(self.using, after_error=True)
             return
         self._last_beat = time.monotonic()
-        for job_id in reply.lost:
+        # A job whose outcome was written between reading the leases and this write shows as
+        # lost here although it just finished: only jobs still running have truly lost theirs.
+        for job_id in sorted(self._claimed.still_running(reply.lost)):
             logger.warning("lease lost while running id=%s", job_id, extra={"job_id": str(job_id)})
         if reply.cancel_requests:
             self._claimed.request_cancels(reply.cancel_requests)

@@ -59,6 +59,8 @@ from benchmarks.compare_celery import (  # noqa: E402  (needs the repository roo
     ensure_celery_venv,
     ensure_venv,
     run_phase,
+    server_env,
+    server_note,
 )
 from benchmarks.throughput import (  # noqa: E402
     QUEUES,
@@ -254,10 +256,7 @@ class AsyncJobs(System):
             for p, c in [self._shape(drain)]
         }
         self.versions = {"django-asyncjobs": version("django-asyncjobs")}
-        self.note = (
-            f"MAX_QUEUED_PER_QUEUE={self.args.max_queued}, WAIT_TIME_SECONDS={self.args.wait}, "
-            "other settings default"
-        )
+        self.note = f"{server_note(self.args)}, other settings default"
 
     def _shape(self, drain: str) -> tuple[int, int]:
         return {
@@ -742,7 +741,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ASYNCJOBS_BENCH_QUEUE_PREFIX": f"cmp{run_id}-",
         "ASYNCJOBS_BENCH_WAIT_SECONDS": str(args.wait),
         "ASYNCJOBS_BENCH_LOG_LEVEL": args.log_level,
-        "ASYNCJOBS_BENCH_MAX_QUEUED": str(args.max_queued),
+        **server_env(args),
     }
     databases = [args.db_name, args.procrastinate_db_name, args.celery_db_name]
     with bench_session(

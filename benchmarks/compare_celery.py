@@ -98,6 +98,28 @@ def add_server_options(group: argparse._ActionsContainer) -> None:
         metavar="SECONDS",
         help="ASYNCJOBS['WAIT_TIME_SECONDS'], the long-poll wait (default 20, the default).",
     )
+    group.add_argument(
+        "--prepared-statements",
+        action="store_true",
+        help="ASYNCJOBS['PREPARED_STATEMENTS'] = True (default off, the default).",
+    )
+
+
+def server_env(args: argparse.Namespace) -> dict[str, str]:
+    """The environment that carries the options of :func:`add_server_options` to
+    ``benchmarks/settings.py``, in this process and the ones it starts."""
+    return {
+        "ASYNCJOBS_BENCH_MAX_QUEUED": str(args.max_queued),
+        "ASYNCJOBS_BENCH_PREPARED": "1" if args.prepared_statements else "",
+    }
+
+
+def server_note(args: argparse.Namespace) -> str:
+    """The options of :func:`add_server_options`, for a header line."""
+    return (
+        f"MAX_QUEUED_PER_QUEUE={args.max_queued}, WAIT_TIME_SECONDS={args.wait}, "
+        f"PREPARED_STATEMENTS={args.prepared_statements}"
+    )
 
 
 def add_celery_options(group: argparse._ActionsContainer) -> None:
@@ -216,8 +238,7 @@ def measure_asyncjobs(
 
     figures = Figures(
         config=f"runscheduler + runworker --processes {args.processes} --concurrency "
-        f"{args.concurrency}; MAX_QUEUED_PER_QUEUE={args.max_queued}, WAIT_TIME_SECONDS="
-        f"{args.wait}, other settings default"
+        f"{args.concurrency}; {server_note(args)}, other settings default"
     )
     for i in range(20):  # warm up the connection and code paths
         noop.delay(i)
@@ -673,7 +694,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ASYNCJOBS_BENCH_QUEUE_PREFIX": f"cmp{run_id}-",
         "ASYNCJOBS_BENCH_WAIT_SECONDS": str(args.wait),
         "ASYNCJOBS_BENCH_LOG_LEVEL": args.log_level,
-        "ASYNCJOBS_BENCH_MAX_QUEUED": str(args.max_queued),
+        **server_env(args),
     }
     with bench_session(
         databases=[args.db_name, args.celery_db_name],

@@ -38,6 +38,8 @@ ASYNCJOBS = {
     "QUEUE_PREFIX": os.environ.get("ASYNCJOBS_BENCH_QUEUE_PREFIX", "bench-"),
     "WAIT_TIME_SECONDS": int(os.environ.get("ASYNCJOBS_BENCH_WAIT_SECONDS", "20")),
 }
+if os.environ.get("ASYNCJOBS_BENCH_PREPARED"):  # --prepared-statements
+    ASYNCJOBS["PREPARED_STATEMENTS"] = True
 if os.environ.get("ASYNCJOBS_BENCH_MAX_QUEUED"):  # to compare flow-control targets
     ASYNCJOBS["MAX_QUEUED_PER_QUEUE"] = int(os.environ["ASYNCJOBS_BENCH_MAX_QUEUED"])
 LOGGING = {

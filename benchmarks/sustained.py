@@ -50,7 +50,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks.compare_celery import add_server_options  # noqa: E402  (repository root)
+from benchmarks.compare_celery import (  # noqa: E402  (repository root)
+    add_server_options,
+    server_env,
+    server_note,
+)
 from benchmarks.side_measure import wait_for  # noqa: E402
 from benchmarks.throughput import (  # noqa: E402  (needs the repository root on sys.path)
     QUEUES,
@@ -346,8 +350,7 @@ class Host:
     def config(self) -> str:
         return (
             f"runscheduler + runworker --processes {self.args.processes} --concurrency "
-            f"{self.args.concurrency}; MAX_QUEUED_PER_QUEUE={self.args.max_queued}, "
-            f"WAIT_TIME_SECONDS={self.args.wait}"
+            f"{self.args.concurrency}; {server_note(self.args)}"
         )
 
 
@@ -781,7 +784,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ASYNCJOBS_BENCH_QUEUE_PREFIX": f"sus{run_id}-",
         "ASYNCJOBS_BENCH_WAIT_SECONDS": str(args.wait),
         "ASYNCJOBS_BENCH_LOG_LEVEL": args.log_level,
-        "ASYNCJOBS_BENCH_MAX_QUEUED": str(args.max_queued),
+        **server_env(args),
     }
     with bench_session(
         databases=[args.db_name],

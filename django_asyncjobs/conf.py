@@ -118,6 +118,11 @@ class AsyncJobsSettings:
     queue_rate_limits: Mapping[str, str] = field(default_factory=dict)
     #: How long a worker's claim waits for the scheduler's row lock before giving the message back.
     claim_lock_timeout_seconds: float = 5.0
+    #: Prepare the statements every job runs (``delay()``'s insert, the claim, the outcome) once
+    #: per database connection, with generic plans. Off by default, as Django's own prepared
+    #: statements are: only for direct connections or session pooling, never behind a pooler
+    #: in transaction mode.
+    prepared_statements: bool = False
     #: "sqs" (production) or "memory" (one process only, for tests).
     transport: str = "sqs"
     #: Job names the HTTP jobs API may create, besides those declared ``@job(api=True)``.
@@ -176,6 +181,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "queue_rate_limits": (dict,),
     "retention_days": (int, float, type(None)),
     "claim_lock_timeout_seconds": (int, float),
+    "prepared_statements": (bool,),
     "transport": (str,),
     "periodic_jobs": (list, tuple),
     "api_jobs": (list, tuple),

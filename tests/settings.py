@@ -86,6 +86,8 @@ ASYNCJOBS = {
     "QUEUE_DISCOVERY_INTERVAL_SECONDS": 1,
     "RETRY_BACKOFF_SECONDS": 0.2,
     "RETRY_JITTER": 0,
+    # The prepared-statement process test turns it on in the processes it starts.
+    "PREPARED_STATEMENTS": os.environ.get("ASYNCJOBS_TEST_PREPARED") == "1",
 }
 if os.environ.get("ASYNCJOBS_TEST_PERIODIC"):
     # An every-second schedule for the periodic-job process test only: in every other test a

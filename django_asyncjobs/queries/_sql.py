@@ -23,13 +23,18 @@ import dataclasses
 import datetime as dt
 import functools
 import uuid
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, TypeVar, cast
 
+import psycopg
 from django.db import connections, models, router
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.dispatch import Signal
+from psycopg.pq import TransactionStatus
 
 from .. import signals
+from ..conf import get_settings
 from ..fields import BoundedDateTimeField
 from ..retry import AttemptRow
 from ..status import JobStatus
@@ -247,6 +252,47 @@ def _row_loader(model: type[models.Model], names: tuple[str, ...]) -> _RowLoader
     )
 
 
+#: psycopg's ``prepare_threshold`` on the connections this module prepares on, where Django left
+#: it ``None`` (which prepares nothing, even on request): only statements asked for explicitly.
+_EXPLICIT_ONLY = 2**31 - 1
+#: psycopg connections already told to use generic plans (see :func:`_preparing_cursor`).
+_GENERIC_PLANS: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+class _PreparingCursor(psycopg.Cursor[Any]):
+    """A server-side binding cursor that prepares each statement it runs, once per connection."""
+
+    def execute(
+        self, query: Any, params: Any = None, *, prepare: bool | None = None, binary: Any = None
+    ) -> Any:
+        return super().execute(query, params, prepare=True, binary=binary)
+
+
+def _preparing_cursor(connection: BaseDatabaseWrapper) -> Any:
+    """Return a Django cursor over a :class:`_PreparingCursor` (``PREPARED_STATEMENTS``).
+
+    PostgreSQL then parses and plans the statement once per connection, not on every call: most
+    of a claim's or an outcome's CPU in PostgreSQL (see docs/explanation/performance.md). The
+    session uses generic plans: these statements take arrays of ids whose length PostgreSQL
+    cannot know, prices them at ten rows, and would re-plan every call otherwise. Set once, in
+    autocommit, outside any transaction, so that no rollback takes it back.
+    """
+    connection.close_if_health_check_failed()
+    connection.ensure_connection()
+    raw = connection.connection
+    with connection.wrap_database_errors:
+        if raw.prepare_threshold is None:
+            raw.prepare_threshold = _EXPLICIT_ONLY
+        if (
+            raw not in _GENERIC_PLANS
+            and raw.autocommit
+            and raw.info.transaction_status == TransactionStatus.IDLE
+        ):
+            raw.execute("SET plan_cache_mode = force_generic_plan")
+            _GENERIC_PLANS.add(raw)
+        return connection._prepare_cursor(_PreparingCursor(raw))  # type: ignore[attr-defined]
+
+
 class Ledger(models.Manager[JobT]):
     """The base of every caller's queries: the database alias and raw statements on it."""
 
@@ -254,9 +300,25 @@ class Ledger(models.Manager[JobT]):
     def _db_alias(self) -> str:
         return self._db or router.db_for_write(self.model)
 
-    def _execute(self, sql: str, params: Mapping[str, Any]) -> tuple[int, list[tuple[Any, ...]]]:
-        """Run *sql* on this manager's database; return its rowcount and rows (none: ``[]``)."""
-        with connections[self._db_alias].cursor() as cursor:
+    def _cursor(self, *, prepared: bool) -> Any:
+        """A cursor on this manager's database; a preparing one for a hot statement (*prepared*)
+        when ``PREPARED_STATEMENTS`` is on."""
+        connection = connections[self._db_alias]
+        # While Django records queries (DEBUG, debug toolbars, assertNumQueries) it needs each
+        # statement's text, which psycopg keeps only for statements it did not prepare.
+        if prepared and get_settings().prepared_statements and not connection.queries_logged:
+            return _preparing_cursor(connection)
+        return connection.cursor()
+
+    def _execute(
+        self, sql: str, params: Mapping[str, Any], *, prepared: bool = False
+    ) -> tuple[int, list[tuple[Any, ...]]]:
+        """Run *sql* on this manager's database; return its rowcount and rows (none: ``[]``).
+
+        *prepared*: a statement on the hot path of every job, prepared once per connection when
+        ``PREPARED_STATEMENTS`` is on.
+        """
+        with self._cursor(prepared=prepared) as cursor:
             cursor.execute(sql, params)
             rows = cursor.fetchall() if cursor.description else []
             return int(cursor.rowcount), rows
@@ -270,16 +332,19 @@ class Ledger(models.Manager[JobT]):
         rows = self._returning_many(sql, params)
         return rows[0] if rows else None
 
-    def _returning_many(self, sql: str, params: Mapping[str, Any]) -> list[JobT]:
+    def _returning_many(
+        self, sql: str, params: Mapping[str, Any], *, prepared: bool = False
+    ) -> list[JobT]:
         """Run a statement ending in ``RETURNING <all columns>`` and return the rows.
 
         What ``Model.objects.raw()`` does for such a statement, without its per-call work
         (column lookups, init order, converter lists), which was a fifth of a worker's CPU per
-        job: the loader for a column list is built once (:func:`_row_loader`).
+        job: the loader for a column list is built once (:func:`_row_loader`). *prepared* as for
+        :meth:`_execute`.
         """
         alias = self._db_alias
         connection = connections[alias]
-        with connection.cursor() as cursor:
+        with self._cursor(prepared=prepared) as cursor:
             cursor.execute(sql, params)
             names = tuple(column.name for column in cursor.description)
             rows = cursor.fetchall()

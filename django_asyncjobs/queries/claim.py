@@ -301,7 +301,7 @@ class ClaimQueries(Ledger[JobT]):
             lock_timeout_seconds=lock_timeout_seconds,
         )
         try:
-            jobs = self._returning_many(self._claim_sql(lock_first=False), params)
+            jobs = self._returning_many(self._claim_sql(lock_first=False), params, prepared=True)
         except OperationalError as exc:
             # A row held longer than the lock timeout, or two workers holding rows of each
             # other's duplicate messages: nothing was claimed; the careful path sorts it out.

@@ -299,7 +299,7 @@ class EnqueueQueries(Ledger[JobT]):
                 "unique_keys": [key for _, _, key, _ in rows],
                 "concurrency_keys": [key for _, _, _, key in rows],
             }
-        _, summary_rows = self._execute(sql, params)
+        _, summary_rows = self._execute(sql, params, prepared=len(rows) == 1)
         # The single row's statement returns no row when its unique key was taken.
         ((inserted_ids, created_at, run_at, blocked, _),) = summary_rows or [(None,) * 5]
         stored = set(inserted_ids or ())

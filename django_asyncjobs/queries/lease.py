@@ -153,6 +153,7 @@ class LeaseQueries(Ledger[JobT]):
                     "attempt_error": "",
                     "channel": NOTIFY_CHANNEL,
                 },
+                prepared=True,
             )
         }
         jobs = [stored.get(job_id) for job_id, _, _ in outcomes]

@@ -30,8 +30,9 @@ from typing import Any, Protocol, TypeVar, cast
 import psycopg
 from django.db import connections, models, router
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.postgresql.psycopg_any import register_tzloader
 from django.dispatch import Signal
-from psycopg.pq import TransactionStatus
+from psycopg.pq import Format, TransactionStatus
 
 from .. import signals
 from ..conf import get_settings
@@ -255,6 +256,7 @@ def _row_loader(model: type[models.Model], names: tuple[str, ...]) -> _RowLoader
 #: psycopg's ``prepare_threshold`` on the connections this module prepares on, where Django left
 #: it ``None`` (which prepares nothing, even on request): only statements asked for explicitly.
 _EXPLICIT_ONLY = 2**31 - 1
+_TIMESTAMPTZ_OID = psycopg.adapters.types["timestamptz"].oid
 #: psycopg connections already told to use generic plans (see :func:`_preparing_cursor`).
 _GENERIC_PLANS: weakref.WeakSet[Any] = weakref.WeakSet()
 
@@ -285,12 +287,22 @@ def _preparing_cursor(connection: BaseDatabaseWrapper) -> Any:
             raw.prepare_threshold = _EXPLICIT_ONLY
         if (
             raw not in _GENERIC_PLANS
+            # A project that prepares its own statements (its own prepare_threshold) keeps
+            # PostgreSQL's choice of plans for them, and so for ours.
+            and raw.prepare_threshold == _EXPLICIT_ONLY
             and raw.autocommit
             and raw.info.transaction_status == TransactionStatus.IDLE
         ):
             raw.execute("SET plan_cache_mode = force_generic_plan")
             _GENERIC_PLANS.add(raw)
-        return connection._prepare_cursor(_PreparingCursor(raw))  # type: ignore[attr-defined]
+        cursor = _PreparingCursor(raw)
+        # As Django's own cursors: times in the current time zone, should it differ from the
+        # one the connection was opened with (override_settings(TIME_ZONE=...)).
+        timezone = connection.timezone
+        loader = raw.adapters.get_loader(_TIMESTAMPTZ_OID, Format.TEXT)
+        if timezone != getattr(loader, "timezone", timezone):
+            register_tzloader(timezone, cursor)
+        return connection._prepare_cursor(cursor)  # type: ignore[attr-defined]
 
 
 class Ledger(models.Manager[JobT]):

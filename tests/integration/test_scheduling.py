@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from typing import Any
 
 import pytest
 from django.db import connection, connections, transaction
@@ -62,7 +63,7 @@ def test_delay_many_checks_everything_before_writing_anything() -> None:
 def test_delay_many_stores_each_jobs_arguments_as_given() -> None:
     # A batch's arguments travel as one JSON document: text that JSON escapes, non-ASCII text,
     # nesting and empty values must come back in their own job, in order.
-    arguments = [
+    arguments: list[tuple[list[Any], dict[str, Any]]] = [
         (['quote " and \\ backslash, é ü ✓ 😀 \u2028'], {"key": "ü"}),
         ([{"nested": {"list": [1, 2.5, None, True], "empty": {}}, "ü": "key"}], {}),
         ([[[], {}, ""]], {"key": ""}),
@@ -70,7 +71,7 @@ def test_delay_many_stores_each_jobs_arguments_as_given() -> None:
     ]
     enqueued = jobs.echo.delay_many(arguments)
     stored = {job.id: (job.args, job.kwargs) for job in Job.objects.filter(name=jobs.echo.name)}
-    expected = [(list(args), kwargs) for args, kwargs in arguments]
+    expected = [(args, kwargs) for args, kwargs in arguments]
     assert [stored[job.id] for job in enqueued] == expected
     assert [(job.args, job.kwargs) for job in enqueued] == expected
 

@@ -383,15 +383,15 @@ class SQSTransport:
         return moved
 
     def ensure_queue(self, queue: str) -> str:
-        """Create the SQS queue of *queue* if it does not exist; return its URL."""
+        """Create the SQS queue of *queue* if it does not exist; return its URL.
+
+        Only a missing queue is created: a lookup SQS refuses (permissions, credentials) raises
+        as :meth:`verify` does.
+        """
         self._urls.pop(queue, None)
         name = self.conf.sqs_queue_name(queue)
-        try:
-            self._urls[queue] = self.client.get_queue_url(QueueName=name)["QueueUrl"]
-        except ClientError:
-            self._urls[queue] = self._create(name)
-        except BotoCoreError as exc:
-            raise self._error("GetQueueUrl", name, exc) from exc
+        url = self._lookup_url(name)
+        self._urls[queue] = url if url is not None else self._create(name)
         return self._urls[queue]
 
     def send_batch(self, queue: str, messages: Sequence[OutgoingMessage]) -> set[str]:

@@ -7,6 +7,8 @@ tests/processes/test_startup.py.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from botocore.exceptions import (
     ClientError,
@@ -18,7 +20,11 @@ from botocore.exceptions import (
     ProfileNotFound,
     ReadTimeoutError,
 )
+from botocore.stub import Stubber
 
+from django_asyncjobs.conf import get_settings
+from django_asyncjobs.exceptions import TransportMisconfigured
+from django_asyncjobs.transports.sqs import SQSTransport
 from django_asyncjobs.transports.sqs_errors import (
     CREDENTIALS_HINT,
     ENDPOINT_HINT,
@@ -81,3 +87,21 @@ def test_a_refused_permission_names_the_action_to_allow(code: str) -> None:
 )
 def test_outages_and_missing_queues_are_no_configuration_mistake(error: Exception) -> None:
     assert misconfiguration_hint(error, operation="GetQueueUrl") is None
+
+
+def test_ensuring_a_queue_that_cannot_be_looked_up_reports_the_lookup_and_creates_nothing() -> None:
+    # Only a missing queue is created: a refused GetQueueUrl is the error to report, not a
+    # reason to try CreateQueue (which would fail with an error about the wrong action).
+    conf = dataclasses.replace(get_settings(), region_name="eu-west-1")
+    transport = SQSTransport(conf)
+    with Stubber(transport.client) as stub:
+        stub.add_client_error(
+            "get_queue_url",
+            service_error_code="AccessDenied",
+            service_message="not authorized to perform sqs:GetQueueUrl",
+            http_status_code=403,
+        )
+        with pytest.raises(TransportMisconfigured, match="GetQueueUrl") as raised:
+            transport.ensure_queue("default")
+        stub.assert_no_pending_responses()
+    assert "sqs:GetQueueUrl" in raised.value.hint

@@ -431,7 +431,11 @@ class JobAttempt(models.Model):
     earlier failures stay visible after the row itself moved on.
     """
 
-    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="attempt_history")
+    # No index of its own: asyncjobs_attempt_job_idx (job, started_at) serves every lookup by
+    # job, the cascade of a purge included, and each claim writes one index entry fewer.
+    job = models.ForeignKey(
+        Job, on_delete=models.CASCADE, related_name="attempt_history", db_index=False
+    )
     number = models.PositiveIntegerField(_("attempt"))
     worker = models.CharField(_("worker"), max_length=255)
     started_at = models.DateTimeField(_("started at"))

@@ -156,3 +156,37 @@ def test_migration_0017_numbers_attempts_on_and_moves_notes_out_of_the_error(
         "",
         "marked as succeeded by ops in the admin",
     }
+
+
+def _attempt_indexes() -> dict[str, list[str]]:
+    with connection.cursor() as cursor:
+        constraints = connection.introspection.get_constraints(cursor, "asyncjobs_attempt")
+    return {name: c["columns"] for name, c in constraints.items() if c["index"]}
+
+
+def _attempt_foreign_key() -> list[tuple[int, bool]]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT oid::int, convalidated FROM pg_constraint "
+            "WHERE conrelid = 'asyncjobs_attempt'::regclass AND contype = 'f'"
+        )
+        return cursor.fetchall()
+
+
+def test_migration_0021_drops_the_job_id_index_and_keeps_the_foreign_key(
+    transactional_db: None,
+) -> None:
+    latest = MigrationExecutor(connection).loader.graph.leaf_nodes(APP)
+    _migrate([(APP, "0020_trace_context")])
+    try:
+        assert ["job_id"] in _attempt_indexes().values()
+        foreign_key = _attempt_foreign_key()
+        _migrate(latest)
+        indexes = _attempt_indexes()
+        assert ["job_id"] not in indexes.values()
+        assert indexes["asyncjobs_attempt_job_idx"] == ["job_id", "started_at"]
+        # The same constraint, not dropped and added again (which would scan every attempt
+        # under a lock that holds claims up).
+        assert _attempt_foreign_key() == foreign_key
+    finally:
+        _migrate(latest)

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.db import connection, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.test import override_settings
 
 from django_asyncjobs.models import Job
@@ -95,3 +95,24 @@ def test_unique_and_delayed_jobs_and_bad_rows_behave_as_unprepared(settings: Any
     job = claimed(jobs.ledgered.delay(key="stale"))
     assert Job.objects.record_successes([(job.id, first.id, None)]) == [None]
     assert Job.objects.get(id=job.id).status == "running"
+
+
+@pytest.mark.usefixtures("prepared")
+def test_prepared_statements_read_times_in_the_connections_current_time_zone() -> None:
+    # Django reads times in the DATABASES time zone of the moment, even on a connection opened
+    # under another (its cursors then carry their own loader); the prepared cursor does too.
+    jobs.ledgered.delay(key="opens the connection")
+    wrapper = connections[DEFAULT_DB_ALIAS]  # not the proxy: its cached time zone is reset
+    wrapper.settings_dict["TIME_ZONE"] = "Asia/Kathmandu"
+    wrapper.__dict__.pop("timezone", None)  # a cached_property, as setting_changed resets it
+    try:
+        job = jobs.ledgered.delay(key="after the change")
+        stored = Job.objects.get(id=job.id)
+        for field in ("created_at", "run_at"):
+            prepared, read = getattr(job, field), getattr(stored, field)
+            assert prepared == read
+            assert str(prepared.tzinfo) == str(read.tzinfo) == "Asia/Kathmandu", field
+        assert any(text.startswith("INSERT INTO") for text, _, _ in prepared_statements())
+    finally:
+        wrapper.settings_dict["TIME_ZONE"] = None
+        wrapper.__dict__.pop("timezone", None)

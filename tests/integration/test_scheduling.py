@@ -12,6 +12,7 @@ from django.db import connection, connections, transaction
 from django.test.utils import CaptureQueriesContext
 
 from django_asyncjobs import signals
+from django_asyncjobs.conf import get_settings
 from django_asyncjobs.models import Job
 from django_asyncjobs.queries import JobManager
 from django_asyncjobs.transports.memory import MemoryTransport
@@ -74,6 +75,23 @@ def test_delay_many_stores_each_jobs_arguments_as_given() -> None:
     expected = [(args, kwargs) for args, kwargs in arguments]
     assert [stored[job.id] for job in enqueued] == expected
     assert [(job.args, job.kwargs) for job in enqueued] == expected
+
+
+def test_delay_many_takes_a_batch_larger_than_postgresqls_largest_jsonb_value() -> None:
+    # Each job may carry MAX_PAYLOAD_BYTES; a batch's total may pass jsonb's 256 MB cap.
+    each = get_settings().max_payload_bytes - 64
+    count = (1 << 28) // each + 2
+    enqueued = jobs.echo.delay_many([([f"{i:08d}" + "x" * (each - 16)], {}) for i in range(count)])
+    assert len(enqueued) == count
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT sum(octet_length(args::text)), count(*) FROM asyncjobs_job "
+            "WHERE args ->> 0 LIKE %s",
+            ["%x"],
+        )
+        ((stored, rows),) = cursor.fetchall()
+    assert rows == count and stored > 1 << 28
+    assert Job.objects.get(id=enqueued[-1].id).args[0].startswith(f"{count - 1:08d}x")
 
 
 def test_delay_many_of_ten_thousand_jobs() -> None:

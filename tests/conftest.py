@@ -16,7 +16,6 @@ kind's, so ``-m "not localstack"`` leaves them out.
 
 from __future__ import annotations
 
-import gc
 import os
 import uuid
 from collections.abc import Iterator
@@ -95,19 +94,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         item.add_marker(kind)
     if problems:
         raise pytest.UsageError("tests outside their kind:\n  " + "\n  ".join(problems))
-
-
-@pytest.fixture(scope="session")
-def django_db_setup(django_db_setup: None) -> Iterator[None]:
-    """pytest-django's, plus: close the connections of ended threads before the drop.
-
-    A thread a test started and stopped (a worker's or a scheduler's loop) can leave its
-    connection in thread-local storage that only the garbage collector frees. One still open
-    when pytest-django dropped the test database made the drop fail ("database
-    test_asyncjobs_gw0 is being accessed by other users") and left the database behind.
-    """
-    yield
-    gc.collect()
 
 
 #: The SQS endpoints of ``sqs_endpoint``: the run's own (moto_server, or the endpoint that

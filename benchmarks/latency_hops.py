@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import bisect
 import json
+import os
 import sys
 import tempfile
 import time
@@ -173,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         children = session.children
         hooked = {
             "ASYNCJOBS_BENCH_TRACE_DIR": str(trace_dir),
-            "PYTHONPATH": f"{HOOK_DIR}:{children.env['PYTHONPATH']}",
+            "PYTHONPATH": os.pathsep.join((str(HOOK_DIR), children.env["PYTHONPATH"])),
         }
         scheduler = children.start("scheduler", ["runscheduler"], extra_env=hooked)
         worker = children.start(

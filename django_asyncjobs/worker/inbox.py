@@ -211,7 +211,7 @@ class Inbox:
             with self._lock:
                 wanted = self.concurrency + self._prefetch_now() - running - len(self._held)
             if wanted <= 0:
-                self._armed.clear()
+                self.disarm()
                 continue
             try:
                 received = self.transport.receive(
@@ -232,7 +232,7 @@ class Inbox:
                 # while the main loop waited to claim what just came (benchmarks/latency_hops.py:
                 # receive -> claim p50 2.7-3.6 ms, 0.6 ms now), and the main loop sweeps the
                 # queues itself after it took these.
-                self._armed.clear()
+                self.disarm()
                 self._wakeup.set()
 
     # -- queue discovery -------------------------------------------------------------------------
